@@ -1,0 +1,675 @@
+//! Typed configuration: defaults, then an optional TOML file, then `CASTGATE_*`
+//! environment variables, then command-line flags (each later source wins).
+//!
+//! Every option has a working default for localhost, so `castgate serve` needs
+//! no file at all. [`Config::validate`] turns a bad value into a
+//! [`ConfigError`] that names the key and the reason; `main` prints it on one
+//! line and exits with code 2.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration value that cannot be used, with the key it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The TOML file is malformed or has an unknown key or wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file being parsed.
+        path: PathBuf,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted key, as in the TOML file (e.g. `rtc.udp_listen`).
+        key: &'static str,
+        /// Why the value was refused.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The whole configuration of a castgate process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP server (WHIP, WHEP, API).
+    pub http: HttpConfig,
+    /// WebRTC media transport.
+    pub rtc: RtcConfig,
+    /// Who may publish and view.
+    pub auth: AuthConfig,
+    /// Codecs offered and their preference order.
+    pub codecs: CodecConfig,
+    /// Publishing (WHIP) policy.
+    pub whip: WhipConfig,
+    /// Viewing (WHEP) policy.
+    pub whep: WhepConfig,
+    /// When and how keyframes are asked for.
+    pub keyframes: KeyframeConfig,
+}
+
+/// HTTP listener settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes (SDP offers, PATCH fragments).
+    pub max_body_bytes: usize,
+    /// Sustained POST/PATCH/DELETE requests per second allowed per client address.
+    pub rate_limit_per_sec: u32,
+    /// Burst of POST/PATCH/DELETE requests allowed per client address.
+    pub rate_limit_burst: u32,
+    /// Value of `Access-Control-Allow-Origin`: `*` or a list of origins.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 64 * 1024,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 60,
+            cors_origins: vec!["*".into()],
+        }
+    }
+}
+
+/// One STUN or TURN server handed to clients in `Link` headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:host:port`, `turn:host:port?transport=udp` or `turns:…`.
+    pub url: String,
+    /// TURN user name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// WebRTC transport settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    /// The one UDP socket all WebRTC sessions share.
+    pub udp_listen: SocketAddr,
+    /// Announce the machine's own interface addresses as ICE candidates.
+    pub auto_detect_addresses: bool,
+    /// Extra addresses to announce (public / NAT 1:1 IPs), port is `udp_listen`'s.
+    pub announce: Vec<IpAddr>,
+    /// STUN/TURN servers handed to clients.
+    pub ice_servers: Vec<IceServer>,
+    /// Number of media worker shards; 0 means one per CPU core.
+    pub workers: usize,
+    /// Packets kept per viewer video track to answer NACKs (RTX).
+    pub send_buffer_video: usize,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        Self {
+            udp_listen: SocketAddr::from(([0, 0, 0, 0], 8189)),
+            auto_detect_addresses: true,
+            announce: vec![],
+            ice_servers: vec![],
+            workers: 0,
+            send_buffer_video: 1000,
+        }
+    }
+}
+
+/// Bearer-token access control for WHIP and WHEP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// One token required to publish any stream (unless a per-stream token is set).
+    pub publish_token: Option<String>,
+    /// One token required to view any stream (unless a per-stream token is set).
+    pub view_token: Option<String>,
+    /// Per-stream publish tokens: stream name → token. Overrides `publish_token`.
+    pub stream_publish_tokens: BTreeMap<String, String>,
+    /// Per-stream view tokens: stream name → token. Overrides `view_token`.
+    pub stream_view_tokens: BTreeMap<String, String>,
+}
+
+/// Codec preference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodecConfig {
+    /// Video codecs accepted from publishers, most preferred first: vp8, vp9, h264, av1.
+    pub video: Vec<String>,
+}
+
+impl Default for CodecConfig {
+    fn default() -> Self {
+        Self {
+            video: vec!["vp8".into(), "h264".into(), "vp9".into(), "av1".into()],
+        }
+    }
+}
+
+/// What happens when a second publisher asks for a stream name in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnConflict {
+    /// The second publisher gets 409 Conflict.
+    #[default]
+    Reject,
+    /// The second publisher replaces the first, whose session is closed.
+    Takeover,
+}
+
+/// Publishing policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhipConfig {
+    /// Second publisher on a live name: `reject` (409) or `takeover`.
+    pub on_conflict: OnConflict,
+    /// Seconds without any packet from a publisher before its stream ends.
+    pub publisher_timeout_secs: f64,
+}
+
+impl Default for WhipConfig {
+    fn default() -> Self {
+        Self {
+            on_conflict: OnConflict::Reject,
+            publisher_timeout_secs: 10.0,
+        }
+    }
+}
+
+/// What a viewer gets when nothing is published under the name yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoPublisher {
+    /// 409 Conflict with `Retry-After`, as the WHEP draft says.
+    #[default]
+    Reject,
+    /// Hold the request until a publisher arrives (up to `wait_secs`).
+    Wait,
+}
+
+/// Viewing policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhepConfig {
+    /// Viewer before publisher: `reject` (409 + Retry-After) or `wait`.
+    pub no_publisher: NoPublisher,
+    /// With `wait`: how long to hold the request before answering 409.
+    pub wait_secs: f64,
+    /// Seconds suggested in `Retry-After`.
+    pub retry_after_secs: u32,
+    /// Frames queued per viewer before it is considered too slow and skips to the next keyframe.
+    pub viewer_queue_frames: usize,
+}
+
+impl Default for WhepConfig {
+    fn default() -> Self {
+        Self {
+            no_publisher: NoPublisher::Reject,
+            wait_secs: 30.0,
+            retry_after_secs: 2,
+            viewer_queue_frames: 256,
+        }
+    }
+}
+
+/// How a new viewer gets its first picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewerStart {
+    /// Ask the publisher for a keyframe; replay the cached group of pictures only
+    /// when the publisher has been seen ignoring requests.
+    #[default]
+    Auto,
+    /// Always ask for a fresh keyframe and wait for it (lowest delay once playing).
+    Fresh,
+    /// Always start at once from the cached group of pictures (fastest first picture,
+    /// briefly behind live).
+    Cached,
+}
+
+/// Keyframe request policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyframeConfig {
+    /// Smallest gap between two keyframe requests to one publisher (requests in between merge).
+    pub min_interval_ms: u64,
+    /// Period of keyframe requests while a sink needs regular keyframes (recording, RTMP, HLS).
+    pub periodic_secs: f64,
+    /// How a new viewer starts: `auto`, `fresh` or `cached`.
+    pub viewer_start: ViewerStart,
+    /// Largest group of pictures kept for `cached` starts, in bytes.
+    pub gop_cache_bytes: usize,
+}
+
+impl Default for KeyframeConfig {
+    fn default() -> Self {
+        Self {
+            min_interval_ms: 200,
+            periodic_secs: 2.0,
+            viewer_start: ViewerStart::Auto,
+            gop_cache_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl KeyframeConfig {
+    /// `min_interval_ms` as a duration.
+    pub fn min_interval(&self) -> Duration {
+        Duration::from_millis(self.min_interval_ms)
+    }
+}
+
+/// Command-line and environment overrides for `castgate serve`. Each flag can
+/// also be set as the environment variable shown in `--help`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file [default: ./castgate.toml if it exists].
+    #[arg(long, short = 'c', env = "CASTGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "CASTGATE_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    pub http_listen: Option<String>,
+    /// The one UDP address:port for all WebRTC media [default: 0.0.0.0:8189].
+    #[arg(long, env = "CASTGATE_UDP_LISTEN", value_name = "ADDR:PORT")]
+    pub udp_listen: Option<String>,
+    /// Extra IPs to announce in ICE candidates (public / NAT 1:1), comma-separated.
+    #[arg(
+        long,
+        env = "CASTGATE_ANNOUNCE",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub announce: Option<Vec<String>>,
+    /// Announce this machine's interface addresses [default: true].
+    #[arg(long, env = "CASTGATE_AUTO_DETECT_ADDRESSES", value_name = "BOOL")]
+    pub auto_detect_addresses: Option<bool>,
+    /// STUN/TURN URLs handed to clients in Link headers, comma-separated.
+    #[arg(
+        long,
+        env = "CASTGATE_ICE_SERVERS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub ice_servers: Option<Vec<String>>,
+    /// Media worker shards; 0 = one per core [default: 0].
+    #[arg(long, env = "CASTGATE_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Bearer token required to publish [default: none, publishing is open].
+    #[arg(
+        long,
+        env = "CASTGATE_PUBLISH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub publish_token: Option<String>,
+    /// Bearer token required to view [default: none, viewing is open].
+    #[arg(
+        long,
+        env = "CASTGATE_VIEW_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub view_token: Option<String>,
+    /// Video codecs accepted, most preferred first [default: vp8,h264,vp9,av1].
+    #[arg(
+        long,
+        env = "CASTGATE_VIDEO_CODECS",
+        value_delimiter = ',',
+        value_name = "CODEC"
+    )]
+    pub video_codecs: Option<Vec<String>>,
+    /// Second publisher on a live name [default: reject].
+    #[arg(long, env = "CASTGATE_ON_CONFLICT", value_enum)]
+    pub on_conflict: Option<OnConflict>,
+    /// Viewer before publisher [default: reject].
+    #[arg(long, env = "CASTGATE_NO_PUBLISHER", value_enum)]
+    pub no_publisher: Option<NoPublisher>,
+    /// How a new viewer starts [default: auto].
+    #[arg(long, env = "CASTGATE_VIEWER_START", value_enum)]
+    pub viewer_start: Option<ViewerStart>,
+    /// Seconds of publisher silence before its stream ends [default: 10].
+    #[arg(long, env = "CASTGATE_PUBLISHER_TIMEOUT", value_name = "SECS")]
+    pub publisher_timeout: Option<f64>,
+}
+
+/// The file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "castgate.toml";
+
+fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("{s:?} is not an address:port such as 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("{s:?} is not an IP address")))
+}
+
+impl Config {
+    /// Loads defaults, the TOML file (explicit or `./castgate.toml`), then the
+    /// environment and flags carried by `args`, and validates the result.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Config::from_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => Config::default(),
+        };
+        config.apply(args)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file; unknown keys are errors, so typos do not pass silently.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is the parser's one-line message.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.message().to_string() + &location(text, e.span()))
+    }
+
+    /// Applies flag and environment overrides on top of the file.
+    pub fn apply(&mut self, a: &ServeArgs) -> Result<(), ConfigError> {
+        if let Some(v) = &a.http_listen {
+            self.http.listen = parse_addr("http.listen", v)?;
+        }
+        if let Some(v) = &a.udp_listen {
+            self.rtc.udp_listen = parse_addr("rtc.udp_listen", v)?;
+        }
+        if let Some(v) = &a.announce {
+            self.rtc.announce = v
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_ip("rtc.announce", s))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = a.auto_detect_addresses {
+            self.rtc.auto_detect_addresses = v;
+        }
+        if let Some(v) = &a.ice_servers {
+            self.rtc.ice_servers = v
+                .iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|url| IceServer {
+                    url: url.trim().to_string(),
+                    username: None,
+                    credential: None,
+                })
+                .collect();
+        }
+        if let Some(v) = a.workers {
+            self.rtc.workers = v;
+        }
+        if let Some(v) = &a.publish_token {
+            self.auth.publish_token = Some(v.clone());
+        }
+        if let Some(v) = &a.view_token {
+            self.auth.view_token = Some(v.clone());
+        }
+        if let Some(v) = &a.video_codecs {
+            self.codecs.video = v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+        }
+        if let Some(v) = a.on_conflict {
+            self.whip.on_conflict = v;
+        }
+        if let Some(v) = a.no_publisher {
+            self.whep.no_publisher = v;
+        }
+        if let Some(v) = a.viewer_start {
+            self.keyframes.viewer_start = v;
+        }
+        if let Some(v) = a.publisher_timeout {
+            self.whip.publisher_timeout_secs = v;
+        }
+        Ok(())
+    }
+
+    /// Checks every value that types alone cannot; the first problem wins.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
+        if self.http.rate_limit_per_sec == 0 || self.http.rate_limit_burst == 0 {
+            return Err(invalid(
+                "http.rate_limit_per_sec",
+                "rate limits must be at least 1",
+            ));
+        }
+        if self.rtc.udp_listen.port() == 0 {
+            return Err(invalid(
+                "rtc.udp_listen",
+                "port 0 is not allowed: clients must be told a fixed media port",
+            ));
+        }
+        if !self.rtc.auto_detect_addresses
+            && self.rtc.announce.is_empty()
+            && self.rtc.udp_listen.ip().is_unspecified()
+        {
+            return Err(invalid(
+                "rtc.announce",
+                "no address to announce: set rtc.announce, bind rtc.udp_listen to an IP, or enable rtc.auto_detect_addresses",
+            ));
+        }
+        for ip in &self.rtc.announce {
+            if ip.is_unspecified() || ip.is_multicast() {
+                return Err(invalid("rtc.announce", format!("{ip} cannot be announced")));
+            }
+        }
+        for s in &self.rtc.ice_servers {
+            let ok = ["stun:", "stuns:", "turn:", "turns:"]
+                .iter()
+                .any(|p| s.url.starts_with(p));
+            if !ok || s.url.contains(['\r', '\n', '<', '>', '"']) {
+                return Err(invalid(
+                    "rtc.ice_servers",
+                    format!("{:?} is not a stun:, stuns:, turn: or turns: URL", s.url),
+                ));
+            }
+        }
+        if self.rtc.send_buffer_video == 0 {
+            return Err(invalid("rtc.send_buffer_video", "must be at least 1"));
+        }
+        if self.codecs.video.is_empty() {
+            return Err(invalid(
+                "codecs.video",
+                "at least one video codec is needed",
+            ));
+        }
+        for c in &self.codecs.video {
+            if !matches!(c.as_str(), "vp8" | "vp9" | "h264" | "av1") {
+                return Err(invalid(
+                    "codecs.video",
+                    format!("unknown codec {c:?}; choose from vp8, vp9, h264, av1"),
+                ));
+            }
+        }
+        let secs = self.whip.publisher_timeout_secs;
+        if !(1.0..=3600.0).contains(&secs) {
+            return Err(invalid(
+                "whip.publisher_timeout_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if !(0.0..=3600.0).contains(&self.whep.wait_secs) {
+            return Err(invalid(
+                "whep.wait_secs",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if self.whep.viewer_queue_frames < 16 {
+            return Err(invalid("whep.viewer_queue_frames", "must be at least 16"));
+        }
+        if !(0.5..=60.0).contains(&self.keyframes.periodic_secs) {
+            return Err(invalid(
+                "keyframes.periodic_secs",
+                "must be between 0.5 and 60 seconds",
+            ));
+        }
+        if self.keyframes.min_interval_ms > 10_000 {
+            return Err(invalid(
+                "keyframes.min_interval_ms",
+                "must be at most 10000",
+            ));
+        }
+        let tokens = self
+            .auth
+            .publish_token
+            .iter()
+            .chain(self.auth.view_token.iter())
+            .chain(self.auth.stream_publish_tokens.values())
+            .chain(self.auth.stream_view_tokens.values());
+        for t in tokens {
+            if t.is_empty() || !t.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(invalid(
+                    "auth",
+                    "tokens must be non-empty printable ASCII without spaces",
+                ));
+            }
+        }
+        for name in self
+            .auth
+            .stream_publish_tokens
+            .keys()
+            .chain(self.auth.stream_view_tokens.keys())
+        {
+            if let Err(e) = crate::stream::StreamName::parse(name) {
+                return Err(invalid("auth.stream_*_tokens", format!("{name:?}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of media worker shards to run.
+    pub fn worker_count(&self) -> usize {
+        if self.rtc.workers > 0 {
+            return self.rtc.workers;
+        }
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let line = text
+        .get(..span.start)
+        .map(|s| s.matches('\n').count() + 1)
+        .unwrap_or(1);
+    format!(" (line {line})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.rtc.udp_listen.port(), 8189);
+    }
+
+    #[test]
+    fn file_then_flags_override() {
+        let mut c = Config::from_toml("[http]\nlisten = \"127.0.0.1:9000\"\n[rtc]\nworkers = 3\n")
+            .expect("parses");
+        assert_eq!(c.http.listen.port(), 9000);
+        let args = ServeArgs {
+            http_listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        c.apply(&args).unwrap();
+        assert_eq!(c.http.listen.port(), 9100);
+        assert_eq!(c.rtc.workers, 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[http]\nlisen = \"x\"\n").unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = Config::default();
+        let err = c
+            .apply(&ServeArgs {
+                udp_listen: Some("nope".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().starts_with("rtc.udp_listen:"), "{err}");
+
+        c.codecs.video = vec!["h263".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("codecs.video:"), "{err}");
+
+        let mut c = Config::default();
+        c.rtc.udp_listen.set_port(0);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("rtc.udp_listen")
+        );
+
+        let mut c = Config::default();
+        c.rtc.ice_servers.push(IceServer {
+            url: "http://x".into(),
+            username: None,
+            credential: None,
+        });
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("rtc.ice_servers")
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP face of castgate: WHIP, WHEP and the JSON API, with CORS, body
+//! limits and rate limiting applied to all of it.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ratelimit;
+pub mod session;
+pub mod whep;
+pub mod whip;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Method, header};
+use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::rtc::Engine;
+use crate::stream::Hub;
+use ratelimit::RateLimiter;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Live streams.
+    pub hub: Arc<Hub>,
+    /// WebRTC sessions.
+    pub engine: Arc<Engine>,
+}
+
+/// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+/// (the rate limiter keys on the client address).
+pub fn router(state: AppState) -> Router {
+    let limiter = Arc::new(RateLimiter::new(
+        state.config.http.rate_limit_per_sec,
+        state.config.http.rate_limit_burst,
+    ));
+    let max_body = state.config.http.max_body_bytes;
+    let cors = cors(&state.config);
+    Router::new()
+        .route("/whip/{stream}", post(whip::post).options(whip::options))
+        .route(
+            "/whip/{stream}/{session}",
+            axum::routing::patch(whip::patch).delete(whip::delete),
+        )
+        .route("/whep/{stream}", post(whep::post).options(whep::options))
+        .route(
+            "/whep/{stream}/{session}",
+            axum::routing::patch(whep::patch).delete(whep::delete),
+        )
+        .route("/api/streams", get(api::streams))
+        .route("/api/streams/{name}", get(api::stream))
+        .route("/healthz", get(api::healthz))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            limiter,
+            ratelimit::limit,
+        ))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+}
+
+fn cors(config: &Config) -> CorsLayer {
+    let origins = &config.http.cors_origins;
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            HeaderName::from_static("accept-patch"),
+            HeaderName::from_static("accept-post"),
+        ])
+}

@@ -1,0 +1,109 @@
+//! Per-client-address rate limiting of the requests that create or change
+//! sessions (POST, PATCH, DELETE): a token bucket per IP address.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+
+use super::error::ApiError;
+
+/// Addresses tracked at most; beyond this, idle buckets are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets by client IP.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_sec: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl RateLimiter {
+    /// `per_sec` sustained, `burst` at once, per address.
+    pub fn new(per_sec: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_sec: f64::from(per_sec.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `ip`; false when the address is over its rate.
+    pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut buckets = self.buckets.lock();
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
+            let (per_sec, burst) = (self.per_sec, self.burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec < burst
+            });
+            if buckets.len() >= MAX_TRACKED {
+                return false;
+            }
+        }
+        let b = buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * self.per_sec;
+        b.tokens = (b.tokens + refill).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Middleware: 429 with `Retry-After` for POST/PATCH/DELETE over the limit.
+pub async fn limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let limited = matches!(*req.method(), Method::POST | Method::PATCH | Method::DELETE);
+    if limited && !limiter.allow(peer.ip(), Instant::now()) {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests; slow down",
+        )
+        .with_header(header::RETRY_AFTER, "1")
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bucket_refills() {
+        let l = RateLimiter::new(2, 3);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(l.allow(ip, t0));
+        assert!(l.allow(ip, t0));
+        assert!(l.allow(ip, t0));
+        assert!(!l.allow(ip, t0));
+        assert!(l.allow(ip, t0 + Duration::from_millis(500)));
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(l.allow(other, t0), "other addresses are not affected");
+    }
+}

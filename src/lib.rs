@@ -1,0 +1,12 @@
+//! castgate: a headless WebRTC recording and restreaming gateway.
+//!
+//! Data moves one way through the crate: [`http`] takes WHIP/WHEP requests,
+//! [`rtc`] runs the WebRTC sessions on one UDP port, and [`stream`] fans each
+//! publisher's frames out to its viewers (and, later, recorders and restreams).
+//! [`server`] wires them together; [`config`] says how.
+
+pub mod config;
+pub mod http;
+pub mod rtc;
+pub mod server;
+pub mod stream;

@@ -1,0 +1,130 @@
+//! The `castgate` command: parse the command line, load the config, serve.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use castgate::config::{Config, ServeArgs};
+use castgate::server::Server;
+
+/// castgate — publish over WHIP, watch over WHEP, every session on one UDP port.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options for `serve` (the default command).
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (the default when no command is given).
+    Serve(ServeArgs),
+    /// Load and validate the configuration, print it as TOML, and exit.
+    CheckConfig(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("castgate=info,warn")),
+        )
+        .init();
+    let (args, check_only) = match cli.command {
+        Some(Command::Serve(a)) => (a, false),
+        Some(Command::CheckConfig(a)) => (a, true),
+        None => (cli.serve, false),
+    };
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("castgate: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if check_only {
+        let mut shown = config.clone();
+        redact(&mut shown);
+        match toml::to_string_pretty(&shown) {
+            Ok(t) => print!("{t}"),
+            Err(e) => eprintln!("castgate: cannot print config: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("castgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("castgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    println!(
+        "castgate: serving on http://{} (media on UDP {})",
+        server.http_addr(),
+        server.engine().local_addr()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Hides secrets before the config is printed.
+fn redact(c: &mut Config) {
+    let hide = |s: &mut String| *s = "<redacted>".into();
+    if let Some(t) = c.auth.publish_token.as_mut() {
+        hide(t);
+    }
+    if let Some(t) = c.auth.view_token.as_mut() {
+        hide(t);
+    }
+    c.auth.stream_publish_tokens.values_mut().for_each(hide);
+    c.auth.stream_view_tokens.values_mut().for_each(hide);
+    for s in &mut c.rtc.ice_servers {
+        if let Some(cred) = s.credential.as_mut() {
+            hide(cred);
+        }
+    }
+}

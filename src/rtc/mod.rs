@@ -1,0 +1,686 @@
+//! The WebRTC engine: one UDP socket for every session, str0m state machines
+//! spread over worker shards, and the negotiation that WHIP and WHEP need.
+//!
+//! Data flow: [`router`] reads the socket and hands each datagram to the
+//! [`shard`] owning its session; a publisher [`session`] turns str0m frames into
+//! hub [`Frame`](crate::stream::Frame)s, and a viewer session writes the frames
+//! its sink queue receives. Nothing above this folder sees str0m.
+
+pub mod codecs;
+pub mod router;
+pub mod sdp;
+mod session;
+mod shard;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use serde::Serialize;
+use str0m::change::SdpOffer;
+use str0m::media::Mid;
+use str0m::{Candidate, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, OnConflict};
+use crate::stream::{
+    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkQueue, StreamName,
+};
+use router::{Destinations, Routes};
+use sdp::{MediaSection, OfferSummary};
+pub use session::EndReason;
+use session::{PublisherState, Role, Session, ViewerState};
+use shard::{Command, Shard, ShardPublisher, ShardWaker};
+pub use shard::{PatchError, PatchOp, PatchReply};
+
+/// Counters of the media transport, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Datagrams read from the socket.
+    pub datagrams_in: AtomicU64,
+    /// Datagrams sent.
+    pub datagrams_out: AtomicU64,
+    /// Datagrams that matched no session.
+    pub unrouted: AtomicU64,
+    /// Datagrams dropped because a shard's inbox was full.
+    pub shard_full_drops: AtomicU64,
+    /// Datagrams str0m refused (malformed, unauthenticated, undecryptable).
+    pub bad_datagrams: AtomicU64,
+    /// Sends that failed (socket buffer full).
+    pub send_drops: AtomicU64,
+    /// Errors reading the socket.
+    pub recv_errors: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`] plus session counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStats {
+    /// Live sessions (publishers + viewers).
+    pub sessions: usize,
+    /// ICE fragments and remote addresses in the routing table.
+    pub routes: (usize, usize),
+    /// See [`Counters`].
+    pub datagrams_in: u64,
+    /// See [`Counters`].
+    pub datagrams_out: u64,
+    /// See [`Counters`].
+    pub unrouted: u64,
+    /// See [`Counters`].
+    pub shard_full_drops: u64,
+    /// See [`Counters`].
+    pub bad_datagrams: u64,
+    /// See [`Counters`].
+    pub send_drops: u64,
+}
+
+/// Publisher or viewer, as recorded for a session resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKind {
+    /// WHIP session.
+    Publisher,
+    /// WHEP session.
+    Viewer,
+}
+
+#[derive(Debug, Clone)]
+struct SessionEntry {
+    shard: usize,
+    key: u64,
+    role: RoleKind,
+    stream: StreamName,
+}
+
+/// What shards share with the engine.
+struct Shared {
+    socket: Arc<UdpSocket>,
+    routes: Arc<Routes>,
+    counters: Arc<Counters>,
+    hub: Arc<Hub>,
+    sessions: Mutex<HashMap<String, SessionEntry>>,
+    candidates: Vec<SocketAddr>,
+}
+
+struct ShardHandle {
+    commands: mpsc::Sender<Command>,
+    wakes: mpsc::UnboundedSender<u64>,
+}
+
+/// Why an offer was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum NegotiateError {
+    /// The body is not a usable SDP offer (400).
+    #[error("{0}")]
+    BadOffer(String),
+    /// The offer is valid SDP but asks for something castgate does not do (422).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The stream name already has a publisher (409).
+    #[error("{0}")]
+    Busy(String),
+    /// The stream ended while the viewer was being set up (409).
+    #[error("stream {0:?} ended")]
+    Ended(String),
+    /// Shutting down (503).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The UDP port could not be bound.
+    #[error("cannot bind the media UDP port {addr}: {source}")]
+    Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// No address to announce in ICE candidates.
+    #[error("no IP address to announce in ICE candidates; set rtc.announce")]
+    NoAddress,
+}
+
+/// A negotiated session: what the HTTP layer sends back.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Unguessable id for the resource URL.
+    pub session_id: String,
+    /// The SDP answer.
+    pub sdp: String,
+    /// The first ETag of the resource (unquoted).
+    pub etag: String,
+}
+
+/// The WebRTC engine of one castgate process.
+pub struct Engine {
+    shared: Arc<Shared>,
+    shards: Vec<ShardHandle>,
+    next_shard: AtomicUsize,
+    next_key: AtomicU64,
+    config: Arc<Config>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    local_addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+/// Capacity of each shard's inbox (datagrams and commands).
+const SHARD_INBOX: usize = 8192;
+
+impl Engine {
+    /// Binds the media socket and starts the router and worker shards.
+    pub async fn start(config: Arc<Config>, hub: Arc<Hub>) -> Result<Engine, EngineError> {
+        let addr = config.rtc.udp_listen;
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| EngineError::Bind { addr, source })?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|source| EngineError::Bind { addr, source })?;
+        let candidates = candidate_addresses(&config, local_addr);
+        if candidates.is_empty() {
+            return Err(EngineError::NoAddress);
+        }
+        tracing::info!(udp = %local_addr, candidates = ?candidates, "media socket bound");
+        let socket = Arc::new(socket);
+        let shared = Arc::new(Shared {
+            socket: socket.clone(),
+            routes: Arc::new(Routes::default()),
+            counters: Arc::new(Counters::default()),
+            hub,
+            sessions: Mutex::new(HashMap::new()),
+            candidates: candidates.clone(),
+        });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut shards = Vec::new();
+        let mut tasks = Vec::new();
+        for index in 0..config.worker_count() {
+            let (commands, inbox) = mpsc::channel(SHARD_INBOX);
+            let (wakes, wake_rx) = mpsc::unbounded_channel();
+            let shard = Shard::new(index, shared.clone(), inbox, wake_rx);
+            tasks.push(tokio::spawn(shard.run(shutdown_rx.clone())));
+            shards.push(ShardHandle { commands, wakes });
+        }
+        tasks.push(tokio::spawn(router::run(
+            socket,
+            shared.routes.clone(),
+            shards.iter().map(|s| s.commands.clone()).collect(),
+            Destinations::new(local_addr, candidates),
+            shared.counters.clone(),
+            shutdown_rx,
+        )));
+        Ok(Engine {
+            shared,
+            shards,
+            next_shard: AtomicUsize::new(0),
+            next_key: AtomicU64::new(1),
+            config,
+            shutdown,
+            tasks: Mutex::new(tasks),
+            local_addr,
+        })
+    }
+
+    /// The bound media address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The addresses announced as ICE host candidates.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.shared.candidates
+    }
+
+    fn pick_shard(&self) -> usize {
+        self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len()
+    }
+
+    fn rtc_builder(&self) -> str0m::RtcConfig {
+        Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .set_send_buffer_video(self.config.rtc.send_buffer_video)
+    }
+
+    /// Answers a WHIP offer: claims the stream name and starts the publisher session.
+    pub async fn publish(&self, name: StreamName, offer: &str) -> Result<Answer, NegotiateError> {
+        let summary =
+            OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
+        let audio = one_section(&summary, "audio")?;
+        let video = one_section(&summary, "video")?;
+        if audio.is_none() && video.is_none() {
+            return Err(NegotiateError::Unsupported(
+                "the offer has no audio or video track to publish".into(),
+            ));
+        }
+        for s in audio.iter().chain(video.iter()) {
+            if !s.direction.sends() {
+                return Err(NegotiateError::Unsupported(format!(
+                    "the {} track does not send (direction {:?}); a WHIP offer must be sendonly",
+                    s.kind, s.direction
+                )));
+            }
+            if s.simulcast {
+                return Err(NegotiateError::Unsupported(
+                    "simulcast publishing is not supported; send a single layer".into(),
+                ));
+            }
+        }
+        let preference: Vec<Codec> = self
+            .config
+            .codecs
+            .video
+            .iter()
+            .filter_map(|c| Codec::from_name(c))
+            .collect();
+        let mut builder = self.rtc_builder();
+        let mut tracks: Vec<CodecParams> = Vec::new();
+        if let Some(v) = video {
+            let picked = codecs::pick_video(v, &preference).map_err(NegotiateError::Unsupported)?;
+            codecs::add(
+                builder.codec_config(),
+                &picked.params,
+                picked.pt,
+                picked.rtx,
+            );
+            tracks.push(picked.params);
+        }
+        if let Some(a) = audio {
+            let picked = codecs::pick_audio(a).map_err(NegotiateError::Unsupported)?;
+            codecs::add(builder.codec_config(), &picked.params, picked.pt, None);
+            tracks.push(picked.params);
+        }
+        let mut rtc = builder.build(Instant::now());
+        let answer = negotiate(&mut rtc, offer, &self.shared.candidates)?;
+        for s in audio.iter().chain(video.iter()) {
+            require_negotiated(&rtc, s)?;
+        }
+        // Record what str0m actually agreed (level may differ from the offer).
+        let tracks = tracks
+            .into_iter()
+            .map(|t| negotiated_params(&rtc, t))
+            .collect::<Vec<_>>();
+
+        let shard = self.pick_shard();
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let control = Arc::new(ShardPublisher {
+            tx: self.shards[shard].commands.clone(),
+            key,
+        });
+        let takeover = self.config.whip.on_conflict == OnConflict::Takeover;
+        let stream = self
+            .shared
+            .hub
+            .publish(name.clone(), tracks, control, takeover)
+            .map_err(|e| match e {
+                PublishError::Busy(n) => NegotiateError::Busy(format!(
+                    "stream {n:?} already has a publisher; stop it first or use another name"
+                )),
+                PublishError::ShuttingDown => NegotiateError::ShuttingDown,
+            })?;
+        let role = Role::Publisher(PublisherState::new(
+            self.config.keyframes.min_interval(),
+            Duration::from_secs_f64(self.config.keyframes.periodic_secs),
+        ));
+        let result = self
+            .start_session(
+                shard,
+                key,
+                rtc,
+                role,
+                stream.clone(),
+                RoleKind::Publisher,
+                answer,
+            )
+            .await;
+        if result.is_err() {
+            self.shared.hub.remove(&stream);
+        }
+        result
+    }
+
+    /// Answers a WHEP offer for a live stream and starts the viewer session.
+    pub async fn view(
+        &self,
+        stream: Arc<LiveStream>,
+        offer: &str,
+    ) -> Result<Answer, NegotiateError> {
+        let summary =
+            OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
+        let audio = one_section(&summary, "audio")?;
+        let video = one_section(&summary, "video")?;
+        for s in audio.iter().chain(video.iter()) {
+            if !s.direction.receives() {
+                return Err(NegotiateError::Unsupported(format!(
+                    "the {} track does not receive (direction {:?}); a WHEP offer must be recvonly",
+                    s.kind, s.direction
+                )));
+            }
+        }
+        let mut builder = self.rtc_builder();
+        for t in stream.tracks() {
+            let (pt, rtx) = match t.codec.kind() {
+                MediaKind::Video => (96, Some(97)),
+                MediaKind::Audio => (111, None),
+            };
+            codecs::add(builder.codec_config(), t, pt, rtx);
+        }
+        let mut rtc = builder.build(Instant::now());
+        let answer = negotiate(&mut rtc, offer, &self.shared.candidates)?;
+        let mut receivable = 0;
+        for t in stream.tracks() {
+            let section = match t.codec.kind() {
+                MediaKind::Video => video,
+                MediaKind::Audio => audio,
+            };
+            let Some(section) = section else { continue };
+            if require_negotiated(&rtc, section).is_err() {
+                return Err(NegotiateError::Unsupported(format!(
+                    "the stream's {} is {} but the offer cannot receive it (offered: {})",
+                    section.kind,
+                    describe(t),
+                    section
+                        .codecs
+                        .iter()
+                        .filter(|c| c.params().is_some())
+                        .map(|c| c.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            receivable += 1;
+        }
+        if receivable == 0 {
+            return Err(NegotiateError::Unsupported(format!(
+                "the offer receives none of the stream's tracks ({})",
+                stream
+                    .tracks()
+                    .iter()
+                    .map(describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if stream.is_ended() {
+            return Err(NegotiateError::Ended(stream.name().to_string()));
+        }
+        let shard = self.pick_shard();
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(SinkQueue::new(
+            self.config.whep.viewer_queue_frames,
+            Box::new(ShardWaker {
+                tx: self.shards[shard].wakes.clone(),
+                key,
+            }),
+        ));
+        let role = Role::Viewer(ViewerState::new(queue));
+        self.start_session(shard, key, rtc, role, stream, RoleKind::Viewer, answer)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_session(
+        &self,
+        shard: usize,
+        key: u64,
+        mut rtc: Rtc,
+        role: Role,
+        stream: Arc<LiveStream>,
+        kind: RoleKind,
+        answer: String,
+    ) -> Result<Answer, NegotiateError> {
+        let id = random_hex();
+        let etag = new_etag();
+        let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
+        let now = Instant::now();
+        let session = Session {
+            key,
+            id: id.clone(),
+            rtc,
+            role,
+            stream: stream.clone(),
+            etag: etag.clone(),
+            ufrags: vec![ufrag],
+            next_timeout: now,
+            last_heard: now,
+            silence_limit: Duration::from_secs_f64(self.config.whip.publisher_timeout_secs),
+            ended: None,
+        };
+        self.shared.sessions.lock().insert(
+            id.clone(),
+            SessionEntry {
+                shard,
+                key,
+                role: kind,
+                stream: stream.name().clone(),
+            },
+        );
+        if self.shards[shard]
+            .commands
+            .send(Command::Add(Box::new(session)))
+            .await
+            .is_err()
+        {
+            self.shared.sessions.lock().remove(&id);
+            return Err(NegotiateError::ShuttingDown);
+        }
+        tracing::info!(
+            session = %session::short(&id),
+            stream = %stream.name(),
+            role = ?kind,
+            shard,
+            "session created"
+        );
+        Ok(Answer {
+            session_id: id,
+            sdp: answer,
+            etag,
+        })
+    }
+
+    fn entry(&self, id: &str, role: RoleKind, stream: &StreamName) -> Option<SessionEntry> {
+        let sessions = self.shared.sessions.lock();
+        let e = sessions.get(id)?;
+        (e.role == role && &e.stream == stream).then(|| e.clone())
+    }
+
+    /// Trickle ICE or ICE restart on a session resource.
+    pub async fn patch(
+        &self,
+        id: &str,
+        role: RoleKind,
+        stream: &StreamName,
+        op: PatchOp,
+    ) -> Result<PatchReply, PatchError> {
+        let e = self.entry(id, role, stream).ok_or(PatchError::NotFound)?;
+        let (reply, rx) = oneshot::channel();
+        self.shards[e.shard]
+            .commands
+            .send(Command::Patch {
+                key: e.key,
+                op,
+                reply,
+            })
+            .await
+            .map_err(|_| PatchError::NotFound)?;
+        rx.await.map_err(|_| PatchError::NotFound)?
+    }
+
+    /// Ends a session (HTTP DELETE); false if there is no such session.
+    pub async fn delete(&self, id: &str, role: RoleKind, stream: &StreamName) -> bool {
+        let Some(e) = self.entry(id, role, stream) else {
+            return false;
+        };
+        let (done, rx) = oneshot::channel();
+        let cmd = Command::Close {
+            key: e.key,
+            reason: EndReason::Deleted,
+            done: Some(done),
+        };
+        if self.shards[e.shard].commands.send(cmd).await.is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.sessions.lock().len()
+    }
+
+    /// Transport counters.
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.shared.counters;
+        EngineStats {
+            sessions: self.session_count(),
+            routes: self.shared.routes.len(),
+            datagrams_in: c.datagrams_in.load(Ordering::Relaxed),
+            datagrams_out: c.datagrams_out.load(Ordering::Relaxed),
+            unrouted: c.unrouted.load(Ordering::Relaxed),
+            shard_full_drops: c.shard_full_drops.load(Ordering::Relaxed),
+            bad_datagrams: c.bad_datagrams.load(Ordering::Relaxed),
+            send_drops: c.send_drops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ends every session and stops the router and shards.
+    pub async fn shutdown(&self) {
+        self.shared.hub.close_all();
+        let _ = self.shutdown.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn one_section<'a>(
+    s: &'a OfferSummary,
+    kind: &str,
+) -> Result<Option<&'a MediaSection>, NegotiateError> {
+    let mut it = s.active(kind);
+    let first = it.next();
+    let extra = it.count();
+    if extra > 0 {
+        return Err(NegotiateError::Unsupported(format!(
+            "the offer has {} {kind} tracks; castgate takes at most one audio and one video track per session",
+            extra + 1
+        )));
+    }
+    Ok(first)
+}
+
+fn negotiate(
+    rtc: &mut Rtc,
+    offer: &str,
+    candidates: &[SocketAddr],
+) -> Result<String, NegotiateError> {
+    for addr in candidates {
+        if let Ok(c) = Candidate::host(*addr, "udp") {
+            rtc.add_local_candidate(c);
+        }
+    }
+    let offer = SdpOffer::from_sdp_string(offer)
+        .map_err(|e| NegotiateError::BadOffer(format!("the SDP offer does not parse: {e}")))?;
+    let answer = rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .map_err(|e| NegotiateError::Unsupported(format!("the offer cannot be answered: {e}")))?;
+    Ok(answer.to_sdp_string())
+}
+
+fn require_negotiated(rtc: &Rtc, section: &MediaSection) -> Result<(), NegotiateError> {
+    let ok = section
+        .mid
+        .as_deref()
+        .map(Mid::from)
+        .and_then(|mid| rtc.media(mid))
+        .is_some_and(|m| !m.remote_pts().is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(NegotiateError::Unsupported(format!(
+            "no common codec for the {} track",
+            section.kind
+        )))
+    }
+}
+
+fn negotiated_params(rtc: &Rtc, want: CodecParams) -> CodecParams {
+    rtc.codec_config()
+        .params()
+        .iter()
+        .filter_map(codecs::from_payload_params)
+        .find(|p| p.codec == want.codec)
+        .map(|p| CodecParams {
+            // Keep what the publisher said about itself where str0m has no opinion.
+            stereo: want.stereo,
+            ..p
+        })
+        .unwrap_or(want)
+}
+
+fn describe(p: &CodecParams) -> String {
+    match (p.codec, p.profile_level_id) {
+        (Codec::H264, Some(pli)) => format!("h264 profile-level-id {pli:06x}"),
+        (Codec::Vp9, Some(_)) | (Codec::Vp9, None) => {
+            format!("vp9 profile {}", p.vp9_profile_id.unwrap_or(0))
+        }
+        (c, _) => c.name().to_string(),
+    }
+}
+
+/// 128 random bits as 32 hex characters: session ids and ETags.
+fn random_hex() -> String {
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
+/// A fresh ETag value (unquoted).
+fn new_etag() -> String {
+    random_hex()
+}
+
+/// The ICE host candidates to announce: configured public IPs first, then the
+/// machine's interface addresses of the socket's family (loopback last).
+fn candidate_addresses(config: &Config, local: SocketAddr) -> Vec<SocketAddr> {
+    let port = local.port();
+    let mut ips: Vec<IpAddr> = config.rtc.announce.clone();
+    if !local.ip().is_unspecified() {
+        ips.push(local.ip());
+    } else if config.rtc.auto_detect_addresses {
+        let v6_ok = local.is_ipv6();
+        let mut found: Vec<IpAddr> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| match ip {
+                IpAddr::V4(v4) => !v4.is_link_local(),
+                IpAddr::V6(v6) => v6_ok && !v6.is_unicast_link_local(),
+            })
+            .collect();
+        found.sort_by_key(|ip| ip.is_loopback());
+        ips.extend(found);
+    }
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ip in ips {
+        let a = SocketAddr::new(ip, port);
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}

@@ -1,0 +1,414 @@
+//! One WebRTC session (a publisher or a viewer): its str0m [`Rtc`], its role,
+//! and how its events turn into hub calls and back.
+//!
+//! Sessions are owned by a shard and driven only by it; nothing here awaits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::media::{
+    Frequency, KeyframeRequestKind, MediaData, MediaKind as S0Kind, MediaTime, Mid, Pt,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+
+use super::Counters;
+use super::codecs;
+use crate::stream::{
+    Frame, KeyframePacer, LiveStream, MediaKind, SenderClock, SinkKind, SinkQueue, Subscription,
+};
+
+/// What a session does.
+pub enum Role {
+    /// Sends media in (WHIP).
+    Publisher(PublisherState),
+    /// Receives media out (WHEP).
+    Viewer(ViewerState),
+}
+
+/// Publisher bookkeeping.
+pub struct PublisherState {
+    kinds: HashMap<Mid, MediaKind>,
+    pacer: KeyframePacer,
+    periodic: Duration,
+    video_mid: Option<Mid>,
+}
+
+impl PublisherState {
+    /// A publisher whose keyframe requests are paced by `min_interval`.
+    pub fn new(min_interval: Duration, periodic: Duration) -> PublisherState {
+        PublisherState {
+            kinds: HashMap::new(),
+            pacer: KeyframePacer::new(min_interval),
+            periodic,
+            video_mid: None,
+        }
+    }
+}
+
+/// Viewer bookkeeping.
+pub struct ViewerState {
+    queue: Arc<SinkQueue>,
+    subscription: Option<Subscription>,
+    mids: HashMap<MediaKind, Mid>,
+    pts: HashMap<MediaKind, Pt>,
+    scratch: Vec<Arc<Frame>>,
+    last_forwarded_pli: Option<Instant>,
+}
+
+impl ViewerState {
+    /// A viewer that will read frames from `queue` once connected.
+    pub fn new(queue: Arc<SinkQueue>) -> ViewerState {
+        ViewerState {
+            queue,
+            subscription: None,
+            mids: HashMap::new(),
+            pts: HashMap::new(),
+            scratch: Vec::new(),
+            last_forwarded_pli: None,
+        }
+    }
+}
+
+/// A viewer's own keyframe requests reach the publisher at most this often, so
+/// one viewer on a lossy link cannot make everyone's stream keyframe-heavy.
+const VIEWER_PLI_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// HTTP DELETE of the session resource.
+    Deleted,
+    /// Nothing heard from the peer for the configured time.
+    Silent,
+    /// The publisher of the stream left (viewers).
+    StreamEnded,
+    /// str0m reported a fatal error.
+    Failed,
+    /// A new publisher took the name over.
+    Replaced,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A live session inside a shard.
+pub struct Session {
+    /// Key within its shard (routes point here).
+    pub key: u64,
+    /// Public, unguessable id (the last segment of the resource URL).
+    pub id: String,
+    /// str0m state machine.
+    pub rtc: Rtc,
+    /// Publisher or viewer.
+    pub role: Role,
+    /// The stream published or watched.
+    pub stream: Arc<LiveStream>,
+    /// Current ETag of the resource (changes on ICE restart).
+    pub etag: String,
+    /// ICE username fragments routed to this session.
+    pub ufrags: Vec<String>,
+    /// When str0m next wants a timeout.
+    pub next_timeout: Instant,
+    /// Last datagram from the peer.
+    pub last_heard: Instant,
+    /// Silence after which the session ends.
+    pub silence_limit: Duration,
+    /// Set once the session should be removed.
+    pub ended: Option<EndReason>,
+}
+
+impl Session {
+    /// Feeds one datagram to str0m.
+    pub fn receive(
+        &mut self,
+        at: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        counters: &Counters,
+    ) {
+        let Ok(contents) = data.try_into() else {
+            counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.last_heard = at;
+        let input = Input::Receive(
+            at,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        if let Err(e) = self.rtc.handle_input(input) {
+            counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(session = %short(&self.id), error = %e, "datagram refused");
+        }
+    }
+
+    /// Moves str0m's clock forward and checks for silence.
+    pub fn timeout(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_heard) > self.silence_limit {
+            self.end(EndReason::Silent);
+            return;
+        }
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            tracing::warn!(session = %short(&self.id), error = %e, "session failed");
+            self.end(EndReason::Failed);
+            return;
+        }
+        if let Role::Publisher(p) = &mut self.role
+            && p.pacer.poll(now)
+        {
+            send_keyframe_request(&mut self.rtc, p.video_mid);
+        }
+    }
+
+    /// Marks the session for removal.
+    pub fn end(&mut self, reason: EndReason) {
+        if self.ended.is_none() {
+            self.ended = Some(reason);
+        }
+    }
+
+    /// The hub (or a viewer) wants a keyframe from this publisher.
+    pub fn ask_keyframe(&mut self, now: Instant) {
+        if let Role::Publisher(p) = &mut self.role
+            && p.pacer.ask(now)
+        {
+            send_keyframe_request(&mut self.rtc, p.video_mid);
+        }
+    }
+
+    /// A sink that needs regular keyframes appeared or left.
+    pub fn set_periodic_keyframes(&mut self, on: bool) {
+        if let Role::Publisher(p) = &mut self.role {
+            let period = on.then_some(p.periodic);
+            p.pacer.set_periodic(period);
+        }
+    }
+
+    /// Sends queued frames to a viewer.
+    pub fn feed_viewer(&mut self) {
+        let Role::Viewer(v) = &mut self.role else {
+            return;
+        };
+        let mut frames = std::mem::take(&mut v.scratch);
+        let open = v.queue.drain(&mut frames);
+        let mut sent = 0usize;
+        for frame in frames.drain(..) {
+            let kind = frame.kind();
+            let Some(mid) = v.mids.get(&kind).copied() else {
+                continue;
+            };
+            let Some(writer) = self.rtc.writer(mid) else {
+                continue;
+            };
+            let pt = match v.pts.get(&kind) {
+                Some(pt) => *pt,
+                None => match writer.match_params(codecs::payload_params(&frame.params)) {
+                    Some(pt) => {
+                        v.pts.insert(kind, pt);
+                        pt
+                    }
+                    None => continue,
+                },
+            };
+            let Some(freq) = Frequency::new(frame.params.clock_rate) else {
+                continue;
+            };
+            let time = MediaTime::new(frame.rtp_time, freq);
+            sent += frame.data.len();
+            if let Err(e) = writer.write(pt, frame.arrival, time, frame.data.clone()) {
+                tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
+            }
+        }
+        v.scratch = frames;
+        if sent > 0 {
+            self.stream.add_bytes_out(sent);
+        }
+        if !open {
+            self.end(EndReason::StreamEnded);
+        }
+    }
+
+    /// Polls str0m until it wants a timeout, sending what it transmits and
+    /// acting on its events.
+    pub fn drive(&mut self, socket: &UdpSocket, counters: &Counters) {
+        loop {
+            if self.ended.is_some() {
+                return;
+            }
+            if !self.rtc.is_alive() {
+                self.end(EndReason::Failed);
+                return;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.next_timeout = t;
+                    return;
+                }
+                Ok(Output::Transmit(t)) => {
+                    if socket.try_send_to(&t.contents, t.destination).is_err() {
+                        counters.send_drops.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Output::Event(e)) => self.on_event(e),
+                Err(e) => {
+                    tracing::warn!(session = %short(&self.id), error = %e, "session failed");
+                    self.end(EndReason::Failed);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                tracing::info!(
+                    session = %short(&self.id),
+                    stream = %self.stream.name(),
+                    role = self.role_name(),
+                    "connected"
+                );
+                if let Role::Viewer(v) = &mut self.role {
+                    match self.stream.subscribe(SinkKind::Viewer, v.queue.clone()) {
+                        Some(sub) => v.subscription = Some(sub),
+                        None => self.end(EndReason::StreamEnded),
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                tracing::debug!(session = %short(&self.id), ?state, "ice state");
+                if state == IceConnectionState::Disconnected {
+                    // Consent lapsed; the silence timer decides, so an ICE
+                    // restart over PATCH can still rescue the session.
+                }
+            }
+            Event::MediaAdded(m) => {
+                let kind = match m.kind {
+                    S0Kind::Audio => MediaKind::Audio,
+                    S0Kind::Video => MediaKind::Video,
+                };
+                match &mut self.role {
+                    Role::Publisher(p) => {
+                        p.kinds.insert(m.mid, kind);
+                        if kind == MediaKind::Video {
+                            p.video_mid = Some(m.mid);
+                        }
+                    }
+                    Role::Viewer(v) => {
+                        v.mids.entry(kind).or_insert(m.mid);
+                    }
+                }
+            }
+            Event::MediaData(data) => self.on_media(data),
+            Event::KeyframeRequest(_) => {
+                if let Role::Viewer(v) = &mut self.role {
+                    let now = Instant::now();
+                    let due = v
+                        .last_forwarded_pli
+                        .is_none_or(|t| now.saturating_duration_since(t) >= VIEWER_PLI_INTERVAL);
+                    if due {
+                        v.last_forwarded_pli = Some(now);
+                        self.stream.request_keyframe();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media(&mut self, data: MediaData) {
+        let Role::Publisher(p) = &mut self.role else {
+            return;
+        };
+        let Some(kind) = p.kinds.get(&data.mid).copied() else {
+            return;
+        };
+        let Some(params) = self.stream.track(kind) else {
+            return;
+        };
+        let video = kind == MediaKind::Video;
+        let keyframe = !video || data.is_keyframe();
+        let now = Instant::now();
+        if video && keyframe {
+            p.pacer.keyframe_received(now);
+        }
+        if video && !data.contiguous && p.pacer.ask(now) {
+            // Lost packets we could not recover: the picture is broken until
+            // the next keyframe, so ask for one (paced with everyone else's).
+            send_keyframe_request(&mut self.rtc, p.video_mid);
+        }
+        let time = data.time.rebase(frequency(params.clock_rate));
+        let frame = Frame {
+            params,
+            keyframe,
+            rtp_time: time.numer(),
+            arrival: data.network_time,
+            sender_clock: data.last_sender_info.map(|s| SenderClock {
+                ntp_time: s.ntp_time,
+                rtp_time: s.rtp_time.rebase(frequency(params.clock_rate)).numer(),
+            }),
+            after_loss: !data.contiguous,
+            data: data.data,
+        };
+        self.stream.publish(frame);
+    }
+
+    /// Leaves the hub: a publisher ends its stream, a viewer unsubscribes.
+    pub fn detach(&mut self, hub: &crate::stream::Hub) {
+        match &mut self.role {
+            Role::Publisher(_) => hub.remove(&self.stream),
+            Role::Viewer(v) => {
+                if let Some(sub) = v.subscription.take() {
+                    self.stream.unsubscribe(sub.id);
+                }
+                v.queue.close();
+            }
+        }
+        self.rtc.disconnect();
+    }
+
+    /// `publisher` or `viewer`, for logs.
+    pub fn role_name(&self) -> &'static str {
+        match self.role {
+            Role::Publisher(_) => "publisher",
+            Role::Viewer(_) => "viewer",
+        }
+    }
+}
+
+fn frequency(rate: u32) -> Frequency {
+    Frequency::new(rate).unwrap_or(Frequency::NINETY_KHZ)
+}
+
+fn send_keyframe_request(rtc: &mut Rtc, mid: Option<Mid>) {
+    let Some(mid) = mid else { return };
+    let Some(mut writer) = rtc.writer(mid) else {
+        return;
+    };
+    let kind = if writer.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+        KeyframeRequestKind::Pli
+    } else if writer.is_request_keyframe_possible(KeyframeRequestKind::Fir) {
+        KeyframeRequestKind::Fir
+    } else {
+        return;
+    };
+    if let Err(e) = writer.request_keyframe(None, kind) {
+        tracing::debug!(error = %e, "keyframe request failed");
+    }
+}
+
+/// The first 8 characters of a session id: enough for logs, useless to an attacker.
+pub fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}

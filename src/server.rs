@@ -1,0 +1,90 @@
+//! Starts and stops a whole castgate: hub, WebRTC engine and HTTP server.
+//! Tests use it to run a real gateway in-process on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::rtc::Engine;
+use crate::stream::{Hub, StreamPolicy};
+
+/// A running gateway.
+pub struct Server {
+    http_addr: SocketAddr,
+    engine: Arc<Engine>,
+    hub: Arc<Hub>,
+    stop: watch::Sender<bool>,
+    http_task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds the HTTP and UDP ports and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let config = Arc::new(config);
+        let hub = Arc::new(Hub::new(StreamPolicy {
+            viewer_start: config.keyframes.viewer_start,
+            gop_cache_bytes: config.keyframes.gop_cache_bytes,
+        }));
+        let engine = Arc::new(Engine::start(config.clone(), hub.clone()).await?);
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let http_addr = listener.local_addr()?;
+        let app = http::router(AppState {
+            config: config.clone(),
+            hub: hub.clone(),
+            engine: engine.clone(),
+        });
+        let (stop, mut stop_rx) = watch::channel(false);
+        let http_task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.changed().await;
+            })
+            .await
+        });
+        tracing::info!(http = %http_addr, udp = %engine.local_addr(), "castgate is serving");
+        Ok(Server {
+            http_addr,
+            engine,
+            hub,
+            stop,
+            http_task,
+        })
+    }
+
+    /// Where HTTP is served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The WebRTC engine (for counters in tests and benchmarks).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The stream hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Ends every session, then stops HTTP.
+    pub async fn shutdown(self) {
+        self.engine.shutdown().await;
+        let _ = self.stop.send(true);
+        match self.http_task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "http server error at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "http task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! castgate's own media unit: one encoded frame, independent of the WebRTC
+//! engine, shared by every sink without copying.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    /// A sound track.
+    Audio,
+    /// A picture track.
+    Video,
+}
+
+/// Codecs that flow through the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// VP8 (RFC 7741).
+    Vp8,
+    /// VP9.
+    Vp9,
+    /// H.264 / AVC, Annex-B access units.
+    H264,
+    /// AV1, low-overhead OBU temporal units.
+    Av1,
+    /// Opus audio.
+    Opus,
+}
+
+impl Codec {
+    /// Whether this codec carries audio or video.
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Opus => MediaKind::Audio,
+            _ => MediaKind::Video,
+        }
+    }
+
+    /// Lower-case name as used in config and the API (`vp8`, `h264`, `opus`…).
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Vp8 => "vp8",
+            Codec::Vp9 => "vp9",
+            Codec::H264 => "h264",
+            Codec::Av1 => "av1",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// Parses a config name such as `vp8`.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        Some(match name {
+            "vp8" => Codec::Vp8,
+            "vp9" => Codec::Vp9,
+            "h264" => Codec::H264,
+            "av1" => Codec::Av1,
+            "opus" => Codec::Opus,
+            _ => return None,
+        })
+    }
+}
+
+/// The negotiated parameters of one codec, enough for a sink to set itself up
+/// (a viewer to negotiate the same format, a recorder to write a track header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CodecParams {
+    /// Which codec.
+    pub codec: Codec,
+    /// RTP clock rate in Hz (90000 for video, 48000 for Opus).
+    pub clock_rate: u32,
+    /// Audio channels as negotiated (Opus always says 2 in SDP).
+    pub channels: Option<u8>,
+    /// H.264 `profile-level-id`.
+    pub profile_level_id: Option<u32>,
+    /// H.264 `packetization-mode`.
+    pub packetization_mode: Option<u8>,
+    /// VP9 `profile-id`.
+    pub vp9_profile_id: Option<u32>,
+    /// AV1 `profile`.
+    pub av1_profile: Option<u8>,
+    /// Opus `stereo=1`: the receiver accepts stereo.
+    pub stereo: Option<bool>,
+    /// Opus `useinbandfec`.
+    pub use_inband_fec: Option<bool>,
+}
+
+impl CodecParams {
+    /// Parameters with only codec and clock rate set.
+    pub fn new(codec: Codec, clock_rate: u32) -> CodecParams {
+        CodecParams {
+            codec,
+            clock_rate,
+            channels: None,
+            profile_level_id: None,
+            packetization_mode: None,
+            vp9_profile_id: None,
+            av1_profile: None,
+            stereo: None,
+            use_inband_fec: None,
+        }
+    }
+}
+
+/// The last RTCP sender report of a track: maps the sender's RTP clock to its
+/// NTP wall clock, which is what aligns audio with video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderClock {
+    /// Sender's wall clock at the report.
+    pub ntp_time: SystemTime,
+    /// Sender's RTP time (in the track's clock rate) at the same instant.
+    pub rtp_time: u64,
+}
+
+/// One encoded frame as the publisher sent it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Codec and format of the payload.
+    pub params: CodecParams,
+    /// Whether a decoder can start here (always true for audio).
+    pub keyframe: bool,
+    /// Presentation time on the sender's RTP clock, in `params.clock_rate` units.
+    pub rtp_time: u64,
+    /// When the last packet of the frame arrived at the gateway.
+    pub arrival: Instant,
+    /// The most recent sender report for this track, if one has arrived.
+    pub sender_clock: Option<SenderClock>,
+    /// Whether packets were lost between the previous frame and this one.
+    pub after_loss: bool,
+    /// The encoded bytes (Annex-B for H.264, OBUs for AV1), shared by all sinks.
+    pub data: Arc<[u8]>,
+}
+
+impl Frame {
+    /// Audio or video.
+    pub fn kind(&self) -> MediaKind {
+        self.params.codec.kind()
+    }
+}

@@ -1,0 +1,312 @@
+//! The registry of live streams: who publishes under which name, and where
+//! viewers find them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::frame::CodecParams;
+use super::live::{LiveStream, PublisherControl, StreamInfo, StreamPolicy};
+use super::name::StreamName;
+
+/// Why a publisher could not claim a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// Someone already publishes under this name and takeover is off.
+    #[error("stream {0:?} already has a publisher")]
+    Busy(String),
+    /// The hub is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// All live streams of the process, by name.
+pub struct Hub {
+    streams: Mutex<HashMap<StreamName, Arc<LiveStream>>>,
+    changed: Notify,
+    next_id: AtomicU64,
+    policy: StreamPolicy,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("streams", &self.len()).finish()
+    }
+}
+
+impl Hub {
+    /// An empty hub whose streams follow `policy`.
+    pub fn new(policy: StreamPolicy) -> Hub {
+        Hub {
+            streams: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            next_id: AtomicU64::new(1),
+            policy,
+            closed: Default::default(),
+        }
+    }
+
+    /// Claims `name` for a new publisher. With `takeover`, a current publisher
+    /// is closed and its stream ended (its viewers' sessions close too).
+    pub fn publish(
+        &self,
+        name: StreamName,
+        tracks: Vec<CodecParams>,
+        control: Arc<dyn PublisherControl>,
+        takeover: bool,
+    ) -> Result<Arc<LiveStream>, PublishError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = Arc::new(LiveStream::new(
+            id,
+            name.clone(),
+            tracks,
+            control,
+            self.policy.clone(),
+        ));
+        let old = {
+            let mut streams = self.streams.lock();
+            if let Some(current) = streams.get(&name) {
+                if !takeover {
+                    return Err(PublishError::Busy(name.to_string()));
+                }
+                let current = current.clone();
+                streams.insert(name, stream.clone());
+                Some(current)
+            } else {
+                streams.insert(name, stream.clone());
+                None
+            }
+        };
+        if let Some(old) = old {
+            tracing::info!(stream = %old.name(), "publisher taken over by a new one");
+            old.close_publisher();
+        }
+        self.changed.notify_waiters();
+        Ok(stream)
+    }
+
+    /// The live stream under `name`.
+    pub fn get(&self, name: &StreamName) -> Option<Arc<LiveStream>> {
+        self.streams.lock().get(name).cloned()
+    }
+
+    /// Waits up to `timeout` for a publisher to appear under `name`.
+    pub async fn wait_for(&self, name: &StreamName, timeout: Duration) -> Option<Arc<LiveStream>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(s) = self.get(name) {
+                return Some(s);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.get(name);
+            }
+        }
+    }
+
+    /// The publisher of `stream` left: remove it (if still registered) and end it.
+    pub fn remove(&self, stream: &LiveStream) {
+        {
+            let mut streams = self.streams.lock();
+            if streams
+                .get(stream.name())
+                .is_some_and(|s| s.id() == stream.id())
+            {
+                streams.remove(stream.name());
+            }
+        }
+        stream.end();
+        self.changed.notify_waiters();
+    }
+
+    /// Snapshots of every live stream, sorted by name.
+    pub fn list(&self) -> Vec<StreamInfo> {
+        let streams: Vec<Arc<LiveStream>> = self.streams.lock().values().cloned().collect();
+        let mut infos: Vec<StreamInfo> = streams.iter().map(|s| s.info()).collect();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        infos
+    }
+
+    /// Number of live streams.
+    pub fn len(&self) -> usize {
+        self.streams.lock().len()
+    }
+
+    /// Whether nothing is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses new publishers and closes every current one (shutdown).
+    pub fn close_all(&self) {
+        self.closed.store(true, Ordering::Release);
+        let all: Vec<Arc<LiveStream>> = self.streams.lock().drain().map(|(_, s)| s).collect();
+        for s in all {
+            s.close_publisher();
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ViewerStart;
+    use crate::stream::frame::{Codec, Frame};
+    use crate::stream::live::SinkKind;
+    use crate::stream::sink::{SinkQueue, Wake};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    #[derive(Default)]
+    struct FakePublisher {
+        keyframe_requests: AtomicUsize,
+        closed: AtomicUsize,
+    }
+    impl PublisherControl for FakePublisher {
+        fn request_keyframe(&self) {
+            self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        fn set_periodic_keyframes(&self, _on: bool) {}
+        fn close(&self) {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    struct NoWake;
+    impl Wake for NoWake {
+        fn wake(&self) {}
+    }
+
+    fn hub(start: ViewerStart) -> Hub {
+        Hub::new(StreamPolicy {
+            viewer_start: start,
+            gop_cache_bytes: 1 << 20,
+        })
+    }
+
+    fn tracks() -> Vec<CodecParams> {
+        vec![
+            CodecParams::new(Codec::Vp8, 90_000),
+            CodecParams::new(Codec::Opus, 48_000),
+        ]
+    }
+
+    fn video(keyframe: bool, t: u64) -> Frame {
+        Frame {
+            params: CodecParams::new(Codec::Vp8, 90_000),
+            keyframe,
+            rtp_time: t,
+            arrival: Instant::now(),
+            sender_clock: None,
+            after_loss: false,
+            data: Arc::from(vec![1u8, 2, 3]),
+        }
+    }
+
+    #[test]
+    fn second_publisher_is_refused_or_takes_over() {
+        let hub = hub(ViewerStart::Fresh);
+        let name = StreamName::parse("demo").unwrap();
+        let first = Arc::new(FakePublisher::default());
+        let s1 = hub
+            .publish(name.clone(), tracks(), first.clone(), false)
+            .unwrap();
+        let err = hub
+            .publish(
+                name.clone(),
+                tracks(),
+                Arc::new(FakePublisher::default()),
+                false,
+            )
+            .unwrap_err();
+        assert_eq!(err, PublishError::Busy("demo".into()));
+        let s2 = hub
+            .publish(
+                name.clone(),
+                tracks(),
+                Arc::new(FakePublisher::default()),
+                true,
+            )
+            .unwrap();
+        assert!(s1.is_ended());
+        assert_eq!(first.closed.load(Ordering::Relaxed), 1);
+        assert_eq!(hub.get(&name).unwrap().id(), s2.id());
+        // Removing the old stream must not remove the new one.
+        hub.remove(&s1);
+        assert!(hub.get(&name).is_some());
+        hub.remove(&s2);
+        assert!(hub.get(&name).is_none());
+    }
+
+    #[test]
+    fn viewer_join_asks_for_keyframe_and_end_closes_queues() {
+        let hub = hub(ViewerStart::Fresh);
+        let publisher = Arc::new(FakePublisher::default());
+        let s = hub
+            .publish(
+                StreamName::parse("a").unwrap(),
+                tracks(),
+                publisher.clone(),
+                false,
+            )
+            .unwrap();
+        let q = Arc::new(SinkQueue::new(16, Box::new(NoWake)));
+        let sub = s.subscribe(SinkKind::Viewer, q.clone()).unwrap();
+        assert_eq!(publisher.keyframe_requests.load(Ordering::Relaxed), 1);
+        assert_eq!(s.sink_count(SinkKind::Viewer), 1);
+        s.publish(video(false, 1));
+        s.publish(video(true, 2));
+        let mut out = vec![];
+        q.drain(&mut out);
+        assert_eq!(out.len(), 1, "starts at the keyframe");
+        hub.remove(&s);
+        assert!(q.is_closed());
+        assert!(s.subscribe(SinkKind::Viewer, q).is_none());
+        s.unsubscribe(sub.id);
+    }
+
+    #[test]
+    fn cached_start_replays_the_gop() {
+        let hub = hub(ViewerStart::Cached);
+        let publisher = Arc::new(FakePublisher::default());
+        let s = hub
+            .publish(
+                StreamName::parse("a").unwrap(),
+                tracks(),
+                publisher.clone(),
+                false,
+            )
+            .unwrap();
+        s.publish(video(true, 1));
+        s.publish(video(false, 2));
+        s.publish(video(false, 3));
+        let q = Arc::new(SinkQueue::new(16, Box::new(NoWake)));
+        s.subscribe(SinkKind::Viewer, q.clone()).unwrap();
+        let mut out = vec![];
+        q.drain(&mut out);
+        let times: Vec<u64> = out.iter().map(|f| f.rtp_time).collect();
+        assert_eq!(times, vec![1, 2, 3]);
+        assert_eq!(publisher.keyframe_requests.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn wait_for_sees_a_later_publisher() {
+        let hub = Arc::new(hub(ViewerStart::Fresh));
+        let name = StreamName::parse("later").unwrap();
+        let h = hub.clone();
+        let n = name.clone();
+        let waiter = tokio::spawn(async move { h.wait_for(&n, Duration::from_secs(10)).await });
+        tokio::task::yield_now().await;
+        hub.publish(name, tracks(), Arc::new(FakePublisher::default()), false)
+            .unwrap();
+        assert!(waiter.await.unwrap().is_some());
+    }
+}

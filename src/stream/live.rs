@@ -1,0 +1,521 @@
+//! One live stream: the publisher's tracks, its sinks, and what it measures.
+//!
+//! The publisher's session calls [`LiveStream::publish`] for every frame; the
+//! frame is wrapped in an `Arc` once and offered to every sink's own bounded
+//! queue, so a slow sink never holds up the publisher or the other sinks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::frame::{Codec, CodecParams, Frame, MediaKind};
+use super::name::StreamName;
+use super::probe;
+use super::sink::{Pushed, SinkQueue};
+use crate::config::ViewerStart;
+
+/// What the hub may ask of a publisher's session, whatever engine runs it.
+pub trait PublisherControl: Send + Sync {
+    /// Ask the publisher for a keyframe (the session merges and throttles).
+    fn request_keyframe(&self);
+    /// Turn periodic keyframe requests on or off.
+    fn set_periodic_keyframes(&self, on: bool);
+    /// End the publisher's session (takeover, shutdown).
+    fn close(&self);
+}
+
+/// The kinds of consumer a stream feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    /// A WHEP viewer.
+    Viewer,
+    /// A recording.
+    Recorder,
+    /// A restream target or HLS output.
+    Restream,
+}
+
+impl SinkKind {
+    /// Sinks that cut files or segments need keyframes at regular intervals.
+    fn needs_periodic_keyframes(self) -> bool {
+        !matches!(self, SinkKind::Viewer)
+    }
+}
+
+/// A consumer's handle on a stream: its queue and its id for unsubscribing.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Identifies the sink within its stream.
+    pub id: u64,
+    /// Frames for this sink.
+    pub queue: Arc<SinkQueue>,
+}
+
+struct SinkEntry {
+    id: u64,
+    kind: SinkKind,
+    queue: Arc<SinkQueue>,
+}
+
+/// Stream-wide settings taken from the config.
+#[derive(Debug, Clone)]
+pub struct StreamPolicy {
+    /// How new viewers start.
+    pub viewer_start: ViewerStart,
+    /// Largest cached group of pictures, in bytes.
+    pub gop_cache_bytes: usize,
+}
+
+#[derive(Default)]
+struct Gop {
+    frames: Vec<Arc<Frame>>,
+    bytes: usize,
+    valid: bool,
+}
+
+/// Bytes and frames counted over one-second windows.
+#[derive(Debug)]
+struct Meter {
+    window_start: Instant,
+    bytes: u64,
+    frames: u64,
+    last_bps: f64,
+    last_fps: f64,
+    last_at: Instant,
+}
+
+impl Meter {
+    fn new(now: Instant) -> Meter {
+        Meter {
+            window_start: now,
+            bytes: 0,
+            frames: 0,
+            last_bps: 0.0,
+            last_fps: 0.0,
+            last_at: now,
+        }
+    }
+
+    fn add(&mut self, now: Instant, bytes: usize, frames: u64) {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            let secs = elapsed.as_secs_f64();
+            self.last_bps = self.bytes as f64 * 8.0 / secs;
+            self.last_fps = self.frames as f64 / secs;
+            self.last_at = now;
+            self.window_start = now;
+            self.bytes = 0;
+            self.frames = 0;
+        }
+        self.bytes += bytes as u64;
+        self.frames += frames;
+    }
+
+    /// (bits per second, frames per second), zero when nothing flowed lately.
+    fn rates(&self, now: Instant) -> (f64, f64) {
+        if now.saturating_duration_since(self.last_at) > Duration::from_secs(3) {
+            return (0.0, 0.0);
+        }
+        (self.last_bps, self.last_fps)
+    }
+}
+
+#[derive(Default)]
+struct KeyframeState {
+    outstanding_since: Option<Instant>,
+    publisher_ignores_requests: bool,
+    requests: u64,
+}
+
+/// A publisher's live stream and its sinks.
+pub struct LiveStream {
+    id: u64,
+    name: StreamName,
+    started_at: SystemTime,
+    started: Instant,
+    tracks: Vec<CodecParams>,
+    control: Arc<dyn PublisherControl>,
+    policy: StreamPolicy,
+    sinks: Mutex<Vec<SinkEntry>>,
+    next_sink_id: AtomicU64,
+    gop: Mutex<Gop>,
+    video_size: Mutex<Option<(u32, u32)>>,
+    meter_in: Mutex<Meter>,
+    meter_video: Mutex<Meter>,
+    meter_out: Mutex<Meter>,
+    keyframes: Mutex<KeyframeState>,
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    ended: AtomicBool,
+}
+
+impl std::fmt::Debug for LiveStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveStream")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl LiveStream {
+    /// A stream fed by a publisher whose negotiated tracks are `tracks`.
+    pub fn new(
+        id: u64,
+        name: StreamName,
+        tracks: Vec<CodecParams>,
+        control: Arc<dyn PublisherControl>,
+        policy: StreamPolicy,
+    ) -> LiveStream {
+        let now = Instant::now();
+        LiveStream {
+            id,
+            name,
+            started_at: SystemTime::now(),
+            started: now,
+            tracks,
+            control,
+            policy,
+            sinks: Mutex::new(Vec::new()),
+            next_sink_id: AtomicU64::new(1),
+            gop: Mutex::new(Gop::default()),
+            video_size: Mutex::new(None),
+            meter_in: Mutex::new(Meter::new(now)),
+            meter_video: Mutex::new(Meter::new(now)),
+            meter_out: Mutex::new(Meter::new(now)),
+            keyframes: Mutex::new(KeyframeState::default()),
+            frames_in: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Unique id of this stream within the process (a new publisher under the
+    /// same name gets a new id).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &StreamName {
+        &self.name
+    }
+
+    /// The publisher's negotiated tracks.
+    pub fn tracks(&self) -> &[CodecParams] {
+        &self.tracks
+    }
+
+    /// The track of one kind, if the publisher sends it.
+    pub fn track(&self, kind: MediaKind) -> Option<CodecParams> {
+        self.tracks.iter().copied().find(|t| t.codec.kind() == kind)
+    }
+
+    /// Whether the publisher has left.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Hands one frame from the publisher to every sink.
+    pub fn publish(&self, frame: Frame) {
+        if self.is_ended() {
+            return;
+        }
+        let now = Instant::now();
+        let frame = Arc::new(frame);
+        let len = frame.data.len();
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+        self.meter_in.lock().add(now, len, 1);
+        let video = frame.kind() == MediaKind::Video;
+        if video {
+            self.meter_video.lock().add(now, len, 1);
+            if frame.keyframe {
+                self.on_keyframe(&frame, now);
+            }
+        }
+        self.cache(&frame, video);
+
+        let mut want_keyframe = false;
+        {
+            let mut sinks = self.sinks.lock();
+            sinks.retain(|s| {
+                let pushed = s.queue.push(&frame);
+                want_keyframe |= pushed == Pushed::Overflow;
+                pushed != Pushed::Closed
+            });
+        }
+        if want_keyframe {
+            self.request_keyframe();
+        }
+    }
+
+    fn on_keyframe(&self, frame: &Frame, now: Instant) {
+        {
+            let mut k = self.keyframes.lock();
+            if let Some(since) = k.outstanding_since.take() {
+                k.publisher_ignores_requests = now.saturating_duration_since(since) > IGNORED_AFTER;
+            }
+        }
+        let size = match frame.params.codec {
+            Codec::Vp8 => probe::vp8_size(&frame.data),
+            Codec::Vp9 => probe::vp9_size(&frame.data),
+            Codec::H264 => probe::h264_size(&frame.data),
+            Codec::Av1 => probe::av1_size(&frame.data),
+            Codec::Opus => None,
+        };
+        if size.is_some() {
+            *self.video_size.lock() = size;
+        }
+    }
+
+    fn cache(&self, frame: &Arc<Frame>, video: bool) {
+        let mut gop = self.gop.lock();
+        if video && frame.keyframe {
+            gop.frames.clear();
+            gop.bytes = 0;
+            gop.valid = true;
+        }
+        if !gop.valid {
+            return;
+        }
+        gop.bytes += frame.data.len();
+        if gop.bytes > self.policy.gop_cache_bytes {
+            gop.frames.clear();
+            gop.bytes = 0;
+            gop.valid = false;
+            return;
+        }
+        gop.frames.push(frame.clone());
+    }
+
+    /// Adds a consumer. A viewer starts at a keyframe: a fresh one asked of the
+    /// publisher, or the cached group of pictures, as the policy says.
+    pub fn subscribe(&self, kind: SinkKind, queue: Arc<SinkQueue>) -> Option<Subscription> {
+        if self.is_ended() {
+            return None;
+        }
+        let id = self.next_sink_id.fetch_add(1, Ordering::Relaxed);
+        let has_video = self.track(MediaKind::Video).is_some();
+        let use_cache = has_video
+            && match self.policy.viewer_start {
+                ViewerStart::Fresh => false,
+                ViewerStart::Cached => true,
+                ViewerStart::Auto => self.publisher_ignores_requests(),
+            };
+        let periodic_before;
+        {
+            let mut sinks = self.sinks.lock();
+            periodic_before = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
+            if use_cache {
+                let gop = self.gop.lock();
+                if gop.valid {
+                    queue.prefill(&gop.frames);
+                }
+            }
+            sinks.push(SinkEntry {
+                id,
+                kind,
+                queue: queue.clone(),
+            });
+        }
+        if self.is_ended() {
+            // The publisher left while we subscribed; do not leave a queue behind.
+            queue.close();
+            self.unsubscribe(id);
+            return None;
+        }
+        if has_video && !(use_cache && self.gop.lock().valid) {
+            self.request_keyframe();
+        }
+        if kind.needs_periodic_keyframes() && !periodic_before {
+            self.control.set_periodic_keyframes(true);
+        }
+        Some(Subscription { id, queue })
+    }
+
+    /// Removes a consumer; its queue is closed.
+    pub fn unsubscribe(&self, id: u64) {
+        let (removed, periodic_after) = {
+            let mut sinks = self.sinks.lock();
+            let before = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
+            let mut removed = None;
+            sinks.retain(|s| {
+                if s.id == id {
+                    removed = Some(s.queue.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            let after = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
+            (removed, before && !after)
+        };
+        if let Some(q) = removed {
+            q.close();
+        }
+        if periodic_after && !self.is_ended() {
+            self.control.set_periodic_keyframes(false);
+        }
+    }
+
+    /// Asks the publisher for a keyframe (a viewer joined, lost packets or fell behind).
+    pub fn request_keyframe(&self) {
+        if self.is_ended() {
+            return;
+        }
+        {
+            let mut k = self.keyframes.lock();
+            k.requests += 1;
+            k.outstanding_since.get_or_insert_with(Instant::now);
+        }
+        self.control.request_keyframe();
+    }
+
+    fn publisher_ignores_requests(&self) -> bool {
+        let k = self.keyframes.lock();
+        let late = k
+            .outstanding_since
+            .is_some_and(|t| t.elapsed() > IGNORED_AFTER);
+        k.publisher_ignores_requests || late
+    }
+
+    /// Counts bytes a sink sent onward (for the outgoing bitrate).
+    pub fn add_bytes_out(&self, bytes: usize) {
+        self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.meter_out.lock().add(Instant::now(), bytes, 0);
+    }
+
+    /// The publisher left: every sink's queue is closed and consumers are told.
+    pub fn end(&self) {
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let sinks = std::mem::take(&mut *self.sinks.lock());
+        for s in sinks {
+            s.queue.close();
+        }
+        let mut gop = self.gop.lock();
+        gop.frames.clear();
+        gop.valid = false;
+    }
+
+    /// Closes the publisher's session (takeover or shutdown) and ends the stream.
+    pub fn close_publisher(&self) {
+        self.control.close();
+        self.end();
+    }
+
+    /// Number of consumers of one kind.
+    pub fn sink_count(&self, kind: SinkKind) -> usize {
+        self.sinks.lock().iter().filter(|s| s.kind == kind).count()
+    }
+
+    /// A snapshot for the API.
+    pub fn info(&self) -> StreamInfo {
+        let now = Instant::now();
+        let (bps_in, _) = self.meter_in.lock().rates(now);
+        let (_, fps) = self.meter_video.lock().rates(now);
+        let (bps_out, _) = self.meter_out.lock().rates(now);
+        let size = *self.video_size.lock();
+        let dropped: u64 = self.sinks.lock().iter().map(|s| s.queue.dropped()).sum();
+        StreamInfo {
+            name: self.name.to_string(),
+            id: self.id,
+            started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
+            uptime_secs: round1(now.saturating_duration_since(self.started).as_secs_f64()),
+            video: self.track(MediaKind::Video).map(|p| VideoInfo {
+                codec: p.codec,
+                width: size.map(|s| s.0),
+                height: size.map(|s| s.1),
+                fps: round1(fps),
+                profile_level_id: p.profile_level_id.map(|v| format!("{v:06x}")),
+            }),
+            audio: self.track(MediaKind::Audio).map(|p| AudioInfo {
+                codec: p.codec,
+                clock_rate: p.clock_rate,
+                channels: p.channels,
+            }),
+            bitrate_in_kbps: round1(bps_in / 1000.0),
+            bitrate_out_kbps: round1(bps_out / 1000.0),
+            viewers: self.sink_count(SinkKind::Viewer),
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            frames_dropped: dropped,
+            keyframe_requests: self.keyframes.lock().requests,
+        }
+    }
+}
+
+/// A request unanswered this long means the publisher ignores keyframe requests.
+const IGNORED_AFTER: Duration = Duration::from_millis(1500);
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// What `GET /api/streams` says about one stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// Stream name.
+    pub name: String,
+    /// Process-unique id; changes when a new publisher takes the name.
+    pub id: u64,
+    /// When the publisher arrived (RFC 3339, UTC).
+    pub started_at: String,
+    /// Seconds since then.
+    pub uptime_secs: f64,
+    /// The video track, if any.
+    pub video: Option<VideoInfo>,
+    /// The audio track, if any.
+    pub audio: Option<AudioInfo>,
+    /// Incoming media bitrate over the last second.
+    pub bitrate_in_kbps: f64,
+    /// Outgoing media bitrate to all viewers over the last second.
+    pub bitrate_out_kbps: f64,
+    /// Connected WHEP viewers.
+    pub viewers: usize,
+    /// Frames received from the publisher.
+    pub frames_in: u64,
+    /// Payload bytes received from the publisher.
+    pub bytes_in: u64,
+    /// Payload bytes handed to viewers.
+    pub bytes_out: u64,
+    /// Frames dropped for current sinks that could not keep up.
+    pub frames_dropped: u64,
+    /// Keyframe requests made to the publisher on behalf of sinks.
+    pub keyframe_requests: u64,
+}
+
+/// Video track details.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoInfo {
+    /// Codec.
+    pub codec: Codec,
+    /// Coded width from the last keyframe.
+    pub width: Option<u32>,
+    /// Coded height from the last keyframe.
+    pub height: Option<u32>,
+    /// Frames per second over the last second.
+    pub fps: f64,
+    /// H.264 profile-level-id, hex.
+    pub profile_level_id: Option<String>,
+}
+
+/// Audio track details.
+#[derive(Debug, Clone, Serialize)]
+pub struct AudioInfo {
+    /// Codec.
+    pub codec: Codec,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Channels as negotiated.
+    pub channels: Option<u8>,
+}
