@@ -168,6 +168,7 @@ pub struct Engine {
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     local_addr: SocketAddr,
+    crypto: Arc<str0m::config::CryptoProvider>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -232,6 +233,7 @@ impl Engine {
             shutdown,
             tasks: Mutex::new(tasks),
             local_addr,
+            crypto: Arc::new(str0m::crypto::from_feature_flags()),
         })
     }
 
@@ -251,6 +253,7 @@ impl Engine {
 
     fn rtc_builder(&self) -> str0m::RtcConfig {
         Rtc::builder()
+            .set_crypto_provider(self.crypto.clone())
             .set_ice_lite(true)
             .clear_codecs()
             .set_send_buffer_video(self.config.rtc.send_buffer_video)

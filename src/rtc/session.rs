@@ -375,6 +375,29 @@ impl Session {
                 v.queue.close();
             }
         }
+        if self.rtc.is_alive() {
+            // Schedules RTCP BYE and DTLS close_notify, so the peer learns at
+            // once that the session is over.
+            let _ = self.rtc.close();
+        }
+    }
+
+    /// Sends what str0m still has to say after [`Session::detach`] (goodbyes),
+    /// then drops the state machine's remaining output.
+    pub fn flush(&mut self, socket: &UdpSocket) {
+        let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
+        for _ in 0..64 {
+            if !self.rtc.is_alive() {
+                break;
+            }
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    let _ = socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(_)) => {}
+                Ok(Output::Timeout(_)) | Err(_) => break,
+            }
+        }
         self.rtc.disconnect();
     }
 

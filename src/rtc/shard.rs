@@ -352,8 +352,7 @@ impl Shard {
             };
             let reason = s.ended.unwrap_or(EndReason::Failed);
             s.detach(&self.shared.hub);
-            // Flush what str0m still wants to send (DTLS close_notify).
-            s.drive(&self.shared.socket, &self.shared.counters);
+            s.flush(&self.shared.socket);
             self.shared.routes.remove_target(Target {
                 shard: self.index,
                 key,

@@ -1,0 +1,8 @@
+//! Shared helpers of castgate's integration tests: real WebRTC peers and real test media.
+// Every test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+/// Real encoded test media made with the ffmpeg CLI.
+pub mod media;
+/// Real WebRTC peers: WHIP publisher, WHEP viewer.
+pub mod peer;

@@ -1,0 +1,534 @@
+//! End-to-end tests of the core: real WebRTC peers (str0m over loopback UDP)
+//! publish and view through a castgate running in-process.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use castgate::config::{Config, OnConflict};
+use castgate::server::Server;
+use castgate::stream::{SinkKind, StreamName};
+use common::media::{EncodedFrame, opus_packets, video_frames};
+use common::peer::{HttpError, Kind, PeerOptions, Publisher, ReceivedFrame, VideoCodec, Viewer};
+
+/// A test gateway on free loopback ports.
+async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
+    c.http.rate_limit_per_sec = 10_000;
+    c.http.rate_limit_burst = 10_000;
+    tweak(&mut c);
+    Server::start(c).await.expect("server starts")
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.http_addr())
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+fn viewers(server: &Server, name: &str) -> usize {
+    server
+        .hub()
+        .get(&StreamName::parse(name).unwrap())
+        .map_or(0, |s| s.sink_count(SinkKind::Viewer))
+}
+
+/// Receives until `want_video` video frames arrived or nothing came for 3 s.
+async fn collect(
+    viewer: &mut Viewer,
+    want_video: usize,
+) -> (Vec<ReceivedFrame>, Vec<ReceivedFrame>) {
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    while video.len() < want_video {
+        let Some(f) = viewer.next_frame(Duration::from_secs(3)).await else {
+            break;
+        };
+        match f.kind {
+            Kind::Video => video.push(f),
+            Kind::Audio => audio.push(f),
+        }
+    }
+    // Let the audio that belongs to the last video frames arrive too.
+    while let Some(f) = viewer.next_frame(Duration::from_millis(300)).await {
+        if f.kind == Kind::Audio {
+            audio.push(f);
+        }
+    }
+    (video, audio)
+}
+
+fn assert_same_sequence(label: &str, got: &[ReceivedFrame], sent: &[EncodedFrame]) {
+    assert!(!got.is_empty(), "{label}: received nothing");
+    let start = sent
+        .iter()
+        .position(|s| s.data == got[0].data)
+        .unwrap_or_else(|| panic!("{label}: first received frame was never sent"));
+    for (i, g) in got.iter().enumerate() {
+        let s = sent
+            .get(start + i)
+            .unwrap_or_else(|| panic!("{label}: more frames than sent"));
+        assert_eq!(g.data, s.data, "{label}: frame {} differs", start + i);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_viewers_get_every_frame_byte_for_byte() {
+    let video = video_frames(VideoCodec::Vp8, 3);
+    let audio = opus_packets(3);
+    let server = start(|_| {}).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/fanout"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .expect("publisher connects");
+    let mut vs = Vec::new();
+    for _ in 0..3 {
+        vs.push(
+            Viewer::connect(&url(&server, "/whep/fanout"), None)
+                .await
+                .expect("viewer connects"),
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || viewers(&server, "fanout") == 3).await,
+        "three viewers subscribed"
+    );
+    publisher.play(&video, &audio).await.expect("plays");
+    for (i, v) in vs.iter_mut().enumerate() {
+        let (got_video, got_audio) = collect(v, video.len()).await;
+        assert_eq!(
+            got_video.len(),
+            video.len(),
+            "viewer {i}: every video frame"
+        );
+        assert!(got_video[0].keyframe, "viewer {i}: starts on a keyframe");
+        assert_same_sequence(&format!("viewer {i} video"), &got_video, &video);
+        assert_eq!(
+            got_audio.len(),
+            audio.len(),
+            "viewer {i}: every audio packet"
+        );
+        assert_same_sequence(&format!("viewer {i} audio"), &got_audio, &audio);
+    }
+    let info = server
+        .hub()
+        .get(&StreamName::parse("fanout").unwrap())
+        .unwrap()
+        .info();
+    assert_eq!(info.viewers, 3);
+    assert_eq!(info.frames_in as usize, video.len() + audio.len());
+    assert_eq!(info.video.as_ref().unwrap().width, Some(320));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_viewer_starts_on_a_keyframe_it_asked_for() {
+    let video = video_frames(VideoCodec::Vp8, 4);
+    let audio = opus_packets(4);
+    let server = start(|_| {}).await;
+    let publisher = Arc::new(
+        Publisher::connect(
+            &url(&server, "/whip/late"),
+            PeerOptions::new(Some(VideoCodec::Vp8), true),
+        )
+        .await
+        .unwrap(),
+    );
+    let p = publisher.clone();
+    let (v2, a2) = (video.clone(), audio.clone());
+    let playing = tokio::spawn(async move { p.play(&v2, &a2).await });
+    // Join mid-stream, between keyframes (they come every 30 frames = 1 s).
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let before = publisher.keyframe_requests();
+    let mut viewer = Viewer::connect(&url(&server, "/whep/late"), None)
+        .await
+        .unwrap();
+    let first = viewer
+        .next_frame_of(Kind::Video, Duration::from_secs(5))
+        .await
+        .expect("a video frame");
+    assert!(first.keyframe, "the first video frame is a keyframe");
+    assert!(
+        eventually(Duration::from_secs(3), || publisher.keyframe_requests()
+            > before)
+        .await,
+        "joining sent a keyframe request to the publisher"
+    );
+    let (mut rest, _) = collect(&mut viewer, 20).await;
+    rest.insert(0, first);
+    assert_same_sequence("late viewer", &rest, &video);
+    playing.await.unwrap().unwrap();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_vanished_viewer_does_not_disturb_the_others() {
+    let video = video_frames(VideoCodec::Vp8, 3);
+    let audio = opus_packets(3);
+    let server = start(|_| {}).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/robust"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    let mut good = Viewer::connect(&url(&server, "/whep/robust"), None)
+        .await
+        .unwrap();
+    let stalled = Viewer::connect(&url(&server, "/whep/robust"), None)
+        .await
+        .unwrap();
+    let gone = Viewer::connect(&url(&server, "/whep/robust"), None)
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || viewers(&server, "robust") == 3).await);
+    gone.vanish().await;
+    publisher.play(&video, &audio).await.unwrap();
+    let (got, _) = collect(&mut good, video.len()).await;
+    assert_eq!(got.len(), video.len(), "the healthy viewer got every frame");
+    assert_same_sequence("healthy viewer", &got, &video);
+    drop(stalled);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_ends_the_stream_and_its_viewers() {
+    let server = start(|_| {}).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/bye"),
+        PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .unwrap();
+    let viewer = Viewer::connect(&url(&server, "/whep/bye"), None)
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || viewers(&server, "bye") == 1).await);
+    let resource = publisher.resource_url().to_string();
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    assert!(
+        viewer.wait_ended(Duration::from_secs(5)).await,
+        "viewer told"
+    );
+    assert!(server.hub().is_empty());
+    let api: serde_json::Value = reqwest::get(url(&server, "/api/streams"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["streams"].as_array().unwrap().len(), 0);
+    let again = reqwest::Client::new()
+        .delete(&resource)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404);
+    assert!(
+        eventually(Duration::from_secs(5), || server.engine().session_count()
+            == 0)
+        .await
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_vanishing_without_delete_ends_the_stream() {
+    let server = start(|c| c.whip.publisher_timeout_secs = 1.5).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/ghost"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    let viewer = Viewer::connect(&url(&server, "/whep/ghost"), None)
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || viewers(&server, "ghost") == 1).await);
+    publisher.vanish().await;
+    assert!(
+        viewer.wait_ended(Duration::from_secs(10)).await,
+        "viewer closed"
+    );
+    assert!(server.hub().is_empty(), "stream removed");
+    assert!(
+        eventually(Duration::from_secs(5), || server.engine().session_count()
+            == 0)
+        .await
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_flows_to_a_viewer() {
+    let server = start(|_| {}).await;
+    for codec in VideoCodec::ALL {
+        let video = video_frames(codec, 1);
+        let name = format!("codec-{codec:?}").to_lowercase();
+        let publisher = Publisher::connect(
+            &url(&server, &format!("/whip/{name}")),
+            PeerOptions::new(Some(codec), true),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{codec:?}: {e:#}"));
+        let mut viewer = Viewer::connect(&url(&server, &format!("/whep/{name}")), None)
+            .await
+            .unwrap();
+        assert!(eventually(Duration::from_secs(5), || viewers(&server, &name) == 1).await);
+        publisher.play(&video, &[]).await.unwrap();
+        let (got, _) = collect(&mut viewer, video.len()).await;
+        assert_eq!(got.len(), video.len(), "{codec:?}: every frame");
+        assert_same_sequence(&format!("{codec:?}"), &got, &video);
+        let info = server
+            .hub()
+            .get(&StreamName::parse(&name).unwrap())
+            .unwrap()
+            .info();
+        let v = info.video.unwrap();
+        assert_eq!(
+            (v.width, v.height),
+            (Some(320), Some(240)),
+            "{codec:?}: size probed"
+        );
+        publisher.delete().await.unwrap();
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_publisher_per_name_or_takeover() {
+    let server = start(|_| {}).await;
+    let first = Publisher::connect(
+        &url(&server, "/whip/solo"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    let err = Publisher::connect(
+        &url(&server, "/whip/solo"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .err()
+    .expect("second publisher refused");
+    let http = err.downcast_ref::<HttpError>().expect("an HTTP refusal");
+    assert_eq!(http.status, 409);
+    assert!(
+        http.body.contains("already has a publisher"),
+        "{}",
+        http.body
+    );
+    assert_eq!(
+        server.engine().session_count(),
+        1,
+        "refusal left nothing behind"
+    );
+    drop(first);
+    server.shutdown().await;
+
+    let server = start(|c| c.whip.on_conflict = OnConflict::Takeover).await;
+    let first = Publisher::connect(
+        &url(&server, "/whip/solo"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    let id1 = server
+        .hub()
+        .get(&StreamName::parse("solo").unwrap())
+        .unwrap()
+        .id();
+    let _second = Publisher::connect(
+        &url(&server, "/whip/solo"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    assert!(
+        first.wait_ended(Duration::from_secs(5)).await,
+        "old publisher closed"
+    );
+    let id2 = server
+        .hub()
+        .get(&StreamName::parse("solo").unwrap())
+        .unwrap()
+        .id();
+    assert_ne!(id1, id2, "a new stream");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_before_publisher_gets_409_or_waits() {
+    let server = start(|_| {}).await;
+    let err = Viewer::connect(&url(&server, "/whep/early"), None)
+        .await
+        .err()
+        .unwrap();
+    let http = err.downcast_ref::<HttpError>().unwrap();
+    assert_eq!(http.status, 409);
+    assert_eq!(http.headers.get("retry-after").unwrap(), "2");
+    server.shutdown().await;
+
+    let server = start(|c| c.whep.no_publisher = castgate::config::NoPublisher::Wait).await;
+    let whep = url(&server, "/whep/early");
+    let whip = url(&server, "/whip/early");
+    let (viewer, publisher) = tokio::join!(Viewer::connect(&whep, None), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Publisher::connect(&whip, PeerOptions::new(Some(VideoCodec::Vp8), true)).await
+    });
+    let publisher = publisher.unwrap();
+    let mut viewer = viewer.expect("the held viewer is answered");
+    let video = video_frames(VideoCodec::Vp8, 1);
+    assert!(eventually(Duration::from_secs(5), || viewers(&server, "early") == 1).await);
+    publisher.play(&video, &[]).await.unwrap();
+    assert!(
+        viewer
+            .next_frame_of(Kind::Video, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_that_cannot_receive_the_codec_gets_422() {
+    let server = start(|_| {}).await;
+    let _publisher = Publisher::connect(
+        &url(&server, "/whip/h264only"),
+        PeerOptions::new(Some(VideoCodec::H264), false),
+    )
+    .await
+    .unwrap();
+    let err = Viewer::connect_with(
+        &url(&server, "/whep/h264only"),
+        PeerOptions::new(Some(VideoCodec::Vp8), false),
+    )
+    .await
+    .err()
+    .unwrap();
+    let http = err.downcast_ref::<HttpError>().unwrap();
+    assert_eq!(http.status, 422, "{}", http.body);
+    assert!(
+        http.body.contains("h264"),
+        "names what is missing: {}",
+        http.body
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_publish_and_view() {
+    let server = start(|c| {
+        c.auth.publish_token = Some("pub-secret".into());
+        c.auth.view_token = Some("view-secret".into());
+    })
+    .await;
+    let whip = url(&server, "/whip/guarded");
+    for opts in [
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+        PeerOptions::new(Some(VideoCodec::Vp8), true).with_token("wrong"),
+    ] {
+        let err = Publisher::connect(&whip, opts).await.err().unwrap();
+        let http = err.downcast_ref::<HttpError>().unwrap();
+        assert_eq!(http.status, 401);
+        assert_eq!(http.headers.get("www-authenticate").unwrap(), "Bearer");
+    }
+    let _p = Publisher::connect(
+        &whip,
+        PeerOptions::new(Some(VideoCodec::Vp8), true).with_token("pub-secret"),
+    )
+    .await
+    .expect("right token publishes");
+    let whep = url(&server, "/whep/guarded");
+    let err = Viewer::connect(&whep, Some("pub-secret".into()))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.downcast_ref::<HttpError>().unwrap().status, 401);
+    Viewer::connect(&whep, Some("view-secret".into()))
+        .await
+        .expect("viewer token works");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sessions_leave_nothing_behind() {
+    let server = start(|_| {}).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let fds = || {
+        std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    // Warm up once so lazily created things (thread pools, DNS) are counted as baseline.
+    let p = Publisher::connect(
+        &url(&server, "/whip/cycle"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    p.delete().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || server.engine().session_count()
+            == 0)
+        .await
+    );
+    let (tasks0, fds0) = (tasks(), fds());
+    for i in 0..100 {
+        let p = Publisher::connect(
+            &url(&server, "/whip/cycle"),
+            PeerOptions::new(Some(VideoCodec::Vp8), true),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cycle {i}: {e:#}"));
+        let v = Viewer::connect(&url(&server, "/whep/cycle"), None)
+            .await
+            .unwrap();
+        assert_eq!(v.delete().await.unwrap(), 200);
+        assert_eq!(p.delete().await.unwrap(), 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || server.engine().session_count()
+            == 0)
+        .await,
+        "sessions: {}",
+        server.engine().session_count()
+    );
+    assert!(server.hub().is_empty());
+    assert_eq!(
+        server.engine().stats().routes,
+        (0, 0),
+        "routing table emptied"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || tasks() <= tasks0).await,
+        "tasks: {} then {}",
+        tasks0,
+        tasks()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || fds() <= fds0).await,
+        "file descriptors: {} then {}",
+        fds0,
+        fds()
+    );
+    server.shutdown().await;
+}
