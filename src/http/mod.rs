@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let max_body = state.config.http.max_body_bytes;
     let cors = cors(&state.config);
+    let links = Arc::new(session::ice_server_links(&state.config.rtc.ice_servers));
     Router::new()
         .route("/whip/{stream}", post(whip::post).options(whip::options))
         .route(
@@ -64,7 +65,30 @@ pub fn router(state: AppState) -> Router {
             ratelimit::limit,
         ))
         .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(links, advertise_post))
         .layer(TraceLayer::new_for_http())
+}
+
+/// The CORS layer answers preflight OPTIONS itself; make those answers still
+/// say what a WHIP/WHEP endpoint accepts (RFC 9725 §4.4).
+async fn advertise_post(
+    axum::extract::State(links): axum::extract::State<Arc<Vec<HeaderValue>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let endpoint = req.method() == Method::OPTIONS
+        && (req.uri().path().starts_with("/whip/") || req.uri().path().starts_with("/whep/"));
+    let mut resp = next.run(req).await;
+    if endpoint && resp.status().is_success() {
+        let h = resp.headers_mut();
+        if !h.contains_key("accept-post") {
+            h.insert("accept-post", HeaderValue::from_static(session::SDP));
+            for l in links.iter() {
+                h.append(header::LINK, l.clone());
+            }
+        }
+    }
+    resp
 }
 
 fn cors(config: &Config) -> CorsLayer {

@@ -135,7 +135,6 @@ impl Session {
             counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        self.last_heard = at;
         let input = Input::Receive(
             at,
             Receive {
@@ -145,6 +144,13 @@ impl Session {
                 contents,
             },
         );
+        // Only traffic str0m recognises (our ICE credentials, or an address ICE
+        // validated) counts as hearing from the peer; the rest is noise.
+        if !self.rtc.accepts(&input) {
+            counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.last_heard = at;
         if let Err(e) = self.rtc.handle_input(input) {
             counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(session = %short(&self.id), error = %e, "datagram refused");
