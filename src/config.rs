@@ -67,6 +67,46 @@ pub struct Config {
     pub whep: WhepConfig,
     /// When and how keyframes are asked for.
     pub keyframes: KeyframeConfig,
+    /// Recording to WebM / Matroska.
+    pub record: RecordConfig,
+}
+
+/// Recording settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Record streams at all.
+    pub enabled: bool,
+    /// Folder for recordings (relative to the working directory).
+    pub dir: PathBuf,
+    /// Stream name patterns to record (`*` and `?` wildcards).
+    pub streams: Vec<String>,
+    /// Stream name patterns never to record (wins over `streams`).
+    pub exclude: Vec<String>,
+    /// Longest Matroska cluster in ms: at most this much is lost on a crash.
+    pub cluster_ms: u32,
+    /// Seconds between forced writes to the disk (bounds power-loss damage).
+    pub fsync_secs: f64,
+    /// Do not start recordings when less than this much disk space is free.
+    pub min_free_mib: u64,
+    /// Space kept before the first cluster for the Cues (KiB); at a 2 s
+    /// keyframe interval 128 KiB holds ~4 hours of cue points.
+    pub reserve_index_kib: u32,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from("recordings"),
+            streams: vec!["*".into()],
+            exclude: vec![],
+            cluster_ms: 500,
+            fsync_secs: 5.0,
+            min_free_mib: 256,
+            reserve_index_kib: 128,
+        }
+    }
 }
 
 /// HTTP listener settings.
@@ -353,6 +393,12 @@ pub struct ServeArgs {
     /// How a new viewer starts [default: auto].
     #[arg(long, env = "CASTGATE_VIEWER_START", value_enum)]
     pub viewer_start: Option<ViewerStart>,
+    /// Record streams [default: true].
+    #[arg(long, env = "CASTGATE_RECORD", value_name = "BOOL")]
+    pub record: Option<bool>,
+    /// Folder for recordings [default: ./recordings].
+    #[arg(long, env = "CASTGATE_RECORD_DIR", value_name = "DIR")]
+    pub record_dir: Option<PathBuf>,
     /// Seconds of publisher silence before its stream ends [default: 10].
     #[arg(long, env = "CASTGATE_PUBLISHER_TIMEOUT", value_name = "SECS")]
     pub publisher_timeout: Option<f64>,
@@ -459,6 +505,12 @@ impl Config {
         if let Some(v) = a.viewer_start {
             self.keyframes.viewer_start = v;
         }
+        if let Some(v) = a.record {
+            self.record.enabled = v;
+        }
+        if let Some(v) = &a.record_dir {
+            self.record.dir = v.clone();
+        }
         if let Some(v) = a.publisher_timeout {
             self.whip.publisher_timeout_secs = v;
         }
@@ -551,6 +603,24 @@ impl Config {
                 "keyframes.min_interval_ms",
                 "must be at most 10000",
             ));
+        }
+        if !(100..=10_000).contains(&self.record.cluster_ms) {
+            return Err(invalid(
+                "record.cluster_ms",
+                "must be between 100 and 10000",
+            ));
+        }
+        if !(0.1..=3600.0).contains(&self.record.fsync_secs) {
+            return Err(invalid(
+                "record.fsync_secs",
+                "must be between 0.1 and 3600 seconds",
+            ));
+        }
+        if self.record.reserve_index_kib > 16 * 1024 {
+            return Err(invalid("record.reserve_index_kib", "must be at most 16384"));
+        }
+        if self.record.dir.as_os_str().is_empty() {
+            return Err(invalid("record.dir", "must not be empty"));
         }
         let tokens = self
             .auth

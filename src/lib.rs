@@ -2,11 +2,12 @@
 //!
 //! Data moves one way through the crate: [`http`] takes WHIP/WHEP requests,
 //! [`rtc`] runs the WebRTC sessions on one UDP port, and [`stream`] fans each
-//! publisher's frames out to its viewers (and, later, recorders and restreams).
+//! publisher's frames out to its viewers and [`record`]ers (and, later, restreams).
 //! [`server`] wires them together; [`config`] says how.
 
 pub mod config;
 pub mod http;
+pub mod record;
 pub mod rtc;
 pub mod server;
 pub mod stream;

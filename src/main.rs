@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use castgate::config::{Config, ServeArgs};
@@ -28,7 +28,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::command()
+        .after_long_help(config_reference())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -109,6 +116,17 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Every key of the configuration file with its default, for `--help`: the
+/// file can set everything, flags and environment variables the common subset.
+fn config_reference() -> String {
+    let defaults = toml::to_string_pretty(&Config::default()).unwrap_or_default();
+    format!(
+        "Configuration file ({}, or --config FILE): every key with its default.\n\
+         Precedence: defaults < file < CASTGATE_* environment < flags.\n\n{defaults}",
+        castgate::config::DEFAULT_CONFIG_FILE
+    )
 }
 
 /// Hides secrets before the config is printed.

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::record::Recorder;
 use crate::rtc::Engine;
 use crate::stream::{Hub, StreamPolicy};
 
@@ -19,6 +20,7 @@ pub struct Server {
     http_addr: SocketAddr,
     engine: Arc<Engine>,
     hub: Arc<Hub>,
+    recorder: Arc<Recorder>,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
 }
@@ -31,6 +33,25 @@ impl Server {
             viewer_start: config.keyframes.viewer_start,
             gop_cache_bytes: config.keyframes.gop_cache_bytes,
         }));
+        let recorder = Arc::new(Recorder::new(config.record.clone()).with_context(|| {
+            format!(
+                "cannot create the recordings folder {}",
+                config.record.dir.display()
+            )
+        })?);
+        if config.record.enabled {
+            // Files a crash left unfinished get Cues and Duration before
+            // anything new is recorded next to them.
+            let r = recorder.clone();
+            let repaired = tokio::task::spawn_blocking(move || r.repair_all()).await?;
+            if !repaired.is_empty() {
+                tracing::info!(
+                    count = repaired.len(),
+                    "repaired recordings left by a crash"
+                );
+            }
+            hub.add_observer(recorder.clone());
+        }
         let engine = Arc::new(Engine::start(config.clone(), hub.clone()).await?);
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -40,6 +61,7 @@ impl Server {
             config: config.clone(),
             hub: hub.clone(),
             engine: engine.clone(),
+            recorder: recorder.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let http_task = tokio::spawn(async move {
@@ -57,6 +79,7 @@ impl Server {
             http_addr,
             engine,
             hub,
+            recorder,
             stop,
             http_task,
         })
@@ -77,9 +100,16 @@ impl Server {
         &self.hub
     }
 
-    /// Ends every session, then stops HTTP.
+    /// The recorder.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
+    }
+
+    /// Ends every session (finalizing recordings), then stops HTTP.
     pub async fn shutdown(self) {
         self.engine.shutdown().await;
+        let r = self.recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
         let _ = self.stop.send(true);
         match self.http_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "http server error at shutdown"),

@@ -18,6 +18,7 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
     c.http.rate_limit_per_sec = 10_000;
     c.http.rate_limit_burst = 10_000;
+    c.record.enabled = false;
     tweak(&mut c);
     Server::start(c).await.expect("server starts")
 }

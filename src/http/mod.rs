@@ -4,7 +4,9 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod pages;
 pub mod ratelimit;
+pub mod recordings;
 pub mod session;
 pub mod whep;
 pub mod whip;
@@ -19,6 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::record::Recorder;
 use crate::rtc::Engine;
 use crate::stream::Hub;
 use ratelimit::RateLimiter;
@@ -32,6 +35,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// WebRTC sessions.
     pub engine: Arc<Engine>,
+    /// Recordings.
+    pub recorder: Arc<Recorder>,
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -58,6 +63,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/streams", get(api::streams))
         .route("/api/streams/{name}", get(api::stream))
         .route("/healthz", get(api::healthz))
+        .route("/api/recordings", get(recordings::list))
+        .route(
+            "/api/recordings/{id}",
+            get(recordings::one).delete(recordings::delete),
+        )
+        .route("/recordings/{id}/download", get(recordings::download))
+        .merge(pages::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(

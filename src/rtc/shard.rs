@@ -334,6 +334,10 @@ impl Shard {
         for ufrag in &session.ufrags {
             self.shared.routes.add_ufrag(ufrag, target);
         }
+        // Sinks (a recorder) may have attached before the session got here.
+        if session.stream.wants_periodic_keyframes() {
+            session.set_periodic_keyframes(true);
+        }
         session.drive(&self.shared.socket, &self.shared.counters);
         self.sessions.insert(key, session);
     }

@@ -17,7 +17,7 @@ pub enum MediaKind {
 }
 
 /// Codecs that flow through the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// VP8 (RFC 7741).

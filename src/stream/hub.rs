@@ -24,8 +24,16 @@ pub enum PublishError {
     ShuttingDown,
 }
 
+/// Told about every new stream (the recorder starts recording here).
+pub trait StreamObserver: Send + Sync {
+    /// A publisher's stream went live. Called once, before its first frame;
+    /// must not block (start threads or tasks for real work).
+    fn stream_started(&self, stream: &Arc<LiveStream>);
+}
+
 /// All live streams of the process, by name.
 pub struct Hub {
+    observers: parking_lot::RwLock<Vec<Arc<dyn StreamObserver>>>,
     streams: Mutex<HashMap<StreamName, Arc<LiveStream>>>,
     changed: Notify,
     next_id: AtomicU64,
@@ -43,6 +51,7 @@ impl Hub {
     /// An empty hub whose streams follow `policy`.
     pub fn new(policy: StreamPolicy) -> Hub {
         Hub {
+            observers: parking_lot::RwLock::new(Vec::new()),
             streams: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             next_id: AtomicU64::new(1),
@@ -89,8 +98,16 @@ impl Hub {
             tracing::info!(stream = %old.name(), "publisher taken over by a new one");
             old.close_publisher();
         }
+        for o in self.observers.read().iter() {
+            o.stream_started(&stream);
+        }
         self.changed.notify_waiters();
         Ok(stream)
+    }
+
+    /// Registers an observer of new streams.
+    pub fn add_observer(&self, observer: Arc<dyn StreamObserver>) {
+        self.observers.write().push(observer);
     }
 
     /// The live stream under `name`.

@@ -127,8 +127,20 @@ impl Meter {
 #[derive(Default)]
 struct KeyframeState {
     outstanding_since: Option<Instant>,
-    publisher_ignores_requests: bool,
+    /// Recent requests: whether each was answered within [`ANSWERED_WITHIN`].
+    recent: std::collections::VecDeque<bool>,
     requests: u64,
+}
+
+impl KeyframeState {
+    /// The publisher ignores keyframe requests: most recent ones went unanswered.
+    fn publisher_ignores_requests(&self, now: Instant) -> bool {
+        let overdue = self
+            .outstanding_since
+            .is_some_and(|t| now.saturating_duration_since(t) > IGNORED_AFTER);
+        let missed = self.recent.iter().filter(|answered| !**answered).count();
+        overdue || (self.recent.len() >= 2 && missed * 2 > self.recent.len())
+    }
 }
 
 /// A publisher's live stream and its sinks.
@@ -260,7 +272,11 @@ impl LiveStream {
         {
             let mut k = self.keyframes.lock();
             if let Some(since) = k.outstanding_since.take() {
-                k.publisher_ignores_requests = now.saturating_duration_since(since) > IGNORED_AFTER;
+                let answered = now.saturating_duration_since(since) <= ANSWERED_WITHIN;
+                k.recent.push_back(answered);
+                if k.recent.len() > 3 {
+                    k.recent.pop_front();
+                }
             }
         }
         let size = match frame.params.codec {
@@ -379,11 +395,9 @@ impl LiveStream {
     }
 
     fn publisher_ignores_requests(&self) -> bool {
-        let k = self.keyframes.lock();
-        let late = k
-            .outstanding_since
-            .is_some_and(|t| t.elapsed() > IGNORED_AFTER);
-        k.publisher_ignores_requests || late
+        self.keyframes
+            .lock()
+            .publisher_ignores_requests(Instant::now())
     }
 
     /// Counts bytes a sink sent onward (for the outgoing bitrate).
@@ -412,6 +426,14 @@ impl LiveStream {
         self.end();
     }
 
+    /// Whether a sink that needs regular keyframes is attached.
+    pub fn wants_periodic_keyframes(&self) -> bool {
+        self.sinks
+            .lock()
+            .iter()
+            .any(|s| s.kind.needs_periodic_keyframes())
+    }
+
     /// Number of consumers of one kind.
     pub fn sink_count(&self, kind: SinkKind) -> usize {
         self.sinks.lock().iter().filter(|s| s.kind == kind).count()
@@ -424,7 +446,9 @@ impl LiveStream {
         let (_, fps) = self.meter_video.lock().rates(now);
         let (bps_out, _) = self.meter_out.lock().rates(now);
         let size = *self.video_size.lock();
-        let dropped: u64 = self.sinks.lock().iter().map(|s| s.queue.dropped()).sum();
+        let (dropped, skipped) = self.sinks.lock().iter().fold((0, 0), |(d, k), s| {
+            (d + s.queue.dropped(), k + s.queue.skipped())
+        });
         StreamInfo {
             name: self.name.to_string(),
             id: self.id,
@@ -449,6 +473,7 @@ impl LiveStream {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             frames_dropped: dropped,
+            frames_skipped: skipped,
             keyframe_requests: self.keyframes.lock().requests,
         }
     }
@@ -456,6 +481,10 @@ impl LiveStream {
 
 /// A request unanswered this long means the publisher ignores keyframe requests.
 const IGNORED_AFTER: Duration = Duration::from_millis(1500);
+
+/// Browsers answer a keyframe request within a round trip and an encode
+/// (~100–200 ms); a keyframe later than this was the publisher's own schedule.
+const ANSWERED_WITHIN: Duration = Duration::from_millis(350);
 
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
@@ -490,6 +519,8 @@ pub struct StreamInfo {
     pub bytes_out: u64,
     /// Frames dropped for current sinks that could not keep up.
     pub frames_dropped: u64,
+    /// Video frames current sinks passed over while waiting for a keyframe.
+    pub frames_skipped: u64,
     /// Keyframe requests made to the publisher on behalf of sinks.
     pub keyframe_requests: u64,
 }

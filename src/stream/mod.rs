@@ -13,7 +13,7 @@ pub mod probe;
 pub mod sink;
 
 pub use frame::{Codec, CodecParams, Frame, MediaKind, SenderClock};
-pub use hub::{Hub, PublishError};
+pub use hub::{Hub, PublishError, StreamObserver};
 pub use keyframe::KeyframePacer;
 pub use live::{LiveStream, PublisherControl, SinkKind, StreamInfo, StreamPolicy, Subscription};
 pub use name::{NameError, StreamName};

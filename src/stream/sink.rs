@@ -48,6 +48,7 @@ pub struct SinkQueue {
     capacity: usize,
     waker: Box<dyn Wake>,
     dropped: AtomicU64,
+    skipped: AtomicU64,
     delivered: AtomicU64,
 }
 
@@ -72,6 +73,7 @@ impl SinkQueue {
             capacity: capacity.max(1),
             waker,
             dropped: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }
     }
@@ -85,7 +87,7 @@ impl SinkQueue {
         let video = frame.kind() == MediaKind::Video;
         if video && inner.waiting_for_keyframe {
             if !frame.keyframe {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.skipped.fetch_add(1, Ordering::Relaxed);
                 return Pushed::Skipped;
             }
             inner.waiting_for_keyframe = false;
@@ -155,9 +157,15 @@ impl SinkQueue {
         self.inner.lock().closed
     }
 
-    /// Frames dropped for this consumer so far.
+    /// Frames dropped because this consumer fell behind (queue overflow).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Video frames passed over while waiting for a keyframe (joining, or
+    /// after an overflow): expected, not a sign of trouble.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// Frames handed to the consumer so far.
@@ -209,7 +217,7 @@ mod tests {
             1,
             "one wake per empty→non-empty"
         );
-        assert_eq!(q.dropped(), 1);
+        assert_eq!((q.dropped(), q.skipped()), (0, 1));
     }
 
     #[test]
@@ -226,7 +234,7 @@ mod tests {
         q.drain(&mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].keyframe);
-        assert_eq!(q.dropped(), 6);
+        assert_eq!((q.dropped(), q.skipped()), (5, 1));
     }
 
     #[test]

@@ -1,0 +1,175 @@
+//! The recordings catalog over HTTP: list, inspect, download (with Range) and
+//! delete. Ids are validated by the catalog, so none can reach another file.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::record::catalog::{self, Meta};
+
+/// Query of `GET /api/recordings`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// Only this stream.
+    pub stream: Option<String>,
+    /// Only recordings started at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only recordings started before this RFC 3339 time.
+    pub until: Option<String>,
+    /// Page number, from 1.
+    pub page: Option<usize>,
+    /// Items per page (1–500, default 50).
+    pub per_page: Option<usize>,
+}
+
+/// Body of `GET /api/recordings`.
+#[derive(Debug, Serialize)]
+pub struct RecordingList {
+    /// This page, newest first.
+    pub recordings: Vec<Meta>,
+    /// Matching recordings in all pages.
+    pub total: usize,
+    /// This page's number.
+    pub page: usize,
+    /// Items per page.
+    pub per_page: usize,
+}
+
+fn parse_time(key: &str, v: &Option<String>) -> Result<Option<std::time::SystemTime>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            humantime::parse_rfc3339_weak(s).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{key} must be an RFC 3339 time, such as 2026-11-24T15:04:05Z"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// `GET /api/recordings`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<RecordingList>, ApiError> {
+    let since = parse_time("since", &q.since)?;
+    let until = parse_time("until", &q.until)?;
+    let per_page = q.per_page.unwrap_or(50);
+    if !(1..=500).contains(&per_page) {
+        return Err(ApiError::bad_request("per_page must be between 1 and 500"));
+    }
+    let page = q.page.unwrap_or(1).max(1);
+    let recorder = state.recorder.clone();
+    let all = tokio::task::spawn_blocking(move || recorder.list())
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"))?;
+    let matching: Vec<Meta> = all
+        .into_iter()
+        .filter(|m| q.stream.as_deref().is_none_or(|s| m.stream == s))
+        .filter(|m| {
+            let started = humantime::parse_rfc3339_weak(&m.started_at).ok();
+            since.is_none_or(|s| started.is_some_and(|t| t >= s))
+                && until.is_none_or(|u| started.is_some_and(|t| t < u))
+        })
+        .collect();
+    let total = matching.len();
+    let recordings = matching
+        .into_iter()
+        .skip((page - 1).saturating_mul(per_page))
+        .take(per_page)
+        .collect();
+    Ok(Json(RecordingList {
+        recordings,
+        total,
+        page,
+        per_page,
+    }))
+}
+
+async fn find(state: &AppState, id: String) -> Result<(Meta, std::path::PathBuf), ApiError> {
+    if catalog::parse_id(&id).is_none() {
+        return Err(ApiError::not_found("no such recording"));
+    }
+    let recorder = state.recorder.clone();
+    tokio::task::spawn_blocking(move || recorder.get(&id))
+        .await
+        .ok()
+        .flatten()
+        .ok_or_else(|| ApiError::not_found("no such recording"))
+}
+
+/// `GET /api/recordings/{id}`.
+pub async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Meta>, ApiError> {
+    Ok(Json(find(&state, id).await?.0))
+}
+
+/// `GET /recordings/{id}/download`: the file, with Range support. A recording
+/// in progress is served as far as it is written.
+pub async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (meta, path) = find(&state, id).await?;
+    let mime = if meta.file.ends_with(".mkv") {
+        "video/x-matroska"
+    } else if meta.video.is_some() {
+        "video/webm"
+    } else {
+        "audio/webm"
+    };
+    let resp = ServeFile::new_with_mime(
+        &path,
+        &mime
+            .parse()
+            .map_err(|_| ApiError::bad_request("bad type"))?,
+    )
+    .oneshot(req)
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?;
+    let mut resp = resp.map(Body::new);
+    let name = format!("{}-{}", meta.stream, meta.file);
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp.into_response())
+}
+
+/// `DELETE /api/recordings/{id}`: 204; 409 while it is being recorded.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if catalog::parse_id(&id).is_none() {
+        return Err(ApiError::not_found("no such recording"));
+    }
+    if state.recorder.is_active(&id) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the recording is still being written; stop the stream first",
+        ));
+    }
+    let recorder = state.recorder.clone();
+    match tokio::task::spawn_blocking(move || recorder.delete(&id)).await {
+        Ok(Ok(true)) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Ok(false)) => Err(ApiError::not_found("no such recording")),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot delete: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot delete",
+        )),
+    }
+}

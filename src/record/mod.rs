@@ -1,0 +1,432 @@
+//! Recording: every live stream (matching the configured patterns) becomes a
+//! crash-safe, seekable WebM (Matroska for H.264) under the recordings folder.
+//!
+//! [`Recorder`] watches the hub for new streams and starts a [`recording`]
+//! thread for each; it also repairs files a crash left unfinished and answers
+//! the catalog. Nothing here knows about WebRTC or HTTP.
+
+pub mod catalog;
+pub mod muxer;
+pub mod recording;
+pub mod timeline;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::RecordConfig;
+use crate::stream::{LiveStream, MediaKind, SinkKind, SinkQueue, StreamObserver, Wake};
+use catalog::{Meta, State};
+use muxer::MuxOptions;
+use recording::{RecordingJob, RecordingSettings};
+
+/// Frames a recording may queue before it counts drops (a slow disk).
+const QUEUE_FRAMES: usize = 8192;
+
+struct Active {
+    meta: Arc<Mutex<Meta>>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+/// Starts, tracks and lists recordings.
+pub struct Recorder {
+    config: RecordConfig,
+    active: Mutex<HashMap<u64, Active>>,
+    next_key: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("dir", &self.config.dir)
+            .finish()
+    }
+}
+
+struct ThreadWake(mpsc::SyncSender<()>);
+
+impl Wake for ThreadWake {
+    fn wake(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Why a recording could not be repaired.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// Not a `.part` / `.webm` / `.mkv` file.
+    #[error("{0}: not a recording file (.webm, .mkv or .part)")]
+    NotARecording(PathBuf),
+    /// FFmpeg could not read or write it.
+    #[error("{path}: {source}")]
+    Mux {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: muxer::MuxError,
+    },
+    /// The damaged file held no readable frame.
+    #[error("{0}: no readable frame")]
+    Empty(PathBuf),
+    /// Renaming or removing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Recorder {
+    /// A recorder writing under `config.dir` (created if missing).
+    pub fn new(config: RecordConfig) -> std::io::Result<Recorder> {
+        if config.enabled {
+            std::fs::create_dir_all(&config.dir)?;
+        }
+        Ok(Recorder {
+            config,
+            active: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Active>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mux_options(&self) -> MuxOptions {
+        MuxOptions {
+            cluster_ms: self.config.cluster_ms,
+            reserve_index_bytes: self.config.reserve_index_kib * 1024,
+        }
+    }
+
+    /// The recordings folder.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// Repairs every `.part` file a crash left behind (run at start-up, before
+    /// any recording starts). Returns the repaired files.
+    pub fn repair_all(&self) -> Vec<PathBuf> {
+        let mut repaired = Vec::new();
+        for (_, path) in catalog::scan(&self.config.dir) {
+            if path.extension().is_some_and(|e| e == "part") {
+                match repair_file(&path, self.mux_options()) {
+                    Ok(p) => {
+                        tracing::info!(file = %p.display(), "repaired a recording left by a crash");
+                        repaired.push(p);
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not repair a recording"),
+                }
+            }
+        }
+        repaired
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.config.enabled
+            && self.config.streams.iter().any(|p| glob(p, name))
+            && !self.config.exclude.iter().any(|p| glob(p, name))
+    }
+
+    fn start(&self, stream: &Arc<LiveStream>) {
+        if !self.wants(stream.name().as_str()) || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let ext = muxer::container_for(stream.track(MediaKind::Video).map(|t| t.codec)).1;
+        let meta = Meta {
+            id: String::new(),
+            stream: stream.name().to_string(),
+            file: String::new(),
+            started_at: catalog::now_rfc3339(),
+            ended_at: None,
+            duration_secs: None,
+            size_bytes: None,
+            state: State::Recording,
+            video: None,
+            audio: None,
+            dropped_frames: 0,
+            error: None,
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let queue = Arc::new(SinkQueue::new(QUEUE_FRAMES, Box::new(ThreadWake(tx))));
+        if stream
+            .subscribe(SinkKind::Recorder, queue.clone())
+            .is_none()
+        {
+            return;
+        }
+        let meta = Arc::new(Mutex::new(meta));
+        let stop = Arc::new(AtomicBool::new(false));
+        let job = RecordingJob {
+            stream: stream.clone(),
+            queue: queue.clone(),
+            wakes: rx,
+            dir: self.config.dir.join(stream.name().as_str()),
+            ext,
+            min_free_bytes: self.config.min_free_mib * 1024 * 1024,
+            meta: meta.clone(),
+            stop: stop.clone(),
+            settings: RecordingSettings {
+                mux: self.mux_options(),
+                fsync_every: Duration::from_secs_f64(self.config.fsync_secs),
+            },
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("rec-{}", stream.name()))
+            .spawn(move || recording::run(job));
+        match spawned {
+            Ok(thread) => {
+                let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+                let mut active = self.active();
+                reap(&mut active);
+                active.insert(key, Active { meta, stop, thread });
+            }
+            Err(e) => {
+                queue.close();
+                tracing::error!(error = %e, "not recording: cannot start a thread");
+            }
+        }
+    }
+
+    /// Recordings on disk and in progress, newest first.
+    pub fn list(&self) -> Vec<Meta> {
+        let live: HashMap<String, Meta> = {
+            let mut active = self.active();
+            reap(&mut active);
+            active
+                .values()
+                .map(|a| a.meta.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                .filter(|m| !m.id.is_empty())
+                .map(|m| (m.id.clone(), m))
+                .collect()
+        };
+        let mut out: Vec<Meta> = Vec::new();
+        for (id, path) in catalog::scan(&self.config.dir) {
+            if let Some(m) = live.get(&id) {
+                if m.video.is_some() || m.audio.is_some() {
+                    out.push(m.clone());
+                }
+                continue;
+            }
+            let final_path = final_path(&path);
+            let mut m = match catalog::read_meta(&final_path) {
+                Some(m) => m,
+                None => continue,
+            };
+            m.size_bytes = std::fs::metadata(&path).map(|md| md.len()).ok();
+            out.push(m);
+        }
+        out.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
+        out.dedup_by(|a, b| a.id == b.id);
+        out
+    }
+
+    /// One recording and the file that holds it now (final or `.part`).
+    pub fn get(&self, id: &str) -> Option<(Meta, PathBuf)> {
+        let (stream, stem) = catalog::parse_id(id)?;
+        let meta = self.list().into_iter().find(|m| m.id == id)?;
+        let dir = self.config.dir.join(stream.as_str());
+        let path = dir.join(&meta.file);
+        if meta
+            .file
+            .strip_suffix(".webm")
+            .or_else(|| meta.file.strip_suffix(".mkv"))
+            != Some(stem.as_str())
+        {
+            return None;
+        }
+        for p in [path.clone(), recording::part_path(&path)] {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file()) {
+                return Some((meta, p));
+            }
+        }
+        None
+    }
+
+    /// Whether the recording is being written now.
+    pub fn is_active(&self, id: &str) -> bool {
+        let mut active = self.active();
+        reap(&mut active);
+        active
+            .values()
+            .any(|a| a.meta.lock().is_ok_and(|m| m.id == id))
+    }
+
+    /// Deletes a finished recording and its sidecar.
+    pub fn delete(&self, id: &str) -> Result<bool, std::io::Error> {
+        let Some((_, path)) = self.get(id) else {
+            return Ok(false);
+        };
+        std::fs::remove_file(&path)?;
+        catalog::remove_meta(&final_path(&path));
+        Ok(true)
+    }
+
+    /// Stops every recording (finalizing its file) and waits for them.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let all: Vec<Active> = self.active().drain().map(|(_, a)| a).collect();
+        for a in &all {
+            a.stop.store(true, Ordering::Release);
+        }
+        for a in all {
+            let _ = a.thread.join();
+        }
+    }
+
+    /// Waits for recordings whose streams ended to finish writing.
+    pub fn wait_idle(&self) {
+        let all: Vec<Active> = self.active().drain().map(|(_, a)| a).collect();
+        for a in all {
+            let _ = a.thread.join();
+        }
+    }
+}
+
+impl StreamObserver for Recorder {
+    fn stream_started(&self, stream: &Arc<LiveStream>) {
+        self.start(stream);
+    }
+}
+
+fn reap(active: &mut HashMap<u64, Active>) {
+    let done: Vec<u64> = active
+        .iter()
+        .filter(|(_, a)| a.thread.is_finished())
+        .map(|(id, _)| *id)
+        .collect();
+    for id in done {
+        if let Some(a) = active.remove(&id) {
+            let _ = a.thread.join();
+        }
+    }
+}
+
+/// `x.webm.part` → `x.webm`; other paths unchanged.
+fn final_path(path: &Path) -> PathBuf {
+    match path.to_str().and_then(|s| s.strip_suffix(".part")) {
+        Some(s) => PathBuf::from(s),
+        None => path.to_path_buf(),
+    }
+}
+
+/// Repairs one file: a `.part` becomes its final name with Cues and Duration;
+/// a final file is rewritten in place. Returns the repaired file's path.
+pub fn repair_file(path: &Path, opts: MuxOptions) -> Result<PathBuf, RepairError> {
+    let name = path.to_string_lossy();
+    let ok = [".part", ".webm", ".mkv"].iter().any(|e| name.ends_with(e));
+    if !ok {
+        return Err(RepairError::NotARecording(path.to_path_buf()));
+    }
+    let target = final_path(path);
+    let tmp = target.with_extension(format!(
+        "repair.{}",
+        target
+            .extension()
+            .map(|e| e.to_string_lossy().to_string())
+            .unwrap_or_default()
+    ));
+    let packets = muxer::remux(path, &tmp, opts).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        RepairError::Mux {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    if packets == 0 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(RepairError::Empty(path.to_path_buf()));
+    }
+    let io = |source| RepairError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Ok(f) = std::fs::File::open(&tmp) {
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, &target).map_err(io)?;
+    if target != path {
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    if let Some(mut m) = catalog::read_meta(&target) {
+        m.state = State::Repaired;
+        m.size_bytes = std::fs::metadata(&target).map(|m| m.len()).ok();
+        m.duration_secs = probe_duration(&target).or(m.duration_secs);
+        if m.ended_at.is_none() {
+            m.ended_at = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .map(catalog::rfc3339)
+                .or_else(|| Some(catalog::now_rfc3339()));
+        }
+        let _ = catalog::write_meta(&target, &m);
+    }
+    Ok(target)
+}
+
+/// Duration of a finished file, as FFmpeg reads it.
+fn probe_duration(path: &Path) -> Option<f64> {
+    let ctx = ffmpeg_next::format::input(path).ok()?;
+    let d = ctx.duration();
+    (d > 0).then(|| d as f64 / f64::from(ffmpeg_next::ffi::AV_TIME_BASE))
+}
+
+/// Free bytes on the file system holding `dir`.
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path; s is a valid out pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// `*` matches any run of characters, `?` one; everything else itself.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "demo"));
+        assert!(glob("cam-*", "cam-1"));
+        assert!(!glob("cam-*", "demo"));
+        assert!(glob("a?c", "abc"));
+        assert!(glob("*-test", "x-test"));
+        assert!(!glob("", "x"));
+    }
+}

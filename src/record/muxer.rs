@@ -1,0 +1,342 @@
+//! Writes encoded frames into a WebM / Matroska file through FFmpeg's
+//! matroska muxer (via `ffmpeg-next`), set up for crash safety:
+//!
+//! * clusters close every `cluster_ms` and the I/O buffer is flushed after
+//!   every frame, so a crash loses at most the open cluster;
+//! * `reserve_index_space` keeps room before the first cluster, so at a clean
+//!   stop the Cues land at the front without rewriting the file;
+//! * frames are written with `av_write_frame` (no muxer-side interleaving):
+//!   [`super::timeline::Interleaver`] has already ordered them, so audio is
+//!   never held back waiting for video.
+
+use std::path::Path;
+
+use ffmpeg_next as ff;
+use ffmpeg_sys_next as sys;
+
+use crate::stream::{Codec, CodecParams};
+
+/// Why writing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    /// FFmpeg refused (includes I/O errors such as a full disk).
+    #[error("{what}: {source}")]
+    Ffmpeg {
+        /// What was being done.
+        what: &'static str,
+        /// FFmpeg's error.
+        source: ff::Error,
+    },
+    /// A codec castgate cannot put in this container.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn ff_err(what: &'static str) -> impl FnOnce(ff::Error) -> MuxError {
+    move |source| MuxError::Ffmpeg { what, source }
+}
+
+/// A video track's setup.
+#[derive(Debug, Clone)]
+pub struct VideoTrack {
+    /// Codec parameters from the stream.
+    pub params: CodecParams,
+    /// Coded size.
+    pub width: u32,
+    /// Coded size.
+    pub height: u32,
+    /// Codec private data source: Annex-B SPS+PPS for H.264, the sequence
+    /// header OBU for AV1 (the muxer turns them into avcC / av1C).
+    pub extradata: Vec<u8>,
+}
+
+/// An audio track's setup.
+#[derive(Debug, Clone)]
+pub struct AudioTrack {
+    /// Codec parameters from the stream.
+    pub params: CodecParams,
+    /// Channels actually sent (from the first Opus packet's TOC).
+    pub channels: u8,
+}
+
+/// Muxer settings.
+#[derive(Debug, Clone, Copy)]
+pub struct MuxOptions {
+    /// Longest cluster in milliseconds (bounds what a crash loses).
+    pub cluster_ms: u32,
+    /// Bytes reserved before the first cluster for the Cues.
+    pub reserve_index_bytes: u32,
+}
+
+/// Opus encoders' look-ahead at 48 kHz (libopus): signalled as pre-skip and
+/// Matroska CodecDelay so players trim it and audio lines up with video.
+const OPUS_PRE_SKIP: u16 = 312;
+
+/// An open recording file.
+pub struct Muxer {
+    octx: ff::format::context::Output,
+    video: Option<usize>,
+    audio: Option<usize>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Muxer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Muxer").field("bytes", &self.bytes).finish()
+    }
+}
+
+/// WebM for VP8/VP9/AV1 (+Opus), Matroska for H.264.
+pub fn container_for(video: Option<Codec>) -> (&'static str, &'static str) {
+    match video {
+        Some(Codec::H264) => ("matroska", "mkv"),
+        _ => ("webm", "webm"),
+    }
+}
+
+fn codec_id(c: Codec) -> sys::AVCodecID {
+    match c {
+        Codec::Vp8 => sys::AVCodecID::AV_CODEC_ID_VP8,
+        Codec::Vp9 => sys::AVCodecID::AV_CODEC_ID_VP9,
+        Codec::H264 => sys::AVCodecID::AV_CODEC_ID_H264,
+        Codec::Av1 => sys::AVCodecID::AV_CODEC_ID_AV1,
+        Codec::Opus => sys::AVCodecID::AV_CODEC_ID_OPUS,
+    }
+}
+
+/// Copies `data` into FFmpeg-owned, padded extradata of `par`.
+///
+/// # Safety
+/// `par` must be a valid codec parameters pointer without extradata.
+unsafe fn set_extradata(par: *mut sys::AVCodecParameters, data: &[u8]) -> Result<(), MuxError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let len = data.len();
+    let pad = sys::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+    // SAFETY: av_mallocz returns zeroed memory of the asked size or null.
+    let buf = unsafe { sys::av_mallocz(len + pad) } as *mut u8;
+    if buf.is_null() {
+        return Err(MuxError::Unsupported("out of memory for codec data".into()));
+    }
+    // SAFETY: buf has len + pad bytes; data has len bytes; they do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, len);
+        (*par).extradata = buf;
+        (*par).extradata_size = len as i32;
+    }
+    Ok(())
+}
+
+/// The 19-byte OpusHead (RFC 7845 §5.1) FFmpeg writes as CodecPrivate.
+fn opus_head(channels: u8) -> Vec<u8> {
+    let mut h = Vec::with_capacity(19);
+    h.extend_from_slice(b"OpusHead");
+    h.push(1);
+    h.push(channels);
+    h.extend_from_slice(&OPUS_PRE_SKIP.to_le_bytes());
+    h.extend_from_slice(&48_000u32.to_le_bytes());
+    h.extend_from_slice(&0i16.to_le_bytes());
+    h.push(0);
+    h
+}
+
+impl Muxer {
+    /// Creates the file and writes its header.
+    pub fn create(
+        path: &Path,
+        video: Option<&VideoTrack>,
+        audio: Option<&AudioTrack>,
+        opts: MuxOptions,
+    ) -> Result<Muxer, MuxError> {
+        ff::init().map_err(ff_err("initialising FFmpeg"))?;
+        let (format, _) = container_for(video.map(|v| v.params.codec));
+        let mut octx = ff::format::output_as(path, format).map_err(ff_err("creating the file"))?;
+        let mut video_index = None;
+        let mut audio_index = None;
+        if let Some(v) = video {
+            let mut st = octx
+                .add_stream(ff::codec::Id::None)
+                .map_err(ff_err("adding the video track"))?;
+            video_index = Some(st.index());
+            // SAFETY: the stream was just created; its codecpar is valid and empty.
+            unsafe {
+                let par = (*st.as_mut_ptr()).codecpar;
+                (*par).codec_type = sys::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                (*par).codec_id = codec_id(v.params.codec);
+                (*par).width = v.width as i32;
+                (*par).height = v.height as i32;
+                set_extradata(par, &v.extradata)?;
+                (*st.as_mut_ptr()).time_base = sys::AVRational { num: 1, den: 1000 };
+            }
+        }
+        if let Some(a) = audio {
+            if a.params.codec != Codec::Opus {
+                return Err(MuxError::Unsupported(format!(
+                    "cannot record {} audio",
+                    a.params.codec.name()
+                )));
+            }
+            let mut st = octx
+                .add_stream(ff::codec::Id::None)
+                .map_err(ff_err("adding the audio track"))?;
+            audio_index = Some(st.index());
+            // SAFETY: as above.
+            unsafe {
+                let par = (*st.as_mut_ptr()).codecpar;
+                (*par).codec_type = sys::AVMediaType::AVMEDIA_TYPE_AUDIO;
+                (*par).codec_id = codec_id(Codec::Opus);
+                (*par).sample_rate = 48_000;
+                sys::av_channel_layout_default(&mut (*par).ch_layout, i32::from(a.channels));
+                (*par).initial_padding = i32::from(OPUS_PRE_SKIP);
+                set_extradata(par, &opus_head(a.channels))?;
+                (*st.as_mut_ptr()).time_base = sys::AVRational { num: 1, den: 1000 };
+            }
+        }
+        let mut dict = ff::Dictionary::new();
+        dict.set("cluster_time_limit", &opts.cluster_ms.to_string());
+        dict.set("cluster_size_limit", "4194304");
+        dict.set("reserve_index_space", &opts.reserve_index_bytes.to_string());
+        octx.write_header_with(dict)
+            .map_err(ff_err("writing the file header"))?;
+        let mut m = Muxer {
+            octx,
+            video: video_index,
+            audio: audio_index,
+            bytes: 0,
+        };
+        m.flush();
+        Ok(m)
+    }
+
+    fn time_base(&self, index: usize) -> (i64, i64) {
+        self.octx
+            .stream(index)
+            .map(|s| {
+                let tb = s.time_base();
+                (
+                    i64::from(tb.numerator().max(1)),
+                    i64::from(tb.denominator().max(1)),
+                )
+            })
+            .unwrap_or((1, 1000))
+    }
+
+    /// Writes one frame at `us` microseconds from the start and flushes it to the OS.
+    pub fn write(
+        &mut self,
+        video: bool,
+        keyframe: bool,
+        us: i64,
+        data: &[u8],
+    ) -> Result<(), MuxError> {
+        let Some(index) = (if video { self.video } else { self.audio }) else {
+            return Ok(());
+        };
+        let (num, den) = self.time_base(index);
+        let ts = (i128::from(us) * i128::from(den) / (1_000_000 * i128::from(num))) as i64;
+        let mut pkt = ff::Packet::copy(data);
+        pkt.set_stream(index);
+        pkt.set_pts(Some(ts));
+        pkt.set_dts(Some(ts));
+        if keyframe {
+            pkt.set_flags(ff::packet::Flags::KEY);
+        }
+        pkt.write(&mut self.octx)
+            .map_err(ff_err("writing a frame"))?;
+        self.bytes += data.len() as u64;
+        self.flush();
+        Ok(())
+    }
+
+    /// Pushes FFmpeg's I/O buffer to the OS (not to the disk: see fsync).
+    fn flush(&mut self) {
+        // SAFETY: the context is open, so pb is valid (or null, which we skip).
+        unsafe {
+            let pb = (*self.octx.as_mut_ptr()).pb;
+            if !pb.is_null() {
+                sys::avio_flush(pb);
+            }
+        }
+    }
+
+    /// Payload bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Writes Cues, Duration and the trailer; the file is complete afterwards.
+    pub fn finish(mut self) -> Result<(), MuxError> {
+        self.octx
+            .write_trailer()
+            .map_err(ff_err("finishing the file"))?;
+        self.flush();
+        Ok(())
+    }
+}
+
+/// Copies every packet of a (possibly truncated) Matroska/WebM file into a new,
+/// complete file with Cues and Duration. Returns the packets copied.
+pub fn remux(input: &Path, output: &Path, opts: MuxOptions) -> Result<u64, MuxError> {
+    ff::init().map_err(ff_err("initialising FFmpeg"))?;
+    let mut ictx = ff::format::input(input).map_err(ff_err("opening the damaged file"))?;
+    let video = ictx
+        .streams()
+        .find(|s| s.parameters().medium() == ff::media::Type::Video)
+        .map(|s| s.parameters().id());
+    let (format, _) = container_for(match video {
+        Some(ff::codec::Id::H264) => Some(Codec::H264),
+        Some(_) => Some(Codec::Vp8),
+        None => None,
+    });
+    let mut octx =
+        ff::format::output_as(output, format).map_err(ff_err("creating the repaired file"))?;
+    let mut map = Vec::new();
+    for st in ictx.streams() {
+        let mut out = octx
+            .add_stream(ff::codec::Id::None)
+            .map_err(ff_err("adding a track"))?;
+        out.set_parameters(st.parameters());
+        // SAFETY: plain field access on a valid stream.
+        unsafe {
+            (*(*out.as_mut_ptr()).codecpar).codec_tag = 0;
+        }
+        out.set_time_base(st.time_base());
+        map.push((st.index(), out.index(), st.time_base()));
+    }
+    let mut dict = ff::Dictionary::new();
+    dict.set("reserve_index_space", &opts.reserve_index_bytes.to_string());
+    dict.set("cluster_time_limit", &opts.cluster_ms.to_string());
+    // Opus CodecDelay makes the demuxer hand out audio starting slightly below
+    // zero; shift everything together instead of clamping one track.
+    dict.set("avoid_negative_ts", "make_non_negative");
+    octx.write_header_with(dict)
+        .map_err(ff_err("writing the repaired header"))?;
+    let mut count = 0u64;
+    let mut last_dts: Vec<Option<i64>> = vec![None; map.len()];
+    for (stream, mut packet) in ictx.packets() {
+        let Some(&(_, out_index, in_tb)) = map.iter().find(|m| m.0 == stream.index()) else {
+            continue;
+        };
+        let Some(out_tb) = octx.stream(out_index).map(|s| s.time_base()) else {
+            continue;
+        };
+        packet.rescale_ts(in_tb, out_tb);
+        // A damaged tail can repeat or reorder timestamps; keep them monotonic.
+        if let (Some(d), Some(last)) = (packet.dts(), last_dts[out_index])
+            && d < last
+        {
+            packet.set_dts(Some(last));
+            packet.set_pts(Some(last));
+        }
+        last_dts[out_index] = packet.dts();
+        packet.set_stream(out_index);
+        packet.set_position(-1);
+        if packet.write_interleaved(&mut octx).is_ok() {
+            count += 1;
+        }
+    }
+    octx.write_trailer()
+        .map_err(ff_err("finishing the repaired file"))?;
+    Ok(count)
+}

@@ -1,0 +1,494 @@
+//! One recording: a thread that drains its sink queue into a file.
+//!
+//! The file is written as `NAME.EXT.part` and renamed to `NAME.EXT` once its
+//! trailer (Cues, Duration) is written, so a complete name always means a
+//! complete file. A sidecar `NAME.json` carries what the catalog shows.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::catalog::{self, AudioMeta, Meta, State, VideoMeta};
+use super::muxer::{AudioTrack, MuxOptions, Muxer, VideoTrack};
+use super::timeline::{Interleaver, Placed, Timeline};
+use crate::stream::{Codec, Frame, LiveStream, MediaKind, SinkQueue, probe};
+
+/// Audio kept from before the first video keyframe, at most.
+const AUDIO_LEAD: Duration = Duration::from_secs(2);
+
+/// How long a frame may wait for the other track before it is written anyway
+/// (timeline time): bounds what sits in memory, so what a crash can lose.
+const INTERLEAVE_HOLD_US: i64 = 300_000;
+
+/// Settings of one recording.
+#[derive(Debug, Clone)]
+pub struct RecordingSettings {
+    /// Muxer options.
+    pub mux: MuxOptions,
+    /// How often written data is forced to the disk.
+    pub fsync_every: Duration,
+}
+
+/// What the recording thread needs.
+pub struct RecordingJob {
+    /// The stream being recorded.
+    pub stream: Arc<LiveStream>,
+    /// Its queue.
+    pub queue: Arc<SinkQueue>,
+    /// Wake-ups from the queue.
+    pub wakes: Receiver<()>,
+    /// The stream's folder; the file name is chosen when the thread starts.
+    pub dir: PathBuf,
+    /// `webm` or `mkv`.
+    pub ext: &'static str,
+    /// Below this many free bytes the recording does not start.
+    pub min_free_bytes: u64,
+    /// The sidecar metadata, shared with the catalog.
+    pub meta: Arc<Mutex<Meta>>,
+    /// Set to stop early (shutdown); the file is finalized.
+    pub stop: Arc<AtomicBool>,
+    /// Settings.
+    pub settings: RecordingSettings,
+}
+
+enum Phase {
+    /// Waiting for the first video keyframe (or audio, if audio-only).
+    Waiting { audio: VecDeque<Arc<Frame>> },
+    /// Writing.
+    Writing(Box<Writing>),
+}
+
+struct Writing {
+    muxer: Muxer,
+    timeline: Timeline,
+    interleaver: Interleaver,
+    out: Vec<Placed>,
+    file: Option<File>,
+    last_us: i64,
+}
+
+/// A recording with its file chosen.
+struct Job {
+    inner: RecordingJob,
+    path: PathBuf,
+}
+
+impl std::ops::Deref for Job {
+    type Target = RecordingJob;
+    fn deref(&self) -> &RecordingJob {
+        &self.inner
+    }
+}
+
+/// Picks a free file name and checks the disk; file-system work stays off the
+/// async runtime because it runs here, on the recording's own thread.
+fn prepare(job: &RecordingJob) -> Result<PathBuf, String> {
+    if let Err(e) = std::fs::create_dir_all(&job.dir) {
+        return Err(format!("cannot create {}: {e}", job.dir.display()));
+    }
+    if let Some(free) = super::free_bytes(&job.dir)
+        && free < job.min_free_bytes
+    {
+        return Err(format!(
+            "only {} MiB free, below record.min_free_mib",
+            free / (1024 * 1024)
+        ));
+    }
+    let base = catalog::stem_for(SystemTime::now());
+    let pick = (0..1000)
+        .map(|n| {
+            if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            }
+        })
+        .find(|stem| {
+            let p = job.dir.join(format!("{stem}.{}", job.ext));
+            !p.exists() && !part_path(&p).exists() && !catalog::meta_path(&p).exists()
+        });
+    let Some(stem) = pick else {
+        return Err("no free file name".into());
+    };
+    let path = job.dir.join(format!("{stem}.{}", job.ext));
+    {
+        let mut m = lock(&job.meta);
+        m.id = format!("{}~{stem}", job.stream.name());
+        m.file = format!("{stem}.{}", job.ext);
+    }
+    Ok(path)
+}
+
+/// Runs a recording to its end; called on its own thread.
+pub fn run(job: RecordingJob) {
+    let job = match prepare(&job) {
+        Ok(path) => Job { inner: job, path },
+        Err(error) => {
+            tracing::error!(stream = %job.stream.name(), %error, "not recording");
+            job.queue.close();
+            lock(&job.meta).state = State::Failed;
+            return;
+        }
+    };
+    let part = part_path(&job.path);
+    let has_video = job.stream.track(MediaKind::Video).is_some();
+    let mut phase = Phase::Waiting {
+        audio: VecDeque::new(),
+    };
+    let mut frames = Vec::new();
+    let mut last_sync = Instant::now();
+    let mut failure: Option<String> = None;
+    loop {
+        let woken = job.wakes.recv_timeout(Duration::from_millis(250));
+        let open = job.queue.drain(&mut frames);
+        for f in frames.drain(..) {
+            if failure.is_some() {
+                break;
+            }
+            if let Err(e) = handle(&job, &part, has_video, &mut phase, f) {
+                failure = Some(e);
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+        if last_sync.elapsed() >= job.settings.fsync_every {
+            if let Phase::Writing(w) = &phase
+                && let Some(file) = &w.file
+            {
+                let _ = file.sync_data();
+            }
+            last_sync = Instant::now();
+            update_progress(&job, &phase);
+        }
+        if !open || job.stop.load(Ordering::Acquire) || woken == Err(RecvTimeoutError::Disconnected)
+        {
+            break;
+        }
+    }
+    job.queue.close();
+    let dropped = job.queue.dropped();
+    match (failure, phase) {
+        (Some(error), _) => fail(&job, &part, error),
+        (None, Phase::Waiting { .. }) => {
+            // Nothing was ever written: no file, no catalog entry.
+            let _ = std::fs::remove_file(&part);
+            catalog::remove_meta(&job.path);
+            tracing::info!(stream = %job.stream.name(), "nothing to record");
+        }
+        (None, Phase::Writing(w)) => match finish(&job, &part, *w) {
+            Ok(duration) => {
+                let mut m = lock(&job.meta);
+                m.state = State::Finalized;
+                m.ended_at = Some(catalog::now_rfc3339());
+                m.duration_secs = Some(duration);
+                m.dropped_frames = dropped;
+                m.size_bytes = std::fs::metadata(&job.path).map(|m| m.len()).ok();
+                let _ = catalog::write_meta(&job.path, &m);
+                tracing::info!(file = %job.path.display(), duration_secs = duration, "recording finalized");
+            }
+            Err(e) => fail(&job, &part, e),
+        },
+    }
+}
+
+fn lock(m: &Mutex<Meta>) -> std::sync::MutexGuard<'_, Meta> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn fail(job: &Job, part: &std::path::Path, error: String) {
+    tracing::error!(stream = %job.stream.name(), file = %part.display(), %error, "recording failed");
+    let mut m = lock(&job.meta);
+    m.state = State::Failed;
+    m.error = Some(error);
+    m.ended_at = Some(catalog::now_rfc3339());
+    let _ = catalog::write_meta(&job.path, &m);
+}
+
+fn update_progress(job: &Job, phase: &Phase) {
+    if let Phase::Writing(w) = phase {
+        let mut m = lock(&job.meta);
+        m.duration_secs = Some(w.last_us as f64 / 1e6);
+        m.size_bytes = std::fs::metadata(part_path(&job.path))
+            .map(|m| m.len())
+            .ok();
+    }
+}
+
+/// `x.webm` → `x.webm.part`.
+pub fn part_path(path: &std::path::Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
+
+fn handle(
+    job: &Job,
+    part: &std::path::Path,
+    has_video: bool,
+    phase: &mut Phase,
+    f: Arc<Frame>,
+) -> Result<(), String> {
+    match phase {
+        Phase::Waiting { audio } => {
+            let video = f.kind() == MediaKind::Video;
+            if video && !f.keyframe {
+                return Ok(());
+            }
+            if !video && has_video {
+                audio.push_back(f);
+                while let (Some(first), Some(last)) = (audio.front(), audio.back()) {
+                    if last.arrival.saturating_duration_since(first.arrival) > AUDIO_LEAD {
+                        audio.pop_front();
+                    } else {
+                        break;
+                    }
+                }
+                return Ok(());
+            }
+            let Some(w) = open(job, part, &f, audio)? else {
+                return Ok(());
+            };
+            let lead: Vec<Arc<Frame>> = audio.drain(..).collect();
+            *phase = Phase::Writing(Box::new(w));
+            if let Phase::Writing(w) = phase {
+                for a in lead {
+                    write(w, a)?;
+                }
+                write(w, f)?;
+            }
+            Ok(())
+        }
+        Phase::Writing(w) => write(w, f),
+    }
+}
+
+/// Opens the file at the first decodable frame; `None` if the keyframe's
+/// picture size cannot be read yet (wait for the next one).
+fn open(
+    job: &Job,
+    part: &std::path::Path,
+    first: &Frame,
+    audio: &VecDeque<Arc<Frame>>,
+) -> Result<Option<Writing>, String> {
+    let stream = &job.stream;
+    let video = match stream.track(MediaKind::Video) {
+        Some(params) if first.kind() == MediaKind::Video => {
+            let size = match params.codec {
+                Codec::Vp8 => probe::vp8_size(&first.data),
+                Codec::Vp9 => probe::vp9_size(&first.data),
+                Codec::H264 => probe::h264_size(&first.data),
+                Codec::Av1 => probe::av1_size(&first.data),
+                Codec::Opus => None,
+            };
+            let Some((width, height)) = size else {
+                return Ok(None);
+            };
+            let extradata = match params.codec {
+                Codec::H264 => h264_parameter_sets(&first.data),
+                Codec::Av1 => av1_sequence_header(&first.data),
+                _ => Vec::new(),
+            };
+            Some(VideoTrack {
+                params,
+                width,
+                height,
+                extradata,
+            })
+        }
+        _ => None,
+    };
+    let first_audio = if first.kind() == MediaKind::Audio {
+        Some(first)
+    } else {
+        audio.front().map(|a| a.as_ref())
+    };
+    let audio_track = stream.track(MediaKind::Audio).map(|params| AudioTrack {
+        params,
+        channels: first_audio.map_or(2, |a| opus_channels(&a.data)),
+    });
+    if let Some(dir) = part.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let muxer = Muxer::create(part, video.as_ref(), audio_track.as_ref(), job.settings.mux)
+        .map_err(|e| e.to_string())?;
+    let file = File::open(part).ok();
+    let origin = audio
+        .front()
+        .map_or(first.arrival, |a| a.arrival.min(first.arrival));
+    {
+        let mut m = lock(&job.meta);
+        m.video = video.as_ref().map(|v| VideoMeta {
+            codec: v.params.codec,
+            width: v.width,
+            height: v.height,
+        });
+        m.audio = audio_track.as_ref().map(|a| AudioMeta {
+            codec: a.params.codec,
+            channels: a.channels,
+        });
+        m.started_at = catalog::rfc3339(SystemTime::now());
+        let _ = catalog::write_meta(&job.path, &m);
+    }
+    tracing::info!(stream = %stream.name(), file = %job.path.display(), "recording started");
+    Ok(Some(Writing {
+        muxer,
+        timeline: Timeline::new(origin),
+        interleaver: Interleaver::new(INTERLEAVE_HOLD_US),
+        out: Vec::new(),
+        file,
+        last_us: 0,
+    }))
+}
+
+fn write(w: &mut Writing, f: Arc<Frame>) -> Result<(), String> {
+    let us = w.timeline.place(&f);
+    w.interleaver.push(Placed { us, frame: f }, &mut w.out);
+    emit(w)
+}
+
+fn emit(w: &mut Writing) -> Result<(), String> {
+    for p in w.out.drain(..) {
+        let video = p.frame.kind() == MediaKind::Video;
+        w.muxer
+            .write(video, p.frame.keyframe, p.us, &p.frame.data)
+            .map_err(|e| e.to_string())?;
+        w.last_us = w.last_us.max(p.us);
+    }
+    Ok(())
+}
+
+/// Writes what is held, the trailer, syncs, and renames `.part` away.
+fn finish(job: &Job, part: &std::path::Path, mut w: Writing) -> Result<f64, String> {
+    w.interleaver.drain(&mut w.out);
+    emit(&mut w)?;
+    let duration = w.last_us as f64 / 1e6;
+    let file = w.file.take();
+    w.muxer.finish().map_err(|e| e.to_string())?;
+    if let Some(f) = file {
+        f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+    }
+    std::fs::rename(part, &job.path).map_err(|e| format!("rename: {e}"))?;
+    if let Some(dir) = job.path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(duration)
+}
+
+/// Opus TOC byte: bit 2 says stereo.
+fn opus_channels(packet: &[u8]) -> u8 {
+    match packet.first() {
+        Some(toc) if toc & 0x04 != 0 => 2,
+        Some(_) => 1,
+        None => 2,
+    }
+}
+
+/// The SPS and PPS NAL units of an Annex-B access unit, with start codes.
+pub fn h264_parameter_sets(au: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for nal in annexb_nals(au) {
+        if let Some(h) = nal.first()
+            && matches!(h & 0x1f, 7 | 8)
+        {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
+    }
+    out
+}
+
+fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut nals = Vec::new();
+    for (n, &s) in starts.iter().enumerate() {
+        let mut end = starts.get(n + 1).map_or(data.len(), |next| next - 3);
+        while end > s && data[end - 1] == 0 {
+            end -= 1;
+        }
+        if end > s {
+            nals.push(&data[s..end]);
+        }
+    }
+    nals
+}
+
+/// The sequence header OBU (with its header) of an AV1 temporal unit.
+pub fn av1_sequence_header(tu: &[u8]) -> Vec<u8> {
+    let mut i = 0;
+    while i < tu.len() {
+        let header = tu[i];
+        let obu_type = (header >> 3) & 0x0f;
+        let has_ext = header & 0x04 != 0;
+        let has_size = header & 0x02 != 0;
+        let mut p = i + 1 + usize::from(has_ext);
+        let size = if has_size {
+            let mut v: usize = 0;
+            let mut ok = false;
+            for k in 0..8 {
+                let Some(&b) = tu.get(p) else {
+                    return Vec::new();
+                };
+                p += 1;
+                v |= usize::from(b & 0x7f) << (7 * k);
+                if b & 0x80 == 0 {
+                    ok = true;
+                    break;
+                }
+            }
+            if !ok {
+                return Vec::new();
+            }
+            v
+        } else {
+            tu.len().saturating_sub(p)
+        };
+        let end = p.saturating_add(size);
+        if end > tu.len() {
+            return Vec::new();
+        }
+        if obu_type == 1 {
+            return tu[i..end].to_vec();
+        }
+        i = end;
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_parameter_sets_and_sequence_headers() {
+        let au = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9, 9,
+        ];
+        assert_eq!(
+            h264_parameter_sets(&au),
+            vec![0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3]
+        );
+        // temporal delimiter (type 2, size 0), then sequence header (type 1, size 2).
+        let tu = [0x12, 0x00, 0x0a, 0x02, 0xaa, 0xbb, 0x32, 0x01, 0xcc];
+        assert_eq!(av1_sequence_header(&tu), vec![0x0a, 0x02, 0xaa, 0xbb]);
+        assert!(av1_sequence_header(&[0x0a, 0x7f]).is_empty(), "truncated");
+        assert_eq!(opus_channels(&[0x7c]), 2);
+        assert_eq!(opus_channels(&[0x78]), 1);
+    }
+}

@@ -1,0 +1,261 @@
+// Helpers for the browser tests: a castgate process on free loopback ports,
+// Debian's Chromium launched the way ../../../shared/TESTING.md says, and polling.
+import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const repoRoot = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
+export const binary = path.join(repoRoot, 'target', 'debug', 'castgate');
+export const screenshotDir = path.join(repoRoot, 'test-artifacts', 'screenshots');
+
+/** Chromium flags; each one matters (see TESTING.md). */
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--disable-features=WebRtcHideLocalIpsWithMdns',
+];
+
+export const DESKTOP = { width: 1280, height: 820 };
+export const PHONE = { width: 390, height: 844 };
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Polls `fn` until it returns something truthy (returned), or throws after
+ * `timeout` ms with `what` and the last value seen.
+ */
+export async function waitFor(fn, { timeout = 20000, interval = 100, what = 'a condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  let lastError;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() > deadline) {
+      const seen = lastError ? `last error: ${lastError.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout / 1000} s waiting for ${what} (${seen})`);
+    }
+    await sleep(interval);
+  }
+}
+
+async function freeTcpPort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function freeUdpPort() {
+  return new Promise((resolve, reject) => {
+    const sock = dgram.createSocket('udp4');
+    sock.once('error', reject);
+    sock.bind(0, '127.0.0.1', () => {
+      const { port } = sock.address();
+      sock.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts `target/debug/castgate serve` on free loopback ports (or the given
+ * ones) in an empty working directory and waits for GET /healthz. Inherited
+ * CASTGATE_* variables are dropped; `env` adds variables.
+ */
+export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, udpPort } = {}) {
+  if (!fs.existsSync(binary)) throw new Error(`${binary} is missing: run \`cargo build --bin castgate\` first`);
+  httpPort ??= await freeTcpPort();
+  udpPort ??= await freeUdpPort();
+  const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-browser-'));
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CASTGATE_')));
+  env.RUST_LOG ??= 'castgate=info,warn';
+  Object.assign(env, extraEnv);
+  const proc = spawn(binary, [
+    'serve',
+    '--http-listen', `127.0.0.1:${httpPort}`,
+    '--udp-listen', `127.0.0.1:${udpPort}`,
+    ...args,
+  ], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const killOnExit = () => proc.kill('SIGKILL');
+  process.once('exit', killOnExit);
+  const logs = [];
+  const keep = (chunk) => {
+    logs.push(...chunk.toString().split('\n').filter(Boolean));
+    if (logs.length > 400) logs.splice(0, logs.length - 400);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  let exited = null;
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => {
+    exited = { code, signal };
+    process.removeListener('exit', killOnExit);
+    resolve(exited);
+  }));
+  const base = `http://127.0.0.1:${httpPort}`;
+  const server = {
+    base,
+    httpPort,
+    udpPort,
+    proc,
+    logs,
+    /** Stops the process (SIGTERM, then SIGKILL after 5 s) and removes its directory. */
+    async stop({ signal = 'SIGTERM' } = {}) {
+      if (!exited) {
+        proc.kill(signal);
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+        await exit;
+        clearTimeout(timer);
+      }
+      fs.rmSync(cwd, { recursive: true, force: true });
+    },
+  };
+  try {
+    await waitFor(async () => {
+      if (exited) throw new Error(`castgate exited early (${JSON.stringify(exited)}):\n${logs.join('\n')}`);
+      const res = await fetch(`${base}/healthz`);
+      return res.ok;
+    }, { timeout: 20000, what: `castgate on ${base} to answer /healthz` });
+  } catch (e) {
+    await server.stop({ signal: 'SIGKILL' });
+    throw e;
+  }
+  return server;
+}
+
+/** A Chromium of its own (a persistent context in a new empty profile directory). */
+export async function launchBrowser() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium',
+    args: CHROMIUM_ARGS,
+    viewport: DESKTOP,
+  });
+  return {
+    context,
+    async close() {
+      await context.close().catch(() => {});
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Opens a page that records uncaught exceptions and console errors (except
+ * failed resource loads, which are the expected 4xx answers of WHIP/WHEP).
+ */
+export async function openPage(browser, label) {
+  const page = await browser.context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(`${label}: uncaught ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) page.errors.push(`${label}: console ${m.text()}`);
+  });
+  return page;
+}
+
+/** Saves a screenshot as test-artifacts/screenshots/<name>.png. */
+export async function screenshot(page, name) {
+  fs.mkdirSync(screenshotDir, { recursive: true });
+  await page.screenshot({ path: path.join(screenshotDir, `${name}.png`), fullPage: true, animations: 'disabled' });
+}
+
+/** Media figures of the watch page: the <video> element and its connection's inbound-rtp stats. */
+export async function watchFigures(page) {
+  return page.evaluate(async () => {
+    const video = document.querySelector('#video');
+    const out = {
+      state: window.castgate?.whep?.state ?? null,
+      overlay: document.querySelector('#overlay').hidden ? 'none' : document.querySelector('#overlay').dataset.state,
+      videoWidth: video.videoWidth,
+      totalVideoFrames: video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0,
+      framesDecoded: 0,
+      videoCodec: null,
+      audioBytes: 0,
+      audioSamples: 0,
+    };
+    const pc = window.castgate?.whep?.pc;
+    if (!pc) return out;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (s.kind === 'video') {
+        out.framesDecoded = s.framesDecoded ?? 0;
+        out.videoCodec = report.get(s.codecId)?.mimeType ?? null;
+      } else if (s.kind === 'audio') {
+        out.audioBytes = s.bytesReceived ?? 0;
+        out.audioSamples = s.totalSamplesReceived ?? 0;
+      }
+    });
+    return out;
+  });
+}
+
+/**
+ * Waits until the watch page plays: a picture (videoWidth > 0), then decoded
+ * frames, shown frames and audio bytes that keep growing. Returns the figures.
+ */
+export async function expectPlaying(page, { codec, timeout = 20000 } = {}) {
+  const first = await waitFor(async () => {
+    const f = await watchFigures(page);
+    return f.videoWidth > 0 && f.framesDecoded > 0 && f.audioBytes > 0 ? f : null;
+  }, { timeout, what: 'the watch page to show a picture' });
+  const later = await waitFor(async () => {
+    const f = await watchFigures(page);
+    return f.framesDecoded >= first.framesDecoded + 15 && f.totalVideoFrames > first.totalVideoFrames && f.audioBytes > first.audioBytes ? f : null;
+  }, { timeout, what: 'decoded frames and audio bytes to keep growing' });
+  if (codec && later.videoCodec?.toLowerCase() !== `video/${codec.toLowerCase()}`) {
+    throw new Error(`the viewer receives ${later.videoCodec}, not ${codec}`);
+  }
+  return later;
+}
+
+/**
+ * On a publish page: sets name, codec, resolution and token, waits for the
+ * camera, clicks Start and (unless `expectLive` is false) waits for 'connected'.
+ */
+export async function startPublishing(page, base, { name, codec, resolution = '360', token, expectLive = true, navigate = true }) {
+  if (navigate) await page.goto(`${base}/publish`);
+  await page.fill('#name', name);
+  if (codec) await page.selectOption('#codec', codec);
+  await page.selectOption('#resolution', resolution);
+  await page.fill('#token', token ?? '');
+  await waitFor(() => page.evaluate(() => window.castgate?.media?.video?.readyState === 'live'), { what: 'the camera preview' });
+  await page.click('#start');
+  if (expectLive) {
+    await waitFor(() => page.evaluate(() => window.castgate.whip?.state === 'connected'), { what: `publishing ${name} to connect` });
+  }
+}
+
+/** Clicks Stop on a publish page and waits until it is idle. */
+export async function stopPublishing(page) {
+  await page.click('#stop');
+  await waitFor(() => page.evaluate(() => window.castgate.whip === null), { what: 'the publish page to stop' });
+}
+
+/** GET /api/streams. */
+export async function liveStreams(base) {
+  const res = await fetch(`${base}/api/streams`);
+  return (await res.json()).streams;
+}
