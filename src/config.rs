@@ -92,6 +92,20 @@ pub struct RecordConfig {
     /// Space kept before the first cluster for the Cues (KiB); at a 2 s
     /// keyframe interval 128 KiB holds ~4 hours of cue points.
     pub reserve_index_kib: u32,
+    /// Start a new file (at the next keyframe) after this many seconds; 0 = never.
+    pub max_file_secs: f64,
+    /// Start a new file (at the next keyframe) after this many MiB; 0 = never.
+    pub max_file_mib: u64,
+    /// At the start of a file, hold frames up to this many seconds until both
+    /// tracks' first RTCP sender reports arrive, so even the first seconds are
+    /// in sync (browsers send the first audio report after ~2.5 s). Frames held
+    /// are lost if the process crashes meanwhile; 0 writes at once and aligns
+    /// on arrival until the reports come.
+    pub sync_wait_secs: f64,
+    /// Delete finished recordings older than this many days; 0 = keep.
+    pub retention_days: f64,
+    /// Delete the oldest finished recordings beyond this total size (GiB); 0 = no limit.
+    pub retention_max_gib: f64,
 }
 
 impl Default for RecordConfig {
@@ -105,6 +119,11 @@ impl Default for RecordConfig {
             fsync_secs: 5.0,
             min_free_mib: 256,
             reserve_index_kib: 128,
+            max_file_secs: 0.0,
+            max_file_mib: 0,
+            sync_wait_secs: 3.0,
+            retention_days: 0.0,
+            retention_max_gib: 0.0,
         }
     }
 }
@@ -618,6 +637,26 @@ impl Config {
         }
         if self.record.reserve_index_kib > 16 * 1024 {
             return Err(invalid("record.reserve_index_kib", "must be at most 16384"));
+        }
+        if !(0.0..=7.0 * 86_400.0).contains(&self.record.max_file_secs)
+            || (self.record.max_file_secs > 0.0 && self.record.max_file_secs < 1.0)
+        {
+            return Err(invalid(
+                "record.max_file_secs",
+                "must be 0 (off) or between 1 second and 7 days",
+            ));
+        }
+        if !(0.0..=10.0).contains(&self.record.sync_wait_secs) {
+            return Err(invalid(
+                "record.sync_wait_secs",
+                "must be between 0 and 10 seconds",
+            ));
+        }
+        if self.record.retention_days < 0.0 || self.record.retention_max_gib < 0.0 {
+            return Err(invalid(
+                "record.retention_days",
+                "retention limits cannot be negative",
+            ));
         }
         if self.record.dir.as_os_str().is_empty() {
             return Err(invalid("record.dir", "must not be empty"));

@@ -25,6 +25,15 @@ enum Command {
     Serve(ServeArgs),
     /// Load and validate the configuration, print it as TOML, and exit.
     CheckConfig(ServeArgs),
+    /// Repair recordings left unfinished by a crash (adds Cues and Duration).
+    ///
+    /// A `NAME.webm.part` becomes `NAME.webm`; a `.webm`/`.mkv` is rewritten in
+    /// place. castgate does this by itself at start-up for its own folder.
+    Repair {
+        /// Files to repair.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,7 @@ fn main() -> ExitCode {
     let (args, check_only) = match cli.command {
         Some(Command::Serve(a)) => (a, false),
         Some(Command::CheckConfig(a)) => (a, true),
+        Some(Command::Repair { files }) => return repair(&files),
         None => (cli.serve, false),
     };
     let config = match Config::load(&args) {
@@ -115,6 +125,36 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// `castgate repair FILE…`: one line per file, exit 1 if any failed.
+fn repair(files: &[std::path::PathBuf]) -> ExitCode {
+    let defaults = castgate::config::RecordConfig::default();
+    let opts = castgate::record::muxer::MuxOptions {
+        cluster_ms: defaults.cluster_ms,
+        reserve_index_bytes: defaults.reserve_index_kib * 1024,
+    };
+    let mut failed = false;
+    for f in files {
+        let started = std::time::Instant::now();
+        match castgate::record::repair_file(f, opts) {
+            Ok(out) => println!(
+                "repaired {} -> {} in {:.2} s",
+                f.display(),
+                out.display(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                eprintln!("castgate: cannot repair {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

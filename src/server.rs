@@ -21,6 +21,7 @@ pub struct Server {
     engine: Arc<Engine>,
     hub: Arc<Hub>,
     recorder: Arc<Recorder>,
+    retention: JoinHandle<()>,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
 }
@@ -52,6 +53,17 @@ impl Server {
             }
             hub.add_observer(recorder.clone());
         }
+        let retention = {
+            let r = recorder.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let r = r.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.enforce_retention()).await;
+                }
+            })
+        };
         let engine = Arc::new(Engine::start(config.clone(), hub.clone()).await?);
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -80,6 +92,7 @@ impl Server {
             engine,
             hub,
             recorder,
+            retention,
             stop,
             http_task,
         })
@@ -107,6 +120,7 @@ impl Server {
 
     /// Ends every session (finalizing recordings), then stops HTTP.
     pub async fn shutdown(self) {
+        self.retention.abort();
         self.engine.shutdown().await;
         let r = self.recorder.clone();
         let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;

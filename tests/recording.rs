@@ -501,3 +501,326 @@ async fn catalog_lists_serves_ranges_and_deletes() {
     assert!(recordings_in(&dir).is_empty());
     server.shutdown().await;
 }
+
+/// Onsets (seconds) where a per-frame level first rises above `on` after
+/// having been below `off`.
+fn onsets(samples: &[(f64, f64)], on: f64, off: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut armed = true;
+    for &(t, level) in samples {
+        if armed && level > on {
+            out.push(t);
+            armed = false;
+        } else if level < off {
+            armed = true;
+        }
+    }
+    out
+}
+
+/// (pts, value) pairs from an ffprobe lavfi graph's per-frame metadata tag.
+fn lavfi_series(graph: &str, tag: &str) -> Vec<(f64, f64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-f", "lavfi", "-i", graph])
+        .args(["-show_entries", &format!("frame=pts_time:frame_tags={tag}")])
+        .args(["-of", "csv=p=0"])
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (t, v) = l.split_once(',')?;
+            Some((t.parse().ok()?, v.parse().unwrap_or(-200.0)))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_and_video_stay_in_sync_despite_a_delayed_audio_path() {
+    const AUDIO_DELAY: Duration = Duration::from_millis(150);
+    let (video, audio) = common::media::flash_beep(7);
+    let dir = temp_dir("sync");
+    let server = start(&dir).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/sync"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    // Capture times are shared; audio travels 150 ms longer (plus jitter).
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut schedule: Vec<(Instant, bool, &EncodedFrame, Instant)> = Vec::new();
+    for f in &video {
+        let captured = start + Duration::from_micros(f.rtp_time * 1_000_000 / 90_000);
+        schedule.push((captured, true, f, captured));
+    }
+    for (i, f) in audio.iter().enumerate() {
+        let captured = start + Duration::from_micros(f.rtp_time * 1_000_000 / 48_000);
+        let jitter = Duration::from_millis((i as u64 * 7) % 25);
+        schedule.push((captured + AUDIO_DELAY + jitter, false, f, captured));
+    }
+    schedule.sort_by_key(|s| s.0);
+    for (at, is_video, f, captured) in schedule {
+        tokio::time::sleep_until(at.into()).await;
+        publisher
+            .send_captured(is_video, f.data.clone(), f.rtp_time, captured)
+            .await
+            .unwrap();
+    }
+    let name = castgate::stream::StreamName::parse("sync").unwrap();
+    let sent = (video.len() + audio.len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server
+        .hub()
+        .get(&name)
+        .is_some_and(|s| s.info().frames_in < sent)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publisher.delete().await.unwrap();
+    let r = server.recorder().clone();
+    tokio::task::spawn_blocking(move || r.wait_idle())
+        .await
+        .unwrap();
+    server.shutdown().await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 1);
+    let file = files[0].to_string_lossy().to_string();
+
+    let luma = lavfi_series(
+        &format!("movie={file},signalstats"),
+        "lavfi.signalstats.YAVG",
+    );
+    let flashes = onsets(&luma, 100.0, 50.0);
+    let level = lavfi_series(
+        &format!("amovie={file},asetnsamples=n=48,astats=metadata=1:reset=1"),
+        "lavfi.astats.Overall.RMS_level",
+    );
+    let beeps = onsets(&level, -30.0, -60.0);
+    assert!(flashes.len() >= 6, "flashes {flashes:?}");
+    assert!(beeps.len() >= 6, "beeps {beeps:?}");
+    let mut worst: f64 = 0.0;
+    for f in &flashes {
+        let nearest = beeps
+            .iter()
+            .map(|b| b - f)
+            .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+            .unwrap();
+        worst = if nearest.abs() > worst.abs() {
+            nearest
+        } else {
+            worst
+        };
+    }
+    println!(
+        "figure: av_sync_worst_offset_ms={:.1} (audio path +150 ms, jitter 0–24 ms, flashes={}, beeps={})",
+        worst * 1000.0,
+        flashes.len(),
+        beeps.len()
+    );
+    assert!(
+        worst.abs() <= 0.040,
+        "flash/beep offset {:.1} ms; flashes {flashes:?} beeps {beeps:?}",
+        worst * 1000.0
+    );
+}
+
+async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
+    c.record.dir = dir.to_path_buf();
+    c.record.min_free_mib = 0;
+    tweak(&mut c);
+    Server::start(c).await.expect("server starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_splits_at_keyframes_without_losing_a_frame() {
+    let dir = temp_dir("rotate");
+    let server = start_with(&dir, |c| c.record.max_file_secs = 5.0).await;
+    let video = video_frames(VideoCodec::Vp8, 12);
+    let audio = opus_packets(12);
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/rot"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    publisher.play(&video, &audio).await.unwrap();
+    let name = castgate::stream::StreamName::parse("rot").unwrap();
+    let sent = (video.len() + audio.len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server
+        .hub()
+        .get(&name)
+        .is_some_and(|s| s.info().frames_in < sent)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publisher.delete().await.unwrap();
+    let r = server.recorder().clone();
+    tokio::task::spawn_blocking(move || r.wait_idle())
+        .await
+        .unwrap();
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 3, "{files:?}");
+    let mut total = 0.0;
+    let mut frames = 0;
+    for f in &files {
+        decodes_cleanly(f);
+        assert!(has_cues(f), "{}", f.display());
+        total += duration(f);
+        frames += packets(f, "v");
+        let first = video_packets(f);
+        let idx = video
+            .iter()
+            .position(|v| v.data == first[0])
+            .expect("starts with a sent frame");
+        assert!(video[idx].keyframe, "{} starts on a keyframe", f.display());
+    }
+    assert_eq!(frames, video.len(), "no frame lost between files");
+    assert!((total - 12.0).abs() <= 0.2, "durations add up to {total}");
+    let list: serde_json::Value = reqwest::get(url(&server, "/api/recordings?stream=rot"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 3, "{list}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_the_oldest_beyond_the_limit() {
+    let dir = temp_dir("retain");
+    // Three finished recordings, then a limit that only the newest fits in.
+    let server = start(&dir).await;
+    for i in 0..3 {
+        let publisher = Publisher::connect(
+            &url(&server, "/whip/old"),
+            PeerOptions::new(Some(VideoCodec::Vp8), false),
+        )
+        .await
+        .unwrap();
+        publisher
+            .play(&video_frames(VideoCodec::Vp8, 1), &[])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        publisher.delete().await.unwrap();
+        let r = server.recorder().clone();
+        tokio::task::spawn_blocking(move || r.wait_idle())
+            .await
+            .unwrap();
+        if i < 2 {
+            // Distinct start times (names are per second).
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    }
+    server.shutdown().await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 3);
+    let newest = files.last().unwrap().clone();
+    let size = std::fs::metadata(&newest).unwrap().len() as f64;
+    let limit_gib = size * 1.5 / (1024.0 * 1024.0 * 1024.0);
+    // The retention pass runs at start-up (then every minute).
+    let server = start_with(&dir, |c| c.record.retention_max_gib = limit_gib).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recordings_in(&dir).len() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        recordings_in(&dir),
+        vec![newest.clone()],
+        "the newest stays"
+    );
+    assert!(newest.with_extension("json").exists(), "its sidecar stays");
+    let again = {
+        let r = server.recorder().clone();
+        tokio::task::spawn_blocking(move || r.enforce_retention())
+            .await
+            .unwrap()
+    };
+    assert_eq!(again, 0, "nothing more to delete");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_recording_but_not_the_stream() {
+    let dir = temp_dir("full");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=400k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        // Mounting a small file system needs root (CI runs as root).
+        println!("skipped: cannot mount a tmpfs here (not root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(dir.clone());
+    let server = start(&dir).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/full"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true),
+    )
+    .await
+    .unwrap();
+    let mut viewer = common::peer::Viewer::connect(&url(&server, "/whep/full"), None)
+        .await
+        .unwrap();
+    let name = castgate::stream::StreamName::parse("full").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server
+        .hub()
+        .get(&name)
+        .is_none_or(|s| s.sink_count(castgate::stream::SinkKind::Viewer) == 0)
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ~8 s of 320x240 VP8 is far more than 400 KiB.
+    let video = video_frames(VideoCodec::Vp8, 8);
+    let audio = opus_packets(8);
+    let playing = publisher.play(&video, &audio);
+    let receiving = async {
+        let mut n = 0;
+        while n < video.len() {
+            match viewer.next_frame(Duration::from_secs(3)).await {
+                Some(f) if f.kind == common::peer::Kind::Video => n += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        n
+    };
+    let (played, received) = tokio::join!(playing, receiving);
+    played.unwrap();
+    assert_eq!(
+        received,
+        video.len(),
+        "the viewer saw every frame while the disk was full"
+    );
+    let list: serde_json::Value = reqwest::get(url(&server, "/api/recordings?stream=full"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["recordings"][0]["state"], "failed", "{list}");
+    assert!(
+        server.hub().get(&name).is_some(),
+        "the stream is still live"
+    );
+    publisher.delete().await.unwrap();
+    server.shutdown().await;
+}

@@ -38,6 +38,9 @@ pub struct Recorder {
     active: Mutex<HashMap<u64, Active>>,
     next_key: AtomicU64,
     closed: AtomicBool,
+    /// One retention pass at a time: two passes would each delete from their
+    /// own view of the total.
+    retention: Mutex<()>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -94,6 +97,7 @@ impl Recorder {
             active: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             closed: AtomicBool::new(false),
+            retention: Mutex::new(()),
         })
     }
 
@@ -178,6 +182,11 @@ impl Recorder {
             settings: RecordingSettings {
                 mux: self.mux_options(),
                 fsync_every: Duration::from_secs_f64(self.config.fsync_secs),
+                max_file_us: (self.config.max_file_secs > 0.0)
+                    .then(|| (self.config.max_file_secs * 1e6) as i64),
+                max_file_bytes: (self.config.max_file_mib > 0)
+                    .then(|| self.config.max_file_mib * 1024 * 1024),
+                sync_wait: Duration::from_secs_f64(self.config.sync_wait_secs),
             },
         };
         let spawned = std::thread::Builder::new()
@@ -222,6 +231,13 @@ impl Recorder {
                 Some(m) => m,
                 None => continue,
             };
+            if m.state == State::Recording {
+                // Not being written by anyone: it stopped without finishing
+                // (e.g. the disk filled before the sidecar could be updated).
+                m.state = State::Failed;
+                m.error
+                    .get_or_insert_with(|| "stopped before it was finalized".into());
+            }
             m.size_bytes = std::fs::metadata(&path).map(|md| md.len()).ok();
             out.push(m);
         }
@@ -281,6 +297,50 @@ impl Recorder {
         for a in all {
             let _ = a.thread.join();
         }
+    }
+
+    /// Deletes finished recordings beyond the retention limits (age, total
+    /// size), oldest first. Returns how many were deleted.
+    pub fn enforce_retention(&self) -> usize {
+        let max_age = (self.config.retention_days > 0.0)
+            .then(|| Duration::from_secs_f64(self.config.retention_days * 86_400.0));
+        let max_bytes = (self.config.retention_max_gib > 0.0)
+            .then(|| (self.config.retention_max_gib * 1024.0 * 1024.0 * 1024.0) as u64);
+        if max_age.is_none() && max_bytes.is_none() {
+            return 0;
+        }
+        let _one_at_a_time = self.retention.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::SystemTime::now();
+        let mut done: Vec<Meta> = self
+            .list()
+            .into_iter()
+            .filter(|m| m.state != State::Recording && !self.is_active(&m.id))
+            .collect();
+        // Oldest first.
+        done.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        let mut total: u64 = done.iter().filter_map(|m| m.size_bytes).sum();
+        let mut deleted = 0;
+        for m in done {
+            let started = humantime::parse_rfc3339_weak(&m.started_at).ok();
+            let too_old = match (max_age, started) {
+                (Some(age), Some(t)) => now.duration_since(t).is_ok_and(|d| d > age),
+                _ => false,
+            };
+            let too_big = max_bytes.is_some_and(|max| total > max);
+            if !(too_old || too_big) {
+                continue;
+            }
+            match self.delete(&m.id) {
+                Ok(true) => {
+                    tracing::info!(recording = %m.id, too_old, too_big, "retention: deleted");
+                    total = total.saturating_sub(m.size_bytes.unwrap_or(0));
+                    deleted += 1;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(recording = %m.id, error = %e, "retention: cannot delete"),
+            }
+        }
+        deleted
     }
 
     /// Waits for recordings whose streams ended to finish writing.

@@ -31,6 +31,13 @@ pub struct RecordingSettings {
     pub mux: MuxOptions,
     /// How often written data is forced to the disk.
     pub fsync_every: Duration,
+    /// Start a new file at the next keyframe once a file is this long (µs).
+    pub max_file_us: Option<i64>,
+    /// … or this big (bytes).
+    pub max_file_bytes: Option<u64>,
+    /// At the start of a file, hold frames up to this long waiting for both
+    /// tracks' first sender reports, so the first seconds are in sync too.
+    pub sync_wait: Duration,
 }
 
 /// What the recording thread needs.
@@ -63,6 +70,12 @@ enum Phase {
 }
 
 struct Writing {
+    /// Frames held at the start until both tracks can be placed on the
+    /// sender's clock; `None` once placing has begun.
+    pending: Option<Vec<Arc<Frame>>>,
+    pending_since: Instant,
+    sync_wait: Duration,
+    both_tracks: bool,
     muxer: Muxer,
     timeline: Timeline,
     interleaver: Interleaver,
@@ -125,7 +138,7 @@ fn prepare(job: &RecordingJob) -> Result<PathBuf, String> {
 
 /// Runs a recording to its end; called on its own thread.
 pub fn run(job: RecordingJob) {
-    let job = match prepare(&job) {
+    let mut job = match prepare(&job) {
         Ok(path) => Job { inner: job, path },
         Err(error) => {
             tracing::error!(stream = %job.stream.name(), %error, "not recording");
@@ -134,7 +147,6 @@ pub fn run(job: RecordingJob) {
             return;
         }
     };
-    let part = part_path(&job.path);
     let has_video = job.stream.track(MediaKind::Video).is_some();
     let mut phase = Phase::Waiting {
         audio: VecDeque::new(),
@@ -149,7 +161,12 @@ pub fn run(job: RecordingJob) {
             if failure.is_some() {
                 break;
             }
-            if let Err(e) = handle(&job, &part, has_video, &mut phase, f) {
+            let result = match handle(&job, has_video, &mut phase, f) {
+                Ok(Some(keyframe)) => rotate(&mut job, has_video, &mut phase, keyframe),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
                 failure = Some(e);
             }
         }
@@ -172,6 +189,7 @@ pub fn run(job: RecordingJob) {
     }
     job.queue.close();
     let dropped = job.queue.dropped();
+    let part = part_path(&job.path);
     match (failure, phase) {
         (Some(error), _) => fail(&job, &part, error),
         (None, Phase::Waiting { .. }) => {
@@ -180,19 +198,60 @@ pub fn run(job: RecordingJob) {
             catalog::remove_meta(&job.path);
             tracing::info!(stream = %job.stream.name(), "nothing to record");
         }
-        (None, Phase::Writing(w)) => match finish(&job, &part, *w) {
-            Ok(duration) => {
-                let mut m = lock(&job.meta);
-                m.state = State::Finalized;
-                m.ended_at = Some(catalog::now_rfc3339());
-                m.duration_secs = Some(duration);
-                m.dropped_frames = dropped;
-                m.size_bytes = std::fs::metadata(&job.path).map(|m| m.len()).ok();
-                let _ = catalog::write_meta(&job.path, &m);
-                tracing::info!(file = %job.path.display(), duration_secs = duration, "recording finalized");
+        (None, Phase::Writing(w)) => {
+            if let Err(e) = close_file(&job, *w, dropped) {
+                fail(&job, &part, e);
             }
-            Err(e) => fail(&job, &part, e),
+        }
+    }
+}
+
+/// Finishes the current file and records it as finalized in its sidecar.
+fn close_file(job: &Job, w: Writing, dropped: u64) -> Result<(), String> {
+    let part = part_path(&job.path);
+    let duration = finish(job, &part, w)?;
+    let mut m = lock(&job.meta);
+    m.state = State::Finalized;
+    m.ended_at = Some(catalog::now_rfc3339());
+    m.duration_secs = Some(duration);
+    m.dropped_frames = dropped;
+    m.size_bytes = std::fs::metadata(&job.path).map(|m| m.len()).ok();
+    let _ = catalog::write_meta(&job.path, &m);
+    tracing::info!(file = %job.path.display(), duration_secs = duration, "recording finalized");
+    Ok(())
+}
+
+/// Closes the current file and starts the next one with `keyframe`, so no
+/// frame falls between the two.
+fn rotate(
+    job: &mut Job,
+    has_video: bool,
+    phase: &mut Phase,
+    keyframe: Arc<Frame>,
+) -> Result<(), String> {
+    let old = std::mem::replace(
+        phase,
+        Phase::Waiting {
+            audio: VecDeque::new(),
         },
+    );
+    if let Phase::Writing(w) = old {
+        close_file(job, *w, job.queue.dropped())?;
+    }
+    let path = prepare(&job.inner)?;
+    job.path = path;
+    {
+        let mut m = lock(&job.meta);
+        m.state = State::Recording;
+        m.started_at = catalog::now_rfc3339();
+        m.ended_at = None;
+        m.duration_secs = None;
+        m.size_bytes = None;
+        m.error = None;
+    }
+    match handle(job, has_video, phase, keyframe)? {
+        None => Ok(()),
+        Some(_) => Err("a new file could not start".into()),
     }
 }
 
@@ -226,18 +285,20 @@ pub fn part_path(path: &std::path::Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Handles one frame. `Ok(Some(frame))`: the current file is full; rotate,
+/// then start the next file with this frame.
 fn handle(
     job: &Job,
-    part: &std::path::Path,
     has_video: bool,
     phase: &mut Phase,
     f: Arc<Frame>,
-) -> Result<(), String> {
+) -> Result<Option<Arc<Frame>>, String> {
+    let part = part_path(&job.path);
     match phase {
         Phase::Waiting { audio } => {
             let video = f.kind() == MediaKind::Video;
             if video && !f.keyframe {
-                return Ok(());
+                return Ok(None);
             }
             if !video && has_video {
                 audio.push_back(f);
@@ -248,10 +309,10 @@ fn handle(
                         break;
                     }
                 }
-                return Ok(());
+                return Ok(None);
             }
-            let Some(w) = open(job, part, &f, audio)? else {
-                return Ok(());
+            let Some(w) = open(job, &part, &f, audio)? else {
+                return Ok(None);
             };
             let lead: Vec<Arc<Frame>> = audio.drain(..).collect();
             *phase = Phase::Writing(Box::new(w));
@@ -261,9 +322,26 @@ fn handle(
                 }
                 write(w, f)?;
             }
-            Ok(())
+            Ok(None)
         }
-        Phase::Writing(w) => write(w, f),
+        Phase::Writing(w) => {
+            let starts_file = if has_video {
+                f.kind() == MediaKind::Video && f.keyframe
+            } else {
+                true
+            };
+            let at = w.timeline.peek(&f).unwrap_or(w.last_us).max(w.last_us);
+            let full = job.settings.max_file_us.is_some_and(|max| at >= max)
+                || job
+                    .settings
+                    .max_file_bytes
+                    .is_some_and(|max| w.muxer.bytes() >= max);
+            if starts_file && full {
+                return Ok(Some(f));
+            }
+            write(w, f)?;
+            Ok(None)
+        }
     }
 }
 
@@ -337,6 +415,11 @@ fn open(
     }
     tracing::info!(stream = %stream.name(), file = %job.path.display(), "recording started");
     Ok(Some(Writing {
+        pending: Some(Vec::new()),
+        pending_since: Instant::now(),
+        sync_wait: job.settings.sync_wait,
+        both_tracks: stream.track(MediaKind::Video).is_some()
+            && stream.track(MediaKind::Audio).is_some(),
         muxer,
         timeline: Timeline::new(origin),
         interleaver: Interleaver::new(INTERLEAVE_HOLD_US),
@@ -347,6 +430,33 @@ fn open(
 }
 
 fn write(w: &mut Writing, f: Arc<Frame>) -> Result<(), String> {
+    if let Some(pending) = w.pending.as_mut() {
+        pending.push(f);
+        let synced = !w.both_tracks
+            || (Timeline::has_sender_clock(pending, MediaKind::Video)
+                && Timeline::has_sender_clock(pending, MediaKind::Audio));
+        if synced || w.pending_since.elapsed() >= w.sync_wait {
+            release_pending(w)?;
+        }
+        return Ok(());
+    }
+    place(w, f)
+}
+
+/// Places the frames held at the start, now that the sender's clock is known
+/// (or waiting longer is not worth it).
+fn release_pending(w: &mut Writing) -> Result<(), String> {
+    let Some(pending) = w.pending.take() else {
+        return Ok(());
+    };
+    w.timeline.prime(&pending);
+    for f in pending {
+        place(w, f)?;
+    }
+    Ok(())
+}
+
+fn place(w: &mut Writing, f: Arc<Frame>) -> Result<(), String> {
     let us = w.timeline.place(&f);
     w.interleaver.push(Placed { us, frame: f }, &mut w.out);
     emit(w)
@@ -365,6 +475,7 @@ fn emit(w: &mut Writing) -> Result<(), String> {
 
 /// Writes what is held, the trailer, syncs, and renames `.part` away.
 fn finish(job: &Job, part: &std::path::Path, mut w: Writing) -> Result<f64, String> {
+    release_pending(&mut w)?;
     w.interleaver.drain(&mut w.out);
     emit(&mut w)?;
     let duration = w.last_us as f64 / 1e6;

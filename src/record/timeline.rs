@@ -87,6 +87,16 @@ impl Timeline {
         }
     }
 
+    /// Where `frame` would be placed, without placing it (None before its
+    /// track's first frame).
+    pub fn peek(&self, frame: &Frame) -> Option<i64> {
+        let t = match frame.kind() {
+            MediaKind::Video => &self.video,
+            MediaKind::Audio => &self.audio,
+        };
+        t.at(frame.rtp_time)
+    }
+
     /// The frame's time in µs from the start, never before the track's previous frame.
     pub fn place(&mut self, frame: &Frame) -> i64 {
         let origin = self.origin;
@@ -102,7 +112,7 @@ impl Timeline {
         }
         let mut sr_changed = false;
         if let Some(sr) = frame.sender_clock
-            && t.sender != Some(sr)
+            && t.sender.is_none_or(|old| sr.ntp_time > old.ntp_time)
         {
             t.sender = Some(sr);
             sr_changed = true;
@@ -119,6 +129,36 @@ impl Timeline {
         }
         t.last_us = Some(us);
         us
+    }
+
+    /// Sets up both tracks from frames held back at the start of a recording:
+    /// anchors from each track's first frame, sender clocks from the newest
+    /// report among them, so the very first frames are placed in sync.
+    pub fn prime(&mut self, frames: &[std::sync::Arc<Frame>]) {
+        let origin = self.origin;
+        for f in frames {
+            let t = self.track(f.kind());
+            t.clock_rate = f.params.clock_rate;
+            if t.anchor.is_none() {
+                t.anchor = Some(Anchor {
+                    rtp: f.rtp_time,
+                    us: f.arrival.saturating_duration_since(origin).as_micros() as i64,
+                });
+            }
+            if let Some(sr) = f.sender_clock
+                && t.sender.is_none_or(|old| sr.ntp_time > old.ntp_time)
+            {
+                t.sender = Some(sr);
+            }
+        }
+        self.align();
+    }
+
+    /// Whether a track has had a sender report.
+    pub fn has_sender_clock(frames: &[std::sync::Arc<Frame>], kind: MediaKind) -> bool {
+        frames
+            .iter()
+            .any(|f| f.kind() == kind && f.sender_clock.is_some())
     }
 
     /// Moves one track so that both agree with the sender's clock. Only ever

@@ -259,6 +259,72 @@ fn encode_opus(seconds: u32) -> Vec<EncodedFrame> {
     packets
 }
 
+/// A 320x240 VP8 clip whose picture flashes white for 0.1 s at every whole
+/// second, and Opus audio that beeps (1 kHz) at the same instants: the A/V
+/// sync probe.
+pub fn flash_beep(seconds: u32) -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
+    let dir = TempDir::new();
+    let duration = seconds.to_string();
+    let ivf = ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=black:s=320x240:r=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'",
+            "-t",
+            &duration,
+            "-c:v",
+            "libvpx",
+            "-deadline",
+            "realtime",
+            "-g",
+            "30",
+            "-b:v",
+            "500k",
+            "-f",
+            "ivf",
+        ],
+        &dir.0.join("v.ivf"),
+    );
+    let video = parse_ivf(&ivf, vp8_keyframe);
+    let ogg = ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "aevalsrc='if(lt(mod(t,1),0.1),0.8*sin(2*PI*1000*t),0)':s=48000",
+            "-t",
+            &duration,
+            "-ac",
+            "1",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            "-frame_duration",
+            "20",
+            "-f",
+            "ogg",
+        ],
+        &dir.0.join("a.ogg"),
+    );
+    let mut rtp_time = 0;
+    let audio = parse_ogg_packets(&ogg)
+        .into_iter()
+        .filter(|p| !p.starts_with(b"OpusHead") && !p.starts_with(b"OpusTags"))
+        .map(|data| {
+            let frame = EncodedFrame {
+                rtp_time,
+                keyframe: false,
+                data,
+            };
+            rtp_time += opus_samples(&frame.data);
+            frame
+        })
+        .collect();
+    (video, audio)
+}
+
 fn le_u32(d: &[u8], at: usize) -> Option<u64> {
     let b = d.get(at..at + 4)?;
     Some(u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))

@@ -230,7 +230,12 @@ fn init_crypto() {
 pub fn make_offer(opts: &PeerOptions, recv: bool) -> anyhow::Result<Offer> {
     init_crypto();
 
-    let mut cfg = RtcConfig::new().clear_codecs().enable_opus(true, false);
+    // Browsers send their first audio sender report after ~2.5 s (libwebrtc
+    // starts at half its 5 s interval); str0m's default would wait 5 s.
+    let mut cfg = RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_rtcp_report_interval_audio(Duration::from_secs(2));
     let video_codecs: Vec<VideoCodec> = match (opts.video, recv) {
         (Some(c), _) => vec![c],
         (None, true) => VideoCodec::ALL.to_vec(),
@@ -377,6 +382,7 @@ enum Command {
         kind: Kind,
         data: Vec<u8>,
         rtp_time: u64,
+        captured: Option<Instant>,
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Stop {
@@ -522,12 +528,23 @@ impl Peer {
     }
 
     async fn write(&self, kind: Kind, data: Vec<u8>, rtp_time: u64) -> anyhow::Result<()> {
+        self.write_captured(kind, data, rtp_time, None).await
+    }
+
+    async fn write_captured(
+        &self,
+        kind: Kind,
+        data: Vec<u8>,
+        rtp_time: u64,
+        captured: Option<Instant>,
+    ) -> anyhow::Result<()> {
         let (reply, rx) = oneshot::channel();
         self.cmd
             .send(Command::Write {
                 kind,
                 data,
                 rtp_time,
+                captured,
                 reply,
             })
             .await
@@ -644,8 +661,8 @@ impl PeerTask {
                         }
                         return Ok("stopped by the test".into());
                     }
-                    Some(Command::Write { kind, data, rtp_time, reply }) => {
-                        let _ = reply.send(self.write(kind, data, rtp_time));
+                    Some(Command::Write { kind, data, rtp_time, captured, reply }) => {
+                        let _ = reply.send(self.write(kind, data, rtp_time, captured));
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -735,7 +752,13 @@ impl PeerTask {
         Ok(())
     }
 
-    fn write(&mut self, kind: Kind, data: Vec<u8>, rtp_time: u64) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        kind: Kind,
+        data: Vec<u8>,
+        rtp_time: u64,
+        captured: Option<Instant>,
+    ) -> anyhow::Result<()> {
         if !self.rtc.is_connected() {
             bail!("not connected (str0m would drop the frame)");
         }
@@ -758,7 +781,12 @@ impl PeerTask {
             .map(|p| p.pt())
             .with_context(|| format!("{codec:?} was not negotiated"))?;
         writer
-            .write(pt, Instant::now(), MediaTime::new(rtp_time, freq), data)
+            .write(
+                pt,
+                captured.unwrap_or_else(Instant::now),
+                MediaTime::new(rtp_time, freq),
+                data,
+            )
             .context("str0m write")?;
         Ok(())
     }
@@ -822,6 +850,21 @@ impl Publisher {
     /// Sends one Opus packet; `rtp_time_48khz` is its timestamp at 48 kHz.
     pub async fn send_audio(&self, data: Vec<u8>, rtp_time_48khz: u64) -> anyhow::Result<()> {
         self.peer.write(Kind::Audio, data, rtp_time_48khz).await
+    }
+
+    /// Sends a frame that was captured at `captured` (what the sender reports
+    /// map its RTP time to), however late it is sent: a delayed network path.
+    pub async fn send_captured(
+        &self,
+        video: bool,
+        data: Vec<u8>,
+        rtp_time: u64,
+        captured: Instant,
+    ) -> anyhow::Result<()> {
+        let kind = if video { Kind::Video } else { Kind::Audio };
+        self.peer
+            .write_captured(kind, data, rtp_time, Some(captured))
+            .await
     }
 
     /// Sends `video` (90 kHz) and `audio` (48 kHz) frames interleaved in timestamp order,
