@@ -183,7 +183,7 @@ impl Recorder {
                 mux: self.mux_options(),
                 fsync_every: Duration::from_secs_f64(self.config.fsync_secs),
                 max_file_us: (self.config.max_file_secs > 0.0)
-                    .then(|| (self.config.max_file_secs * 1e6) as i64),
+                    .then_some((self.config.max_file_secs * 1e6) as i64),
                 max_file_bytes: (self.config.max_file_mib > 0)
                     .then(|| self.config.max_file_mib * 1024 * 1024),
                 sync_wait: Duration::from_secs_f64(self.config.sync_wait_secs),
@@ -305,7 +305,7 @@ impl Recorder {
         let max_age = (self.config.retention_days > 0.0)
             .then(|| Duration::from_secs_f64(self.config.retention_days * 86_400.0));
         let max_bytes = (self.config.retention_max_gib > 0.0)
-            .then(|| (self.config.retention_max_gib * 1024.0 * 1024.0 * 1024.0) as u64);
+            .then_some((self.config.retention_max_gib * 1024.0 * 1024.0 * 1024.0) as u64);
         if max_age.is_none() && max_bytes.is_none() {
             return 0;
         }
