@@ -824,3 +824,42 @@ async fn a_full_disk_fails_the_recording_but_not_the_stream() {
     publisher.delete().await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_resolution_change_starts_a_new_file() {
+    let dir = temp_dir("sps");
+    let server = start(&dir).await;
+    let small = video_frames(VideoCodec::H264, 2);
+    let mut big = common::media::video_frames_sized(VideoCodec::H264, 2, "480x270");
+    let offset = small.last().unwrap().rtp_time + 3000;
+    for f in &mut big {
+        f.rtp_time += offset;
+    }
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/sps"),
+        PeerOptions::new(Some(VideoCodec::H264), false),
+    )
+    .await
+    .unwrap();
+    publisher.play(&small, &[]).await.unwrap();
+    publisher.play(&big, &[]).await.unwrap();
+    let name = castgate::stream::StreamName::parse("sps").unwrap();
+    let sent = (small.len() + big.len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.hub().get(&name).is_some_and(|s| s.info().frames_in < sent) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    publisher.delete().await.unwrap();
+    let r = server.recorder().clone();
+    tokio::task::spawn_blocking(move || r.wait_idle()).await.unwrap();
+    server.shutdown().await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let sizes: Vec<String> = files.iter().map(|f| probe(f, "stream=width,height")).collect();
+    assert!(sizes[0].contains("width=320"), "{sizes:?}");
+    assert!(sizes[1].contains("width=480"), "{sizes:?}");
+    assert_eq!(packets(&files[0], "v") + packets(&files[1], "v"), small.len() + big.len());
+    for f in &files {
+        decodes_cleanly(f);
+    }
+}

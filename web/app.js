@@ -1,4 +1,4 @@
-// app.js — small helpers shared by castgate's own pages (home, publish, watch).
+// app.js — small helpers shared by castgate's own pages (home, publish, watch, recordings).
 // The reusable WHIP/WHEP clients are whip.js and whep.js; they do not need this file.
 
 /** First element matching `selector`. */
@@ -27,16 +27,23 @@ const ICONS = {
   ended: '<circle cx="12" cy="12" r="2"/><path d="M16.24 7.76a6 6 0 0 1 1.3 6.5M7.76 16.24a6 6 0 0 1 0-8.49M4.93 19.07a10 10 0 0 1 0-14.14M19.07 4.93a10 10 0 0 1 2.2 10.6M3 3l18 18"/>',
   camera: '<rect x="2.5" y="6" width="13.5" height="12" rx="2.5"/><path d="m21.5 8-5.5 4 5.5 4z"/>',
   check: '<path d="M20 6 9 17l-5-5"/>',
+  chevronLeft: '<path d="m15 18-6-6 6-6"/>',
+  chevronRight: '<path d="m9 18 6-6-6-6"/>',
   clock: '<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>',
+  close: '<path d="M18 6 6 18M6 6l12 12"/>',
   copy: '<rect x="9" y="9" width="12" height="12" rx="2"/><path d="M5 15H4a2 2 0 0 1-2-2V4a2 2 0 0 1 2-2h9a2 2 0 0 1 2 2v1"/>',
   external: '<path d="M15 3h6v6M10 14 21 3M18 13v6a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V8a2 2 0 0 1 2-2h6"/>',
+  download: '<path d="M12 3v12M7 10l5 5 5-5"/><path d="M4 17v2a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2v-2"/>',
   eye: '<path d="M2 12s3.5-7 10-7 10 7 10 7-3.5 7-10 7S2 12 2 12z"/><circle cx="12" cy="12" r="3"/>',
   lock: '<rect x="4" y="11" width="16" height="10" rx="2"/><path d="M8 11V7a4 4 0 0 1 8 0v4"/>',
   maximize: '<path d="M8 3H5a2 2 0 0 0-2 2v3M21 8V5a2 2 0 0 0-2-2h-3M3 16v3a2 2 0 0 0 2 2h3M16 21h3a2 2 0 0 0 2-2v-3"/>',
   minimize: '<path d="M8 3v3a2 2 0 0 1-2 2H3M21 8h-3a2 2 0 0 1-2-2V3M3 16h3a2 2 0 0 1 2 2v3M16 21v-3a2 2 0 0 1 2-2h3"/>',
   monitor: '<rect x="2" y="3" width="20" height="14" rx="2"/><path d="M8 21h8M12 17v4"/>',
+  film: '<rect x="3" y="3" width="18" height="18" rx="2"/><path d="M7 3v18M17 3v18M3 8h4M3 16h4M17 8h4M17 16h4M3 12h18"/>',
   play: '<path d="M7 4.5v15l12.5-7.5z" fill="currentColor"/>',
+  record: '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="4" fill="currentColor"/>',
   refresh: '<path d="M21 12a9 9 0 1 1-2.64-6.36L21 8"/><path d="M21 3v5h-5"/>',
+  trash: '<path d="M3 6h18M8 6V4a1 1 0 0 1 1-1h6a1 1 0 0 1 1 1v2M19 6l-1 14a2 2 0 0 1-2 1H8a2 2 0 0 1-2-1L5 6M10 11v6M14 11v6"/>',
   volume: '<path d="M11 5 6 9H2v6h4l5 4z"/><path d="M15.5 8.5a5 5 0 0 1 0 7M19 5a10 10 0 0 1 0 14"/>',
   muted: '<path d="M11 5 6 9H2v6h4l5 4z"/><path d="m22 9-6 6M16 9l6 6"/>',
 };
@@ -87,6 +94,53 @@ export function formatDuration(secs) {
   if (m < 60) return `${m} min ${String(s % 60).padStart(2, '0')} s`;
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
+
+/** "850 B", "12 kB", "4.2 MB", "1.35 GB" (powers of 1000, as file managers show). */
+export function formatBytes(bytes) {
+  if (bytes == null || !Number.isFinite(bytes) || bytes < 0) return '–';
+  if (bytes < 1000) return `${Math.round(bytes)} B`;
+  const units = ['kB', 'MB', 'GB', 'TB'];
+  let v = bytes / 1000;
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
+  const digits = v >= 100 ? 0 : v >= 10 ? 1 : 2;
+  return `${v.toFixed(i === 0 ? Math.min(digits, 1) : digits)} ${units[i]}`;
+}
+
+/** A wall-clock time (RFC 3339) in the reader's time zone: "25 Nov 2026, 16:10:43". */
+export function formatDateTime(iso, { seconds = true } = {}) {
+  const t = Date.parse(iso ?? '');
+  if (!Number.isFinite(t)) return '–';
+  return new Date(t).toLocaleString(undefined, {
+    year: 'numeric', month: 'short', day: 'numeric',
+    hour: '2-digit', minute: '2-digit', second: seconds ? '2-digit' : undefined,
+  });
+}
+
+/** A recording's media in words: "VP8 · 640×360 · Opus stereo", "Opus mono (audio only)". */
+export function recordingMedia(rec) {
+  const parts = [];
+  if (rec?.video) {
+    parts.push(codecName(rec.video.codec));
+    if (rec.video.width && rec.video.height) parts.push(`${rec.video.width}×${rec.video.height}`);
+  }
+  if (rec?.audio) {
+    const ch = rec.audio.channels;
+    const layout = ch === 1 ? ' mono' : ch === 2 ? ' stereo' : ch ? ` ${ch} ch` : '';
+    parts.push(`${codecName(rec.audio.codec)}${layout}`);
+  }
+  if (!parts.length) return 'No media yet';
+  if (!rec.video) parts.push('audio only');
+  return parts.join(' · ');
+}
+
+/** Label, pill class and explanation of a recording's state. */
+export const RECORDING_STATES = {
+  recording: { label: 'Recording', pill: 'live', title: 'Being recorded now; it plays and downloads as far as it is written.' },
+  finalized: { label: 'Complete', pill: 'ok', title: 'Finished normally: seekable, with its full duration.' },
+  repaired: { label: 'Repaired', pill: 'warn', title: 'The gateway stopped without finishing this file; it was repaired when it started again.' },
+  failed: { label: 'Failed', pill: 'bad', title: 'Recording stopped because of an error; what was written before it is kept.' },
+};
 
 /** Human codec names: 'h264' or 'video/H264' → 'H.264'. */
 export function codecName(codec) {

@@ -76,6 +76,9 @@ struct Writing {
     pending_since: Instant,
     sync_wait: Duration,
     both_tracks: bool,
+    /// H.264 parameter sets the file's avcC was made from; a keyframe with
+    /// others (a new resolution) starts a new file.
+    parameter_sets: Vec<u8>,
     muxer: Muxer,
     timeline: Timeline,
     interleaver: Interleaver,
@@ -336,7 +339,16 @@ fn handle(
                     .settings
                     .max_file_bytes
                     .is_some_and(|max| w.muxer.bytes() >= max);
-            if starts_file && full {
+            // VP8/VP9/AV1 carry size changes in band and decoders follow them;
+            // an H.264 file's avcC cannot change, so new parameter sets get a new file.
+            let new_parameters = f.keyframe
+                && f.params.codec == Codec::H264
+                && !w.parameter_sets.is_empty()
+                && {
+                    let sets = h264_parameter_sets(&f.data);
+                    !sets.is_empty() && sets != w.parameter_sets
+                };
+            if starts_file && (full || new_parameters) {
                 return Ok(Some(f));
             }
             write(w, f)?;
@@ -420,6 +432,11 @@ fn open(
         sync_wait: job.settings.sync_wait,
         both_tracks: stream.track(MediaKind::Video).is_some()
             && stream.track(MediaKind::Audio).is_some(),
+        parameter_sets: video
+            .as_ref()
+            .filter(|v| v.params.codec == Codec::H264)
+            .map(|v| v.extradata.clone())
+            .unwrap_or_default(),
         muxer,
         timeline: Timeline::new(origin),
         interleaver: Interleaver::new(INTERLEAVE_HOLD_US),

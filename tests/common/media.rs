@@ -114,14 +114,24 @@ fn ffmpeg(args: &[&str], out: &Path) -> Vec<u8> {
     std::fs::read(out).expect("reading ffmpeg's output")
 }
 
+/// Like [`video_frames`] at another picture size (not cached).
+pub fn video_frames_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<EncodedFrame> {
+    encode_video_sized(codec, seconds, size)
+}
+
 fn encode_video(codec: VideoCodec, seconds: u32) -> Vec<EncodedFrame> {
+    encode_video_sized(codec, seconds, "320x240")
+}
+
+fn encode_video_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<EncodedFrame> {
+    let source = format!("testsrc=size={size}:rate=30");
     let dir = TempDir::new();
     let duration = seconds.to_string();
     let mut args: Vec<&str> = vec![
         "-f",
         "lavfi",
         "-i",
-        "testsrc=size=320x240:rate=30",
+        &source,
         "-t",
         &duration,
         "-pix_fmt",
