@@ -5,27 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use castgate::config::Config;
 use castgate::server::Server;
 use castgate::stream::{SinkKind, StreamName};
+use common::gateway::{publisher, start, url};
 use common::media::video_frames;
 use common::peer::{Kind, PeerOptions, Publisher, VideoCodec, Viewer, make_offer, sdp_attr};
 use reqwest::StatusCode;
-
-async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut c = Config::default();
-    c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
-    c.http.rate_limit_per_sec = 10_000;
-    c.http.rate_limit_burst = 10_000;
-    c.record.enabled = false;
-    tweak(&mut c);
-    Server::start(c).await.expect("server starts")
-}
-
-fn url(server: &Server, path: &str) -> String {
-    format!("http://{}{path}", server.http_addr())
-}
 
 async fn post_sdp(
     server: &Server,
@@ -263,12 +248,7 @@ async fn rate_limit_answers_429_per_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_trickle_and_ice_restart_follow_rfc_9725() {
     let server = start(|_| {}).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/patchy"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "patchy", Some(VideoCodec::Vp8), true).await;
     let resource = publisher.resource_url().to_string();
     let etag = publisher
         .session()
@@ -372,12 +352,7 @@ fn stun_with_username(username: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_datagrams_are_dropped_and_counted() {
     let server = start(|_| {}).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/noisy"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "noisy", Some(VideoCodec::Vp8), true).await;
     let mut viewer = Viewer::connect(&url(&server, "/whep/noisy"), None)
         .await
         .unwrap();

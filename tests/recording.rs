@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use castgate::config::Config;
 use castgate::server::Server;
+use common::gateway::{self, publisher, recordings_idle, url, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
 
@@ -31,16 +32,17 @@ fn rand_u64() -> u128 {
 }
 
 async fn start(dir: &Path) -> Server {
-    let mut c = Config::default();
-    c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
-    c.record.dir = dir.to_path_buf();
-    c.record.min_free_mib = 0;
-    Server::start(c).await.expect("server starts")
+    start_with(dir, |_| {}).await
 }
 
-fn url(server: &Server, path: &str) -> String {
-    format!("http://{}{path}", server.http_addr())
+async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+    let dir = dir.to_path_buf();
+    gateway::start(move |c| {
+        c.record.enabled = true;
+        c.record.dir = dir;
+        tweak(c);
+    })
+    .await
 }
 
 /// `ffprobe` packet count of one stream kind ("v" or "a").
@@ -149,22 +151,9 @@ async fn record(
     publisher.play(&video, &sound).await.unwrap();
     // Stop only once every frame crossed loopback: this test is about what is
     // recorded, not about packets still in flight when the publisher leaves.
-    let name = castgate::stream::StreamName::parse("rec").unwrap();
-    let sent = (video.len() + sound.len()) as u64;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server
-        .hub()
-        .get(&name)
-        .is_some_and(|s| s.info().frames_in < sent)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_received(&server, "rec", video.len() + sound.len()).await;
     assert_eq!(publisher.delete().await.unwrap(), 200);
-    let r = server.recorder().clone();
-    tokio::task::spawn_blocking(move || r.wait_idle())
-        .await
-        .unwrap();
+    recordings_idle(&server).await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 1, "one recording: {files:?}");
     server.shutdown().await;
@@ -395,12 +384,7 @@ async fn sigterm_finalizes_without_losing_frames() {
 async fn catalog_lists_serves_ranges_and_deletes() {
     let dir = temp_dir("catalog");
     let server = start(&dir).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/cat"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "cat", Some(VideoCodec::Vp8), true).await;
     publisher
         .play(&video_frames(VideoCodec::Vp8, 2), &opus_packets(2))
         .await
@@ -423,10 +407,7 @@ async fn catalog_lists_serves_ranges_and_deletes() {
         .unwrap();
     assert_eq!(r.status(), 409, "cannot delete while recording");
     publisher.delete().await.unwrap();
-    let r = server.recorder().clone();
-    tokio::task::spawn_blocking(move || r.wait_idle())
-        .await
-        .unwrap();
+    recordings_idle(&server).await;
 
     let one: serde_json::Value = reqwest::get(url(&server, &format!("/api/recordings/{id}")))
         .await
@@ -541,12 +522,7 @@ async fn audio_and_video_stay_in_sync_despite_a_delayed_audio_path() {
     let (video, audio) = common::media::flash_beep(7);
     let dir = temp_dir("sync");
     let server = start(&dir).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/sync"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "sync", Some(VideoCodec::Vp8), true).await;
     // Capture times are shared; audio travels 150 ms longer (plus jitter).
     let start = Instant::now() + Duration::from_millis(100);
     let mut schedule: Vec<(Instant, bool, &EncodedFrame, Instant)> = Vec::new();
@@ -567,22 +543,9 @@ async fn audio_and_video_stay_in_sync_despite_a_delayed_audio_path() {
             .await
             .unwrap();
     }
-    let name = castgate::stream::StreamName::parse("sync").unwrap();
-    let sent = (video.len() + audio.len()) as u64;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server
-        .hub()
-        .get(&name)
-        .is_some_and(|s| s.info().frames_in < sent)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_received(&server, "sync", video.len() + audio.len()).await;
     publisher.delete().await.unwrap();
-    let r = server.recorder().clone();
-    tokio::task::spawn_blocking(move || r.wait_idle())
-        .await
-        .unwrap();
+    recordings_idle(&server).await;
     server.shutdown().await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 1);
@@ -626,45 +589,17 @@ async fn audio_and_video_stay_in_sync_despite_a_delayed_audio_path() {
     );
 }
 
-async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut c = Config::default();
-    c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
-    c.record.dir = dir.to_path_buf();
-    c.record.min_free_mib = 0;
-    tweak(&mut c);
-    Server::start(c).await.expect("server starts")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_splits_at_keyframes_without_losing_a_frame() {
     let dir = temp_dir("rotate");
     let server = start_with(&dir, |c| c.record.max_file_secs = 5.0).await;
     let video = video_frames(VideoCodec::Vp8, 12);
     let audio = opus_packets(12);
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/rot"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "rot", Some(VideoCodec::Vp8), true).await;
     publisher.play(&video, &audio).await.unwrap();
-    let name = castgate::stream::StreamName::parse("rot").unwrap();
-    let sent = (video.len() + audio.len()) as u64;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server
-        .hub()
-        .get(&name)
-        .is_some_and(|s| s.info().frames_in < sent)
-        && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_received(&server, "rot", video.len() + audio.len()).await;
     publisher.delete().await.unwrap();
-    let r = server.recorder().clone();
-    tokio::task::spawn_blocking(move || r.wait_idle())
-        .await
-        .unwrap();
+    recordings_idle(&server).await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 3, "{files:?}");
     let mut total = 0.0;
@@ -699,12 +634,7 @@ async fn retention_deletes_the_oldest_beyond_the_limit() {
     // Three finished recordings, then a limit that only the newest fits in.
     let server = start(&dir).await;
     for i in 0..3 {
-        let publisher = Publisher::connect(
-            &url(&server, "/whip/old"),
-            PeerOptions::new(Some(VideoCodec::Vp8), false),
-        )
-        .await
-        .unwrap();
+        let publisher = publisher(&server, "old", Some(VideoCodec::Vp8), false).await;
         publisher
             .play(&video_frames(VideoCodec::Vp8, 1), &[])
             .await
@@ -769,12 +699,7 @@ async fn a_full_disk_fails_the_recording_but_not_the_stream() {
     }
     let _guard = Unmount(dir.clone());
     let server = start(&dir).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/full"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "full", Some(VideoCodec::Vp8), true).await;
     let mut viewer = common::peer::Viewer::connect(&url(&server, "/whep/full"), None)
         .await
         .unwrap();
@@ -835,30 +760,25 @@ async fn an_h264_resolution_change_starts_a_new_file() {
     for f in &mut big {
         f.rtp_time += offset;
     }
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/sps"),
-        PeerOptions::new(Some(VideoCodec::H264), false),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "sps", Some(VideoCodec::H264), false).await;
     publisher.play(&small, &[]).await.unwrap();
     publisher.play(&big, &[]).await.unwrap();
-    let name = castgate::stream::StreamName::parse("sps").unwrap();
-    let sent = (small.len() + big.len()) as u64;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.hub().get(&name).is_some_and(|s| s.info().frames_in < sent) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_received(&server, "sps", small.len() + big.len()).await;
     publisher.delete().await.unwrap();
-    let r = server.recorder().clone();
-    tokio::task::spawn_blocking(move || r.wait_idle()).await.unwrap();
+    recordings_idle(&server).await;
     server.shutdown().await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 2, "{files:?}");
-    let sizes: Vec<String> = files.iter().map(|f| probe(f, "stream=width,height")).collect();
+    let sizes: Vec<String> = files
+        .iter()
+        .map(|f| probe(f, "stream=width,height"))
+        .collect();
     assert!(sizes[0].contains("width=320"), "{sizes:?}");
     assert!(sizes[1].contains("width=480"), "{sizes:?}");
-    assert_eq!(packets(&files[0], "v") + packets(&files[1], "v"), small.len() + big.len());
+    assert_eq!(
+        packets(&files[0], "v") + packets(&files[1], "v"),
+        small.len() + big.len()
+    );
     for f in &files {
         decodes_cleanly(f);
     }

@@ -4,48 +4,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use castgate::config::{Config, OnConflict};
-use castgate::server::Server;
-use castgate::stream::{SinkKind, StreamName};
+use castgate::config::OnConflict;
+use castgate::stream::StreamName;
+use common::gateway::{eventually, publisher, start, url, viewers};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{HttpError, Kind, PeerOptions, Publisher, ReceivedFrame, VideoCodec, Viewer};
-
-/// A test gateway on free loopback ports.
-async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
-    let mut c = Config::default();
-    c.http.listen = "127.0.0.1:0".parse().unwrap();
-    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
-    c.http.rate_limit_per_sec = 10_000;
-    c.http.rate_limit_burst = 10_000;
-    c.record.enabled = false;
-    tweak(&mut c);
-    Server::start(c).await.expect("server starts")
-}
-
-fn url(server: &Server, path: &str) -> String {
-    format!("http://{}{path}", server.http_addr())
-}
-
-/// Polls `cond` every 20 ms until it holds or `limit` passes.
-async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cond()
-}
-
-fn viewers(server: &Server, name: &str) -> usize {
-    server
-        .hub()
-        .get(&StreamName::parse(name).unwrap())
-        .map_or(0, |s| s.sink_count(SinkKind::Viewer))
-}
 
 /// Receives until `want_video` video frames arrived or nothing came for 3 s.
 async fn collect(
@@ -141,14 +106,7 @@ async fn late_viewer_starts_on_a_keyframe_it_asked_for() {
     let video = video_frames(VideoCodec::Vp8, 4);
     let audio = opus_packets(4);
     let server = start(|_| {}).await;
-    let publisher = Arc::new(
-        Publisher::connect(
-            &url(&server, "/whip/late"),
-            PeerOptions::new(Some(VideoCodec::Vp8), true),
-        )
-        .await
-        .unwrap(),
-    );
+    let publisher = Arc::new(publisher(&server, "late", Some(VideoCodec::Vp8), true).await);
     let p = publisher.clone();
     let (v2, a2) = (video.clone(), audio.clone());
     let playing = tokio::spawn(async move { p.play(&v2, &a2).await });
@@ -181,12 +139,7 @@ async fn a_stalled_or_vanished_viewer_does_not_disturb_the_others() {
     let video = video_frames(VideoCodec::Vp8, 3);
     let audio = opus_packets(3);
     let server = start(|_| {}).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/robust"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "robust", Some(VideoCodec::Vp8), true).await;
     let mut good = Viewer::connect(&url(&server, "/whep/robust"), None)
         .await
         .unwrap();
@@ -209,12 +162,7 @@ async fn a_stalled_or_vanished_viewer_does_not_disturb_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_ends_the_stream_and_its_viewers() {
     let server = start(|_| {}).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/bye"),
-        PeerOptions::new(Some(VideoCodec::H264), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "bye", Some(VideoCodec::H264), true).await;
     let viewer = Viewer::connect(&url(&server, "/whep/bye"), None)
         .await
         .unwrap();
@@ -250,12 +198,7 @@ async fn delete_ends_the_stream_and_its_viewers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_vanishing_without_delete_ends_the_stream() {
     let server = start(|c| c.whip.publisher_timeout_secs = 1.5).await;
-    let publisher = Publisher::connect(
-        &url(&server, "/whip/ghost"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = publisher(&server, "ghost", Some(VideoCodec::Vp8), true).await;
     let viewer = Viewer::connect(&url(&server, "/whep/ghost"), None)
         .await
         .unwrap();
@@ -313,12 +256,7 @@ async fn every_codec_flows_to_a_viewer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_per_name_or_takeover() {
     let server = start(|_| {}).await;
-    let first = Publisher::connect(
-        &url(&server, "/whip/solo"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let first = publisher(&server, "solo", Some(VideoCodec::Vp8), true).await;
     let err = Publisher::connect(
         &url(&server, "/whip/solo"),
         PeerOptions::new(Some(VideoCodec::Vp8), true),
@@ -342,23 +280,13 @@ async fn one_publisher_per_name_or_takeover() {
     server.shutdown().await;
 
     let server = start(|c| c.whip.on_conflict = OnConflict::Takeover).await;
-    let first = Publisher::connect(
-        &url(&server, "/whip/solo"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let first = publisher(&server, "solo", Some(VideoCodec::Vp8), true).await;
     let id1 = server
         .hub()
         .get(&StreamName::parse("solo").unwrap())
         .unwrap()
         .id();
-    let _second = Publisher::connect(
-        &url(&server, "/whip/solo"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let _second = publisher(&server, "solo", Some(VideoCodec::Vp8), true).await;
     assert!(
         first.wait_ended(Duration::from_secs(5)).await,
         "old publisher closed"
@@ -408,12 +336,7 @@ async fn viewer_before_publisher_gets_409_or_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_that_cannot_receive_the_codec_gets_422() {
     let server = start(|_| {}).await;
-    let _publisher = Publisher::connect(
-        &url(&server, "/whip/h264only"),
-        PeerOptions::new(Some(VideoCodec::H264), false),
-    )
-    .await
-    .unwrap();
+    let _publisher = publisher(&server, "h264only", Some(VideoCodec::H264), false).await;
     let err = Viewer::connect_with(
         &url(&server, "/whep/h264only"),
         PeerOptions::new(Some(VideoCodec::Vp8), false),
@@ -480,12 +403,7 @@ async fn two_hundred_sessions_leave_nothing_behind() {
             .unwrap_or(0)
     };
     // Warm up once so lazily created things (thread pools, DNS) are counted as baseline.
-    let p = Publisher::connect(
-        &url(&server, "/whip/cycle"),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let p = publisher(&server, "cycle", Some(VideoCodec::Vp8), true).await;
     p.delete().await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || server.engine().session_count()

@@ -341,10 +341,8 @@ fn handle(
                     .is_some_and(|max| w.muxer.bytes() >= max);
             // VP8/VP9/AV1 carry size changes in band and decoders follow them;
             // an H.264 file's avcC cannot change, so new parameter sets get a new file.
-            let new_parameters = f.keyframe
-                && f.params.codec == Codec::H264
-                && !w.parameter_sets.is_empty()
-                && {
+            let new_parameters =
+                f.keyframe && f.params.codec == Codec::H264 && !w.parameter_sets.is_empty() && {
                     let sets = h264_parameter_sets(&f.data);
                     !sets.is_empty() && sets != w.parameter_sets
                 };

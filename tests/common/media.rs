@@ -251,20 +251,7 @@ fn encode_opus(seconds: u32) -> Vec<EncodedFrame> {
         "ogg",
     ];
     let ogg = ffmpeg(&args, &dir.0.join("a.ogg"));
-    let mut rtp_time = 0;
-    let packets: Vec<EncodedFrame> = parse_ogg_packets(&ogg)
-        .into_iter()
-        .filter(|p| !p.starts_with(b"OpusHead") && !p.starts_with(b"OpusTags"))
-        .map(|data| {
-            let frame = EncodedFrame {
-                rtp_time,
-                keyframe: false,
-                data,
-            };
-            rtp_time += opus_samples(&frame.data);
-            frame
-        })
-        .collect();
+    let packets = opus_from_ogg(&ogg);
     assert!(!packets.is_empty(), "ffmpeg made no Opus packets");
     packets
 }
@@ -318,8 +305,13 @@ pub fn flash_beep(seconds: u32) -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
         ],
         &dir.0.join("a.ogg"),
     );
+    (video, opus_from_ogg(&ogg))
+}
+
+/// The Opus packets of an Ogg file, timestamped at 48 kHz from 0.
+fn opus_from_ogg(ogg: &[u8]) -> Vec<EncodedFrame> {
     let mut rtp_time = 0;
-    let audio = parse_ogg_packets(&ogg)
+    parse_ogg_packets(ogg)
         .into_iter()
         .filter(|p| !p.starts_with(b"OpusHead") && !p.starts_with(b"OpusTags"))
         .map(|data| {
@@ -331,8 +323,7 @@ pub fn flash_beep(seconds: u32) -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
             rtp_time += opus_samples(&frame.data);
             frame
         })
-        .collect();
-    (video, audio)
+        .collect()
 }
 
 fn le_u32(d: &[u8], at: usize) -> Option<u64> {

@@ -2,6 +2,8 @@
 // Every test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+/// An in-process gateway and bounded waits around it.
+pub mod gateway;
 /// Real encoded test media made with the ffmpeg CLI.
 pub mod media;
 /// Real WebRTC peers: WHIP publisher, WHEP viewer.

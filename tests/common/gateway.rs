@@ -1,0 +1,86 @@
+//! A castgate gateway running in-process on free loopback ports, and the
+//! waits tests need around it (always bounded, never a bare sleep).
+
+use std::time::{Duration, Instant};
+
+use castgate::config::Config;
+use castgate::server::Server;
+use castgate::stream::{SinkKind, StreamName};
+
+use super::peer::{PeerOptions, Publisher, VideoCodec};
+
+/// Starts a gateway on 127.0.0.1 with free ports, no rate limit to speak of
+/// and recording off; `tweak` changes anything else.
+pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    let mut c = Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
+    c.http.rate_limit_per_sec = 10_000;
+    c.http.rate_limit_burst = 10_000;
+    c.record.enabled = false;
+    c.record.min_free_mib = 0;
+    tweak(&mut c);
+    Server::start(c).await.expect("server starts")
+}
+
+/// `http://ADDR{path}`.
+pub fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.http_addr())
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// Viewers subscribed to the stream `name`.
+pub fn viewers(server: &Server, name: &str) -> usize {
+    server
+        .hub()
+        .get(&StreamName::parse(name).unwrap())
+        .map_or(0, |s| s.sink_count(SinkKind::Viewer))
+}
+
+/// Connects a publisher of `name` with `video` (and Opus if `audio`).
+pub async fn publisher(
+    server: &Server,
+    name: &str,
+    video: Option<VideoCodec>,
+    audio: bool,
+) -> Publisher {
+    Publisher::connect(
+        &url(server, &format!("/whip/{name}")),
+        PeerOptions::new(video, audio),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("publisher of {name}: {e:#}"))
+}
+
+/// Waits until the gateway received `frames` frames on stream `name` (so a
+/// DELETE that follows does not race frames still crossing loopback).
+pub async fn wait_received(server: &Server, name: &str, frames: usize) {
+    let key = StreamName::parse(name).unwrap();
+    let done = eventually(Duration::from_secs(5), || {
+        server
+            .hub()
+            .get(&key)
+            .is_none_or(|s| s.info().frames_in >= frames as u64)
+    })
+    .await;
+    assert!(done, "the gateway never received {frames} frames on {name}");
+}
+
+/// Waits until every recording whose stream ended has been finalized.
+pub async fn recordings_idle(server: &Server) {
+    let r = server.recorder().clone();
+    tokio::task::spawn_blocking(move || r.wait_idle())
+        .await
+        .unwrap();
+}
