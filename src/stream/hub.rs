@@ -123,6 +123,9 @@ impl Hub {
             if let Some(s) = self.get(name) {
                 return Some(s);
             }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return self.get(name);
             }
