@@ -84,10 +84,15 @@ fn duration(file: &Path) -> f64 {
 }
 
 /// Decodes the whole file; any stderr output is a failure (exit codes lie).
+/// Frames keep their own timestamps and time base (`-fps_mode passthrough
+/// -enc_time_base -1`): WebRTC video is variable frame rate, and FFmpeg's
+/// default 1/fps output time base reports two frames a millisecond apart as
+/// "non monotonically increasing" although the file is fine.
 fn decodes_cleanly(file: &Path) {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(file)
+        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1"])
         .args(["-f", "null", "-"])
         .output()
         .expect("ffmpeg runs");
@@ -782,4 +787,46 @@ async fn an_h264_resolution_change_starts_a_new_file() {
     for f in &files {
         decodes_cleanly(f);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_same_instant_frames_do_not_break_a_recording() {
+    // Seen from Chromium: padding that depacketizes to nothing, and frames a
+    // fraction of a millisecond apart.
+    let dir = temp_dir("odd");
+    let server = start(&dir).await;
+    let video = video_frames(VideoCodec::Vp8, 2);
+    let publisher = publisher(&server, "odd", Some(VideoCodec::Vp8), false).await;
+    let mut sent = 0;
+    for (i, f) in video.iter().enumerate() {
+        publisher
+            .send_video(f.data.clone(), f.rtp_time)
+            .await
+            .unwrap();
+        sent += 1;
+        if i % 10 == 5 {
+            publisher
+                .send_video(Vec::new(), f.rtp_time + 10)
+                .await
+                .unwrap();
+            publisher
+                .send_video(f.data.clone(), f.rtp_time + 20)
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    wait_received(&server, "odd", sent).await;
+    publisher.delete().await.unwrap();
+    recordings_idle(&server).await;
+    server.shutdown().await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        files[0].to_string_lossy().ends_with(".webm"),
+        "finalized: {files:?}"
+    );
+    decodes_cleanly(&files[0]);
+    assert_eq!(packets(&files[0], "v"), sent);
 }

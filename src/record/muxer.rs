@@ -77,6 +77,10 @@ pub struct Muxer {
     octx: ff::format::context::Output,
     video: Option<usize>,
     audio: Option<usize>,
+    /// Last timestamp written per stream (in its time base): kept strictly
+    /// increasing, since two frames in the same millisecond would otherwise
+    /// share one and players refuse non-increasing timestamps.
+    last_ts: [Option<i64>; 2],
     bytes: u64,
 }
 
@@ -203,6 +207,7 @@ impl Muxer {
             octx,
             video: video_index,
             audio: audio_index,
+            last_ts: [None, None],
             bytes: 0,
         };
         m.flush();
@@ -233,8 +238,18 @@ impl Muxer {
         let Some(index) = (if video { self.video } else { self.audio }) else {
             return Ok(());
         };
+        if data.is_empty() {
+            return Ok(());
+        }
         let (num, den) = self.time_base(index);
-        let ts = (i128::from(us) * i128::from(den) / (1_000_000 * i128::from(num))) as i64;
+        let mut ts = (i128::from(us) * i128::from(den) / (1_000_000 * i128::from(num))) as i64;
+        let last = &mut self.last_ts[usize::from(!video)];
+        if let Some(prev) = *last
+            && ts <= prev
+        {
+            ts = prev + 1;
+        }
+        *last = Some(ts);
         let mut pkt = ff::Packet::copy(data);
         pkt.set_stream(index);
         pkt.set_pts(Some(ts));

@@ -337,6 +337,10 @@ impl Session {
         let Role::Publisher(p) = &mut self.role else {
             return;
         };
+        if data.data.is_empty() {
+            // Padding (bandwidth probes) depacketizes to nothing: not a frame.
+            return;
+        }
         let Some(kind) = p.kinds.get(&data.mid).copied() else {
             return;
         };
