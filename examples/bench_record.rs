@@ -56,7 +56,7 @@ const FPS: u64 = 30;
 /// Keyframe interval of the clip, in frames (1 s).
 const GOP: u64 = 30;
 /// Video bitrate asked of libvpx; with Opus at 48 kbit/s the stream is ~2.5 Mbit/s.
-const VIDEO_BITRATE: &str = "2450k";
+const VIDEO_BITRATE: &str = "2400k";
 /// Length of the file repaired in figure 3.
 const LONG_SECS: u64 = 600;
 /// What is cut off the end of that file (a torn last cluster, no trailer).
@@ -78,6 +78,8 @@ struct Plan {
     kill_from: f64,
     kill_to: f64,
     repairs: usize,
+    /// Copy each SIGKILLed `.part` file here (for a closer look).
+    keep: Option<PathBuf>,
 }
 
 impl Plan {
@@ -87,6 +89,7 @@ impl Plan {
         let mut rounds = None;
         let mut kills = None;
         let mut binary = None;
+        let mut keep = None;
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
             let mut value =
@@ -97,9 +100,10 @@ impl Plan {
                 "--rounds" => rounds = Some(value("--rounds")?.parse::<usize>()?),
                 "--kills" => kills = Some(value("--kills")?.parse::<usize>()?),
                 "--bin" => binary = Some(PathBuf::from(value("--bin")?)),
+                "--keep" => keep = Some(PathBuf::from(value("--keep")?)),
                 "-h" | "--help" => {
                     println!(
-                        "bench_record [--quick] [--window SECS] [--rounds N] [--kills N] [--bin PATH]\n\
+                        "bench_record [--quick] [--window SECS] [--rounds N] [--kills N] [--bin PATH] [--keep DIR]\n\
                          default: ~3.5 min (CPU: off/on/on/off runs of 30 s each = 2 rounds, 5 kills, \
                          3+3 repairs)\n\
                          --quick: ~1 min (CPU: off/on runs of 12 s, 3 kills, 3+3 repairs)"
@@ -148,6 +152,7 @@ impl Plan {
             kill_from: 6.0,
             kill_to: 7.0,
             repairs: 3,
+            keep,
         })
     }
 }
@@ -489,6 +494,21 @@ impl Gateway {
         proc_cpu_ticks(&format!("/proc/{}/stat", self.pid))
     }
 
+    /// CPU ticks of the threads whose name starts with `prefix` (castgate names each
+    /// recording thread `rec-STREAM`).
+    fn threads_cpu_ticks(&self, prefix: &str) -> u64 {
+        let tasks = format!("/proc/{}/task", self.pid);
+        let mut total = 0;
+        for t in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim_end().starts_with(prefix) {
+                let stat = t.path().join("stat");
+                total += proc_cpu_ticks(&stat.to_string_lossy()).unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// A field of `/proc/<pid>/io` (bytes or calls).
     fn io(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/io", self.pid))
@@ -805,6 +825,7 @@ struct CpuRun {
     record: bool,
     window_s: f64,
     gateway_cpu_s: f64,
+    rec_thread_cpu_s: f64,
     bench_cpu_s: f64,
     machine_busy: f64,
     machine_cores_busy: f64,
@@ -845,6 +866,7 @@ async fn cpu_run(plan: &Plan, clip: &Arc<Clip>, record: bool, clk: f64) -> anyho
     };
     let stats = &publishing.stats;
     let cpu0 = gw.cpu_ticks()?;
+    let rec0 = gw.threads_cpu_ticks("rec-");
     let self0 = proc_cpu_ticks("/proc/self/stat")?;
     let m0 = machine_ticks()?;
     let size0 = dir_bytes(&gw.rec_dir);
@@ -855,6 +877,7 @@ async fn cpu_run(plan: &Plan, clip: &Arc<Clip>, record: bool, clk: f64) -> anyho
     let t0 = Instant::now();
     tokio::time::sleep(plan.window).await;
     let cpu1 = gw.cpu_ticks()?;
+    let rec1 = gw.threads_cpu_ticks("rec-");
     let self1 = proc_cpu_ticks("/proc/self/stat")?;
     let m1 = machine_ticks()?;
     let size1 = dir_bytes(&gw.rec_dir);
@@ -865,6 +888,7 @@ async fn cpu_run(plan: &Plan, clip: &Arc<Clip>, record: bool, clk: f64) -> anyho
     r.pub_late = stats.late.load(Ordering::Relaxed) - late0;
     r.pub_max_late_ms = stats.max_late_us.load(Ordering::Relaxed) as f64 / 1000.0;
     r.gateway_cpu_s = (cpu1 - cpu0) as f64 / clk;
+    r.rec_thread_cpu_s = rec1.saturating_sub(rec0) as f64 / clk;
     r.bench_cpu_s = (self1 - self0) as f64 / clk;
     r.machine_busy = (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64;
     r.machine_cores_busy = (m1.0 - m0.0) as f64 / clk / r.window_s;
@@ -962,6 +986,10 @@ async fn kill_run(plan: &Plan, clip: &Arc<Clip>, at: Duration) -> anyhow::Result
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     r.part_bytes = std::fs::metadata(part).map_or(0, |m| m.len());
+    if let Some(keep) = &plan.keep {
+        std::fs::create_dir_all(keep)?;
+        std::fs::copy(part, keep.join(&r.part_name))?;
+    }
     r.video_kept = packets(part, "v")?;
     r.audio_kept = packets(part, "a")?;
     if let Some((first, last)) = video_pts_range(part) {
@@ -1265,7 +1293,8 @@ async fn main() -> anyhow::Result<()> {
         let other = r.machine_cores_busy - (r.gateway_cpu_s + r.bench_cpu_s) / r.window_s;
         println!(
             "run: record={} window_s={:.1} gateway_cpu_s={:.2} cpu_s_per_min={:.2} ({:.1}% of one core) \
-             file_growth_mib_per_min={:.1} wchar_mib_per_min={:.1} write_calls_per_s={:.0} \
+             rec_thread_cpu_s_per_min={:.2} file_growth_mib_per_min={:.1} wchar_mib_per_min={:.1} \
+             write_syscalls_per_s={:.0} (incl. tokio eventfd wake-ups) \
              block_write_mib_per_min={:.1} media_sent_mib_per_min={:.1} video_frames_sent={} rss_kib={} \
              threads={} | bench_cpu%={:.0} machine_busy%={:.0} (of {cores} cores) other_processes_cpu%={:.0} \
              loadavg={} publisher_late_frames={} max_late_ms={:.0}{}{} | {}",
@@ -1274,6 +1303,7 @@ async fn main() -> anyhow::Result<()> {
             r.gateway_cpu_s,
             r.cpu_per_min(),
             r.gateway_cpu_s / r.window_s * 100.0,
+            r.rec_thread_cpu_s * 60.0 / r.window_s,
             r.per_min(r.file_bytes) / 1048576.0,
             r.per_min(r.wchar) / 1048576.0,
             r.syscw as f64 / r.window_s,
@@ -1308,6 +1338,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let cpu_on = pooled(&on, &|r| r.gateway_cpu_s);
     let cpu_off = pooled(&off, &|r| r.gateway_cpu_s);
+    let rec_thread = pooled(&on, &|r| r.rec_thread_cpu_s);
     let file_on = pooled(&on, &|r| r.file_bytes as f64);
     let wchar_on = pooled(&on, &|r| r.wchar as f64);
     let media = pooled(&on, &|r| r.media_bytes_sent as f64);
@@ -1316,13 +1347,14 @@ async fn main() -> anyhow::Result<()> {
     let runs_off: Vec<f64> = off.iter().map(|r| r.cpu_per_min()).collect();
     println!(
         "figure: gateway_cpu_s_per_recorded_minute stream=720p30_vp8_opus_{:.0}kbps record_on={:.2} record_off={:.2} \
-         recording_cost={:.2} ({:+.0}%) (pooled over {} run(s) of each mode, {:.0} s per mode, order {}; \
+         recording_cost={:.2} ({:+.0}%) of_which_recording_thread={:.2} (pooled over {} run(s) of each mode, {:.0} s per mode, order {}; \
          per run on=[{}] off=[{}])",
         clip.video_kbps + clip.audio_kbps,
         cpu_on,
         cpu_off,
         cpu_on - cpu_off,
         (cpu_on / cpu_off - 1.0) * 100.0,
+        rec_thread,
         on.len(),
         window_each,
         plan.cpu_runs
