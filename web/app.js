@@ -107,18 +107,26 @@ export function formatBytes(bytes) {
   return `${v.toFixed(i === 0 ? Math.min(digits, 1) : digits)} ${units[i]}`;
 }
 
-/** A wall-clock time (RFC 3339) in the reader's time zone: "25 Nov 2026, 16:10:43". */
-export function formatDateTime(iso, { seconds = true } = {}) {
+/**
+ * A wall-clock time (RFC 3339) in the reader's locale and time zone, e.g.
+ * "Nov 25, 4:10:43 PM" (the year only when it is not this one, unless `year`).
+ */
+export function formatDateTime(iso, { seconds = true, year = false } = {}) {
   const t = Date.parse(iso ?? '');
   if (!Number.isFinite(t)) return '–';
-  return new Date(t).toLocaleString(undefined, {
-    year: 'numeric', month: 'short', day: 'numeric',
-    hour: '2-digit', minute: '2-digit', second: seconds ? '2-digit' : undefined,
+  const date = new Date(t);
+  return date.toLocaleString(undefined, {
+    year: year || date.getFullYear() !== new Date().getFullYear() ? 'numeric' : undefined,
+    month: 'short', day: 'numeric',
+    hour: 'numeric', minute: '2-digit', second: seconds ? '2-digit' : undefined,
   });
 }
 
-/** A recording's media in words: "VP8 · 640×360 · Opus stereo", "Opus mono (audio only)". */
-export function recordingMedia(rec) {
+/**
+ * A recording's media in words: "VP8 · 640×360 · Opus stereo", "Opus mono · audio only"
+ * (`channels: false` leaves out mono/stereo).
+ */
+export function recordingMedia(rec, { channels = true } = {}) {
   const parts = [];
   if (rec?.video) {
     parts.push(codecName(rec.video.codec));
@@ -126,12 +134,48 @@ export function recordingMedia(rec) {
   }
   if (rec?.audio) {
     const ch = rec.audio.channels;
-    const layout = ch === 1 ? ' mono' : ch === 2 ? ' stereo' : ch ? ` ${ch} ch` : '';
+    const layout = !channels ? '' : ch === 1 ? ' mono' : ch === 2 ? ' stereo' : ch ? ` ${ch} ch` : '';
     parts.push(`${codecName(rec.audio.codec)}${layout}`);
   }
   if (!parts.length) return 'No media yet';
   if (!rec.video) parts.push('audio only');
   return parts.join(' · ');
+}
+
+/**
+ * Durations of recordings in progress that count on by themselves between the
+ * server's figures (which come every few seconds), and never go backwards.
+ */
+export class RecordingClock {
+  constructor() { this.clocks = new Map(); }
+
+  /** Seconds recorded: the server's figure when finished, else a running estimate. */
+  seconds(rec) {
+    if (rec.state !== 'recording') {
+      this.clocks.delete(rec.id);
+      return rec.duration_secs;
+    }
+    const now = performance.now();
+    let c = this.clocks.get(rec.id);
+    if (!c || c.server !== rec.duration_secs) {
+      c = { server: rec.duration_secs, at: now, shown: c?.shown ?? 0 };
+      this.clocks.set(rec.id, c);
+    }
+    // The server's figure lags (it comes every few seconds, and we poll), so
+    // the time since the start helps, as long as this machine's clock agrees
+    // with the server's: trusted only up to a few seconds past the figure.
+    const counted = (c.server ?? 0) + (now - c.at) / 1000;
+    const started = Date.parse(rec.started_at ?? '');
+    const wall = Number.isFinite(started) ? (Date.now() - started) / 1000 : NaN;
+    const secs = wall > counted && wall <= counted + 8 ? wall : counted;
+    c.shown = Math.max(c.shown, secs, 0);
+    return c.shown;
+  }
+
+  /** Forgets the recordings not in `ids`. */
+  keep(ids) {
+    for (const id of this.clocks.keys()) if (!ids.has(id)) this.clocks.delete(id);
+  }
 }
 
 /** Label, pill class and explanation of a recording's state. */

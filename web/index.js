@@ -1,5 +1,10 @@
-// Home page: the live streams, refreshed every 2 seconds from GET /api/streams.
-import { $, h, icon, renderIcons, markNav, codecName, formatDuration, formatBitrate, copyText } from './app.js';
+// Home page: the live streams, refreshed every 2 seconds from GET /api/streams,
+// and the latest recordings (GET /api/recordings), refreshed with it while one
+// is being recorded or a stream starts or ends, else every 10 seconds.
+import {
+  $, h, icon, renderIcons, markNav, codecName, formatDuration, formatBitrate, copyText,
+  formatBytes, formatDateTime, recordingMedia, RECORDING_STATES, RecordingClock,
+} from './app.js';
 
 const POLL_MS = 2000;
 const list = $('#streams');
@@ -88,6 +93,78 @@ function render(streams) {
   $('#summary').textContent = n === 0 ? 'No stream is live.' : n === 1 ? '1 stream is live.' : `${n} streams are live.`;
 }
 
+// ---------- recent recordings ----------
+
+const RECENT = 5;
+const RECENT_MS = 10000;
+let recent = []; // { rec, el }, newest first
+const clock = new RecordingClock();
+let recentAt = -Infinity;
+let liveKey = '';
+
+function recentMeta(item) {
+  const { rec } = item;
+  const parts = [formatDateTime(rec.started_at, { seconds: false }), formatDuration(clock.seconds(rec))];
+  if (rec.size_bytes != null) parts.push(formatBytes(rec.size_bytes));
+  parts.push(recordingMedia(rec, { channels: false }));
+  return parts.join(' · ');
+}
+
+function buildRecent(rec) {
+  return h('li', { dataset: { id: rec.id } },
+    h('a', { href: `/recordings?play=${encodeURIComponent(rec.id)}`, 'aria-label': `Play the recording of ${rec.stream} from ${formatDateTime(rec.started_at)}` },
+      h('span', { className: 'rec-icon', 'aria-hidden': 'true' }),
+      h('span', { className: 'r-name' }, rec.stream),
+      h('span', { className: 'pill' }),
+      h('span', { className: 'r-meta' })));
+}
+
+/** Updates the list in place (keyed by id), so focus and hover survive a refresh. */
+function renderRecent(recs) {
+  clock.keep(new Set(recs.map((r) => r.id)));
+  const old = new Map(recent.map((i) => [i.rec.id, i]));
+  recent = recs.map((rec) => {
+    const item = old.get(rec.id) ?? { el: buildRecent(rec) };
+    if (item.rec?.state !== rec.state) {
+      const state = RECORDING_STATES[rec.state] ?? { label: rec.state, pill: '', title: '' };
+      item.el.dataset.state = rec.state;
+      item.el.querySelector('.rec-icon').replaceChildren(icon(rec.state === 'recording' ? 'record' : 'play'));
+      const pill = item.el.querySelector('.pill');
+      pill.className = `pill ${state.pill}`.trim();
+      pill.textContent = state.label;
+      pill.title = state.title;
+      pill.hidden = rec.state === 'finalized';
+    }
+    item.rec = rec;
+    item.el.querySelector('.r-meta').textContent = recentMeta(item);
+    return item;
+  });
+  const box = $('#recent-list');
+  recent.forEach((item, i) => {
+    if (box.children[i] !== item.el) box.insertBefore(item.el, box.children[i] ?? null);
+  });
+  while (box.children.length > recent.length) box.lastElementChild.remove();
+  $('#recent').hidden = recent.length === 0;
+}
+
+async function pollRecent() {
+  recentAt = performance.now();
+  try {
+    const res = await fetch(`/api/recordings?per_page=${RECENT}`, { cache: 'no-store' });
+    if (!res.ok) return;
+    const body = await res.json();
+    if (Array.isArray(body.recordings)) renderRecent(body.recordings);
+  } catch {
+    // The streams poll shows that the server is away.
+  }
+}
+
+function tickRecent() {
+  for (const item of recent) {
+    if (item.rec.state === 'recording') item.el.querySelector('.r-meta').textContent = recentMeta(item);
+  }
+}
+
 let timer = null;
 async function poll() {
   clearTimeout(timer);
@@ -95,8 +172,16 @@ async function poll() {
     const res = await fetch('/api/streams', { cache: 'no-store' });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const body = await res.json();
-    render(Array.isArray(body.streams) ? body.streams : []);
+    const streams = Array.isArray(body.streams) ? body.streams : [];
+    render(streams);
     $('#offline').hidden = true;
+    // A stream that starts or ends starts or ends a recording.
+    const key = streams.map((s) => s.id).join(',');
+    const busy = recent.some((i) => i.rec.state === 'recording');
+    if (key !== liveKey || busy || performance.now() - recentAt >= RECENT_MS) {
+      liveKey = key;
+      pollRecent();
+    }
   } catch {
     $('#offline').hidden = false;
     if (!cards.size) $('#summary').textContent = 'Cannot reach the server.';
@@ -104,6 +189,6 @@ async function poll() {
   timer = setTimeout(poll, POLL_MS);
 }
 
-setInterval(() => cards.forEach(tick), 1000);
+setInterval(() => { cards.forEach(tick); tickRecent(); }, 1000);
 document.addEventListener('visibilitychange', () => { if (!document.hidden) poll(); });
 poll();

@@ -1,5 +1,6 @@
-//! castgate's own web pages: home (`/`), publish (`/publish`) and watch
-//! (`/watch/{stream}`), plus their assets under `/web/{file}`.
+//! castgate's own web pages: home (`/`), publish (`/publish`), watch
+//! (`/watch/{stream}`) and recordings (`/recordings`), plus their assets under
+//! `/web/{file}`.
 //!
 //! Every file of `web/` is compiled into the binary, so a deployment is the one
 //! executable. For working on the pages, set `CASTGATE_WEB_DIR` to a directory
@@ -39,9 +40,11 @@ const ASSETS: &[Asset] = assets![
     "index.html",
     "publish.html",
     "watch.html",
+    "recordings.html",
     "index.js",
     "publish.js",
     "watch.js",
+    "recordings.js",
     "style.css",
     "app.js",
     "whip.js",
@@ -63,6 +66,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/watch/{stream}",
             get(|h: HeaderMap| serve("watch.html", h)),
+        )
+        .route(
+            "/recordings",
+            get(|h: HeaderMap| serve("recordings.html", h)),
         )
         .route(
             "/web/{file}",

@@ -81,14 +81,17 @@ async function freeUdpPort() {
 
 /**
  * Starts `target/debug/castgate serve` on free loopback ports (or the given
- * ones) in an empty working directory and waits for GET /healthz. Inherited
- * CASTGATE_* variables are dropped; `env` adds variables.
+ * ones) in an empty working directory and waits for GET /healthz. It records
+ * into `recordDir` (default: a `recordings` folder of that temporary working
+ * directory, removed by `stop()`). Inherited CASTGATE_* variables are dropped;
+ * `env` adds variables.
  */
-export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, udpPort } = {}) {
+export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, udpPort, recordDir } = {}) {
   if (!fs.existsSync(binary)) throw new Error(`${binary} is missing: run \`cargo build --bin castgate\` first`);
   httpPort ??= await freeTcpPort();
   udpPort ??= await freeUdpPort();
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-browser-'));
+  recordDir ??= path.join(cwd, 'recordings');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CASTGATE_')));
   env.RUST_LOG ??= 'castgate=info,warn';
   Object.assign(env, extraEnv);
@@ -96,6 +99,7 @@ export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, u
     'serve',
     '--http-listen', `127.0.0.1:${httpPort}`,
     '--udp-listen', `127.0.0.1:${udpPort}`,
+    '--record-dir', recordDir,
     ...args,
   ], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const killOnExit = () => proc.kill('SIGKILL');
@@ -118,6 +122,7 @@ export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, u
     base,
     httpPort,
     udpPort,
+    recordDir,
     proc,
     logs,
     /** Stops the process (SIGTERM, then SIGKILL after 5 s) and removes its directory. */
