@@ -69,6 +69,72 @@ pub struct Config {
     pub keyframes: KeyframeConfig,
     /// Recording to WebM / Matroska.
     pub record: RecordConfig,
+    /// Pushing streams to RTMP/RTMPS platforms.
+    pub restream: RestreamConfig,
+}
+
+/// A restream target declared in the config: started whenever a stream whose
+/// name matches goes live, stopped when it ends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandingTarget {
+    /// Stream name patterns (`*` and `?` wildcards) this target applies to.
+    pub streams: Vec<String>,
+    /// `rtmp://host/app/KEY` or `rtmps://…` (the key is a secret: never logged).
+    pub url: String,
+    /// Free-form label shown in the API.
+    pub label: Option<String>,
+}
+
+/// Restreaming settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestreamConfig {
+    /// Allow restreaming at all (standing targets and the API).
+    pub enabled: bool,
+    /// Standing targets per stream-name pattern.
+    pub targets: Vec<StandingTarget>,
+    /// Hosts targets may point at (`*` and `?` wildcards, e.g.
+    /// `*.rtmp.youtube.com`); empty allows any host. Set it when untrusted
+    /// users can add targets, so a URL cannot reach internal services.
+    pub allowed_hosts: Vec<String>,
+    /// AAC bitrate (bits/s) of the Opus → AAC transcode.
+    pub audio_bitrate: u32,
+    /// H.264 bitrate (bits/s) when VP8/VP9/AV1 video is transcoded (libx264).
+    pub video_bitrate: u32,
+    /// Seconds a network read/write may stall before the connection is
+    /// dropped and retried (FFmpeg `rw_timeout`).
+    pub rw_timeout_secs: f64,
+    /// First retry delay after a failure (seconds); doubles on each failure.
+    pub backoff_min_secs: f64,
+    /// Longest retry delay (seconds).
+    pub backoff_max_secs: f64,
+    /// Packets a target may queue before it drops to the next keyframe.
+    pub queue_packets: usize,
+    /// CA certificates that `rtmps://` servers are verified against.
+    pub ca_file: PathBuf,
+    /// Targets added through the API to a stream that ends are started again
+    /// (same id, URL and key) when a stream of the same name goes live within
+    /// this many seconds (a publisher that reconnected); 0 = never.
+    pub resume_secs: f64,
+}
+
+impl Default for RestreamConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            targets: vec![],
+            allowed_hosts: vec![],
+            audio_bitrate: 128_000,
+            video_bitrate: 2_500_000,
+            rw_timeout_secs: 10.0,
+            backoff_min_secs: 1.0,
+            backoff_max_secs: 30.0,
+            queue_packets: 1024,
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            resume_secs: 30.0,
+        }
+    }
 }
 
 /// Recording settings.
@@ -663,6 +729,7 @@ impl Config {
         if self.record.dir.as_os_str().is_empty() {
             return Err(invalid("record.dir", "must not be empty"));
         }
+        self.validate_restream()?;
         let tokens = self
             .auth
             .publish_token
@@ -686,6 +753,73 @@ impl Config {
         {
             if let Err(e) = crate::stream::StreamName::parse(name) {
                 return Err(invalid("auth.stream_*_tokens", format!("{name:?}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_restream(&self) -> Result<(), ConfigError> {
+        let r = &self.restream;
+        if !(32_000..=512_000).contains(&r.audio_bitrate) {
+            return Err(invalid(
+                "restream.audio_bitrate",
+                "must be between 32000 and 512000 bits/s",
+            ));
+        }
+        if !(100_000..=50_000_000).contains(&r.video_bitrate) {
+            return Err(invalid(
+                "restream.video_bitrate",
+                "must be between 100000 and 50000000 bits/s",
+            ));
+        }
+        if !(1.0..=300.0).contains(&r.rw_timeout_secs) {
+            return Err(invalid(
+                "restream.rw_timeout_secs",
+                "must be between 1 and 300 seconds",
+            ));
+        }
+        if !(0.1..=600.0).contains(&r.backoff_min_secs)
+            || !(r.backoff_min_secs..=3600.0).contains(&r.backoff_max_secs)
+        {
+            return Err(invalid(
+                "restream.backoff_min_secs",
+                "need 0.1 <= backoff_min_secs <= 600 and backoff_min_secs <= backoff_max_secs <= 3600",
+            ));
+        }
+        if !(0.0..=3600.0).contains(&r.resume_secs) {
+            return Err(invalid(
+                "restream.resume_secs",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if !(64..=65_536).contains(&r.queue_packets) {
+            return Err(invalid(
+                "restream.queue_packets",
+                "must be between 64 and 65536",
+            ));
+        }
+        if r.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
+            return Err(invalid(
+                "restream.allowed_hosts",
+                "host patterns must not be empty",
+            ));
+        }
+        for (i, t) in r.targets.iter().enumerate() {
+            if t.streams.is_empty() || t.streams.iter().any(|p| p.is_empty()) {
+                return Err(invalid(
+                    "restream.targets",
+                    format!(
+                        "target {}: `streams` needs at least one non-empty pattern",
+                        i + 1
+                    ),
+                ));
+            }
+            // The error never repeats the URL: it holds a stream key.
+            if let Err(e) = crate::restream::TargetUrl::parse(&t.url, &r.allowed_hosts) {
+                return Err(invalid(
+                    "restream.targets",
+                    format!("target {}: {e}", i + 1),
+                ));
             }
         }
         Ok(())
@@ -737,6 +871,28 @@ mod tests {
         c.apply(&args).unwrap();
         assert_eq!(c.http.listen.port(), 9100);
         assert_eq!(c.rtc.workers, 3);
+    }
+
+    #[test]
+    fn restream_section_is_validated_without_leaking_keys() {
+        let mut c = Config::from_toml(
+            "[restream]\nallowed_hosts = [\"*.youtube.com\"]\n\
+             [[restream.targets]]\nstreams = [\"studio-*\"]\n\
+             url = \"rtmp://a.rtmp.youtube.com/live2/SECRET\"\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        c.restream.targets[0].url = "rtmp://10.0.0.1/live/SECRET".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("restream.targets") && !err.contains("SECRET"),
+            "{err}"
+        );
+        c.restream.targets[0].url = "http://x/live/SECRET".into();
+        assert!(c.validate().is_err());
+        c.restream.targets.clear();
+        c.restream.backoff_max_secs = 0.5;
+        assert!(c.validate().is_err());
     }
 
     #[test]

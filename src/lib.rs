@@ -2,12 +2,13 @@
 //!
 //! Data moves one way through the crate: [`http`] takes WHIP/WHEP requests,
 //! [`rtc`] runs the WebRTC sessions on one UDP port, and [`stream`] fans each
-//! publisher's frames out to its viewers and [`record`]ers (and, later, restreams).
+//! publisher's frames out to its viewers, [`record`]ers and [`restream`] targets.
 //! [`server`] wires them together; [`config`] says how.
 
 pub mod config;
 pub mod http;
 pub mod record;
+pub mod restream;
 pub mod rtc;
 pub mod server;
 pub mod stream;

@@ -180,6 +180,12 @@ fn redact(c: &mut Config) {
     }
     c.auth.stream_publish_tokens.values_mut().for_each(hide);
     c.auth.stream_view_tokens.values_mut().for_each(hide);
+    for t in &mut c.restream.targets {
+        // Keep scheme, host and app; hide the stream key.
+        t.url = castgate::restream::TargetUrl::parse(&t.url, &[])
+            .map(|u| u.masked().to_string())
+            .unwrap_or_else(|_| "<redacted>".into());
+    }
     for s in &mut c.rtc.ice_servers {
         if let Some(cred) = s.credential.as_mut() {
             hide(cred);

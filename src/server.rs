@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::record::Recorder;
+use crate::restream::Restreamer;
 use crate::rtc::Engine;
 use crate::stream::{Hub, StreamPolicy};
 
@@ -21,6 +22,7 @@ pub struct Server {
     engine: Arc<Engine>,
     hub: Arc<Hub>,
     recorder: Arc<Recorder>,
+    restreamer: Arc<Restreamer>,
     retention: JoinHandle<()>,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
@@ -53,6 +55,8 @@ impl Server {
             }
             hub.add_observer(recorder.clone());
         }
+        let restreamer = Arc::new(Restreamer::new(config.restream.clone()));
+        hub.add_observer(restreamer.clone());
         let retention = {
             let r = recorder.clone();
             tokio::spawn(async move {
@@ -74,6 +78,7 @@ impl Server {
             hub: hub.clone(),
             engine: engine.clone(),
             recorder: recorder.clone(),
+            restreamer: restreamer.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let http_task = tokio::spawn(async move {
@@ -92,6 +97,7 @@ impl Server {
             engine,
             hub,
             recorder,
+            restreamer,
             retention,
             stop,
             http_task,
@@ -118,12 +124,19 @@ impl Server {
         &self.recorder
     }
 
-    /// Ends every session (finalizing recordings), then stops HTTP.
+    /// The restream manager.
+    pub fn restreamer(&self) -> &Arc<Restreamer> {
+        &self.restreamer
+    }
+
+    /// Ends every session (finalizing recordings and restreams), then stops HTTP.
     pub async fn shutdown(self) {
         self.retention.abort();
         self.engine.shutdown().await;
         let r = self.recorder.clone();
         let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
+        let rs = self.restreamer.clone();
+        let _ = tokio::task::spawn_blocking(move || rs.shutdown()).await;
         let _ = self.stop.send(true);
         match self.http_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "http server error at shutdown"),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod pages;
 pub mod ratelimit;
 pub mod recordings;
+pub mod restreams;
 pub mod session;
 pub mod whep;
 pub mod whip;
@@ -22,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::record::Recorder;
+use crate::restream::Restreamer;
 use crate::rtc::Engine;
 use crate::stream::Hub;
 use ratelimit::RateLimiter;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Recordings.
     pub recorder: Arc<Recorder>,
+    /// Restream targets.
+    pub restreamer: Arc<Restreamer>,
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -69,6 +73,15 @@ pub fn router(state: AppState) -> Router {
             get(recordings::one).delete(recordings::delete),
         )
         .route("/recordings/{id}/download", get(recordings::download))
+        .route("/api/restreams", get(restreams::list_all))
+        .route(
+            "/api/streams/{name}/restreams",
+            get(restreams::list).post(restreams::add),
+        )
+        .route(
+            "/api/streams/{name}/restreams/{id}",
+            get(restreams::one).delete(restreams::delete),
+        )
         .merge(pages::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,0 +1,458 @@
+//! Restreaming: pushes live streams to RTMP/RTMPS platforms through FFmpeg.
+//!
+//! [`Restreamer`] is a hub observer (standing targets from the config start
+//! when a matching stream goes live) and the manager behind the API. Per
+//! stream, one [`pipeline`] thread subscribes once, passes H.264 through and
+//! transcodes Opus to AAC once for all its targets; each [`target`] has its
+//! own bounded queue and thread (connect, push, retry with backoff), so one
+//! slow or failing target affects nothing else. Nothing here knows about
+//! WebRTC or HTTP.
+
+pub mod audio;
+pub mod output;
+pub mod pipeline;
+pub mod target;
+pub mod url;
+pub mod video;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::RestreamConfig;
+use crate::record::glob;
+use crate::stream::{LiveStream, MediaKind, SinkKind, SinkQueue, StreamObserver, Wake};
+use pipeline::PipelineShared;
+pub use target::{Source, State, TargetInfo};
+use target::{Target, TargetQueue, TargetSettings};
+pub use url::{TargetUrl, UrlError};
+
+/// Frames the pipeline's own subscription may queue.
+const SUB_QUEUE_FRAMES: usize = 2048;
+/// Finished targets kept for the API (oldest forgotten first).
+const KEEP_FINISHED: usize = 100;
+/// Active targets per stream.
+const MAX_TARGETS_PER_STREAM: usize = 32;
+
+/// Why something failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestreamError {
+    /// The target URL was refused.
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    /// No live stream of that name.
+    #[error("stream {0:?} is not live")]
+    NotLive(String),
+    /// The stream cannot be restreamed as it is.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Too many targets on one stream.
+    #[error("stream {0:?} already has the maximum of {MAX_TARGETS_PER_STREAM} restream targets")]
+    TooMany(String),
+    /// No such target.
+    #[error("no restream target {0:?} on this stream")]
+    NotFound(String),
+    /// Shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// FFmpeg refused (network errors included).
+    #[error("{what}: {source}")]
+    Ffmpeg {
+        /// What was being done.
+        what: &'static str,
+        /// FFmpeg's error.
+        source: ffmpeg_next::Error,
+    },
+    /// A codec could not be set up.
+    #[error("{0}")]
+    Codec(String),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl RestreamError {
+    /// Errors retrying cannot fix.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            RestreamError::Codec(_) | RestreamError::Unsupported(_) | RestreamError::Url(_)
+        )
+    }
+}
+
+/// What a client asks for when adding a target.
+#[derive(Debug, Clone)]
+pub struct AddTarget {
+    /// `rtmp://…` or `rtmps://…` with the stream key.
+    pub url: String,
+    /// Free-form label.
+    pub label: Option<String>,
+}
+
+struct Pipeline {
+    shared: Arc<PipelineShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pipelines: HashMap<u64, Pipeline>,
+    targets: Vec<Arc<Target>>,
+}
+
+struct ThreadWake(mpsc::SyncSender<()>);
+
+impl Wake for ThreadWake {
+    fn wake(&self) {
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Starts, tracks and stops restream targets.
+pub struct Restreamer {
+    config: RestreamConfig,
+    inner: Mutex<Inner>,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for Restreamer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restreamer").finish_non_exhaustive()
+    }
+}
+
+impl Restreamer {
+    /// A manager with no targets.
+    pub fn new(config: RestreamConfig) -> Restreamer {
+        Restreamer {
+            config,
+            inner: Mutex::new(Inner::default()),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settings(&self) -> TargetSettings {
+        TargetSettings {
+            rw_timeout_us: (self.config.rw_timeout_secs * 1e6) as i64,
+            ca_file: self.config.ca_file.to_string_lossy().into_owned(),
+            backoff_min: Duration::from_secs_f64(self.config.backoff_min_secs),
+            backoff_max: Duration::from_secs_f64(self.config.backoff_max_secs),
+            stop_grace: Duration::from_secs(3),
+        }
+    }
+
+    /// Adds a target to a live stream and starts it. Does not block.
+    pub fn add(
+        &self,
+        stream: &Arc<LiveStream>,
+        req: AddTarget,
+        source: Source,
+    ) -> Result<TargetInfo, RestreamError> {
+        let url = TargetUrl::parse(&req.url, &self.config.allowed_hosts)?;
+        self.start_target(stream, url, req.label, source, None)
+    }
+
+    fn start_target(
+        &self,
+        stream: &Arc<LiveStream>,
+        url: TargetUrl,
+        label: Option<String>,
+        source: Source,
+        resume_id: Option<String>,
+    ) -> Result<TargetInfo, RestreamError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RestreamError::ShuttingDown);
+        }
+        let name = stream.name().to_string();
+        if stream.is_ended() {
+            return Err(RestreamError::NotLive(name));
+        }
+        let mut inner = self.inner();
+        reap(&mut inner);
+        let active = inner
+            .targets
+            .iter()
+            .filter(|t| t.stream_id == stream.id() && !t.finished())
+            .count();
+        if active >= MAX_TARGETS_PER_STREAM {
+            return Err(RestreamError::TooMany(name));
+        }
+        let shared = match inner.pipelines.get(&stream.id()) {
+            Some(p) => p.shared.clone(),
+            None => {
+                let p = self.start_pipeline(stream)?;
+                let shared = p.shared.clone();
+                inner.pipelines.insert(stream.id(), p);
+                shared
+            }
+        };
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = resume_id.unwrap_or_else(|| format!("{n}-{:08x}", rand::random::<u32>()));
+        let queue = Arc::new(TargetQueue::new(
+            self.config.queue_packets,
+            stream.track(MediaKind::Video).is_some(),
+        ));
+        let target = Arc::new(Target::new(
+            id.clone(),
+            name.clone(),
+            stream.id(),
+            url,
+            label,
+            source,
+            queue.clone(),
+        ));
+        let audio = shared.audio.clone();
+        let settings = self.settings();
+        let t = target.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("rs-{n}"))
+            .spawn(move || target::run(t, audio, settings))
+            .map_err(RestreamError::Thread)?;
+        target.set_thread(handle);
+        shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(queue);
+        tracing::info!(target_id = %id, stream = %name, url = %target.masked_url(), "restream target added");
+        let info = target.info();
+        inner.targets.push(target);
+        Ok(info)
+    }
+
+    fn start_pipeline(&self, stream: &Arc<LiveStream>) -> Result<Pipeline, RestreamError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let queue = Arc::new(SinkQueue::new(SUB_QUEUE_FRAMES, Box::new(ThreadWake(tx))));
+        let sub = stream
+            .subscribe(SinkKind::Restream, queue.clone())
+            .ok_or_else(|| RestreamError::NotLive(stream.name().to_string()))?;
+        let shared = Arc::new(PipelineShared {
+            stream: stream.clone(),
+            sub_id: sub.id,
+            sub_queue: queue,
+            targets: Mutex::new(Vec::new()),
+            audio: Arc::new(OnceLock::new()),
+            audio_bitrate: self.config.audio_bitrate,
+            video_bitrate: self.config.video_bitrate,
+            audio_in: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("rs-pipe-{}", stream.name()))
+            .spawn(move || pipeline::run(s, rx));
+        match thread {
+            Ok(h) => Ok(Pipeline {
+                shared,
+                thread: Some(h),
+            }),
+            Err(e) => {
+                stream.unsubscribe(sub.id);
+                Err(RestreamError::Thread(e))
+            }
+        }
+    }
+
+    /// Every target (of one stream if `stream` is given), oldest first.
+    pub fn list(&self, stream: Option<&str>) -> Vec<TargetInfo> {
+        let mut inner = self.inner();
+        reap(&mut inner);
+        inner
+            .targets
+            .iter()
+            .filter(|t| stream.is_none_or(|s| t.stream == s))
+            .map(|t| t.info())
+            .collect()
+    }
+
+    /// Stops a target, waits (bounded) until its stream ended cleanly, and
+    /// forgets it. Blocks: call from a blocking thread.
+    pub fn remove(&self, stream: &str, id: &str) -> Result<TargetInfo, RestreamError> {
+        let target = {
+            let mut inner = self.inner();
+            let Some(pos) = inner
+                .targets
+                .iter()
+                .position(|t| t.id == id && t.stream == stream)
+            else {
+                return Err(RestreamError::NotFound(id.to_string()));
+            };
+            let t = inner.targets.remove(pos);
+            let sid = t.stream_id;
+            if let Some(p) = inner.pipelines.get(&sid) {
+                p.shared
+                    .targets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|q| !Arc::ptr_eq(q, &t.queue));
+            }
+            t
+        };
+        target.stop(self.settings().stop_grace);
+        target.join();
+        tracing::info!(target_id = %target.id, stream = %target.stream, url = %target.masked_url(), "restream target removed");
+        // The pipeline goes when its last target does (no transcoding, and no
+        // periodic keyframe requests, for nobody).
+        let pipeline = {
+            let mut inner = self.inner();
+            let sid = target.stream_id;
+            let idle = inner.pipelines.get(&sid).is_some_and(|p| {
+                p.shared
+                    .targets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+            });
+            if idle {
+                inner.pipelines.remove(&sid)
+            } else {
+                None
+            }
+        };
+        if let Some(mut p) = pipeline {
+            p.shared.stream.unsubscribe(p.shared.sub_id);
+            if let Some(h) = p.thread.take() {
+                let _ = h.join();
+            }
+        }
+        Ok(target.info())
+    }
+
+    /// Stops every target (cleanly, bounded) and joins every thread.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        let (targets, pipelines) = {
+            let mut inner = self.inner();
+            (
+                inner.targets.clone(),
+                inner.pipelines.drain().map(|(_, p)| p).collect::<Vec<_>>(),
+            )
+        };
+        let grace = self.settings().stop_grace;
+        for t in &targets {
+            t.stop(grace);
+        }
+        for p in &pipelines {
+            p.shared.stream.unsubscribe(p.shared.sub_id);
+        }
+        for t in &targets {
+            t.join();
+        }
+        for mut p in pipelines {
+            if let Some(h) = p.thread.take() {
+                let _ = h.join();
+            }
+        }
+    }
+
+    /// Whether any target or pipeline thread is still running.
+    pub fn busy(&self) -> bool {
+        let inner = self.inner();
+        inner.targets.iter().any(|t| !t.finished())
+            || inner
+                .pipelines
+                .values()
+                .any(|p| p.thread.as_ref().is_some_and(|h| !h.is_finished()))
+    }
+}
+
+/// Joins finished pipelines and forgets the oldest finished targets.
+fn reap(inner: &mut Inner) {
+    let done: Vec<u64> = inner
+        .pipelines
+        .iter()
+        .filter(|(_, p)| p.thread.as_ref().is_none_or(|h| h.is_finished()))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in done {
+        if let Some(mut p) = inner.pipelines.remove(&k)
+            && let Some(h) = p.thread.take()
+        {
+            let _ = h.join();
+        }
+    }
+    for t in &inner.targets {
+        if t.finished() {
+            t.join();
+        }
+    }
+    let finished = inner.targets.iter().filter(|t| t.finished()).count();
+    if finished > KEEP_FINISHED {
+        let mut extra = finished - KEEP_FINISHED;
+        inner.targets.retain(|t| {
+            if extra > 0 && t.finished() {
+                extra -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+impl Restreamer {
+    /// Starts again the API targets of a stream of the same name that ended
+    /// within `restream.resume_secs` (a publisher that reconnected): same id,
+    /// same URL and key, so platforms that allow it continue the broadcast.
+    fn resume(&self, stream: &Arc<LiveStream>) {
+        if self.config.resume_secs <= 0.0 {
+            return;
+        }
+        let within = Duration::from_secs_f64(self.config.resume_secs);
+        let old: Vec<Arc<Target>> = {
+            let mut inner = self.inner();
+            let mut taken = Vec::new();
+            inner.targets.retain(|t| {
+                let hit = t.stream == stream.name().as_str()
+                    && t.stream_id != stream.id()
+                    && t.resumable(within);
+                if hit {
+                    taken.push(t.clone());
+                }
+                !hit
+            });
+            taken
+        };
+        for t in old {
+            let (url, label) = t.resume_parts();
+            match self.start_target(stream, url, label, Source::Api, Some(t.id.clone())) {
+                Ok(_) => {
+                    tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.masked_url(), "restream target resumed")
+                }
+                Err(e) => {
+                    tracing::warn!(target_id = %t.id, stream = %t.stream, error = %e, "restream target not resumed")
+                }
+            }
+        }
+    }
+}
+
+impl StreamObserver for Restreamer {
+    fn stream_started(&self, stream: &Arc<LiveStream>) {
+        if !self.config.enabled {
+            return;
+        }
+        let name = stream.name().as_str();
+        self.resume(stream);
+        for st in &self.config.targets {
+            if !st.streams.iter().any(|p| glob(p, name)) {
+                continue;
+            }
+            let req = AddTarget {
+                url: st.url.clone(),
+                label: st.label.clone(),
+            };
+            if let Err(e) = self.add(stream, req, Source::Config) {
+                tracing::warn!(stream = %name, error = %e, "standing restream target not started");
+            }
+        }
+    }
+}

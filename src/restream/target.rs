@@ -1,0 +1,660 @@
+//! One restream target: its bounded packet queue, its state, and the thread
+//! that connects, pushes, and retries with exponential backoff.
+//!
+//! States: `starting` (connecting, or waiting for the first keyframe) →
+//! `live` (header sent, packets flowing) → on an error `retrying` (with the
+//! next attempt time and the error) → `starting` … ; `stopped` when removed or
+//! when the stream ends; `failed` on an error retrying cannot fix. Every
+//! (re)connection starts at a video keyframe, with timestamps from zero.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use super::RestreamError;
+use super::output::{AudioSetup, FlvOutput, Interrupt, OutputOptions, VideoSetup};
+use super::url::TargetUrl;
+use crate::record::catalog::rfc3339;
+
+/// One packet ready for the FLV muxer, shared by every target of a stream.
+#[derive(Debug, Clone)]
+pub enum OutPacket {
+    /// An H.264 access unit (Annex-B), passed through.
+    Video {
+        /// µs on the stream timeline.
+        us: i64,
+        /// IDR access unit.
+        keyframe: bool,
+        /// The publisher's bytes, not copied.
+        data: Arc<[u8]>,
+        /// Parameter sets in force.
+        setup: Arc<VideoSetup>,
+        /// When the frame arrived at the gateway (for the latency figure).
+        arrival: Instant,
+    },
+    /// An AAC frame from the stream's shared encoder.
+    Audio {
+        /// µs on the stream timeline.
+        us: i64,
+        /// Duration in µs.
+        dur_us: i64,
+        /// Raw AAC.
+        data: Arc<[u8]>,
+    },
+}
+
+impl OutPacket {
+    fn is_keyframe(&self) -> bool {
+        matches!(self, OutPacket::Video { keyframe: true, .. })
+    }
+    fn is_video(&self) -> bool {
+        matches!(self, OutPacket::Video { .. })
+    }
+}
+
+struct QueueInner {
+    packets: VecDeque<Arc<OutPacket>>,
+    need_keyframe: bool,
+    accepting: bool,
+    closed: bool,
+}
+
+/// A target's bounded queue: the stream's pipeline never waits on it. On
+/// overflow everything queued is dropped (and counted) and the queue resumes
+/// at the next keyframe.
+pub struct TargetQueue {
+    inner: Mutex<QueueInner>,
+    cv: Condvar,
+    capacity: usize,
+    has_video: bool,
+    dropped: AtomicU64,
+}
+
+/// What [`TargetQueue::pop`] found.
+#[derive(Debug)]
+pub enum Pop {
+    /// A packet.
+    Packet(Arc<OutPacket>),
+    /// Nothing within the wait.
+    Empty,
+    /// The queue was closed (target removed or stream ended).
+    Closed,
+}
+
+impl TargetQueue {
+    /// A queue of at most `capacity` packets; `has_video` makes it start at keyframes.
+    pub fn new(capacity: usize, has_video: bool) -> TargetQueue {
+        TargetQueue {
+            inner: Mutex::new(QueueInner {
+                packets: VecDeque::new(),
+                need_keyframe: true,
+                accepting: true,
+                closed: false,
+            }),
+            cv: Condvar::new(),
+            capacity: capacity.max(16),
+            has_video,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Offers a packet; never blocks beyond a short lock.
+    pub fn push(&self, p: &Arc<OutPacket>) {
+        let mut q = self.lock();
+        if q.closed || !q.accepting {
+            return;
+        }
+        if self.has_video && q.need_keyframe {
+            if !p.is_keyframe() {
+                return;
+            }
+            q.need_keyframe = false;
+        }
+        if q.packets.len() >= self.capacity {
+            let n = q.packets.len() as u64;
+            q.packets.clear();
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            if self.has_video && !p.is_keyframe() {
+                q.need_keyframe = true;
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        q.packets.push_back(p.clone());
+        drop(q);
+        self.cv.notify_one();
+    }
+
+    /// Waits up to `wait` for a packet.
+    pub fn pop(&self, wait: Duration) -> Pop {
+        let mut q = self.lock();
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(p) = q.packets.pop_front() {
+                return Pop::Packet(p);
+            }
+            if q.closed {
+                return Pop::Closed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Pop::Empty;
+            }
+            q = self
+                .cv
+                .wait_timeout(q, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Waits up to `wait` unless the queue is closed first; true if closed.
+    pub fn wait_closed(&self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut q = self.lock();
+        while !q.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            q = self
+                .cv
+                .wait_timeout(q, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        true
+    }
+
+    /// Stops or resumes taking packets; resuming starts at the next keyframe.
+    pub fn set_accepting(&self, on: bool) {
+        let mut q = self.lock();
+        q.accepting = on;
+        q.packets.clear();
+        q.need_keyframe = true;
+    }
+
+    /// No more packets; wakes the target.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Whether closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Packets dropped because the target fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a target came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `POST /api/streams/{name}/restreams`.
+    Api,
+    /// A standing target of `[restream]` in the config.
+    Config,
+}
+
+/// A target's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for a keyframe or connecting.
+    Starting,
+    /// Connected and sending.
+    Live,
+    /// The last attempt failed; the next one is scheduled.
+    Retrying,
+    /// Given up: an error retrying cannot fix.
+    Failed,
+    /// Removed, or the stream ended.
+    Stopped,
+}
+
+#[derive(Debug, Clone)]
+struct Status {
+    state: State,
+    error: Option<String>,
+    next_attempt: Option<SystemTime>,
+    attempts: u32,
+    connections: u32,
+    bytes_done: u64,
+    bytes_now: u64,
+    video_frames: u64,
+    audio_frames: u64,
+    live_since: Option<Instant>,
+    bitrate_bps: u64,
+    rate_mark: Option<(Instant, u64)>,
+    latency_us: Option<u64>,
+    stopped_at: Option<Instant>,
+}
+
+/// A target as the API shows it. The URL is masked: the stream key never leaves.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    /// Target id (unique in the process).
+    pub id: String,
+    /// Stream name.
+    pub stream: String,
+    /// `rtmp://host/app/****`.
+    pub url: String,
+    /// Free-form label given when added.
+    pub label: Option<String>,
+    /// `api` or `config`.
+    pub source: Source,
+    /// Current state.
+    pub state: State,
+    /// Last error (kept while retrying; the reason when failed).
+    pub error: Option<String>,
+    /// When the next attempt happens (RFC 3339), while retrying.
+    pub next_attempt_at: Option<String>,
+    /// Seconds until the next attempt, while retrying.
+    pub next_attempt_in_secs: Option<f64>,
+    /// Connection attempts so far.
+    pub attempts: u32,
+    /// Successful connections so far (more than one means it reconnected).
+    pub connections: u32,
+    /// Bytes sent over all connections.
+    pub bytes_sent: u64,
+    /// Video + audio frames sent.
+    pub frames_sent: u64,
+    /// Video frames sent.
+    pub video_frames: u64,
+    /// Audio (AAC) frames sent.
+    pub audio_frames: u64,
+    /// Packets dropped because the network was slower than the stream.
+    pub dropped: u64,
+    /// Outgoing bitrate over the last seconds.
+    pub bitrate_bps: u64,
+    /// Seconds live on the current connection.
+    pub uptime_secs: Option<f64>,
+    /// Milliseconds from a video frame's arrival at the gateway to its
+    /// hand-off to the network (smoothed), while live.
+    pub latency_ms: Option<f64>,
+    /// When the target was added (RFC 3339).
+    pub created_at: String,
+}
+
+/// How targets connect and retry.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    /// FFmpeg `rw_timeout` in µs.
+    pub rw_timeout_us: i64,
+    /// CA file for `rtmps://`.
+    pub ca_file: String,
+    /// First retry delay.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Time allowed for a clean end (trailer) before I/O is abandoned.
+    pub stop_grace: Duration,
+}
+
+/// One target: owned by the [`super::Restreamer`], run by its own thread.
+pub struct Target {
+    /// Target id.
+    pub id: String,
+    /// Stream name.
+    pub stream: String,
+    /// Id of the stream instance it belongs to.
+    pub stream_id: u64,
+    url: TargetUrl,
+    label: Option<String>,
+    source: Source,
+    created: SystemTime,
+    status: Mutex<Status>,
+    /// The target's packets.
+    pub queue: Arc<TargetQueue>,
+    interrupt: Arc<Interrupt>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl Target {
+    /// A target in state `starting`, not yet running.
+    pub fn new(
+        id: String,
+        stream: String,
+        stream_id: u64,
+        url: TargetUrl,
+        label: Option<String>,
+        source: Source,
+        queue: Arc<TargetQueue>,
+    ) -> Target {
+        Target {
+            id,
+            stream,
+            stream_id,
+            url,
+            label,
+            source,
+            created: SystemTime::now(),
+            status: Mutex::new(Status {
+                state: State::Starting,
+                error: None,
+                next_attempt: None,
+                attempts: 0,
+                connections: 0,
+                bytes_done: 0,
+                bytes_now: 0,
+                video_frames: 0,
+                audio_frames: 0,
+                live_since: None,
+                bitrate_bps: 0,
+                rate_mark: None,
+                latency_us: None,
+                stopped_at: None,
+            }),
+            queue,
+            interrupt: Arc::new(Interrupt::default()),
+            thread: Mutex::new(None),
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The masked URL.
+    pub fn masked_url(&self) -> &str {
+        self.url.masked()
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.status().state
+    }
+
+    /// An API target whose stream ended less than `within` ago: it can be
+    /// resumed (same id, same URL) when the stream's name goes live again.
+    pub fn resumable(&self, within: Duration) -> bool {
+        let s = self.status();
+        self.source == Source::Api
+            && s.state == State::Stopped
+            && s.stopped_at.is_some_and(|t| t.elapsed() <= within)
+    }
+
+    /// URL and label, to start the same target again on a new stream.
+    pub fn resume_parts(&self) -> (TargetUrl, Option<String>) {
+        (self.url.clone(), self.label.clone())
+    }
+
+    /// What the API shows.
+    pub fn info(&self) -> TargetInfo {
+        let s = self.status().clone();
+        let now = SystemTime::now();
+        let retrying = s.state == State::Retrying;
+        TargetInfo {
+            id: self.id.clone(),
+            stream: self.stream.clone(),
+            url: self.url.masked().to_string(),
+            label: self.label.clone(),
+            source: self.source,
+            state: s.state,
+            error: s.error.clone(),
+            next_attempt_at: s.next_attempt.filter(|_| retrying).map(rfc3339),
+            next_attempt_in_secs: s.next_attempt.filter(|_| retrying).map(|t| {
+                t.duration_since(now)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0)
+            }),
+            attempts: s.attempts,
+            connections: s.connections,
+            bytes_sent: s.bytes_done + s.bytes_now,
+            frames_sent: s.video_frames + s.audio_frames,
+            video_frames: s.video_frames,
+            audio_frames: s.audio_frames,
+            dropped: self.queue.dropped(),
+            bitrate_bps: if s.state == State::Live {
+                s.bitrate_bps
+            } else {
+                0
+            },
+            uptime_secs: s
+                .live_since
+                .filter(|_| s.state == State::Live)
+                .map(|t| t.elapsed().as_secs_f64()),
+            latency_ms: s
+                .latency_us
+                .filter(|_| s.state == State::Live)
+                .map(|us| us as f64 / 1000.0),
+            created_at: rfc3339(self.created),
+        }
+    }
+
+    /// Asks the target to stop: it ends its stream cleanly, and any I/O
+    /// still blocked after `grace` is abandoned.
+    pub fn stop(&self, grace: Duration) {
+        self.queue.close();
+        self.interrupt.set_deadline(grace);
+    }
+
+    /// Abandons all I/O at once.
+    pub fn abort(&self) {
+        self.queue.close();
+        self.interrupt.abort();
+    }
+
+    /// Stores the thread running this target.
+    pub fn set_thread(&self, h: JoinHandle<()>) {
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// Whether its thread has ended (or never started).
+    pub fn finished(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|h| h.is_finished())
+    }
+
+    /// Joins its thread (blocks until the target has stopped).
+    pub fn join(&self) {
+        let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The target thread: connect, push, retry until stopped.
+pub fn run(
+    t: Arc<Target>,
+    audio: Arc<OnceLock<Option<Arc<AudioSetup>>>>,
+    settings: TargetSettings,
+) {
+    let mut backoff = settings.backoff_min;
+    let mut first = true;
+    loop {
+        {
+            let mut s = t.status();
+            s.state = State::Starting;
+            s.next_attempt = None;
+        }
+        if !std::mem::take(&mut first) {
+            // After a failure: resume at the next keyframe. (The first time,
+            // the queue already takes packets: clearing it could lose the
+            // stream's first keyframe.)
+            t.queue.set_accepting(true);
+        }
+        let result = session(&t, &audio, &settings);
+        let live_for = {
+            let mut s = t.status();
+            s.bytes_done += s.bytes_now;
+            s.bytes_now = 0;
+            s.live_since.take().map(|l| l.elapsed())
+        };
+        match result {
+            Ok(()) => break,
+            Err(_) if t.queue.is_closed() => break,
+            Err(e) if e.is_fatal() => {
+                tracing::error!(target_id = %t.id, stream = %t.stream, url = %t.url, error = %e, "restream failed");
+                t.queue.set_accepting(false);
+                let mut s = t.status();
+                s.state = State::Failed;
+                s.error = Some(e.to_string());
+                return;
+            }
+            Err(e) => {
+                if live_for.is_some_and(|d| d >= settings.backoff_max) {
+                    backoff = settings.backoff_min;
+                }
+                t.queue.set_accepting(false);
+                tracing::warn!(target_id = %t.id, stream = %t.stream, url = %t.url, error = %e,
+                    retry_in_secs = backoff.as_secs_f64(), "restream interrupted; retrying");
+                {
+                    let mut s = t.status();
+                    s.state = State::Retrying;
+                    s.error = Some(e.to_string());
+                    s.next_attempt = Some(SystemTime::now() + backoff);
+                }
+                if t.queue.wait_closed(backoff) {
+                    break;
+                }
+                backoff = (backoff * 2).min(settings.backoff_max);
+            }
+        }
+    }
+    t.queue.set_accepting(false);
+    let mut s = t.status();
+    s.state = State::Stopped;
+    s.next_attempt = None;
+    s.stopped_at = Some(Instant::now());
+    tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.url, "restream stopped");
+}
+
+fn session(
+    t: &Target,
+    audio: &OnceLock<Option<Arc<AudioSetup>>>,
+    settings: &TargetSettings,
+) -> Result<(), RestreamError> {
+    // Start at a keyframe (the queue only lets one through first).
+    let first = loop {
+        match t.queue.pop(Duration::from_millis(500)) {
+            Pop::Closed => return Ok(()),
+            Pop::Empty => continue,
+            Pop::Packet(p) => break p,
+        }
+    };
+    let video = match &*first {
+        OutPacket::Video { setup, .. } => Some(setup.clone()),
+        OutPacket::Audio { .. } => None,
+    };
+    let audio_setup = audio.get().cloned().flatten();
+    t.status().attempts += 1;
+    let opts = OutputOptions {
+        rw_timeout_us: settings.rw_timeout_us,
+        tls_ca_file: (t.url.scheme() == super::url::Scheme::Rtmps)
+            .then(|| settings.ca_file.clone()),
+    };
+    let mut out = FlvOutput::open(
+        t.url.secret_full(),
+        video.as_deref(),
+        audio_setup.as_deref(),
+        &opts,
+        t.interrupt.clone(),
+    )?;
+    {
+        let mut s = t.status();
+        s.state = State::Live;
+        s.error = None;
+        s.connections += 1;
+        s.live_since = Some(Instant::now());
+        s.rate_mark = Some((Instant::now(), 0));
+    }
+    tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.url, "restream live");
+    let base = match &*first {
+        OutPacket::Video { us, .. } | OutPacket::Audio { us, .. } => *us,
+    };
+    let mut current = video;
+    let mut last_ms = [i64::MIN, i64::MIN];
+    let mut next = Some(first);
+    loop {
+        let p = match next.take() {
+            Some(p) => p,
+            None => match t.queue.pop(Duration::from_millis(500)) {
+                Pop::Packet(p) => p,
+                Pop::Empty => continue,
+                Pop::Closed => {
+                    t.interrupt.set_deadline(settings.stop_grace);
+                    return out.finish();
+                }
+            },
+        };
+        let (us, dur, data, key, extradata) = match &*p {
+            OutPacket::Video {
+                us,
+                keyframe,
+                data,
+                setup,
+                ..
+            } => {
+                let new = match &current {
+                    Some(c) if *keyframe && c.extradata != setup.extradata => {
+                        current = Some(setup.clone());
+                        Some(setup.extradata.as_slice())
+                    }
+                    _ => None,
+                };
+                (*us, 0, data, *keyframe, new)
+            }
+            OutPacket::Audio { us, dur_us, data } => (*us, *dur_us, data, true, None),
+        };
+        if audio_setup.is_none() && !p.is_video() {
+            continue;
+        }
+        let track = usize::from(!p.is_video());
+        let mut ts = us - base;
+        if ts < 0 {
+            if !p.is_video() {
+                continue; // audio from before the first keyframe
+            }
+            ts = 0;
+        }
+        if ts / 1000 < last_ms[track] {
+            ts = last_ms[track] * 1000;
+        }
+        last_ms[track] = ts / 1000;
+        out.write(p.is_video(), key, ts, dur, data, extradata)?;
+        let bytes = out.bytes();
+        let mut s = t.status();
+        if let OutPacket::Video { arrival, .. } = &*p {
+            let us = arrival.elapsed().as_micros() as u64;
+            s.latency_us = Some(s.latency_us.map_or(us, |l| (l * 7 + us) / 8));
+            s.video_frames += 1;
+        } else {
+            s.audio_frames += 1;
+        }
+        s.bytes_now = bytes;
+        if let Some((at, b)) = s.rate_mark {
+            let dt = at.elapsed();
+            if dt >= Duration::from_secs(1) {
+                s.bitrate_bps = ((bytes - b.min(bytes)) as f64 * 8.0 / dt.as_secs_f64()) as u64;
+                s.rate_mark = Some((Instant::now(), bytes));
+            }
+        }
+    }
+}
