@@ -830,3 +830,38 @@ async fn empty_and_same_instant_frames_do_not_break_a_recording() {
     decodes_cleanly(&files[0]);
     assert_eq!(packets(&files[0], "v"), sent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_resolution_change_records_on_in_one_file() {
+    let dir = temp_dir("vp8size");
+    let server = start(&dir).await;
+    let small = video_frames(VideoCodec::Vp8, 2);
+    let mut big = common::media::video_frames_sized(VideoCodec::Vp8, 2, "480x270");
+    let offset = small.last().unwrap().rtp_time + 3000;
+    for f in &mut big {
+        f.rtp_time += offset;
+    }
+    let publisher = publisher(&server, "grow", Some(VideoCodec::Vp8), false).await;
+    publisher.play(&small, &[]).await.unwrap();
+    publisher.play(&big, &[]).await.unwrap();
+    wait_received(&server, "grow", small.len() + big.len()).await;
+    publisher.delete().await.unwrap();
+    recordings_idle(&server).await;
+    let list: serde_json::Value = reqwest::get(url(&server, "/api/recordings?stream=grow"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    server.shutdown().await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 1, "VP8 changes size in band: {files:?}");
+    assert_eq!(packets(&files[0], "v"), small.len() + big.len());
+    decodes_cleanly(&files[0]);
+    let v = &list["recordings"][0]["video"];
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(480), Some(270)),
+        "{list}"
+    );
+}

@@ -349,9 +349,32 @@ fn handle(
             if starts_file && (full || new_parameters) {
                 return Ok(Some(f));
             }
+            if f.keyframe && f.kind() == MediaKind::Video {
+                note_picture_size(job, &f);
+            }
             write(w, f)?;
             Ok(None)
         }
+    }
+}
+
+/// Browsers start small and raise the resolution as bandwidth allows; the
+/// catalog shows the size of the latest keyframe, not of the first one.
+fn note_picture_size(job: &Job, f: &Frame) {
+    let size = match f.params.codec {
+        Codec::Vp8 => probe::vp8_size(&f.data),
+        Codec::Vp9 => probe::vp9_size(&f.data),
+        Codec::H264 => probe::h264_size(&f.data),
+        Codec::Av1 => probe::av1_size(&f.data),
+        Codec::Opus => None,
+    };
+    let Some((width, height)) = size else { return };
+    let mut m = lock(&job.meta);
+    if let Some(v) = m.video.as_mut()
+        && (v.width, v.height) != (width, height)
+    {
+        v.width = width;
+        v.height = height;
     }
 }
 
