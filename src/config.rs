@@ -117,6 +117,16 @@ pub struct RestreamConfig {
     /// (same id, URL and key) when a stream of the same name goes live within
     /// this many seconds (a publisher that reconnected); 0 = never.
     pub resume_secs: f64,
+    /// Stream name patterns (`*` and `?` wildcards) that get HLS output when
+    /// they go live; empty (the default) = none (the API can still start it).
+    pub hls_streams: Vec<String>,
+    /// Folder of the HLS outputs (one `s<id>` folder per live stream, removed
+    /// when it ends; stale ones are removed at startup).
+    pub hls_dir: PathBuf,
+    /// Target HLS segment length in seconds (cut at keyframes).
+    pub hls_time_secs: f64,
+    /// Segments listed in the live playlist (older ones are deleted).
+    pub hls_list_size: u32,
 }
 
 impl Default for RestreamConfig {
@@ -133,6 +143,10 @@ impl Default for RestreamConfig {
             queue_packets: 1024,
             ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             resume_secs: 30.0,
+            hls_streams: vec![],
+            hls_dir: std::env::temp_dir().join("castgate-hls"),
+            hls_time_secs: 2.0,
+            hls_list_size: 6,
         }
     }
 }
@@ -790,6 +804,24 @@ impl Config {
             return Err(invalid(
                 "restream.resume_secs",
                 "must be between 0 and 3600 seconds",
+            ));
+        }
+        if !(0.5..=60.0).contains(&r.hls_time_secs) {
+            return Err(invalid(
+                "restream.hls_time_secs",
+                "must be between 0.5 and 60 seconds",
+            ));
+        }
+        if !(1..=100).contains(&r.hls_list_size) {
+            return Err(invalid(
+                "restream.hls_list_size",
+                "must be between 1 and 100",
+            ));
+        }
+        if r.hls_dir.as_os_str().is_empty() || r.hls_dir.to_str().is_none() {
+            return Err(invalid(
+                "restream.hls_dir",
+                "must be a non-empty UTF-8 path",
             ));
         }
         if !(64..=65_536).contains(&r.queue_packets) {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod hls;
 pub mod pages;
 pub mod ratelimit;
 pub mod recordings;
@@ -82,6 +83,11 @@ pub fn router(state: AppState) -> Router {
             "/api/streams/{name}/restreams/{id}",
             get(restreams::one).delete(restreams::delete),
         )
+        .route(
+            "/api/streams/{name}/hls",
+            get(hls::get).post(hls::start).delete(hls::stop),
+        )
+        .route("/hls/{stream}/{file}", get(hls::file))
         .merge(pages::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))

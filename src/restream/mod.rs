@@ -9,6 +9,7 @@
 //! WebRTC or HTTP.
 
 pub mod audio;
+pub mod hls;
 pub mod output;
 pub mod pipeline;
 pub mod target;
@@ -24,6 +25,8 @@ use std::time::Duration;
 use crate::config::RestreamConfig;
 use crate::record::glob;
 use crate::stream::{LiveStream, MediaKind, SinkKind, SinkQueue, StreamObserver, Wake};
+use hls::{Hls, HlsSettings};
+pub use hls::{HlsInfo, HlsState};
 use pipeline::PipelineShared;
 pub use target::{Source, State, TargetInfo};
 use target::{Target, TargetQueue, TargetSettings};
@@ -101,6 +104,7 @@ struct Pipeline {
 struct Inner {
     pipelines: HashMap<u64, Pipeline>,
     targets: Vec<Arc<Target>>,
+    hls: Vec<Arc<Hls>>,
 }
 
 struct ThreadWake(mpsc::SyncSender<()>);
@@ -128,6 +132,7 @@ impl std::fmt::Debug for Restreamer {
 impl Restreamer {
     /// A manager with no targets.
     pub fn new(config: RestreamConfig) -> Restreamer {
+        hls::clean_dir(&config.hls_dir);
         Restreamer {
             config,
             inner: Mutex::new(Inner::default()),
@@ -186,15 +191,7 @@ impl Restreamer {
         if active >= MAX_TARGETS_PER_STREAM {
             return Err(RestreamError::TooMany(name));
         }
-        let shared = match inner.pipelines.get(&stream.id()) {
-            Some(p) => p.shared.clone(),
-            None => {
-                let p = self.start_pipeline(stream)?;
-                let shared = p.shared.clone();
-                inner.pipelines.insert(stream.id(), p);
-                shared
-            }
-        };
+        let shared = self.pipeline_for(&mut inner, stream)?;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = resume_id.unwrap_or_else(|| format!("{n}-{:08x}", rand::random::<u32>()));
         let queue = Arc::new(TargetQueue::new(
@@ -227,6 +224,22 @@ impl Restreamer {
         let info = target.info();
         inner.targets.push(target);
         Ok(info)
+    }
+
+    fn pipeline_for(
+        &self,
+        inner: &mut Inner,
+        stream: &Arc<LiveStream>,
+    ) -> Result<Arc<PipelineShared>, RestreamError> {
+        Ok(match inner.pipelines.get(&stream.id()) {
+            Some(p) => p.shared.clone(),
+            None => {
+                let p = self.start_pipeline(stream)?;
+                let shared = p.shared.clone();
+                inner.pipelines.insert(stream.id(), p);
+                shared
+            }
+        })
     }
 
     fn start_pipeline(&self, stream: &Arc<LiveStream>) -> Result<Pipeline, RestreamError> {
@@ -299,11 +312,15 @@ impl Restreamer {
         target.stop(self.settings().stop_grace);
         target.join();
         tracing::info!(target_id = %target.id, stream = %target.stream, url = %target.masked_url(), "restream target removed");
-        // The pipeline goes when its last target does (no transcoding, and no
-        // periodic keyframe requests, for nobody).
+        self.drop_idle_pipeline(target.stream_id);
+        Ok(target.info())
+    }
+
+    /// The pipeline goes when its last output does (no transcoding, and no
+    /// periodic keyframe requests, for nobody). Blocks (joins its thread).
+    fn drop_idle_pipeline(&self, sid: u64) {
         let pipeline = {
             let mut inner = self.inner();
-            let sid = target.stream_id;
             let idle = inner.pipelines.get(&sid).is_some_and(|p| {
                 p.shared
                     .targets
@@ -323,28 +340,136 @@ impl Restreamer {
                 let _ = h.join();
             }
         }
-        Ok(target.info())
+    }
+
+    /// Starts HLS output for a live stream (or answers the running one).
+    /// Does not block.
+    pub fn start_hls(
+        &self,
+        stream: &Arc<LiveStream>,
+        source: Source,
+    ) -> Result<HlsInfo, RestreamError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RestreamError::ShuttingDown);
+        }
+        let name = stream.name().to_string();
+        if stream.is_ended() {
+            return Err(RestreamError::NotLive(name));
+        }
+        let mut inner = self.inner();
+        reap(&mut inner);
+        if let Some(h) = inner.hls.iter().find(|h| h.stream_id == stream.id()) {
+            return Ok(h.info());
+        }
+        let shared = self.pipeline_for(&mut inner, stream)?;
+        let queue = Arc::new(TargetQueue::new(
+            self.config.queue_packets,
+            stream.track(MediaKind::Video).is_some(),
+        ));
+        let h = Arc::new(Hls::new(
+            name.clone(),
+            stream.id(),
+            &self.config.hls_dir,
+            source,
+            queue.clone(),
+        ));
+        let settings = HlsSettings {
+            time_secs: self.config.hls_time_secs,
+            list_size: self.config.hls_list_size,
+        };
+        let audio = shared.audio.clone();
+        let t = h.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("rs-hls-{}", stream.id()))
+            .spawn(move || hls::run(t, audio, settings))
+            .map_err(RestreamError::Thread)?;
+        h.set_thread(handle);
+        shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(queue);
+        tracing::info!(stream = %name, "HLS started");
+        let info = h.info();
+        inner.hls.push(h);
+        Ok(info)
+    }
+
+    /// The HLS output of the live stream `name`, if any.
+    pub fn hls_info(&self, name: &str) -> Option<HlsInfo> {
+        let mut inner = self.inner();
+        reap(&mut inner);
+        inner
+            .hls
+            .iter()
+            .find(|h| h.stream == name)
+            .map(|h| h.info())
+    }
+
+    /// Path of `file` (a name the muxer writes; anything else is refused)
+    /// of the running HLS output of stream `name`.
+    pub fn hls_file(&self, name: &str, file: &str) -> Option<std::path::PathBuf> {
+        if !hls::valid_file(file) {
+            return None;
+        }
+        let inner = self.inner();
+        inner
+            .hls
+            .iter()
+            .find(|h| h.stream == name && h.state() == HlsState::Live && !h.finished())
+            .map(|h| h.dir.join(file))
+    }
+
+    /// Stops the HLS output of stream `name`: its files are removed before
+    /// this returns. Blocks: call from a blocking thread.
+    pub fn stop_hls(&self, name: &str) -> Result<HlsInfo, RestreamError> {
+        let h = {
+            let mut inner = self.inner();
+            let Some(pos) = inner.hls.iter().position(|h| h.stream == name) else {
+                return Err(RestreamError::NotFound("hls".into()));
+            };
+            let h = inner.hls.remove(pos);
+            if let Some(p) = inner.pipelines.get(&h.stream_id) {
+                p.shared
+                    .targets
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|q| !Arc::ptr_eq(q, &h.queue));
+            }
+            h
+        };
+        h.stop(self.settings().stop_grace);
+        h.join();
+        self.drop_idle_pipeline(h.stream_id);
+        Ok(h.info())
     }
 
     /// Stops every target (cleanly, bounded) and joins every thread.
     pub fn shutdown(&self) {
         self.closed.store(true, Ordering::Release);
-        let (targets, pipelines) = {
+        let (targets, pipelines, hls) = {
             let mut inner = self.inner();
             (
                 inner.targets.clone(),
                 inner.pipelines.drain().map(|(_, p)| p).collect::<Vec<_>>(),
+                std::mem::take(&mut inner.hls),
             )
         };
         let grace = self.settings().stop_grace;
         for t in &targets {
             t.stop(grace);
         }
+        for h in &hls {
+            h.stop(grace);
+        }
         for p in &pipelines {
             p.shared.stream.unsubscribe(p.shared.sub_id);
         }
         for t in &targets {
             t.join();
+        }
+        for h in &hls {
+            h.join();
         }
         for mut p in pipelines {
             if let Some(h) = p.thread.take() {
@@ -357,6 +482,7 @@ impl Restreamer {
     pub fn busy(&self) -> bool {
         let inner = self.inner();
         inner.targets.iter().any(|t| !t.finished())
+            || inner.hls.iter().any(|h| !h.finished())
             || inner
                 .pipelines
                 .values()
@@ -384,6 +510,14 @@ fn reap(inner: &mut Inner) {
             t.join();
         }
     }
+    inner.hls.retain(|h| {
+        if h.finished() {
+            h.join();
+            false
+        } else {
+            true
+        }
+    });
     let finished = inner.targets.iter().filter(|t| t.finished()).count();
     if finished > KEEP_FINISHED {
         let mut extra = finished - KEEP_FINISHED;
@@ -453,6 +587,11 @@ impl StreamObserver for Restreamer {
             if let Err(e) = self.add(stream, req, Source::Config) {
                 tracing::warn!(stream = %name, error = %e, "standing restream target not started");
             }
+        }
+        if self.config.hls_streams.iter().any(|p| glob(p, name))
+            && let Err(e) = self.start_hls(stream, Source::Config)
+        {
+            tracing::warn!(stream = %name, error = %e, "HLS not started");
         }
     }
 }

@@ -196,6 +196,39 @@ impl FlvOutput {
         opts: &OutputOptions,
         interrupt: Arc<Interrupt>,
     ) -> Result<FlvOutput, RestreamError> {
+        Self::open_format(
+            c"flv",
+            url,
+            video,
+            audio,
+            Some(opts),
+            &[("flvflags", "no_duration_filesize".to_string())],
+            interrupt,
+        )
+    }
+
+    /// Starts FFmpeg's `hls` muxer writing `playlist` (its segments next to
+    /// it) with the muxer options `mux` (`hls_time`, `hls_flags`, …). The
+    /// muxer opens its files itself; I/O is local, so no network options.
+    pub fn open_hls(
+        playlist: &str,
+        video: Option<&VideoSetup>,
+        audio: Option<&AudioSetup>,
+        mux: &[(&str, String)],
+        interrupt: Arc<Interrupt>,
+    ) -> Result<FlvOutput, RestreamError> {
+        Self::open_format(c"hls", playlist, video, audio, None, mux, interrupt)
+    }
+
+    fn open_format(
+        format: &std::ffi::CStr,
+        url: &str,
+        video: Option<&VideoSetup>,
+        audio: Option<&AudioSetup>,
+        io: Option<&OutputOptions>,
+        mux: &[(&str, String)],
+        interrupt: Arc<Interrupt>,
+    ) -> Result<FlvOutput, RestreamError> {
         let _ = ffmpeg_next::init();
         let c_url = CString::new(url).map_err(|_| RestreamError::Codec("bad URL".into()))?;
         let mut out = FlvOutput {
@@ -213,11 +246,11 @@ impl FlvOutput {
             let rc = sys::avformat_alloc_output_context2(
                 &mut out.ctx,
                 std::ptr::null(),
-                c"flv".as_ptr(),
+                format.as_ptr(),
                 c_url.as_ptr(),
             );
             if rc < 0 || out.ctx.is_null() || out.pkt.is_null() {
-                return Err(err("creating the FLV muxer", rc.min(-1)));
+                return Err(err("creating the muxer", rc.min(-1)));
             }
             (*out.ctx).interrupt_callback = sys::AVIOInterruptCB {
                 callback: Some(interrupt_cb),
@@ -254,48 +287,56 @@ impl FlvOutput {
                 out.audio = Some(((*st).index, (*st).time_base));
             }
 
-            let mut io_opts: *mut sys::AVDictionary = std::ptr::null_mut();
-            set(&mut io_opts, "rw_timeout", &opts.rw_timeout_us.to_string());
-            if let Some(ca) = &opts.tls_ca_file {
-                set(&mut io_opts, "tls_verify", "1");
-                set(&mut io_opts, "ca_file", ca);
+            // Muxers such as `hls` open (and close) their own files.
+            if let Some(opts) = io.filter(|_| (*(*out.ctx).oformat).flags & sys::AVFMT_NOFILE == 0)
+            {
+                let mut io_opts: *mut sys::AVDictionary = std::ptr::null_mut();
+                set(&mut io_opts, "rw_timeout", &opts.rw_timeout_us.to_string());
+                if let Some(ca) = &opts.tls_ca_file {
+                    set(&mut io_opts, "tls_verify", "1");
+                    set(&mut io_opts, "ca_file", ca);
+                }
+                let rc = sys::avio_open2(
+                    &mut (*out.ctx).pb,
+                    c_url.as_ptr(),
+                    sys::AVIO_FLAG_WRITE,
+                    &(*out.ctx).interrupt_callback,
+                    &mut io_opts,
+                );
+                sys::av_dict_free(&mut io_opts);
+                if rc < 0 {
+                    return Err(err(
+                        if opts.tls_ca_file.is_some() {
+                            "connecting over TLS (server certificate verified against restream.ca_file)"
+                        } else {
+                            "connecting"
+                        },
+                        rc,
+                    ));
+                }
+                out.io_open = true;
             }
-            let rc = sys::avio_open2(
-                &mut (*out.ctx).pb,
-                c_url.as_ptr(),
-                sys::AVIO_FLAG_WRITE,
-                &(*out.ctx).interrupt_callback,
-                &mut io_opts,
-            );
-            sys::av_dict_free(&mut io_opts);
-            if rc < 0 {
-                return Err(err(
-                    if opts.tls_ca_file.is_some() {
-                        "connecting over TLS (server certificate verified against restream.ca_file)"
-                    } else {
-                        "connecting"
-                    },
-                    rc,
-                ));
-            }
-            out.io_open = true;
 
             let mut mux_opts: *mut sys::AVDictionary = std::ptr::null_mut();
-            set(&mut mux_opts, "flvflags", "no_duration_filesize");
+            for (k, v) in mux {
+                set(&mut mux_opts, k, v);
+            }
             // Audio and video arrive already interleaved; never hold video
             // long for an audio packet.
             (*out.ctx).max_interleave_delta = 500_000;
             let rc = sys::avformat_write_header(out.ctx, &mut mux_opts);
             sys::av_dict_free(&mut mux_opts);
             if rc < 0 {
-                return Err(err("writing the FLV header", rc));
+                return Err(err("writing the header", rc));
             }
             // The muxer may change time bases in write_header.
             for slot in [&mut out.video, &mut out.audio].into_iter().flatten() {
                 let st = *(*out.ctx).streams.add(slot.0 as usize);
                 slot.1 = (*st).time_base;
             }
-            sys::avio_flush((*out.ctx).pb);
+            if !(*out.ctx).pb.is_null() {
+                sys::avio_flush((*out.ctx).pb);
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,103 @@
+//! HLS over HTTP: start, stop and inspect a stream's HLS output
+//! (`POST`/`DELETE`/`GET /api/streams/{name}/hls`) and serve its files
+//! (`GET /hls/{stream}/index.m3u8` and the segments the muxer names; any
+//! other file name is a 404, so no path can be reached outside the folder).
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::session::stream_name;
+use crate::restream::hls::PLAYLIST;
+use crate::restream::{HlsInfo, RestreamError, Source};
+
+fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such HLS file")
+}
+
+/// `POST /api/streams/{name}/hls`: starts HLS for the live stream (201), or
+/// answers the running output (200).
+pub async fn start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let name = stream_name(&name)?;
+    if !state.config.restream.enabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "restreaming (and HLS) is disabled (restream.enabled = false)",
+        ));
+    }
+    let running = state.restreamer.hls_info(name.as_str()).is_some();
+    let stream = state
+        .hub
+        .get(&name)
+        .ok_or_else(|| RestreamError::NotLive(name.to_string()))?;
+    let info = state.restreamer.start_hls(&stream, Source::Api)?;
+    let status = if running {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(info)).into_response())
+}
+
+/// `GET /api/streams/{name}/hls`: the output's state, 404 if none.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<HlsInfo>, ApiError> {
+    let name = stream_name(&name)?;
+    state
+        .restreamer
+        .hls_info(name.as_str())
+        .map(Json)
+        .ok_or_else(|| RestreamError::NotFound("hls".into()).into())
+}
+
+/// `DELETE /api/streams/{name}/hls`: stops the output; its files are gone
+/// when this answers.
+pub async fn stop(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<HlsInfo>, ApiError> {
+    let name = stream_name(&name)?;
+    let r = state.restreamer.clone();
+    let stream = name.to_string();
+    tokio::task::spawn_blocking(move || r.stop_hls(&stream))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stop failed"))?
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+/// `GET /hls/{stream}/{file}`: the playlist (`no-cache`) or a segment.
+pub async fn file(
+    State(state): State<AppState>,
+    Path((name, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let name = stream_name(&name).map_err(|_| not_found())?;
+    let path = state
+        .restreamer
+        .hls_file(name.as_str(), &file)
+        .ok_or_else(not_found)?;
+    let data = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    let playlist = file == PLAYLIST;
+    let (ctype, cache) = if playlist {
+        ("application/vnd.apple.mpegurl", "no-cache")
+    } else {
+        ("video/mp2t", "max-age=60")
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype),
+            (header::CACHE_CONTROL, cache),
+        ],
+        Body::from(data),
+    )
+        .into_response())
+}

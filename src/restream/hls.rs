@@ -1,0 +1,357 @@
+//! HLS output of one stream: FFmpeg's `hls` muxer fed with the stream's
+//! restream pipeline packets (H.264 passed through or transcoded once, AAC
+//! from the shared encoder; no second transcode), writing `index.m3u8` and
+//! MPEG-TS segments `seg<N>.ts` into a per-stream folder `s<stream id>`
+//! under `restream.hls_dir`. A sliding window (`hls_list_size`) with old
+//! segments deleted; the folder is removed when the output stops (stream
+//! ended, API delete, shutdown) and stale folders at startup.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::RestreamError;
+use super::output::{AudioSetup, FlvOutput, Interrupt};
+use super::target::{OutPacket, Pop, Source, TargetQueue};
+
+/// The playlist's file name.
+pub const PLAYLIST: &str = "index.m3u8";
+
+/// How the HLS muxer is set up.
+#[derive(Debug, Clone)]
+pub struct HlsSettings {
+    /// Target segment length (seconds; segments cut at keyframes).
+    pub time_secs: f64,
+    /// Segments listed in the playlist.
+    pub list_size: u32,
+}
+
+/// State of an HLS output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsState {
+    /// Waiting for the first keyframe.
+    Starting,
+    /// Writing segments.
+    Live,
+    /// FFmpeg refused (see the error).
+    Failed,
+    /// Stopped; the files are gone.
+    Stopped,
+}
+
+/// An HLS output as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HlsInfo {
+    /// Stream name.
+    pub stream: String,
+    /// Current state.
+    pub state: HlsState,
+    /// `api` or `config`.
+    pub source: Source,
+    /// Where players fetch the playlist.
+    pub playlist: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Packets dropped because the disk was slower than the stream.
+    pub dropped: u64,
+}
+
+/// Whether `file` is a name the HLS muxer writes here (`index.m3u8` or
+/// `seg<digits>.ts`): the only names served.
+pub fn valid_file(file: &str) -> bool {
+    if file == PLAYLIST {
+        return true;
+    }
+    file.strip_prefix("seg")
+        .and_then(|r| r.strip_suffix(".ts"))
+        .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the per-stream folders (`s<digits>`) a previous run left in `dir`.
+pub fn clean_dir(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name
+            .strip_prefix('s')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if ours
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && let Err(err) = std::fs::remove_dir_all(e.path())
+        {
+            tracing::warn!(dir = %e.path().display(), error = %err, "stale HLS folder not removed");
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Status {
+    state: HlsState,
+    error: Option<String>,
+}
+
+/// One stream's HLS output: owned by the [`super::Restreamer`], run by its own thread.
+pub struct Hls {
+    /// Stream name.
+    pub stream: String,
+    /// Id of the stream instance.
+    pub stream_id: u64,
+    /// The folder written.
+    pub dir: PathBuf,
+    source: Source,
+    /// Its packets.
+    pub queue: Arc<TargetQueue>,
+    interrupt: Arc<Interrupt>,
+    status: Mutex<Status>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Hls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hls")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hls {
+    /// An output in state `starting`, not yet running.
+    pub fn new(
+        stream: String,
+        stream_id: u64,
+        root: &Path,
+        source: Source,
+        queue: Arc<TargetQueue>,
+    ) -> Hls {
+        Hls {
+            stream,
+            stream_id,
+            dir: root.join(format!("s{stream_id}")),
+            source,
+            queue,
+            interrupt: Arc::new(Interrupt::default()),
+            status: Mutex::new(Status {
+                state: HlsState::Starting,
+                error: None,
+            }),
+            thread: Mutex::new(None),
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Current state.
+    pub fn state(&self) -> HlsState {
+        self.status().state
+    }
+
+    /// What the API shows.
+    pub fn info(&self) -> HlsInfo {
+        let s = self.status();
+        HlsInfo {
+            stream: self.stream.clone(),
+            state: s.state,
+            source: self.source,
+            playlist: format!("/hls/{}/{PLAYLIST}", self.stream),
+            error: s.error.clone(),
+            dropped: self.queue.dropped(),
+        }
+    }
+
+    /// Asks the thread to stop; local I/O still blocked after `grace` is abandoned.
+    pub fn stop(&self, grace: Duration) {
+        self.queue.close();
+        self.interrupt.set_deadline(grace);
+    }
+
+    /// Stores the thread running this output.
+    pub fn set_thread(&self, h: JoinHandle<()>) {
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+    }
+
+    /// Whether its thread has ended (or never started).
+    pub fn finished(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_none_or(|h| h.is_finished())
+    }
+
+    /// Joins its thread.
+    pub fn join(&self) {
+        let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The HLS thread: waits for a keyframe, writes until the queue closes, then
+/// removes the folder.
+pub fn run(h: Arc<Hls>, audio: Arc<OnceLock<Option<Arc<AudioSetup>>>>, settings: HlsSettings) {
+    let result = session(&h, &audio, &settings);
+    h.queue.set_accepting(false);
+    h.queue.close();
+    if let Err(e) = std::fs::remove_dir_all(&h.dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(stream = %h.stream, dir = %h.dir.display(), error = %e, "HLS folder not removed");
+    }
+    let mut s = h.status();
+    match result {
+        Ok(()) => s.state = HlsState::Stopped,
+        Err(e) => {
+            tracing::error!(stream = %h.stream, error = %e, "HLS output failed");
+            s.state = HlsState::Failed;
+            s.error = Some(e.to_string());
+        }
+    }
+    tracing::info!(stream = %h.stream, "HLS stopped");
+}
+
+fn session(
+    h: &Hls,
+    audio: &OnceLock<Option<Arc<AudioSetup>>>,
+    settings: &HlsSettings,
+) -> Result<(), RestreamError> {
+    let first = loop {
+        match h.queue.pop(Duration::from_millis(500)) {
+            Pop::Closed => return Ok(()),
+            Pop::Empty => continue,
+            Pop::Packet(p) => break p,
+        }
+    };
+    let video = match &*first {
+        OutPacket::Video { setup, .. } => Some(setup.clone()),
+        OutPacket::Audio { .. } => None,
+    };
+    let audio_setup = audio.get().cloned().flatten();
+    std::fs::create_dir_all(&h.dir)
+        .map_err(|e| RestreamError::Codec(format!("HLS folder: {e}")))?;
+    let playlist = h.dir.join(PLAYLIST);
+    let segments = h.dir.join("seg%d.ts");
+    let (Some(playlist), Some(segments)) = (playlist.to_str(), segments.to_str()) else {
+        return Err(RestreamError::Codec("HLS folder path is not UTF-8".into()));
+    };
+    let mux = [
+        ("hls_time", format!("{}", settings.time_secs.max(0.1))),
+        ("hls_list_size", settings.list_size.max(1).to_string()),
+        (
+            "hls_flags",
+            "delete_segments+independent_segments+omit_endlist".to_string(),
+        ),
+        ("hls_segment_type", "mpegts".to_string()),
+        ("hls_segment_filename", segments.to_string()),
+    ];
+    let mut out = FlvOutput::open_hls(
+        playlist,
+        video.as_deref(),
+        audio_setup.as_deref(),
+        &mux,
+        h.interrupt.clone(),
+    )?;
+    h.status().state = HlsState::Live;
+    tracing::info!(stream = %h.stream, "HLS live");
+    let base = match &*first {
+        OutPacket::Video { us, .. } | OutPacket::Audio { us, .. } => *us,
+    };
+    let mut current = video;
+    let mut last_us = [i64::MIN / 2, i64::MIN / 2];
+    let mut next = Some(first);
+    // Video packets carry no duration; the last frame interval stands in
+    // (the muxer uses it to time segment cuts).
+    let mut video_gap_us = 33_333;
+    loop {
+        let p = match next.take() {
+            Some(p) => p,
+            None => match h.queue.pop(Duration::from_millis(500)) {
+                Pop::Packet(p) => p,
+                Pop::Empty => continue,
+                Pop::Closed => {
+                    h.interrupt.set_deadline(Duration::from_secs(3));
+                    return out.finish();
+                }
+            },
+        };
+        let (us, dur, data, key, extradata, is_video) = match &*p {
+            OutPacket::Video {
+                us,
+                keyframe,
+                data,
+                setup,
+                ..
+            } => {
+                let new = match &current {
+                    Some(c) if *keyframe && c.extradata != setup.extradata => {
+                        current = Some(setup.clone());
+                        Some(setup.extradata.as_slice())
+                    }
+                    _ => None,
+                };
+                (*us, 0, data, *keyframe, new, true)
+            }
+            OutPacket::Audio { us, dur_us, data } => (*us, *dur_us, data, true, None, false),
+        };
+        if audio_setup.is_none() && !is_video {
+            continue;
+        }
+        let track = usize::from(!is_video);
+        let mut ts = us - base;
+        if ts < 0 {
+            if !is_video {
+                continue;
+            }
+            ts = 0;
+        }
+        // Strictly increasing per track, in steps the 90 kHz clock keeps.
+        if ts < last_us[track] + 100 {
+            ts = last_us[track] + 100;
+        }
+        let dur = if is_video {
+            if last_us[0] > 0 && ts - last_us[0] < 1_000_000 {
+                video_gap_us = ts - last_us[0];
+            }
+            video_gap_us
+        } else {
+            dur
+        };
+        last_us[track] = ts;
+        out.write(is_video, key, ts, dur, data, extradata)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_file;
+
+    #[test]
+    fn only_muxer_names_are_valid() {
+        assert!(valid_file("index.m3u8"));
+        assert!(valid_file("seg0.ts"));
+        assert!(valid_file("seg12345.ts"));
+        for bad in [
+            "",
+            "seg.ts",
+            "../index.m3u8",
+            "seg1.ts/..",
+            "index.m3u8.tmp",
+            "seg-1.ts",
+            "seg1.TS",
+            "seg12345678901.ts",
+            "/etc/passwd",
+            "seg1.ts\0",
+        ] {
+            assert!(!valid_file(bad), "{bad:?}");
+        }
+    }
+}
