@@ -8,23 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use castgate::server::Server;
+use common::files::temp_dir;
 use common::gateway::{self, eventually, publisher, url};
 use common::media::{opus_packets, video_frames};
 use common::peer::{VideoCodec, http_client};
 use serde_json::Value;
-
-fn temp_dir(label: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "castgate-hls-{label}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Segment files in every per-stream folder under `dir`.
 fn segment_files(dir: &Path) -> Vec<PathBuf> {

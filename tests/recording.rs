@@ -10,26 +10,10 @@ use std::time::{Duration, Instant};
 
 use castgate::config::Config;
 use castgate::server::Server;
+use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_dir};
 use common::gateway::{self, publisher, recordings_idle, url, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
-
-fn temp_dir(label: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "castgate-rec-{label}-{}-{}",
-        std::process::id(),
-        Instant::now().elapsed().as_nanos() ^ rand_u64()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_u64() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
 
 async fn start(dir: &Path) -> Server {
     start_with(dir, |_| {}).await
@@ -43,65 +27,6 @@ async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
         tweak(c);
     })
     .await
-}
-
-/// `ffprobe` packet count of one stream kind ("v" or "a").
-fn packets(file: &Path, kind: &str) -> usize {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", kind, "-count_packets"])
-        .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-fn probe(file: &Path, entries: &str) -> String {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            entries,
-            "-of",
-            "default=nw=1",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn duration(file: &Path) -> f64 {
-    probe(file, "format=duration")
-        .trim()
-        .trim_start_matches("duration=")
-        .parse()
-        .unwrap_or(0.0)
-}
-
-/// Decodes the whole file; any stderr output is a failure (exit codes lie).
-/// Frames keep their own timestamps and time base (`-fps_mode passthrough
-/// -enc_time_base -1`): WebRTC video is variable frame rate, and FFmpeg's
-/// default 1/fps output time base reports two frames a millisecond apart as
-/// "non monotonically increasing" although the file is fine.
-fn decodes_cleanly(file: &Path) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
-        .arg(file)
-        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1"])
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.trim().is_empty(),
-        "{}: {err}",
-        file.display()
-    );
 }
 
 fn has_cues(file: &Path) -> bool {
@@ -241,14 +166,6 @@ async fn vp9_av1_h264_and_audio_only_record_too() {
 struct Child {
     child: std::process::Child,
     http: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn free_udp_port() -> u16 {

@@ -8,31 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use castgate::server::Server;
+use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_dir};
 use common::gateway::{self, eventually, publisher, url};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{VideoCodec, http_client};
 use serde_json::Value;
 
 const KEY: &str = "sEcReT-kEy-42";
-
-fn temp_dir(label: &str) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "castgate-rs-{label}-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A loopback TCP port nobody listens on (bound, then released).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Whether something listens on 127.0.0.1:`port` (read from /proc, so the
 /// one-shot server's single connection is not used up by a probe).
@@ -100,60 +82,6 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn probe(file: &Path, entries: &str) -> String {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            entries,
-            "-of",
-            "default=nw=1",
-        ])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn packets(file: &Path, kind: &str) -> usize {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", kind, "-count_packets"])
-        .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .expect("ffprobe runs");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
-fn duration(file: &Path) -> f64 {
-    probe(file, "format=duration")
-        .trim()
-        .trim_start_matches("duration=")
-        .parse()
-        .unwrap_or(0.0)
-}
-
-/// Decodes the whole file; any stderr output is a failure.
-fn decodes_cleanly(file: &Path) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-i"])
-        .arg(file)
-        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1"])
-        .args(["-f", "null", "-"])
-        .output()
-        .expect("ffmpeg runs");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.trim().is_empty(),
-        "{}: {err}",
-        file.display()
-    );
 }
 
 /// Slice NAL units (no SPS/PPS/AUD/SEI) of Annex-B data.

@@ -2,6 +2,8 @@
 // Every test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+/// Scratch folders, free ports and FFmpeg-tool checks of files.
+pub mod files;
 /// An in-process gateway and bounded waits around it.
 pub mod gateway;
 /// Real encoded test media made with the ffmpeg CLI.
