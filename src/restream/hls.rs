@@ -110,7 +110,7 @@ pub struct Hls {
     pub queue: Arc<TargetQueue>,
     interrupt: Arc<Interrupt>,
     status: Mutex<Status>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: super::worker::Worker,
 }
 
 impl std::fmt::Debug for Hls {
@@ -141,7 +141,7 @@ impl Hls {
                 state: HlsState::Starting,
                 error: None,
             }),
-            thread: Mutex::new(None),
+            thread: super::worker::Worker::default(),
         }
     }
 
@@ -175,24 +175,17 @@ impl Hls {
 
     /// Stores the thread running this output.
     pub fn set_thread(&self, h: JoinHandle<()>) {
-        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        self.thread.set(h);
     }
 
     /// Whether its thread has ended (or never started).
     pub fn finished(&self) -> bool {
-        self.thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_none_or(|h| h.is_finished())
+        self.thread.finished()
     }
 
     /// Joins its thread.
     pub fn join(&self) {
-        let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = h {
-            let _ = h.join();
-        }
+        self.thread.join();
     }
 }
 

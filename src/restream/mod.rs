@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod target;
 pub mod url;
 pub mod video;
+pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

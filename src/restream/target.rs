@@ -320,7 +320,7 @@ pub struct Target {
     /// The target's packets.
     pub queue: Arc<TargetQueue>,
     interrupt: Arc<Interrupt>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: super::worker::Worker,
 }
 
 impl std::fmt::Debug for Target {
@@ -369,7 +369,7 @@ impl Target {
             }),
             queue,
             interrupt: Arc::new(Interrupt::default()),
-            thread: Mutex::new(None),
+            thread: super::worker::Worker::default(),
         }
     }
 
@@ -459,24 +459,17 @@ impl Target {
 
     /// Stores the thread running this target.
     pub fn set_thread(&self, h: JoinHandle<()>) {
-        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        self.thread.set(h);
     }
 
     /// Whether its thread has ended (or never started).
     pub fn finished(&self) -> bool {
-        self.thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_none_or(|h| h.is_finished())
+        self.thread.finished()
     }
 
     /// Joins its thread (blocks until the target has stopped).
     pub fn join(&self) {
-        let h = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = h {
-            let _ = h.join();
-        }
+        self.thread.join();
     }
 }
 
