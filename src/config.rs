@@ -102,6 +102,14 @@ pub struct RestreamConfig {
     pub audio_bitrate: u32,
     /// H.264 bitrate (bits/s) when VP8/VP9/AV1 video is transcoded (libx264).
     pub video_bitrate: u32,
+    /// FFmpeg H.264 encoder for transcoded video (`libx264`; e.g.
+    /// `h264_vaapi` or `libopenh264` where the system FFmpeg has them).
+    pub video_encoder: String,
+    /// Largest width of transcoded video; bigger pictures are scaled down
+    /// (aspect kept).
+    pub max_width: u32,
+    /// Largest height of transcoded video.
+    pub max_height: u32,
     /// Seconds a network read/write may stall before the connection is
     /// dropped and retried (FFmpeg `rw_timeout`).
     pub rw_timeout_secs: f64,
@@ -137,6 +145,9 @@ impl Default for RestreamConfig {
             allowed_hosts: vec![],
             audio_bitrate: 128_000,
             video_bitrate: 2_500_000,
+            video_encoder: "libx264".into(),
+            max_width: 1920,
+            max_height: 1080,
             rw_timeout_secs: 10.0,
             backoff_min_secs: 1.0,
             backoff_max_secs: 30.0,
@@ -778,6 +789,18 @@ impl Config {
             return Err(invalid(
                 "restream.audio_bitrate",
                 "must be between 32000 and 512000 bits/s",
+            ));
+        }
+        if !(16..=8192).contains(&r.max_width) || !(16..=8192).contains(&r.max_height) {
+            return Err(invalid(
+                "restream.max_width",
+                "max_width and max_height must be between 16 and 8192 pixels",
+            ));
+        }
+        if r.video_encoder.trim().is_empty() {
+            return Err(invalid(
+                "restream.video_encoder",
+                "must name an FFmpeg H.264 encoder, e.g. libx264",
             ));
         }
         if !(100_000..=50_000_000).contains(&r.video_bitrate) {

@@ -3,86 +3,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use castgate::server::Server;
 use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_dir};
 use common::gateway::{self, eventually, publisher, url};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{VideoCodec, http_client};
+use common::rtmp::{KEY, Receiver, get_json, listening, post_target, target};
 use serde_json::Value;
-
-const KEY: &str = "sEcReT-kEy-42";
-
-/// Whether something listens on 127.0.0.1:`port` (read from /proc, so the
-/// one-shot server's single connection is not used up by a probe).
-fn listening(port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
-        })
-}
-
-/// A one-shot RTMP server writing what it receives to `out` unchanged.
-struct Receiver {
-    child: Child,
-    out: PathBuf,
-    port: u16,
-}
-
-impl Receiver {
-    async fn start(dir: &Path, name: &str) -> Receiver {
-        Receiver::start_on(dir, name, free_port()).await
-    }
-
-    async fn start_on(dir: &Path, name: &str, port: u16) -> Receiver {
-        let out = dir.join(name);
-        let child = Command::new("ffmpeg")
-            .args(["-v", "error", "-nostdin", "-listen", "1", "-i"])
-            .arg(format!("rtmp://127.0.0.1:{port}/live/{KEY}"))
-            .args(["-c", "copy", "-y"])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ffmpeg starts");
-        assert!(
-            eventually(Duration::from_secs(10), || listening(port)).await,
-            "ffmpeg never listened on {port}"
-        );
-        Receiver { child, out, port }
-    }
-
-    fn url(&self) -> String {
-        format!("rtmp://127.0.0.1:{}/live/{KEY}", self.port)
-    }
-
-    /// Waits for the receiver to exit (the push ended); true if it did.
-    async fn finished(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Slice NAL units (no SPS/PPS/AUD/SEI) of Annex-B data.
 fn annexb_slices(d: &[u8]) -> Vec<Vec<u8>> {
@@ -156,42 +86,6 @@ fn flv_video_packets(file: &Path) -> Vec<Vec<u8>> {
         .filter(|(s, _)| Some(s.index()) == v)
         .map(|(_, p)| p.data().unwrap_or_default().to_vec())
         .collect()
-}
-
-async fn post_target(server: &Server, stream: &str, body: &str) -> (u16, String) {
-    let resp = http_client()
-        .unwrap()
-        .post(url(server, &format!("/api/streams/{stream}/restreams")))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap())
-}
-
-async fn get_json(server: &Server, path: &str) -> Value {
-    http_client()
-        .unwrap()
-        .get(url(server, path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn target(server: &Server, id: &str) -> Value {
-    let all = get_json(server, "/api/restreams").await;
-    all["restreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
 }
 
 /// CPU seconds used so far by this process's threads whose name starts with `prefix`.

@@ -201,6 +201,10 @@ pub fn run(h: Arc<Hls>, audio: Arc<OnceLock<Option<Arc<AudioSetup>>>>, settings:
         tracing::warn!(stream = %h.stream, dir = %h.dir.display(), error = %e, "HLS folder not removed");
     }
     let mut s = h.status();
+    let result = match h.queue.failure() {
+        Some(reason) => Err(RestreamError::Codec(reason)),
+        None => result,
+    };
     match result {
         Ok(()) => s.state = HlsState::Stopped,
         Err(e) => {

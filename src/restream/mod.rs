@@ -32,6 +32,7 @@ use pipeline::PipelineShared;
 pub use target::{Source, State, TargetInfo};
 use target::{Target, TargetQueue, TargetSettings};
 pub use url::{TargetUrl, UrlError};
+use video::VideoSettings;
 
 /// Frames the pipeline's own subscription may queue.
 const SUB_QUEUE_FRAMES: usize = 2048;
@@ -216,11 +217,7 @@ impl Restreamer {
             .spawn(move || target::run(t, audio, settings))
             .map_err(RestreamError::Thread)?;
         target.set_thread(handle);
-        shared
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(queue);
+        shared.attach(queue);
         tracing::info!(target_id = %id, stream = %name, url = %target.masked_url(), "restream target added");
         let info = target.info();
         inner.targets.push(target);
@@ -256,7 +253,14 @@ impl Restreamer {
             targets: Mutex::new(Vec::new()),
             audio: Arc::new(OnceLock::new()),
             audio_bitrate: self.config.audio_bitrate,
-            video_bitrate: self.config.video_bitrate,
+            video: VideoSettings {
+                encoder: self.config.video_encoder.clone(),
+                bitrate: self.config.video_bitrate,
+                keyint_us: pipeline::KEYINT_US,
+                max_width: self.config.max_width,
+                max_height: self.config.max_height,
+            },
+            failure: Mutex::new(None),
             audio_in: AtomicU64::new(0),
         });
         let s = shared.clone();
@@ -385,11 +389,7 @@ impl Restreamer {
             .spawn(move || hls::run(t, audio, settings))
             .map_err(RestreamError::Thread)?;
         h.set_thread(handle);
-        shared
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(queue);
+        shared.attach(queue);
         tracing::info!(stream = %name, "HLS started");
         let info = h.info();
         inner.hls.push(h);

@@ -10,13 +10,13 @@ use std::time::Duration;
 use super::audio::{RATE, Transcoder};
 use super::output::{AudioSetup, VideoSetup};
 use super::target::{OutPacket, TargetQueue};
-use super::video::{H264Out, VideoTranscoder};
+use super::video::{H264Out, VideoSettings, VideoTranscoder};
 use crate::record::recording::h264_parameter_sets;
 use crate::record::timeline::{Interleaver, Placed, Timeline};
 use crate::stream::{Codec, Frame, LiveStream, MediaKind, SinkQueue, probe};
 
 /// IDR interval of transcoded video (µs).
-const KEYINT_US: i64 = 2_000_000;
+pub const KEYINT_US: i64 = 2_000_000;
 
 /// Longest a frame waits for the other track before going out.
 const INTERLEAVE_HOLD_US: i64 = 200_000;
@@ -35,8 +35,10 @@ pub struct PipelineShared {
     pub audio: Arc<OnceLock<Option<Arc<AudioSetup>>>>,
     /// AAC bitrate.
     pub audio_bitrate: u32,
-    /// H.264 bitrate when the video is transcoded.
-    pub video_bitrate: u32,
+    /// What transcoded video becomes (VP8/VP9/AV1 → H.264).
+    pub video: VideoSettings,
+    /// Why the pipeline cannot feed its outputs (set once; they all fail).
+    pub failure: Mutex<Option<String>>,
     /// Opus packets transcoded (for the API and tests).
     pub audio_in: AtomicU64,
 }
@@ -50,6 +52,26 @@ impl std::fmt::Debug for PipelineShared {
 }
 
 impl PipelineShared {
+    /// Adds an output's queue; one added after the pipeline failed fails at once.
+    pub fn attach(&self, queue: Arc<TargetQueue>) {
+        // Lock order (both here and in `fail`): targets, then failure.
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            queue.fail(reason);
+        }
+        targets.push(queue);
+    }
+
+    /// Fails every output, now and later, with `reason`.
+    fn fail(&self, reason: String) {
+        tracing::error!(stream = %self.stream.name(), error = %reason, "restream pipeline failed");
+        let targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        for q in targets.iter() {
+            q.fail(&reason);
+        }
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
     fn fan_out(&self, p: OutPacket) {
         let p = Arc::new(p);
         for q in self
@@ -86,11 +108,9 @@ pub fn run(shared: Arc<PipelineShared>, wakes: mpsc::Receiver<()>) {
     let _ = shared.audio.set(None);
     let mut vtrans = None;
     if let Some(c) = video_codec.filter(|c| *c != Codec::H264) {
-        match VideoTranscoder::new(c, shared.video_bitrate, KEYINT_US) {
+        match VideoTranscoder::new(c, shared.video.clone()) {
             Ok(t) => vtrans = Some(t),
-            Err(e) => {
-                tracing::error!(stream = %stream.name(), error = %e, "restream: cannot transcode video to H.264");
-            }
+            Err(e) => shared.fail(format!("cannot transcode {} video to H.264: {e}", c.name())),
         }
     }
     let mut state = State {
@@ -193,7 +213,7 @@ impl State {
             return;
         };
         if let Err(e) = v.push(p.us, &p.frame.data, &mut self.h264) {
-            tracing::error!(stream = %shared.stream.name(), error = %e, "restream: video transcoding stopped");
+            shared.fail(format!("video transcoding to H.264 stopped: {e}"));
             self.vtrans = None;
         }
         self.send_transcoded(shared, p.frame.arrival);

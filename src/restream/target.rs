@@ -61,6 +61,8 @@ struct QueueInner {
     need_keyframe: bool,
     accepting: bool,
     closed: bool,
+    /// Why the stream's pipeline could not feed this queue (it is closed).
+    failure: Option<String>,
 }
 
 /// A target's bounded queue: the stream's pipeline never waits on it. On
@@ -94,6 +96,7 @@ impl TargetQueue {
                 need_keyframe: true,
                 accepting: true,
                 closed: false,
+                failure: None,
             }),
             cv: Condvar::new(),
             capacity: capacity.max(16),
@@ -186,6 +189,21 @@ impl TargetQueue {
     pub fn close(&self) {
         self.lock().closed = true;
         self.cv.notify_all();
+    }
+
+    /// Closes the queue because its source failed (e.g. the stream's video
+    /// cannot be transcoded): the output ends in state `failed` with `reason`.
+    pub fn fail(&self, reason: &str) {
+        let mut q = self.lock();
+        q.failure.get_or_insert_with(|| reason.to_string());
+        q.closed = true;
+        drop(q);
+        self.cv.notify_all();
+    }
+
+    /// Why the source failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
     }
 
     /// Whether closed.
@@ -533,8 +551,14 @@ pub fn run(
     }
     t.queue.set_accepting(false);
     let mut s = t.status();
-    s.state = State::Stopped;
     s.next_attempt = None;
+    if let Some(reason) = t.queue.failure() {
+        tracing::error!(target_id = %t.id, stream = %t.stream, url = %t.url, error = %reason, "restream failed");
+        s.state = State::Failed;
+        s.error = Some(reason);
+        return;
+    }
+    s.state = State::Stopped;
     s.stopped_at = Some(Instant::now());
     tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.url, "restream stopped");
 }

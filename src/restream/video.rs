@@ -1,13 +1,17 @@
-//! VP8 / VP9 / AV1 → H.264 for RTMP, once per stream (shared by all its
-//! targets): FFmpeg's decoder for the publisher's codec, then libx264 with
-//! live settings (`veryfast`, `zerolatency`: no B-frames, no look-ahead), an
-//! IDR every `keyint` (2 s) and the configured bitrate. Output access units
-//! are Annex-B with SPS/PPS before every IDR, exactly like an H.264
-//! publisher's, so they take the passthrough path from there on.
+//! VP8 / VP9 / AV1 → H.264 for RTMP and HLS, once per stream (shared by all
+//! its targets): FFmpeg's decoder for the publisher's codec, then an H.264
+//! encoder (libx264 by default) with live settings (`veryfast`,
+//! `zerolatency`: no B-frames, no look-ahead), an IDR every `keyint` (2 s) and
+//! the configured bitrate. Output access units are Annex-B with SPS/PPS before
+//! every IDR, exactly like an H.264 publisher's, so they take the passthrough
+//! path from there on.
 //!
-//! Limits (for now): 8-bit 4:2:0 input only, and a change of the publisher's
-//! picture size reopens the encoder at the new size (a new sequence header
-//! follows) instead of scaling to a steady size.
+//! The output size is chosen once, from the first picture, fitted inside the
+//! configured maximum; it stays put when the browser changes its own picture
+//! size (bandwidth or CPU adaptation, a resized window): later pictures are
+//! scaled to fit and centred on black, so RTMP platforms and HLS players never
+//! see a resolution change. Any pixel format FFmpeg decodes (e.g. VP9 profile
+//! 1/2) is converted to 8-bit 4:2:0.
 
 use std::ffi::CString;
 
@@ -27,6 +31,21 @@ pub struct H264Out {
     pub data: Vec<u8>,
 }
 
+/// What the transcoder makes: encoder, rate, IDR interval, size limit.
+#[derive(Debug, Clone)]
+pub struct VideoSettings {
+    /// FFmpeg encoder name (`libx264`).
+    pub encoder: String,
+    /// Bits per second.
+    pub bitrate: u32,
+    /// IDR interval (µs).
+    pub keyint_us: i64,
+    /// Largest output width.
+    pub max_width: u32,
+    /// Largest output height.
+    pub max_height: u32,
+}
+
 fn err(what: &'static str, code: i32) -> RestreamError {
     RestreamError::Ffmpeg {
         what,
@@ -34,26 +53,59 @@ fn err(what: &'static str, code: i32) -> RestreamError {
     }
 }
 
-/// Decoder + libx264 encoder. Lives on one thread (FFmpeg pointers).
+/// Rounds down to an even number, at least 2 (4:2:0 needs even sizes).
+fn even(v: f64) -> i32 {
+    ((v as i32) & !1).max(2)
+}
+
+/// The output size for a first picture of `w`x`h`: the picture's own size,
+/// shrunk to fit `max` with its aspect ratio kept, rounded to even numbers.
+pub fn output_size(w: i32, h: i32, max: (u32, u32)) -> (i32, i32) {
+    let (w, h) = (f64::from(w.max(1)), f64::from(h.max(1)));
+    let scale = (f64::from(max.0) / w).min(f64::from(max.1) / h).min(1.0);
+    (even(w * scale), even(h * scale))
+}
+
+/// Where a `w`x`h` picture goes inside the `out` frame: the largest rectangle
+/// with its aspect ratio, centred (x, y, width, height; all even).
+pub fn placement(w: i32, h: i32, out: (i32, i32)) -> (i32, i32, i32, i32) {
+    let (fw, fh) = (f64::from(w.max(1)), f64::from(h.max(1)));
+    let scale = (f64::from(out.0) / fw).min(f64::from(out.1) / fh);
+    let (pw, ph) = (even(fw * scale).min(out.0), even(fh * scale).min(out.1));
+    (((out.0 - pw) / 2) & !1, ((out.1 - ph) / 2) & !1, pw, ph)
+}
+
+/// Decoder + scaler + H.264 encoder. Lives on one thread (FFmpeg pointers).
 pub struct VideoTranscoder {
     dec: *mut sys::AVCodecContext,
     enc: *mut sys::AVCodecContext,
+    encoder: *const sys::AVCodec,
     frame: *mut sys::AVFrame,
+    /// The picture at the output size, when the decoded one must be scaled.
+    scaled: *mut sys::AVFrame,
+    sws: *mut sys::SwsContext,
     pkt: *mut sys::AVPacket,
-    size: (i32, i32),
-    bitrate: u32,
-    keyint_us: i64,
+    settings: VideoSettings,
+    /// Fixed at the first picture.
+    out_size: Option<(i32, i32)>,
+    /// Where the last scaled picture went inside `scaled` (to repaint the
+    /// borders black when it moves).
+    placed: Option<(i32, i32, i32, i32)>,
     last_key_us: Option<i64>,
     last_pts: i64,
     /// Frames encoded.
     pub frames_out: u64,
     /// Frames the decoder could not decode (loss; it resumes at a keyframe).
     pub decode_errors: u64,
+    /// Pictures that had to be scaled to the output size.
+    pub frames_scaled: u64,
 }
 
 impl std::fmt::Debug for VideoTranscoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VideoTranscoder").finish_non_exhaustive()
+        f.debug_struct("VideoTranscoder")
+            .field("out_size", &self.out_size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,6 +116,8 @@ impl Drop for VideoTranscoder {
             sys::avcodec_free_context(&mut self.dec);
             sys::avcodec_free_context(&mut self.enc);
             sys::av_frame_free(&mut self.frame);
+            sys::av_frame_free(&mut self.scaled);
+            sys::sws_freeContext(self.sws);
             sys::av_packet_free(&mut self.pkt);
         }
     }
@@ -79,12 +133,9 @@ fn set(dict: &mut *mut sys::AVDictionary, k: &str, v: &str) {
 }
 
 impl VideoTranscoder {
-    /// A decoder for `codec`; the encoder opens at the first decoded picture.
-    pub fn new(
-        codec: Codec,
-        bitrate: u32,
-        keyint_us: i64,
-    ) -> Result<VideoTranscoder, RestreamError> {
+    /// A decoder for `codec` and the configured encoder, checked to exist
+    /// now; the encoder opens at the first decoded picture (its size).
+    pub fn new(codec: Codec, settings: VideoSettings) -> Result<VideoTranscoder, RestreamError> {
         let _ = ffmpeg_next::init();
         let id = match codec {
             Codec::Vp8 => sys::AVCodecID::AV_CODEC_ID_VP8,
@@ -97,21 +148,34 @@ impl VideoTranscoder {
                 )));
             }
         };
+        let name = CString::new(settings.encoder.as_str())
+            .map_err(|_| RestreamError::Codec("the encoder name contains a NUL byte".into()))?;
         let mut t = VideoTranscoder {
             dec: std::ptr::null_mut(),
             enc: std::ptr::null_mut(),
+            encoder: std::ptr::null(),
             frame: std::ptr::null_mut(),
+            scaled: std::ptr::null_mut(),
+            sws: std::ptr::null_mut(),
             pkt: std::ptr::null_mut(),
-            size: (0, 0),
-            bitrate,
-            keyint_us,
+            settings,
+            out_size: None,
+            placed: None,
             last_key_us: None,
             last_pts: i64::MIN,
             frames_out: 0,
             decode_errors: 0,
+            frames_scaled: 0,
         };
         // SAFETY: FFmpeg set-up; pointers checked and owned by `t` (freed by Drop).
         unsafe {
+            t.encoder = sys::avcodec_find_encoder_by_name(name.as_ptr());
+            if t.encoder.is_null() || (*t.encoder).id != sys::AVCodecID::AV_CODEC_ID_H264 {
+                return Err(RestreamError::Codec(format!(
+                    "FFmpeg has no H.264 encoder named {:?} (restream.video_encoder)",
+                    t.settings.encoder
+                )));
+            }
             let dcodec = sys::avcodec_find_decoder(id);
             if dcodec.is_null() {
                 return Err(RestreamError::Codec(format!(
@@ -138,15 +202,17 @@ impl VideoTranscoder {
         Ok(t)
     }
 
+    /// The output picture size, once the first picture was decoded.
+    pub fn output_size(&self) -> Option<(i32, i32)> {
+        self.out_size
+    }
+
     fn open_encoder(&mut self, w: i32, h: i32) -> Result<(), RestreamError> {
-        // SAFETY: as in `new`; the previous encoder (if any) is freed first.
+        let bitrate = self.settings.bitrate;
+        let x264 = self.settings.encoder == "libx264";
+        // SAFETY: as in `new`; the encoder exists (checked there).
         unsafe {
-            sys::avcodec_free_context(&mut self.enc);
-            let ecodec = sys::avcodec_find_encoder_by_name(c"libx264".as_ptr());
-            if ecodec.is_null() {
-                return Err(RestreamError::Codec("FFmpeg has no libx264 encoder".into()));
-            }
-            self.enc = sys::avcodec_alloc_context3(ecodec);
+            self.enc = sys::avcodec_alloc_context3(self.encoder);
             if self.enc.is_null() {
                 return Err(RestreamError::Codec("out of memory".into()));
             }
@@ -159,24 +225,25 @@ impl VideoTranscoder {
                 den: 1_000_000,
             };
             e.framerate = sys::AVRational { num: 30, den: 1 };
-            e.bit_rate = i64::from(self.bitrate);
-            e.rc_max_rate = i64::from(self.bitrate);
-            e.rc_buffer_size = self.bitrate as i32;
+            e.bit_rate = i64::from(bitrate);
+            e.rc_max_rate = i64::from(bitrate);
+            e.rc_buffer_size = bitrate as i32;
             e.gop_size = 600;
             e.max_b_frames = 0;
             let mut opts: *mut sys::AVDictionary = std::ptr::null_mut();
-            set(&mut opts, "preset", "veryfast");
-            set(&mut opts, "tune", "zerolatency");
-            set(&mut opts, "forced-idr", "1");
-            set(&mut opts, "x264-params", "scenecut=0:repeat-headers=1");
-            let rc = sys::avcodec_open2(self.enc, ecodec, &mut opts);
+            if x264 {
+                set(&mut opts, "preset", "veryfast");
+                set(&mut opts, "tune", "zerolatency");
+                set(&mut opts, "forced-idr", "1");
+                set(&mut opts, "x264-params", "scenecut=0:repeat-headers=1");
+            }
+            let rc = sys::avcodec_open2(self.enc, self.encoder, &mut opts);
             sys::av_dict_free(&mut opts);
             if rc < 0 {
-                return Err(err("opening libx264", rc));
+                return Err(err("opening the H.264 encoder", rc));
             }
         }
-        self.size = (w, h);
-        self.last_key_us = None;
+        self.out_size = Some((w, h));
         Ok(())
     }
 
@@ -228,18 +295,22 @@ impl VideoTranscoder {
         // SAFETY: per the contract; encoder pointers are checked/opened here.
         unsafe {
             let f = self.frame;
-            if (*f).format != sys::AVPixelFormat::AV_PIX_FMT_YUV420P as i32 {
-                return Err(RestreamError::Unsupported(
-                    "only 8-bit 4:2:0 video can be transcoded to H.264".into(),
-                ));
-            }
             let (w, h) = ((*f).width, (*f).height);
-            if (w, h) != self.size || self.enc.is_null() {
-                if !self.enc.is_null() {
-                    self.drain(None, out)?;
-                }
-                self.open_encoder(w, h)?;
+            if w <= 0 || h <= 0 {
+                self.decode_errors += 1;
+                return Ok(());
             }
+            let size = match self.out_size {
+                Some(s) => s,
+                None => {
+                    let s = output_size(w, h, (self.settings.max_width, self.settings.max_height));
+                    self.open_encoder(s.0, s.1)?;
+                    s
+                }
+            };
+            let direct =
+                (w, h) == size && (*f).format == sys::AVPixelFormat::AV_PIX_FMT_YUV420P as i32;
+            let pic = if direct { f } else { self.scale(size)? };
             let mut pts = if (*f).best_effort_timestamp != sys::AV_NOPTS_VALUE {
                 (*f).best_effort_timestamp
             } else {
@@ -249,15 +320,17 @@ impl VideoTranscoder {
                 pts = self.last_pts + 1;
             }
             self.last_pts = pts;
-            (*f).pts = pts;
-            let key = self.last_key_us.is_none_or(|k| pts - k >= self.keyint_us);
-            (*f).pict_type = if key {
+            (*pic).pts = pts;
+            let key = self
+                .last_key_us
+                .is_none_or(|k| pts - k >= self.settings.keyint_us);
+            (*pic).pict_type = if key {
                 self.last_key_us = Some(pts);
                 sys::AVPictureType::AV_PICTURE_TYPE_I
             } else {
                 sys::AVPictureType::AV_PICTURE_TYPE_NONE
             };
-            let rc = sys::avcodec_send_frame(self.enc, f);
+            let rc = sys::avcodec_send_frame(self.enc, pic);
             if rc < 0 {
                 return Err(err("encoding H.264", rc));
             }
@@ -265,7 +338,104 @@ impl VideoTranscoder {
         }
     }
 
-    /// Receives packets; `None` first flushes the encoder (end or reopen).
+    /// Scales the decoded picture into `self.scaled` (the output size, 4:2:0),
+    /// keeping its aspect ratio, centred on black.
+    ///
+    /// # Safety
+    /// `self.frame` holds a decoded picture.
+    unsafe fn scale(&mut self, size: (i32, i32)) -> Result<*mut sys::AVFrame, RestreamError> {
+        // SAFETY: per the contract; `scaled` is allocated here at `size` and
+        // made writable before it is drawn on (the encoder may hold a reference).
+        unsafe {
+            let f = self.frame;
+            if self.scaled.is_null() {
+                self.scaled = sys::av_frame_alloc();
+                if self.scaled.is_null() {
+                    return Err(RestreamError::Codec("out of memory".into()));
+                }
+                (*self.scaled).format = sys::AVPixelFormat::AV_PIX_FMT_YUV420P as i32;
+                (*self.scaled).width = size.0;
+                (*self.scaled).height = size.1;
+                let rc = sys::av_frame_get_buffer(self.scaled, 0);
+                if rc < 0 {
+                    return Err(err("allocating the scaled picture", rc));
+                }
+            }
+            let rc = sys::av_frame_make_writable(self.scaled);
+            if rc < 0 {
+                return Err(err("allocating the scaled picture", rc));
+            }
+            let s = &mut *self.scaled;
+            let (x, y, pw, ph) = placement((*f).width, (*f).height, size);
+            if self.placed != Some((x, y, pw, ph)) {
+                for (plane, value, div) in [(0usize, 16u8, 1), (1, 128, 2), (2, 128, 2)] {
+                    let rows = (size.1 / div) as usize;
+                    let cols = (size.0 / div) as usize;
+                    let stride = s.linesize[plane] as isize;
+                    for r in 0..rows {
+                        std::ptr::write_bytes(
+                            s.data[plane].offset(r as isize * stride),
+                            value,
+                            cols,
+                        );
+                    }
+                }
+                self.placed = Some((x, y, pw, ph));
+            }
+            if !(0..sys::AVPixelFormat::AV_PIX_FMT_NB as i32).contains(&(*f).format) {
+                return Err(RestreamError::Unsupported(format!(
+                    "the decoder gave pixel format {}, which has no name",
+                    (*f).format
+                )));
+            }
+            // In range (checked above), so a valid discriminant.
+            let src_fmt: sys::AVPixelFormat = std::mem::transmute((*f).format);
+            self.sws = sys::sws_getCachedContext(
+                self.sws,
+                (*f).width,
+                (*f).height,
+                src_fmt,
+                pw,
+                ph,
+                sys::AVPixelFormat::AV_PIX_FMT_YUV420P,
+                sys::SWS_BILINEAR,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            );
+            if self.sws.is_null() {
+                return Err(RestreamError::Unsupported(format!(
+                    "cannot convert {}x{} pictures of pixel format {} to H.264's 4:2:0",
+                    (*f).width,
+                    (*f).height,
+                    (*f).format
+                )));
+            }
+            let dst = [
+                s.data[0].offset(y as isize * s.linesize[0] as isize + x as isize),
+                s.data[1].offset((y / 2) as isize * s.linesize[1] as isize + (x / 2) as isize),
+                s.data[2].offset((y / 2) as isize * s.linesize[2] as isize + (x / 2) as isize),
+                std::ptr::null_mut(),
+            ];
+            let dst_stride = [s.linesize[0], s.linesize[1], s.linesize[2], 0];
+            let rc = sys::sws_scale(
+                self.sws,
+                (*f).data.as_ptr() as *const *const u8,
+                (*f).linesize.as_ptr(),
+                0,
+                (*f).height,
+                dst.as_ptr(),
+                dst_stride.as_ptr(),
+            );
+            if rc <= 0 {
+                return Err(RestreamError::Codec("scaling a picture failed".into()));
+            }
+            self.frames_scaled += 1;
+            Ok(self.scaled)
+        }
+    }
+
+    /// Receives packets; `None` first flushes the encoder (end of stream).
     fn drain(&mut self, more: Option<()>, out: &mut Vec<H264Out>) -> Result<(), RestreamError> {
         // SAFETY: encoder open; pkt ours; data valid for size until unref.
         unsafe {
@@ -292,5 +462,33 @@ impl VideoTranscoder {
             return Ok(());
         }
         self.drain(None, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_size_fits_the_maximum_and_keeps_the_aspect() {
+        assert_eq!(output_size(1280, 720, (1920, 1080)), (1280, 720));
+        assert_eq!(output_size(3840, 2160, (1920, 1080)), (1920, 1080));
+        assert_eq!(output_size(640, 360, (1920, 240)), (426, 240));
+        assert_eq!(output_size(1080, 1920, (1920, 1080)), (606, 1080));
+        assert_eq!(output_size(641, 361, (1920, 1080)), (640, 360));
+        assert_eq!(output_size(1, 1, (1920, 1080)), (2, 2));
+    }
+
+    #[test]
+    fn placement_centres_with_the_aspect_kept() {
+        // Same aspect: fills the frame.
+        assert_eq!(placement(640, 360, (1280, 720)), (0, 0, 1280, 720));
+        // 4:3 in 16:9: pillarboxed.
+        assert_eq!(placement(320, 240, (1280, 720)), (160, 0, 960, 720));
+        // Portrait in landscape.
+        assert_eq!(placement(360, 640, (640, 360)), (218, 0, 202, 360));
+        let (x, y, w, h) = placement(333, 777, (1278, 718));
+        assert!(x % 2 == 0 && y % 2 == 0 && w % 2 == 0 && h % 2 == 0);
+        assert!(x + w <= 1278 && y + h <= 718);
     }
 }

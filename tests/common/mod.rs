@@ -10,3 +10,5 @@ pub mod gateway;
 pub mod media;
 /// Real WebRTC peers: WHIP publisher, WHEP viewer.
 pub mod peer;
+/// RTMP receivers and restream API calls.
+pub mod rtmp;

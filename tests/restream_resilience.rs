@@ -1,0 +1,440 @@
+//! Restreaming against the receivers people really use and the failures they
+//! really have: an nginx-rtmp server that goes away and comes back, RTMPS
+//! through a TLS terminator (socat), a browser that changes its picture size,
+//! and an encoder FFmpeg does not have.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_dir};
+use common::gateway::{self, eventually, publisher, recordings_idle, wait_received};
+use common::media::{EncodedFrame, opus_packets, video_frames, video_frames_sized};
+use common::peer::{Kind, VideoCodec, Viewer};
+use common::rtmp::{KEY, Receiver, listening, post_target, target};
+use serde_json::Value;
+
+/// nginx with the RTMP module, recording every publish to its own file
+/// (`record_unique`), run in the foreground from a scratch folder.
+struct Nginx {
+    child: Option<Child>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Nginx {
+    async fn start(dir: &Path, port: u16) -> Nginx {
+        let rec = dir.join("rec");
+        std::fs::create_dir_all(&rec).unwrap();
+        // Root's workers would run as `nobody` and could not write here.
+        let user = if unsafe { libc::geteuid() } == 0 {
+            "user root root;"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+             {user}\n\
+             worker_processes 1;\n\
+             pid {dir}/nginx.pid;\n\
+             error_log {dir}/error.log info;\n\
+             events {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port};\n\
+               application live {{ live on; record all; record_path {rec}; record_unique on; }} }} }}\n",
+            dir = dir.display(),
+            rec = rec.display(),
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts (scripts/setup.sh --test installs nginx and libnginx-mod-rtmp)");
+        let n = Nginx {
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            port,
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || listening(port)).await,
+            "nginx never listened on {port}: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+        n
+    }
+
+    /// Stops nginx (fast shutdown: connections are closed).
+    async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child by pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let done = tokio::task::spawn_blocking(move || c.wait()).await;
+            assert!(matches!(done, Ok(Ok(_))), "nginx did not exit");
+        }
+        let port = self.port;
+        assert!(eventually(Duration::from_secs(10), || !listening(port)).await);
+    }
+
+    /// The files recorded so far, oldest first.
+    fn recordings(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("rec"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls the target until `cond` holds (up to `tries` × 50 ms); the last view.
+async fn wait_target(
+    server: &castgate::server::Server,
+    id: &str,
+    tries: u32,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut t = Value::Null;
+    for _ in 0..tries {
+        t = target(server, id).await;
+        if cond(&t) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t
+}
+
+fn id_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// nginx-rtmp goes away for 5 s mid-stream: the target retries with backoff
+/// and goes live again on its own; nginx records a second file that decodes;
+/// the gateway's recording and a WebRTC viewer of the same stream saw every
+/// frame, uninterrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nginx_rtmp_outage_is_ridden_out_without_touching_recording_or_viewers() {
+    let secs = 14;
+    let (video, audio) = tokio::task::spawn_blocking(move || {
+        (video_frames(VideoCodec::H264, secs), opus_packets(secs))
+    })
+    .await
+    .unwrap();
+    let dir = temp_dir("nginx");
+    let port = free_port();
+    let mut nginx = Nginx::start(&dir.join("n1"), port).await;
+    let record_dir = dir.join("recordings");
+    let rd = record_dir.clone();
+    let server = gateway::start(move |c| {
+        c.record.enabled = true;
+        c.record.dir = rd;
+        c.restream.backoff_min_secs = 0.5;
+        c.restream.backoff_max_secs = 2.0;
+    })
+    .await;
+    let publisher = publisher(&server, "show", Some(VideoCodec::H264), true).await;
+    let mut viewer = Viewer::connect(&gateway::url(&server, "/whep/show"), None)
+        .await
+        .unwrap();
+    let watching = tokio::spawn(async move {
+        let (mut frames, mut breaks) = (0usize, 0usize);
+        while let Some(f) = viewer.next_frame(Duration::from_secs(4)).await {
+            if f.kind == Kind::Video {
+                frames += 1;
+                if !f.contiguous && frames > 1 {
+                    breaks += 1;
+                }
+            }
+        }
+        (frames, breaks)
+    });
+    let (s, body) = post_target(
+        &server,
+        "show",
+        &format!(r#"{{"url":"rtmp://127.0.0.1:{port}/live/{KEY}"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let id = id_of(&body);
+
+    let play = publisher.play(&video, &audio);
+    let control = async {
+        let t = wait_target(&server, &id, 200, |t| {
+            t["state"] == "live" && t["video_frames"].as_u64() >= Some(60)
+        })
+        .await;
+        assert_eq!(t["state"], "live", "{t}");
+        nginx.stop().await;
+        let t = wait_target(&server, &id, 200, |t| t["state"] == "retrying").await;
+        assert_eq!(t["state"], "retrying", "{t}");
+        assert!(t["error"].is_string(), "{t}");
+        assert!(t["next_attempt_in_secs"].is_number(), "{t}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let t = target(&server, &id).await;
+        assert!(t["attempts"].as_u64() >= Some(3), "retried while down: {t}");
+        assert_eq!(t["connections"].as_u64(), Some(1), "{t}");
+        let back = Nginx::start(&dir.join("n2"), port).await;
+        let t = wait_target(&server, &id, 200, |t| {
+            t["state"] == "live" && t["connections"].as_u64() == Some(2)
+        })
+        .await;
+        assert_eq!(t["state"], "live", "{t}");
+        assert_eq!(t["connections"].as_u64(), Some(2), "{t}");
+        back
+    };
+    let (played, mut back) = tokio::join!(play, control);
+    played.unwrap();
+    wait_received(&server, "show", video.len()).await;
+    publisher.delete().await.unwrap();
+    let t = wait_target(&server, &id, 200, |t| t["state"] == "stopped").await;
+    assert_eq!(t["state"], "stopped", "{t}");
+    recordings_idle(&server).await;
+    let (seen, breaks) = watching.await.unwrap();
+    server.shutdown().await;
+    let second = back.recordings();
+    back.stop().await;
+
+    // The viewer saw every frame, with no loss.
+    assert_eq!(seen, video.len(), "the viewer missed frames");
+    assert_eq!(breaks, 0, "the viewer saw gaps");
+    // The recording is one file with every frame.
+    let recorded: Vec<PathBuf> = walk(&record_dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "mkv" || e == "webm"))
+        .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(packets(&recorded[0], "v"), video.len());
+    decodes_cleanly(&recorded[0]);
+    // nginx's second life recorded the resumed push, which starts at a
+    // keyframe, has both tracks and decodes.
+    assert_eq!(second.len(), 1, "{second:?}");
+    let streams = probe(&second[0], "stream=codec_name");
+    assert!(streams.contains("codec_name=h264"), "{streams}");
+    assert!(streams.contains("codec_name=aac"), "{streams}");
+    decodes_cleanly(&second[0]);
+    let d = duration(&second[0]);
+    assert!(d > 2.0, "second file lasts {d} s");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost: (cert, key).
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl req failed");
+    (cert, key)
+}
+
+/// `rtmps://` to a TLS terminator (socat, as in front of a real RTMP
+/// server) whose certificate the gateway trusts through `restream.ca_file`:
+/// the push arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmps_through_a_tls_terminator_delivers_the_stream() {
+    let (video, audio) =
+        tokio::task::spawn_blocking(|| (video_frames(VideoCodec::H264, 4), opus_packets(4)))
+            .await
+            .unwrap();
+    let dir = temp_dir("rtmps");
+    let (cert, key) = certificate(&dir);
+    let mut rx = Receiver::start(&dir, "out.flv").await;
+    let tls_port = free_port();
+    let mut socat = Command::new("socat")
+        .arg(format!(
+            "OPENSSL-LISTEN:{tls_port},bind=127.0.0.1,reuseaddr,verify=0,cert={},key={}",
+            cert.display(),
+            key.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{}", rx.port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat starts (scripts/setup.sh --test installs it)");
+    assert!(eventually(Duration::from_secs(10), || listening(tls_port)).await);
+    let ca = cert.clone();
+    let server = gateway::start(move |c| c.restream.ca_file = ca).await;
+    let publisher = publisher(&server, "sec", Some(VideoCodec::H264), true).await;
+    let (s, body) = post_target(
+        &server,
+        "sec",
+        &format!(r#"{{"url":"rtmps://127.0.0.1:{tls_port}/live/{KEY}"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    assert!(!body.contains(KEY), "key leaked: {body}");
+    let id = id_of(&body);
+    publisher.play(&video, &audio).await.unwrap();
+    let t = wait_target(&server, &id, 100, |t| {
+        t["video_frames"].as_u64() == Some(video.len() as u64)
+    })
+    .await;
+    assert_eq!(t["state"], "live", "{t}");
+    assert_eq!(t["connections"].as_u64(), Some(1), "{t}");
+    publisher.delete().await.unwrap();
+    assert!(rx.finished(Duration::from_secs(15)).await, "no end");
+    server.shutdown().await;
+    let _ = socat.kill();
+    let _ = socat.wait();
+    let streams = probe(&rx.out, "stream=codec_name");
+    assert!(streams.contains("codec_name=h264"), "{streams}");
+    assert!(streams.contains("codec_name=aac"), "{streams}");
+    assert_eq!(packets(&rx.out, "v"), video.len());
+    decodes_cleanly(&rx.out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Frames of `parts` played one after the other on one timeline.
+fn concat(parts: Vec<Vec<EncodedFrame>>) -> Vec<EncodedFrame> {
+    let mut out: Vec<EncodedFrame> = Vec::new();
+    for mut part in parts {
+        let offset = out.last().map_or(0, |f| f.rtp_time + 3000);
+        for f in &mut part {
+            f.rtp_time += offset;
+        }
+        out.extend(part);
+    }
+    out
+}
+
+/// A VP8 publisher that starts at 640x360 (bigger than the configured
+/// maximum), drops to 320x240 and then grows to 1280x720, as browsers do:
+/// the transcoded output is scaled to fit the maximum once and keeps that
+/// size for every frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transcoded_video_keeps_one_size_within_the_maximum() {
+    let video = tokio::task::spawn_blocking(|| {
+        concat(vec![
+            video_frames_sized(VideoCodec::Vp8, 2, "640x360"),
+            video_frames_sized(VideoCodec::Vp8, 2, "320x240"),
+            video_frames_sized(VideoCodec::Vp8, 2, "1280x720"),
+        ])
+    })
+    .await
+    .unwrap();
+    let dir = temp_dir("size");
+    let mut rx = Receiver::start(&dir, "out.flv").await;
+    let server = gateway::start(|c| {
+        c.restream.max_width = 1920;
+        c.restream.max_height = 240;
+    })
+    .await;
+    let publisher = publisher(&server, "size", Some(VideoCodec::Vp8), false).await;
+    let (s, body) = post_target(&server, "size", &format!(r#"{{"url":"{}"}}"#, rx.url())).await;
+    assert_eq!(s, 201, "{body}");
+    publisher.play(&video, &[]).await.unwrap();
+    wait_received(&server, "size", video.len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    publisher.delete().await.unwrap();
+    assert!(rx.finished(Duration::from_secs(15)).await, "no end");
+    server.shutdown().await;
+    let sizes = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v"])
+        .args(["-show_entries", "frame=width,height", "-of", "csv=p=0"])
+        .arg(&rx.out)
+        .output()
+        .unwrap();
+    let sizes = String::from_utf8_lossy(&sizes.stdout).to_string();
+    // One "width,height" per frame (ffprobe may add an empty field).
+    let frames: Vec<String> = sizes
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(frames.len() + 2 >= video.len(), "{} frames", frames.len());
+    let distinct: std::collections::BTreeSet<&String> = frames.iter().collect();
+    assert_eq!(
+        distinct.into_iter().collect::<Vec<_>>(),
+        vec!["426,240"],
+        "every frame at the first picture's size, fitted to 240 lines"
+    );
+    decodes_cleanly(&rx.out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An encoder FFmpeg does not have: the target fails with the reason instead
+/// of streaming without video; an H.264 stream (no encoder needed) is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_encoder_fails_the_target_with_the_reason() {
+    let server = gateway::start(|c| {
+        c.restream.video_encoder = "no_such_h264_encoder".into();
+    })
+    .await;
+    let publisher = publisher(&server, "vp8", Some(VideoCodec::Vp8), true).await;
+    let port = free_port();
+    let (s, body) = post_target(
+        &server,
+        "vp8",
+        &format!(r#"{{"url":"rtmp://127.0.0.1:{port}/live/{KEY}"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let id = id_of(&body);
+    let t = wait_target(&server, &id, 100, |t| t["state"] == "failed").await;
+    assert_eq!(t["state"], "failed", "{t}");
+    let error = t["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("no_such_h264_encoder") && error.contains("vp8"),
+        "{t}"
+    );
+    // A second target on the same stream fails at once, for the same reason.
+    let (s, body) = post_target(
+        &server,
+        "vp8",
+        &format!(r#"{{"url":"rtmp://127.0.0.1:{port}/live/other"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let t = wait_target(&server, &id_of(&body), 100, |t| t["state"] == "failed").await;
+    assert_eq!(t["state"], "failed", "{t}");
+    publisher.delete().await.unwrap();
+    server.shutdown().await;
+}
