@@ -6,6 +6,7 @@
 //! [`server`] wires them together; [`config`] says how.
 
 pub mod config;
+pub mod ffmpeg_log;
 pub mod http;
 pub mod record;
 pub mod restream;

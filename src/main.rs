@@ -130,6 +130,7 @@ async fn shutdown_signal() {
 
 /// `castgate repair FILE…`: one line per file, exit 1 if any failed.
 fn repair(files: &[std::path::PathBuf]) -> ExitCode {
+    castgate::ffmpeg_log::install();
     let defaults = castgate::config::RecordConfig::default();
     let opts = castgate::record::muxer::MuxOptions {
         cluster_ms: defaults.cluster_ms,

@@ -31,6 +31,7 @@ pub struct Server {
 impl Server {
     /// Binds the HTTP and UDP ports and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        crate::ffmpeg_log::install();
         let config = Arc::new(config);
         let hub = Arc::new(Hub::new(StreamPolicy {
             viewer_start: config.keyframes.viewer_start,

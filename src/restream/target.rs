@@ -339,6 +339,8 @@ pub struct Target {
     pub queue: Arc<TargetQueue>,
     interrupt: Arc<Interrupt>,
     thread: super::worker::Worker,
+    /// Keeps the stream key masked in FFmpeg's log messages.
+    _secret: crate::ffmpeg_log::SecretGuard,
 }
 
 impl std::fmt::Debug for Target {
@@ -362,6 +364,7 @@ impl Target {
         queue: Arc<TargetQueue>,
     ) -> Target {
         Target {
+            _secret: crate::ffmpeg_log::register_secret(url.secret()),
             id,
             stream,
             stream_id,

@@ -34,6 +34,8 @@ pub struct TargetUrl {
     host: String,
     port: u16,
     masked: String,
+    /// What `masked` hides: the path after the application (key, query).
+    secret: String,
 }
 
 impl std::fmt::Debug for TargetUrl {
@@ -124,18 +126,30 @@ impl TargetUrl {
         if !key.is_empty() || path.len() > app.len() {
             masked.push_str("/****");
         }
+        let secret = path
+            .get(app.len()..)
+            .unwrap_or("")
+            .trim_start_matches('/')
+            .to_string();
         Ok(TargetUrl {
             full: url.to_string(),
             scheme,
             host,
             port,
             masked,
+            secret,
         })
     }
 
     /// The URL with its stream key: only for FFmpeg, never to print.
     pub fn secret_full(&self) -> &str {
         &self.full
+    }
+
+    /// The secret part (stream key and anything after the application),
+    /// to be masked wherever FFmpeg might print it.
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 
     /// `rtmp://host/app/****`: safe to show.
@@ -201,8 +215,10 @@ mod tests {
         assert_eq!(u.port(), 1935);
         assert_eq!(u.secret_full(), "rtmp://a.rtmp.youtube.com/live2/abcd-efgh");
         assert!(!format!("{u:?} {u}").contains("abcd"));
+        assert_eq!(u.secret(), "abcd-efgh");
         let u = TargetUrl::parse("RTMPS://Live.Example.com:4443/app/k/e/y?x=1", &[]).unwrap();
         assert_eq!(u.masked(), "rtmps://live.example.com:4443/app/****");
+        assert_eq!(u.secret(), "k/e/y?x=1");
         assert_eq!(u.scheme(), Scheme::Rtmps);
         let u = TargetUrl::parse("rtmp://[::1]:1935/live/key", &[]).unwrap();
         assert_eq!(u.masked(), "rtmp://[::1]:1935/live/****");
