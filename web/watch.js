@@ -1,5 +1,8 @@
 // Watch page: plays /watch/{stream} over WHEP with whep.js, waits for the
 // publisher when nothing is live, and comes back by itself when it returns.
+// Where WebRTC cannot work (no RTCPeerConnection, or `?hls` in the address)
+// it plays the stream's HLS instead when the gateway makes HLS for it, and
+// when a WebRTC session fails it offers HLS.
 import { WhepClient } from './whep.js';
 import { $, show, icon, renderIcons, explain, formatBitrate, formatDuration, codecName, receiverFigures, RateMeter } from './app.js';
 
@@ -8,6 +11,8 @@ renderIcons();
 const TOKEN_KEY = 'castgate.viewToken';
 const API_POLL_MS = 2000;
 const CONTROLS_IDLE_MS = 3000;
+const HLS_POLL_MS = 1000;
+const HLS_TYPE = 'application/vnd.apple.mpegurl';
 
 const name = decodeURIComponent(location.pathname.split('/')[2] ?? '');
 const ui = {
@@ -24,6 +29,7 @@ const ui = {
   tokenForm: $('#token-form'),
   token: $('#token'),
   retry: $('#retry'),
+  useHls: $('#use-hls'),
   play: $('#play'),
   unmute: $('#unmute'),
   controls: $('#controls'),
@@ -34,6 +40,9 @@ const ui = {
 
 /** What the page knows; window.castgate exposes it for tests and debugging. */
 const page = {
+  mode: 'webrtc', // or 'hls'
+  hls: null, // { playlist, state: 'waiting' | 'loading' | 'error', error } while in HLS mode
+  hlsOffer: null, // a live HLS playlist offered after WebRTC failed
   whep: null,
   everPlayed: false, // a picture was shown at least once
   ended: false, // the stream we were playing has ended
@@ -60,6 +69,7 @@ function overlay(kind, title, text, extra = {}) {
   ui.overlayText.textContent = text ?? '';
   show(ui.tokenForm, Boolean(extra.token));
   show(ui.retry, Boolean(extra.retry));
+  show(ui.useHls, Boolean(extra.hls));
 }
 
 function pill(label, cls, state) {
@@ -68,7 +78,35 @@ function pill(label, cls, state) {
   ui.pill.dataset.state = state;
 }
 
+function renderHls() {
+  show(ui.controls, page.playing);
+  renderMute();
+  const hls = page.hls;
+  if (page.playing) {
+    overlay('none');
+    pill('Live · HLS', 'live', 'live');
+  } else if (hls?.state === 'error') {
+    overlay('error', 'HLS cannot play here', hls.error, { retry: true, state: 'failed' });
+    pill('Error', 'bad', 'failed');
+  } else if (page.ended) {
+    overlay('ended', 'The stream has ended', 'It starts again here by itself when the publisher comes back.', { state: 'ended' });
+    pill('Ended', '', 'ended');
+  } else if (hls?.state === 'waiting') {
+    overlay('waiting', `Waiting for HLS of “${name}”`, page.mode === 'hls' && typeof RTCPeerConnection !== 'function'
+      ? 'This browser cannot play WebRTC, and the gateway makes no HLS for this stream now. This page starts playing by itself when it does.'
+      : 'The gateway makes no HLS for this stream now (an operator can turn it on). This page starts playing by itself when it does.', { state: 'waiting' });
+    pill('Waiting', 'busy', 'waiting');
+  } else {
+    overlay('busy', 'Starting HLS…', 'HLS plays a few seconds behind the live picture.', { state: 'starting' });
+    pill('Starting', 'busy', 'starting');
+  }
+}
+
 function render() {
+  if (page.mode === 'hls') {
+    renderHls();
+    return;
+  }
   const whep = page.whep;
   const state = whep?.state ?? 'new';
   show(ui.controls, page.playing);
@@ -76,7 +114,7 @@ function render() {
   if (state === 'failed') {
     const { title, detail } = explain(whep.error, 'watch');
     const needsToken = whep.error?.status === 401 || whep.error?.status === 403;
-    overlay(needsToken ? 'lock' : 'error', title, detail, { token: needsToken, retry: !needsToken, state: 'failed' });
+    overlay(needsToken ? 'lock' : 'error', title, detail, { token: needsToken, retry: !needsToken, hls: !needsToken && Boolean(page.hlsOffer), state: 'failed' });
     pill(needsToken ? 'Locked' : 'Error', 'bad', 'failed');
     return;
   }
@@ -158,8 +196,76 @@ function attach(stream) {
 function detach() {
   page.playing = false;
   ui.video.srcObject = null;
+  if (ui.video.getAttribute('src')) {
+    ui.video.removeAttribute('src');
+    ui.video.load();
+  }
   clearFigures();
 }
+
+// ---------------------------------------------------------------- HLS
+
+/** The stream's live HLS playlist (with the viewing token), or null. */
+async function hlsPlaylist() {
+  try {
+    const res = await fetch(`/api/streams/${encodeURIComponent(name)}/hls`, { cache: 'no-store' });
+    if (!res.ok) return null;
+    const hls = await res.json();
+    if (hls.state !== 'live' || !hls.playlist) return null;
+    const token = currentToken();
+    const url = token ? `${hls.playlist}?token=${encodeURIComponent(token)}` : hls.playlist;
+    // The playlist appears with the first whole segment.
+    const head = await fetch(url, { cache: 'no-store' });
+    return head.ok ? url : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Leaves WebRTC and plays the stream's HLS, waiting for it when it is not there. */
+async function startHls() {
+  page.whep?.stop();
+  page.whep = null;
+  page.mode = 'hls';
+  page.hlsOffer = null;
+  detach();
+  const hls = { playlist: null, state: 'loading', error: null };
+  page.hls = hls;
+  render();
+  if (!ui.video.canPlayType(HLS_TYPE)) {
+    hls.state = 'error';
+    hls.error = typeof RTCPeerConnection === 'function'
+      ? 'This browser plays neither HLS nor (here) WebRTC.'
+      : 'This browser can play neither WebRTC nor HLS.';
+    render();
+    return;
+  }
+  while (page.hls === hls) {
+    const playlist = await hlsPlaylist();
+    if (page.hls !== hls) return;
+    if (playlist) {
+      hls.playlist = playlist;
+      hls.state = 'loading';
+      page.streamId = page.info?.id ?? null;
+      ui.video.src = playlist;
+      play();
+      render();
+      return;
+    }
+    hls.state = 'waiting';
+    render();
+    await new Promise((r) => setTimeout(r, HLS_POLL_MS));
+  }
+}
+
+ui.video.addEventListener('error', () => {
+  if (page.mode !== 'hls' || !page.hls || !ui.video.getAttribute('src')) return;
+  // The playlist went away (stream ended, HLS stopped): wait for it again.
+  page.playing = false;
+  startHls();
+});
+ui.useHls.addEventListener('click', () => startHls());
+
 
 // ---------------------------------------------------------------- sound, fullscreen, controls
 
@@ -228,6 +334,12 @@ function clearFigures() {
 }
 
 async function sampleFigures() {
+  if (page.mode === 'hls') {
+    const v = ui.video;
+    ui.figures.resolution.textContent = v.videoWidth ? `${v.videoWidth}×${v.videoHeight}` : '–';
+    ui.figures.codec.textContent = page.playing ? 'H.264 + AAC (HLS)' : '–';
+    return;
+  }
   const pc = page.whep?.pc;
   if (!pc || page.whep.state !== 'connected') return;
   try {
@@ -276,7 +388,18 @@ async function checkStream() {
   page.info = info;
   page.infoAt = performance.now();
   renderInfo();
+  if (page.mode === 'hls') {
+    if (page.playing && (!info || (page.streamId != null && info.id !== page.streamId))) {
+      page.ended = true;
+      startHls();
+    }
+    return;
+  }
   const whep = page.whep;
+  if (whep?.state === 'failed' && !page.hlsOffer && info) {
+    page.hlsOffer = await hlsPlaylist();
+    if (page.hlsOffer) render();
+  }
   if (!whep || whep.state !== 'connected') return;
   if (page.streamId == null && info) {
     page.streamId = info.id;
@@ -295,6 +418,10 @@ function endedNow() {
 
 function startWatching(token) {
   page.whep?.stop();
+  page.mode = 'webrtc';
+  page.hls = null;
+  page.hlsOffer = null;
+  if (ui.video.getAttribute('src')) detach();
   // castgate answers as an ICE-lite agent: it needs none of our candidates up
   // front, so the offer goes out at once and candidates follow over PATCH.
   let whep;
@@ -336,7 +463,7 @@ ui.tokenForm.addEventListener('submit', (e) => {
   try { sessionStorage.setItem(TOKEN_KEY, token); } catch { /* not kept */ }
   startWatching(token);
 });
-ui.retry.addEventListener('click', () => startWatching(currentToken()));
+ui.retry.addEventListener('click', () => (page.mode === 'hls' ? startHls() : startWatching(currentToken())));
 
 function currentToken() {
   const fromUrl = new URLSearchParams(location.search).get('token');
@@ -346,7 +473,8 @@ function currentToken() {
 
 renderMute();
 renderFullscreen();
-startWatching(currentToken());
+if (typeof RTCPeerConnection !== 'function' || new URLSearchParams(location.search).has('hls')) startHls();
+else startWatching(currentToken());
 setInterval(sampleFigures, 1000);
 setInterval(checkStream, API_POLL_MS);
 setInterval(renderInfo, 1000);

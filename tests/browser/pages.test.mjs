@@ -138,6 +138,45 @@ describe('castgate pages in Chromium', { timeout: 300000 }, () => {
     await home.close();
   });
 
+  test('HLS: the watch page plays it on request, falls back to it without WebRTC, and sees the end', async () => {
+    const name = 'hls-cam';
+    await startPublishing(pub, server.base, { name, codec: 'H264' });
+    const started = await fetch(`${server.base}/api/streams/${name}/hls`, { method: 'POST' });
+    assert.equal(started.status, 201, await started.text());
+
+    // Asked for in the address.
+    const asked = await openPage(viewer, 'watch hls');
+    pages.push(asked);
+    await asked.goto(`${server.base}/watch/${name}?hls`);
+    const hlsPlaying = async (page) => {
+      const first = await waitFor(() => page.evaluate(() => {
+        const v = document.querySelector('#video');
+        return window.castgate.mode === 'hls' && window.castgate.playing && v.videoWidth > 0 ? v.currentTime : null;
+      }), { timeout: 40000, what: 'HLS to play' });
+      await waitFor(() => page.evaluate((t) => document.querySelector('#video').currentTime > t + 1, first), { timeout: 20000, what: 'HLS playback to advance' });
+      assert.match(await page.evaluate(() => document.querySelector('#video').src), new RegExp(`/hls/${name}/index\\.m3u8$`));
+      assert.equal(await page.evaluate(() => window.castgate.whep), null, 'no WebRTC session in HLS mode');
+    };
+    await hlsPlaying(asked);
+    assert.equal(await asked.textContent('#pill'), 'Live · HLS');
+    await screenshot(asked, 'watch-hls');
+
+    // A browser without WebRTC falls back to HLS by itself.
+    const noRtc = await openPage(viewer, 'watch without webrtc');
+    pages.push(noRtc);
+    await noRtc.addInitScript(() => { delete window.RTCPeerConnection; delete window.webkitRTCPeerConnection; });
+    await noRtc.goto(`${server.base}/watch/${name}`);
+    await hlsPlaying(noRtc);
+
+    // The publisher stops: both pages show the end.
+    await stopPublishing(pub);
+    for (const page of [asked, noRtc]) {
+      await waitFor(async () => (await overlayState(page)) === 'ended', { timeout: 20000, what: 'the HLS page to show the end' });
+    }
+    await asked.close();
+    await noRtc.close();
+  });
+
   test('both pages recover by themselves when the server restarts', async () => {
     const name = 'phoenix';
     await startPublishing(pub, server.base, { name, codec: 'VP8' });
