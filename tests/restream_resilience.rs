@@ -438,3 +438,124 @@ async fn a_missing_encoder_fails_the_target_with_the_reason() {
     publisher.delete().await.unwrap();
     server.shutdown().await;
 }
+
+/// FLV tags as an `ffmpeg -listen` receiver writes them to its stdout:
+/// (tag type, timestamp in ms, when the tag was read).
+fn flv_tags(
+    mut out: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<(u8, u32, std::time::Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut header = [0u8; 13]; // FLV header + first PreviousTagSize
+        if out.read_exact(&mut header).is_err() {
+            return;
+        }
+        let mut tag = [0u8; 11];
+        while out.read_exact(&mut tag).is_ok() {
+            let at = std::time::Instant::now();
+            let size = u32::from_be_bytes([0, tag[1], tag[2], tag[3]]) as usize;
+            let ts = u32::from_be_bytes([tag[7], tag[4], tag[5], tag[6]]);
+            let mut body = vec![0u8; size + 4];
+            if out.read_exact(&mut body).is_err() || tx.send((tag[0], ts, at)).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Figure (printed, not asserted): the delay a restream adds, from a frame's
+/// arrival over WebRTC to its receipt by an RTMP server on the same machine
+/// (passthrough H.264 + Opus → AAC). Asserted: every frame arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figure_added_latency_from_webrtc_ingest_to_rtmp_receipt() {
+    let secs = 8;
+    let (video, audio) = tokio::task::spawn_blocking(move || {
+        (video_frames(VideoCodec::H264, secs), opus_packets(secs))
+    })
+    .await
+    .unwrap();
+    let port = free_port();
+    let mut rx = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-fflags", "nobuffer"])
+        .args([
+            "-analyzeduration",
+            "0",
+            "-probesize",
+            "32",
+            "-listen",
+            "1",
+            "-i",
+        ])
+        .arg(format!("rtmp://127.0.0.1:{port}/live/{KEY}"))
+        .args(["-c", "copy", "-flush_packets", "1", "-f", "flv", "pipe:1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg starts");
+    assert!(eventually(Duration::from_secs(10), || listening(port)).await);
+    let tags = flv_tags(rx.stdout.take().unwrap());
+    let server = gateway::start(|_| {}).await;
+    let publisher = publisher(&server, "lat", Some(VideoCodec::H264), true).await;
+    let (s, body) = post_target(
+        &server,
+        "lat",
+        &format!(r#"{{"url":"rtmp://127.0.0.1:{port}/live/{KEY}"}}"#),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let id = id_of(&body);
+    // The target is connected before the first frame: frame i's FLV time
+    // is its RTP time, and it was sent at `start` + that time.
+    let start = std::time::Instant::now();
+    publisher.play(&video, &audio).await.unwrap();
+    let t = wait_target(&server, &id, 100, |t| {
+        t["video_frames"].as_u64() == Some(video.len() as u64)
+    })
+    .await;
+    publisher.delete().await.unwrap();
+    let received: Vec<(u8, u32, std::time::Instant)> = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        while let Ok(t) = tags.recv_timeout(Duration::from_secs(10)) {
+            all.push(t);
+        }
+        all
+    })
+    .await
+    .unwrap();
+    server.shutdown().await;
+    let _ = rx.kill();
+    let _ = rx.wait();
+    let frames: Vec<&(u8, u32, std::time::Instant)> =
+        received.iter().filter(|(kind, ..)| *kind == 9).collect();
+    assert_eq!(t["video_frames"].as_u64(), Some(video.len() as u64), "{t}");
+    // Every frame from the receiver's second second on (its first second
+    // goes to its own start-up), in order.
+    let later: std::collections::BTreeSet<u32> = frames
+        .iter()
+        .map(|f| f.1)
+        .filter(|ts| *ts >= 1000)
+        .collect();
+    let sent_later = video.iter().filter(|f| f.rtp_time >= 90_000).count();
+    assert_eq!(later.len(), sent_later, "frames lost on the way");
+    assert!(frames.windows(2).all(|w| w[0].1 <= w[1].1), "out of order");
+    // The receiver's first second is its start-up (stream probing): skip it.
+    let mut delays: Vec<f64> = frames
+        .iter()
+        .filter(|(_, ts, _)| *ts >= 1000)
+        .map(|(_, ts, at)| {
+            let sent = start + Duration::from_millis(u64::from(*ts));
+            at.saturating_duration_since(sent).as_secs_f64() * 1000.0
+        })
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let pct = |p: f64| delays[((delays.len() - 1) as f64 * p) as usize];
+    eprintln!(
+        "FIGURES WebRTC ingest → RTMP receipt (H.264 passthrough + AAC, loopback, {} frames): p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms; gateway-reported arrival → network {:.1} ms",
+        delays.len(),
+        pct(0.5),
+        pct(0.95),
+        pct(1.0),
+        t["latency_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+}

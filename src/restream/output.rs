@@ -315,6 +315,9 @@ impl FlvOutput {
                     ));
                 }
                 out.io_open = true;
+                // Every packet to the network at once (FFmpeg would otherwise
+                // hold up to 32 KiB in the I/O buffer: tens of ms at 2.5 Mbit/s).
+                (*out.ctx).flush_packets = 1;
             }
 
             let mut mux_opts: *mut sys::AVDictionary = std::ptr::null_mut();
