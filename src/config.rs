@@ -248,7 +248,7 @@ impl Default for HttpConfig {
 }
 
 /// One STUN or TURN server handed to clients in `Link` headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
     /// `stun:host:port`, `turn:host:port?transport=udp` or `turns:…`.
@@ -259,6 +259,11 @@ pub struct IceServer {
     /// TURN password.
     #[serde(default)]
     pub credential: Option<String>,
+    /// TURN REST shared secret (coturn `use-auth-secret` + `static-auth-secret`):
+    /// instead of a fixed user name and password, every client gets its own,
+    /// valid for `rtc.turn_credential_ttl_secs`.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 /// WebRTC transport settings.
@@ -273,6 +278,9 @@ pub struct RtcConfig {
     pub announce: Vec<IpAddr>,
     /// STUN/TURN servers handed to clients.
     pub ice_servers: Vec<IceServer>,
+    /// How long minted TURN credentials (servers with a `secret`) stay valid;
+    /// TURN refreshes need them for the whole session, so make it longer than one.
+    pub turn_credential_ttl_secs: u64,
     /// Number of media worker shards; 0 means one per CPU core.
     pub workers: usize,
     /// Packets kept per viewer video track to answer NACKs (RTX). 300 packets
@@ -288,6 +296,7 @@ impl Default for RtcConfig {
             auto_detect_addresses: true,
             announce: vec![],
             ice_servers: vec![],
+            turn_credential_ttl_secs: 86_400,
             workers: 0,
             send_buffer_video: 300,
         }
@@ -591,8 +600,7 @@ impl Config {
                 .filter(|s| !s.trim().is_empty())
                 .map(|url| IceServer {
                     url: url.trim().to_string(),
-                    username: None,
-                    credential: None,
+                    ..IceServer::default()
                 })
                 .collect();
         }
@@ -670,6 +678,32 @@ impl Config {
                     format!("{:?} is not a stun:, stuns:, turn: or turns: URL", s.url),
                 ));
             }
+            if s.secret.is_some() && (s.username.is_some() || s.credential.is_some()) {
+                return Err(invalid(
+                    "rtc.ice_servers",
+                    format!(
+                        "{:?}: give either a secret or a username and credential",
+                        s.url
+                    ),
+                ));
+            }
+            if s.secret.as_ref().is_some_and(|x| x.is_empty())
+                || (s.secret.is_some() && !s.url.starts_with("turn"))
+            {
+                return Err(invalid(
+                    "rtc.ice_servers",
+                    format!(
+                        "{:?}: a secret needs a turn: or turns: URL and must not be empty",
+                        s.url
+                    ),
+                ));
+            }
+        }
+        if !(60..=7 * 86_400).contains(&self.rtc.turn_credential_ttl_secs) {
+            return Err(invalid(
+                "rtc.turn_credential_ttl_secs",
+                "must be between 60 and 604800 seconds",
+            ));
         }
         if self.rtc.send_buffer_video == 0 {
             return Err(invalid("rtc.send_buffer_video", "must be at least 1"));
@@ -984,8 +1018,7 @@ mod tests {
         let mut c = Config::default();
         c.rtc.ice_servers.push(IceServer {
             url: "http://x".into(),
-            username: None,
-            credential: None,
+            ..IceServer::default()
         });
         assert!(
             c.validate()

@@ -191,5 +191,8 @@ fn redact(c: &mut Config) {
         if let Some(cred) = s.credential.as_mut() {
             hide(cred);
         }
+        if let Some(secret) = s.secret.as_mut() {
+            hide(secret);
+        }
     }
 }

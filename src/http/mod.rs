@@ -53,7 +53,7 @@ pub fn router(state: AppState) -> Router {
     ));
     let max_body = state.config.http.max_body_bytes;
     let cors = cors(&state.config);
-    let links = Arc::new(session::ice_server_links(&state.config.rtc.ice_servers));
+    let rtc_config = Arc::new(state.config.rtc.clone());
     Router::new()
         .route("/whip/{stream}", post(whip::post).options(whip::options))
         .route(
@@ -96,14 +96,17 @@ pub fn router(state: AppState) -> Router {
             ratelimit::limit,
         ))
         .layer(cors)
-        .layer(axum::middleware::from_fn_with_state(links, advertise_post))
+        .layer(axum::middleware::from_fn_with_state(
+            rtc_config,
+            advertise_post,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
 /// The CORS layer answers preflight OPTIONS itself; make those answers still
 /// say what a WHIP/WHEP endpoint accepts (RFC 9725 §4.4).
 async fn advertise_post(
-    axum::extract::State(links): axum::extract::State<Arc<Vec<HeaderValue>>>,
+    axum::extract::State(rtc): axum::extract::State<Arc<crate::config::RtcConfig>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -114,8 +117,8 @@ async fn advertise_post(
         let h = resp.headers_mut();
         if !h.contains_key("accept-post") {
             h.insert("accept-post", HeaderValue::from_static(session::SDP));
-            for l in links.iter() {
-                h.append(header::LINK, l.clone());
+            for l in session::links_now(&rtc) {
+                h.append(header::LINK, l);
             }
         }
     }

@@ -52,12 +52,28 @@ pub fn text(body: &Bytes) -> Result<&str, ApiError> {
 }
 
 /// `Link` header values for the configured ICE servers (RFC 9725 §4.6).
-pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+/// Servers with a TURN REST `secret` get credentials minted now, valid for
+/// `ttl` (user name `EXPIRY:castgate`, password base64(HMAC-SHA1(secret,
+/// user name)), as coturn's `use-auth-secret` checks them).
+pub fn ice_server_links(
+    servers: &[IceServer],
+    now: std::time::SystemTime,
+    ttl: std::time::Duration,
+) -> Vec<HeaderValue> {
     servers
         .iter()
         .filter_map(|s| {
             let mut v = format!("<{}>; rel=\"ice-server\"", s.url);
-            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+            let minted = s
+                .secret
+                .as_ref()
+                .map(|secret| turn_rest_credentials(secret, now, ttl));
+            let (user, pass) = match (&minted, &s.username, &s.credential) {
+                (Some((u, p)), _, _) => (Some(u.as_str()), Some(p.as_str())),
+                (None, Some(u), Some(c)) => (Some(u.as_str()), Some(c.as_str())),
+                _ => (None, None),
+            };
+            if let (Some(u), Some(c)) = (user, pass) {
                 v.push_str(&format!(
                     "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
                     quote_safe(u),
@@ -67,6 +83,37 @@ pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
             HeaderValue::from_str(&v).ok()
         })
         .collect()
+}
+
+/// A TURN REST user name and password: valid until `now + ttl`.
+pub fn turn_rest_credentials(
+    secret: &str,
+    now: std::time::SystemTime,
+    ttl: std::time::Duration,
+) -> (String, String) {
+    use base64::Engine as _;
+    let expiry = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(ttl)
+        .as_secs();
+    let user = format!("{expiry}:castgate");
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        secret.as_bytes(),
+    );
+    let tag = aws_lc_rs::hmac::sign(&key, user.as_bytes());
+    let pass = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
+    (user, pass)
+}
+
+/// The `Link` headers for this moment (minted TURN credentials are fresh).
+pub fn links_now(config: &crate::config::RtcConfig) -> Vec<HeaderValue> {
+    ice_server_links(
+        &config.ice_servers,
+        std::time::SystemTime::now(),
+        std::time::Duration::from_secs(config.turn_credential_ttl_secs),
+    )
 }
 
 fn quote_safe(s: &str) -> String {
@@ -88,7 +135,7 @@ pub fn created(state: &AppState, base: &str, stream: &StreamName, answer: Answer
         h.insert(header::ETAG, v);
     }
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
-    for link in ice_server_links(&state.config.rtc.ice_servers) {
+    for link in links_now(&state.config.rtc) {
         h.append(header::LINK, link);
     }
     resp
@@ -100,7 +147,7 @@ pub fn options(state: &AppState) -> Response {
     let h = resp.headers_mut();
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
-    for link in ice_server_links(&state.config.rtc.ice_servers) {
+    for link in links_now(&state.config.rtc) {
         h.append(header::LINK, link);
     }
     resp
@@ -234,22 +281,49 @@ mod tests {
 
     #[test]
     fn links_quote_credentials() {
-        let links = ice_server_links(&[
-            IceServer {
-                url: "stun:stun.example.net".into(),
-                username: None,
-                credential: None,
-            },
-            IceServer {
-                url: "turn:turn.example.net?transport=udp".into(),
-                username: Some("user".into()),
-                credential: Some("pa\"ss".into()),
-            },
-        ]);
+        let links = ice_server_links(
+            &[
+                IceServer {
+                    url: "stun:stun.example.net".into(),
+                    ..IceServer::default()
+                },
+                IceServer {
+                    url: "turn:turn.example.net?transport=udp".into(),
+                    username: Some("user".into()),
+                    credential: Some("pa\"ss".into()),
+                    ..IceServer::default()
+                },
+            ],
+            std::time::SystemTime::now(),
+            std::time::Duration::from_secs(60),
+        );
         assert_eq!(links[0], "<stun:stun.example.net>; rel=\"ice-server\"");
         assert_eq!(
             links[1],
             "<turn:turn.example.net?transport=udp>; rel=\"ice-server\"; username=\"user\"; credential=\"pass\"; credential-type=\"password\""
+        );
+    }
+
+    #[test]
+    fn turn_rest_credentials_are_what_coturn_computes() {
+        // Reference: Python's hmac/hashlib/base64 on the same inputs.
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let (user, pass) =
+            turn_rest_credentials("north-star", now, std::time::Duration::from_secs(3600));
+        assert_eq!(user, "1700003600:castgate");
+        assert_eq!(pass, "Ukp+iuo1pKgG/+FOiolU1Qh8lqY=");
+        let links = ice_server_links(
+            &[IceServer {
+                url: "turns:turn.example.net:443?transport=tcp".into(),
+                secret: Some("north-star".into()),
+                ..IceServer::default()
+            }],
+            now,
+            std::time::Duration::from_secs(3600),
+        );
+        assert_eq!(
+            links[0],
+            "<turns:turn.example.net:443?transport=tcp>; rel=\"ice-server\"; username=\"1700003600:castgate\"; credential=\"Ukp+iuo1pKgG/+FOiolU1Qh8lqY=\"; credential-type=\"password\""
         );
     }
 }
