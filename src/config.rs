@@ -71,6 +71,22 @@ pub struct Config {
     pub record: RecordConfig,
     /// Pushing streams to RTMP/RTMPS platforms.
     pub restream: RestreamConfig,
+    /// Limits against abuse.
+    pub limits: LimitsConfig,
+}
+
+/// Limits against abuse; 0 means no limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// WHIP + WHEP sessions one client address may hold at once.
+    pub max_sessions_per_client: usize,
+    /// Viewers (WHEP sessions) of one stream.
+    pub max_viewers_per_stream: usize,
+    /// Video bitrate a publisher may send (kbit/s): announced in the WHIP
+    /// answer (`b=AS`, which browsers obey), and a publisher that sends more
+    /// than 1.5 times it for 5 s is ended.
+    pub max_publish_kbps: u32,
 }
 
 /// A restream target declared in the config: started whenever a stream whose

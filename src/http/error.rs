@@ -66,9 +66,21 @@ impl From<NegotiateError> for ApiError {
             NegotiateError::BadOffer(_) => StatusCode::BAD_REQUEST,
             NegotiateError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
             NegotiateError::Busy(_) | NegotiateError::Ended(_) => StatusCode::CONFLICT,
-            NegotiateError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            NegotiateError::ShuttingDown | NegotiateError::StreamFull(..) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            NegotiateError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
         };
-        ApiError::new(status, e.to_string())
+        let retry = matches!(
+            e,
+            NegotiateError::StreamFull(..) | NegotiateError::TooManySessions(_)
+        );
+        let err = ApiError::new(status, e.to_string());
+        if retry {
+            err.with_header(axum::http::header::RETRY_AFTER, "10")
+        } else {
+            err
+        }
     }
 }
 

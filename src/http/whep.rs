@@ -1,10 +1,11 @@
 //! WHEP (draft-ietf-wish-whep): `POST /whep/{stream}` starts a viewer, the
 //! session resource `/whep/{stream}/{id}` takes PATCH and DELETE.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
@@ -18,6 +19,7 @@ use crate::rtc::RoleKind;
 /// `POST /whep/{stream}`: answer the viewer's offer with the publisher's codecs.
 pub async fn post(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -46,7 +48,7 @@ pub async fn post(
         )
         .with_header(header::RETRY_AFTER, &whep.retry_after_secs.to_string()));
     };
-    let answer = state.engine.view(live, offer).await?;
+    let answer = state.engine.view(live, offer, client.ip()).await?;
     Ok(session::created(&state, "whep", &name, answer))
 }
 

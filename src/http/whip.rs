@@ -1,8 +1,10 @@
 //! WHIP (RFC 9725): `POST /whip/{stream}` publishes, the session resource
 //! `/whip/{stream}/{id}` takes PATCH and DELETE.
 
+use std::net::SocketAddr;
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -15,6 +17,7 @@ use crate::rtc::RoleKind;
 /// `POST /whip/{stream}`: answer the publisher's offer.
 pub async fn post(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -23,7 +26,10 @@ pub async fn post(
     auth::check(&state.config.auth, Access::Publish, &name, &headers)?;
     session::require_content_type(&headers, SDP)?;
     let offer = session::text(&body)?;
-    let answer = state.engine.publish(name.clone(), offer).await?;
+    let answer = state
+        .engine
+        .publish(name.clone(), offer, client.ip())
+        .await?;
     Ok(session::created(&state, "whip", &name, answer))
 }
 

@@ -7,6 +7,7 @@
 //! its sink queue receives. Nothing above this folder sees str0m.
 
 pub mod codecs;
+pub mod limits;
 pub mod router;
 pub mod sdp;
 mod session;
@@ -30,8 +31,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, OnConflict};
 use crate::stream::{
-    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkQueue, StreamName,
+    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkKind, SinkQueue, StreamName,
 };
+use limits::{ClientLimits, Lease, RateGuard};
 use router::{Destinations, Routes};
 use sdp::{MediaSection, OfferSummary};
 pub use session::EndReason;
@@ -129,6 +131,14 @@ pub enum NegotiateError {
     /// Shutting down (503).
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// This client address holds as many sessions as it may (429).
+    #[error(
+        "this address already has {0} sessions, the most allowed (limits.max_sessions_per_client)"
+    )]
+    TooManySessions(usize),
+    /// The stream has as many viewers as it may (503).
+    #[error("stream {0:?} has {1} viewers, the most allowed (limits.max_viewers_per_stream)")]
+    StreamFull(String, usize),
 }
 
 /// Why the engine could not start.
@@ -169,6 +179,7 @@ pub struct Engine {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     local_addr: SocketAddr,
     crypto: Arc<str0m::config::CryptoProvider>,
+    client_limits: Arc<ClientLimits>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -229,11 +240,12 @@ impl Engine {
             shards,
             next_shard: AtomicUsize::new(0),
             next_key: AtomicU64::new(1),
-            config,
             shutdown,
             tasks: Mutex::new(tasks),
             local_addr,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
+            client_limits: ClientLimits::new(config.limits.max_sessions_per_client),
+            config,
         })
     }
 
@@ -259,8 +271,18 @@ impl Engine {
             .set_send_buffer_video(self.config.rtc.send_buffer_video)
     }
 
-    /// Answers a WHIP offer: claims the stream name and starts the publisher session.
-    pub async fn publish(&self, name: StreamName, offer: &str) -> Result<Answer, NegotiateError> {
+    /// Answers a WHIP offer from `client`: claims the stream name and starts
+    /// the publisher session.
+    pub async fn publish(
+        &self,
+        name: StreamName,
+        offer: &str,
+        client: IpAddr,
+    ) -> Result<Answer, NegotiateError> {
+        let lease = self
+            .client_limits
+            .acquire(client)
+            .map_err(NegotiateError::TooManySessions)?;
         let summary =
             OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
         let audio = one_section(&summary, "audio")?;
@@ -308,9 +330,12 @@ impl Engine {
             tracks.push(picked.params);
         }
         let mut rtc = builder.build(Instant::now());
-        let answer = negotiate(&mut rtc, offer, &self.shared.candidates)?;
+        let mut answer = negotiate(&mut rtc, offer, &self.shared.candidates)?;
         for s in audio.iter().chain(video.iter()) {
             require_negotiated(&rtc, s)?;
+        }
+        if self.config.limits.max_publish_kbps > 0 {
+            answer = sdp::limit_video_bitrate(&answer, self.config.limits.max_publish_kbps);
         }
         // Record what str0m actually agreed (level may differ from the offer).
         let tracks = tracks
@@ -338,6 +363,7 @@ impl Engine {
         let role = Role::Publisher(PublisherState::new(
             self.config.keyframes.min_interval(),
             Duration::from_secs_f64(self.config.keyframes.periodic_secs),
+            RateGuard::new(self.config.limits.max_publish_kbps),
         ));
         let result = self
             .start_session(
@@ -348,6 +374,7 @@ impl Engine {
                 stream.clone(),
                 RoleKind::Publisher,
                 answer,
+                lease,
             )
             .await;
         if result.is_err() {
@@ -356,12 +383,22 @@ impl Engine {
         result
     }
 
-    /// Answers a WHEP offer for a live stream and starts the viewer session.
+    /// Answers a WHEP offer from `client` for a live stream and starts the
+    /// viewer session.
     pub async fn view(
         &self,
         stream: Arc<LiveStream>,
         offer: &str,
+        client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
+        let max = self.config.limits.max_viewers_per_stream;
+        if max > 0 && stream.sink_count(SinkKind::Viewer) >= max {
+            return Err(NegotiateError::StreamFull(stream.name().to_string(), max));
+        }
+        let lease = self
+            .client_limits
+            .acquire(client)
+            .map_err(NegotiateError::TooManySessions)?;
         let summary =
             OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
         let audio = one_section(&summary, "audio")?;
@@ -431,8 +468,17 @@ impl Engine {
             }),
         ));
         let role = Role::Viewer(ViewerState::new(queue));
-        self.start_session(shard, key, rtc, role, stream, RoleKind::Viewer, answer)
-            .await
+        self.start_session(
+            shard,
+            key,
+            rtc,
+            role,
+            stream,
+            RoleKind::Viewer,
+            answer,
+            lease,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -445,6 +491,7 @@ impl Engine {
         stream: Arc<LiveStream>,
         kind: RoleKind,
         answer: String,
+        lease: Lease,
     ) -> Result<Answer, NegotiateError> {
         let id = random_hex();
         let etag = new_etag();
@@ -462,6 +509,7 @@ impl Engine {
             last_heard: now,
             silence_limit: Duration::from_secs_f64(self.config.whip.publisher_timeout_secs),
             ended: None,
+            _lease: lease,
         };
         self.shared.sessions.lock().insert(
             id.clone(),

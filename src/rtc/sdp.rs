@@ -242,6 +242,32 @@ impl OfferSummary {
     }
 }
 
+/// The answer with a bandwidth limit on its video section (`b=AS` in kbit/s,
+/// which browsers obey), so a publisher encodes within
+/// `limits.max_publish_kbps`. One `b=` line only: some SDP parsers (str0m's
+/// among them) take no more than one per section.
+pub fn limit_video_bitrate(answer: &str, kbps: u32) -> String {
+    let mut out = String::with_capacity(answer.len() + 48);
+    let mut in_video = false;
+    let mut added = false;
+    for line in answer.split_inclusive('\n') {
+        let text = line.trim_end();
+        if text.starts_with("m=") {
+            in_video = text.starts_with("m=video");
+            added = false;
+        } else if in_video && !added && !text.starts_with("i=") && !text.starts_with("c=") {
+            // b= lines go after m=, i= and c= (RFC 8866 §5).
+            out.push_str(&format!("b=AS:{kbps}\r\n"));
+            added = true;
+        }
+        if in_video && text.starts_with("b=") {
+            continue; // ours replace any other
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(60).collect()
 }
@@ -284,5 +310,21 @@ a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mo
         assert!(OfferSummary::parse("v=0\r\nbroken line\r\n").is_err());
         assert!(OfferSummary::parse("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n").is_err());
         assert!(OfferSummary::parse("").is_err());
+    }
+
+    #[test]
+    fn video_bitrate_limit_goes_after_the_connection_line() {
+        let answer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                      m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\nb=AS:9999\r\na=mid:1\r\n";
+        let limited = limit_video_bitrate(answer, 1500);
+        assert!(
+            limited.contains(
+                "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\nb=AS:1500\r\na=mid:1\r\n"
+            ),
+            "{limited}"
+        );
+        assert!(!limited.contains("9999"));
+        assert_eq!(limited.matches("b=AS").count(), 1, "audio untouched");
     }
 }

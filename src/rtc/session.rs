@@ -36,16 +36,23 @@ pub struct PublisherState {
     pacer: KeyframePacer,
     periodic: Duration,
     video_mid: Option<Mid>,
+    rate: Option<super::limits::RateGuard>,
 }
 
 impl PublisherState {
-    /// A publisher whose keyframe requests are paced by `min_interval`.
-    pub fn new(min_interval: Duration, periodic: Duration) -> PublisherState {
+    /// A publisher whose keyframe requests are paced by `min_interval`, and
+    /// whose bitrate `rate` watches (if limited).
+    pub fn new(
+        min_interval: Duration,
+        periodic: Duration,
+        rate: Option<super::limits::RateGuard>,
+    ) -> PublisherState {
         PublisherState {
             kinds: HashMap::new(),
             pacer: KeyframePacer::new(min_interval),
             periodic,
             video_mid: None,
+            rate,
         }
     }
 }
@@ -93,6 +100,8 @@ pub enum EndReason {
     Replaced,
     /// The server is shutting down.
     Shutdown,
+    /// The publisher sent far more than `limits.max_publish_kbps`.
+    OverLimit,
 }
 
 /// A live session inside a shard.
@@ -119,6 +128,8 @@ pub struct Session {
     pub silence_limit: Duration,
     /// Set once the session should be removed.
     pub ended: Option<EndReason>,
+    /// Its slot in the per-client session count (freed when dropped).
+    pub _lease: super::limits::Lease,
 }
 
 impl Session {
@@ -168,10 +179,17 @@ impl Session {
             self.end(EndReason::Failed);
             return;
         }
-        if let Role::Publisher(p) = &mut self.role
-            && p.pacer.poll(now)
-        {
-            send_keyframe_request(&mut self.rtc, p.video_mid);
+        if let Role::Publisher(p) = &mut self.role {
+            if p.pacer.poll(now) {
+                send_keyframe_request(&mut self.rtc, p.video_mid);
+            }
+            if let Some(rate) = &mut p.rate
+                && rate.exceeded(now, self.stream.bytes_in())
+            {
+                tracing::warn!(session = %short(&self.id), stream = %self.stream.name(),
+                    "publisher ended: it sent more than limits.max_publish_kbps allows");
+                self.end(EndReason::OverLimit);
+            }
         }
     }
 

@@ -400,6 +400,11 @@ impl LiveStream {
             .publisher_ignores_requests(Instant::now())
     }
 
+    /// Bytes received from the publisher so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
     /// Counts bytes a sink sent onward (for the outgoing bitrate).
     pub fn add_bytes_out(&self, bytes: usize) {
         self.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);

@@ -1,0 +1,178 @@
+//! Session limits against abuse: how many WHIP/WHEP sessions one client
+//! address may hold at once (a session holds a [`Lease`] for its whole life;
+//! dropping the session, however it ends, gives the slot back), and how fast
+//! a publisher may send ([`RateGuard`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Sessions per client address, counted.
+#[derive(Debug)]
+pub struct ClientLimits {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One session's slot; frees itself on drop.
+#[derive(Debug)]
+pub struct Lease {
+    owner: Option<Arc<ClientLimits>>,
+    ip: IpAddr,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(owner) = &self.owner {
+            let mut counts = owner.counts.lock();
+            if let Some(n) = counts.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl ClientLimits {
+    /// At most `max` sessions per address; 0 = no limit (nothing is counted).
+    pub fn new(max: usize) -> Arc<ClientLimits> {
+        Arc::new(ClientLimits {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for a new session from `ip`, or the limit it would exceed.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Lease, usize> {
+        if self.max == 0 {
+            return Ok(Lease { owner: None, ip });
+        }
+        let ip = canonical(ip);
+        let mut counts = self.counts.lock();
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return Err(self.max);
+        }
+        *n += 1;
+        Ok(Lease {
+            owner: Some(self.clone()),
+            ip,
+        })
+    }
+
+    /// Sessions held by `ip` now.
+    pub fn held(&self, ip: IpAddr) -> usize {
+        self.counts.lock().get(&canonical(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// IPv4-mapped IPv6 addresses count as their IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The window a publisher's rate is averaged over.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// How much over the limit a publisher may go (browsers overshoot briefly).
+const RATE_SLACK: f64 = 1.5;
+
+/// Watches a publisher's received bytes against `limits.max_publish_kbps`.
+#[derive(Debug)]
+pub struct RateGuard {
+    limit_bps: f64,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateGuard {
+    /// A guard for `max_kbps`; `None` when 0 (no limit).
+    pub fn new(max_kbps: u32) -> Option<RateGuard> {
+        (max_kbps > 0).then(|| RateGuard {
+            limit_bps: f64::from(max_kbps) * 1000.0,
+            samples: VecDeque::new(),
+        })
+    }
+
+    /// Takes the publisher's byte count at `now`; true once the last 5 s
+    /// averaged more than 1.5 times the limit.
+    pub fn exceeded(&mut self, now: Instant, bytes: u64) -> bool {
+        if self
+            .samples
+            .back()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) < Duration::from_millis(500))
+        {
+            return false;
+        }
+        self.samples.push_back((now, bytes));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RATE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        let Some(&(t0, b0)) = self.samples.front() else {
+            return false;
+        };
+        let span = now.saturating_duration_since(t0);
+        if span < RATE_WINDOW {
+            return false;
+        }
+        let bps = bytes.saturating_sub(b0) as f64 * 8.0 / span.as_secs_f64();
+        bps > self.limit_bps * RATE_SLACK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_guard_trips_only_on_a_sustained_excess() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // 1.2 Mbit/s (150 kB/s) against 1 Mbit/s for 10 s: within the slack.
+        let mut g = RateGuard::new(1000).unwrap();
+        let tripped = (0..=20u64).any(|i| g.exceeded(at(i * 500), i * 75_000));
+        assert!(!tripped);
+        // 2 Mbit/s sustained: trips once 5 s have been seen, not before.
+        let mut g = RateGuard::new(1000).unwrap();
+        let first = (0..=20u64).find(|i| g.exceeded(at(i * 500), i * 125_000));
+        assert_eq!(first, Some(10));
+        assert!(RateGuard::new(0).is_none());
+    }
+
+    #[test]
+    fn counts_per_address_and_frees_on_drop() {
+        let limits = ClientLimits::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let a6: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let one = limits.acquire(a).unwrap();
+        let two = limits.acquire(a6).unwrap();
+        assert_eq!(limits.acquire(a).unwrap_err(), 2);
+        let other = limits.acquire(b).unwrap();
+        drop(one);
+        assert_eq!(limits.held(a), 1);
+        let three = limits.acquire(a).unwrap();
+        drop((two, three, other));
+        assert!(limits.counts.lock().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let limits = ClientLimits::new(0);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let leases: Vec<Lease> = (0..100).map(|_| limits.acquire(ip).unwrap()).collect();
+        assert_eq!(leases.len(), 100);
+        assert_eq!(limits.held(ip), 0);
+    }
+}
