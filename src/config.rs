@@ -213,6 +213,9 @@ pub struct RecordConfig {
     pub retention_days: f64,
     /// Delete the oldest finished recordings beyond this total size (GiB); 0 = no limit.
     pub retention_max_gib: f64,
+    /// Disk quota per stream name: delete that stream's oldest finished
+    /// recordings beyond this size (GiB); 0 = no limit.
+    pub stream_quota_gib: f64,
 }
 
 impl Default for RecordConfig {
@@ -231,6 +234,7 @@ impl Default for RecordConfig {
             sync_wait_secs: 3.0,
             retention_days: 0.0,
             retention_max_gib: 0.0,
+            stream_quota_gib: 0.0,
         }
     }
 }
@@ -793,6 +797,12 @@ impl Config {
             return Err(invalid(
                 "record.sync_wait_secs",
                 "must be between 0 and 10 seconds",
+            ));
+        }
+        if self.record.stream_quota_gib < 0.0 || !self.record.stream_quota_gib.is_finite() {
+            return Err(invalid(
+                "record.stream_quota_gib",
+                "must be 0 (no limit) or a positive size in GiB",
             ));
         }
         if self.record.retention_days < 0.0 || self.record.retention_max_gib < 0.0 {

@@ -600,6 +600,70 @@ async fn retention_deletes_the_oldest_beyond_the_limit() {
     server.shutdown().await;
 }
 
+/// The per-stream quota deletes a stream's oldest recordings and leaves other
+/// streams alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_quota_deletes_only_that_streams_oldest() {
+    let dir = temp_dir("quota");
+    let server = start(&dir).await;
+    for (i, name) in ["busy", "quiet", "busy"].into_iter().enumerate() {
+        let publisher = publisher(&server, name, Some(VideoCodec::Vp8), false).await;
+        publisher
+            .play(&video_frames(VideoCodec::Vp8, 1), &[])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        publisher.delete().await.unwrap();
+        let r = server.recorder().clone();
+        tokio::task::spawn_blocking(move || r.wait_idle())
+            .await
+            .unwrap();
+        if i < 2 {
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        }
+    }
+    server.shutdown().await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 3);
+    let biggest = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .max()
+        .unwrap() as f64;
+    // Room for one recording per stream, not two.
+    let quota = biggest * 1.5 / (1024.0 * 1024.0 * 1024.0);
+    let server = start_with(&dir, |c| c.record.stream_quota_gib = quota).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recordings_in(&dir).len() > 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = recordings_in(&dir);
+    let of = |list: &[PathBuf], stream: &str| -> Vec<PathBuf> {
+        list.iter()
+            .filter(|f| {
+                f.parent()
+                    .and_then(|p| p.file_name())
+                    .is_some_and(|n| n == stream)
+            })
+            .cloned()
+            .collect()
+    };
+    // Sorted by path: busy's two (oldest first), then quiet's one.
+    let busy = of(&files, "busy");
+    assert_eq!(busy.len(), 2, "{files:?}");
+    assert_eq!(
+        of(&left, "busy"),
+        vec![busy[1].clone()],
+        "busy keeps its newest"
+    );
+    assert_eq!(
+        of(&left, "quiet"),
+        of(&files, "quiet"),
+        "quiet is untouched"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_recording_but_not_the_stream() {
     let dir = temp_dir("full");

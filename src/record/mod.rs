@@ -300,13 +300,14 @@ impl Recorder {
     }
 
     /// Deletes finished recordings beyond the retention limits (age, total
-    /// size), oldest first. Returns how many were deleted.
+    /// size, size per stream), oldest first. Returns how many were deleted.
     pub fn enforce_retention(&self) -> usize {
+        let gib = |g: f64| (g > 0.0).then_some((g * 1024.0 * 1024.0 * 1024.0) as u64);
         let max_age = (self.config.retention_days > 0.0)
             .then(|| Duration::from_secs_f64(self.config.retention_days * 86_400.0));
-        let max_bytes = (self.config.retention_max_gib > 0.0)
-            .then_some((self.config.retention_max_gib * 1024.0 * 1024.0 * 1024.0) as u64);
-        if max_age.is_none() && max_bytes.is_none() {
+        let max_bytes = gib(self.config.retention_max_gib);
+        let stream_quota = gib(self.config.stream_quota_gib);
+        if max_age.is_none() && max_bytes.is_none() && stream_quota.is_none() {
             return 0;
         }
         let _one_at_a_time = self.retention.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,6 +320,11 @@ impl Recorder {
         // Oldest first.
         done.sort_by(|a, b| a.started_at.cmp(&b.started_at));
         let mut total: u64 = done.iter().filter_map(|m| m.size_bytes).sum();
+        let mut per_stream: std::collections::HashMap<String, u64> =
+            std::collections::HashMap::new();
+        for m in &done {
+            *per_stream.entry(m.stream.clone()).or_default() += m.size_bytes.unwrap_or(0);
+        }
         let mut deleted = 0;
         for m in done {
             let started = humantime::parse_rfc3339_weak(&m.started_at).ok();
@@ -327,13 +333,19 @@ impl Recorder {
                 _ => false,
             };
             let too_big = max_bytes.is_some_and(|max| total > max);
-            if !(too_old || too_big) {
+            let stream_total = per_stream.get(&m.stream).copied().unwrap_or(0);
+            let over_quota = stream_quota.is_some_and(|q| stream_total > q);
+            if !(too_old || too_big || over_quota) {
                 continue;
             }
             match self.delete(&m.id) {
                 Ok(true) => {
-                    tracing::info!(recording = %m.id, too_old, too_big, "retention: deleted");
-                    total = total.saturating_sub(m.size_bytes.unwrap_or(0));
+                    tracing::info!(recording = %m.id, too_old, too_big, over_quota, "retention: deleted");
+                    let size = m.size_bytes.unwrap_or(0);
+                    total = total.saturating_sub(size);
+                    if let Some(t) = per_stream.get_mut(&m.stream) {
+                        *t = t.saturating_sub(size);
+                    }
                     deleted += 1;
                 }
                 Ok(false) => {}
