@@ -87,6 +87,11 @@ pub struct LimitsConfig {
     /// answer (`b=AS`, which browsers obey), and a publisher that sends more
     /// than 1.5 times it for 5 s is ended.
     pub max_publish_kbps: u32,
+    /// Largest picture a publisher may send (either orientation); a larger
+    /// keyframe ends the publisher. Both width and height must be set.
+    pub max_publish_width: u32,
+    /// See `max_publish_width`.
+    pub max_publish_height: u32,
 }
 
 /// A restream target declared in the config: started whenever a stream whose
@@ -797,6 +802,12 @@ impl Config {
             return Err(invalid(
                 "record.sync_wait_secs",
                 "must be between 0 and 10 seconds",
+            ));
+        }
+        if (self.limits.max_publish_width == 0) != (self.limits.max_publish_height == 0) {
+            return Err(invalid(
+                "limits.max_publish_width",
+                "set both max_publish_width and max_publish_height, or neither",
             ));
         }
         if self.record.stream_quota_gib < 0.0 || !self.record.stream_quota_gib.is_finite() {

@@ -105,3 +105,33 @@ async fn a_publisher_over_the_bitrate_limit_is_told_and_then_ended() {
     assert!(publisher.wait_ended(Duration::from_secs(5)).await);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_over_the_picture_size_limit_is_ended() {
+    let big = tokio::task::spawn_blocking(|| video_frames_sized(VideoCodec::Vp8, 2, "640x360"))
+        .await
+        .unwrap();
+    let server = gateway::start(|c| {
+        c.limits.max_publish_width = 480;
+        c.limits.max_publish_height = 360;
+    })
+    .await;
+    // 320x240 (the default test size) is within 480x360.
+    let small = common::media::video_frames(VideoCodec::Vp8, 1);
+    let ok = publisher(&server, "fits", Some(VideoCodec::Vp8), false).await;
+    ok.play(&small, &[]).await.unwrap();
+    common::gateway::wait_received(&server, "fits", small.len()).await;
+    assert!(!ok.ended(), "a picture within the limit is fine");
+    // 640x360 is wider than 480: ended at its first keyframe.
+    let hog = publisher(&server, "wide", Some(VideoCodec::Vp8), false).await;
+    let _ = hog.play(&big, &[]).await;
+    assert!(hog.wait_ended(Duration::from_secs(5)).await, "not ended");
+    assert!(
+        server
+            .hub()
+            .get(&castgate::stream::StreamName::parse("wide").unwrap())
+            .is_none()
+    );
+    ok.delete().await.unwrap();
+    server.shutdown().await;
+}

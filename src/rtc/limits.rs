@@ -79,6 +79,33 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What one publisher may send: checked as its media arrives.
+#[derive(Debug, Default)]
+pub struct PublisherLimits {
+    /// Its bitrate, if limited.
+    pub rate: Option<RateGuard>,
+    /// Its picture size (long side, short side), if limited.
+    pub max_size: Option<(u32, u32)>,
+}
+
+impl PublisherLimits {
+    /// From `limits.max_publish_kbps`, `max_publish_width` and `max_publish_height` (0 = none).
+    pub fn new(max_kbps: u32, max_width: u32, max_height: u32) -> PublisherLimits {
+        PublisherLimits {
+            rate: RateGuard::new(max_kbps),
+            max_size: (max_width > 0 && max_height > 0)
+                .then(|| (max_width.max(max_height), max_width.min(max_height))),
+        }
+    }
+
+    /// Whether a `w`x`h` picture is too big, in either orientation (a
+    /// 1920x1080 limit lets a phone send 1080x1920).
+    pub fn too_big(&self, (w, h): (u32, u32)) -> bool {
+        self.max_size
+            .is_some_and(|(long, short)| w.max(h) > long || w.min(h) > short)
+    }
+}
+
 /// The window a publisher's rate is averaged over.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// How much over the limit a publisher may go (browsers overshoot briefly).
@@ -148,6 +175,17 @@ mod tests {
         let first = (0..=20u64).find(|i| g.exceeded(at(i * 500), i * 125_000));
         assert_eq!(first, Some(10));
         assert!(RateGuard::new(0).is_none());
+    }
+
+    #[test]
+    fn picture_size_limit_allows_either_orientation() {
+        let l = PublisherLimits::new(0, 1920, 1080);
+        assert!(!l.too_big((1920, 1080)));
+        assert!(!l.too_big((1080, 1920)));
+        assert!(!l.too_big((1280, 720)));
+        assert!(l.too_big((2560, 1440)));
+        assert!(l.too_big((1920, 1200)));
+        assert!(!PublisherLimits::new(0, 0, 0).too_big((8192, 8192)));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::config::{Config, OnConflict};
 use crate::stream::{
     Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkKind, SinkQueue, StreamName,
 };
-use limits::{ClientLimits, Lease, RateGuard};
+use limits::{ClientLimits, Lease, PublisherLimits};
 use router::{Destinations, Routes};
 use sdp::{MediaSection, OfferSummary};
 pub use session::EndReason;
@@ -363,7 +363,11 @@ impl Engine {
         let role = Role::Publisher(PublisherState::new(
             self.config.keyframes.min_interval(),
             Duration::from_secs_f64(self.config.keyframes.periodic_secs),
-            RateGuard::new(self.config.limits.max_publish_kbps),
+            PublisherLimits::new(
+                self.config.limits.max_publish_kbps,
+                self.config.limits.max_publish_width,
+                self.config.limits.max_publish_height,
+            ),
         ));
         let result = self
             .start_session(

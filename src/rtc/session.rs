@@ -36,23 +36,23 @@ pub struct PublisherState {
     pacer: KeyframePacer,
     periodic: Duration,
     video_mid: Option<Mid>,
-    rate: Option<super::limits::RateGuard>,
+    limits: super::limits::PublisherLimits,
 }
 
 impl PublisherState {
     /// A publisher whose keyframe requests are paced by `min_interval`, and
-    /// whose bitrate `rate` watches (if limited).
+    /// who may send within `limits`.
     pub fn new(
         min_interval: Duration,
         periodic: Duration,
-        rate: Option<super::limits::RateGuard>,
+        limits: super::limits::PublisherLimits,
     ) -> PublisherState {
         PublisherState {
             kinds: HashMap::new(),
             pacer: KeyframePacer::new(min_interval),
             periodic,
             video_mid: None,
-            rate,
+            limits,
         }
     }
 }
@@ -183,7 +183,7 @@ impl Session {
             if p.pacer.poll(now) {
                 send_keyframe_request(&mut self.rtc, p.video_mid);
             }
-            if let Some(rate) = &mut p.rate
+            if let Some(rate) = &mut p.limits.rate
                 && rate.exceeded(now, self.stream.bytes_in())
             {
                 tracing::warn!(session = %short(&self.id), stream = %self.stream.name(),
@@ -390,6 +390,15 @@ impl Session {
             data: data.data,
         };
         self.stream.publish(frame);
+        if video
+            && keyframe
+            && let Some(size) = self.stream.video_size()
+            && p.limits.too_big(size)
+        {
+            tracing::warn!(session = %short(&self.id), stream = %self.stream.name(), width = size.0, height = size.1,
+                "publisher ended: its picture is larger than limits.max_publish_width x max_publish_height");
+            self.end(EndReason::OverLimit);
+        }
     }
 
     /// Leaves the hub: a publisher ends its stream, a viewer unsubscribes.

@@ -400,6 +400,11 @@ impl LiveStream {
             .publisher_ignores_requests(Instant::now())
     }
 
+    /// The picture size of the latest video keyframe, once one was probed.
+    pub fn video_size(&self) -> Option<(u32, u32)> {
+        *self.video_size.lock()
+    }
+
     /// Bytes received from the publisher so far.
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
