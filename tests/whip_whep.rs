@@ -451,3 +451,41 @@ async fn two_hundred_sessions_leave_nothing_behind() {
     );
     server.shutdown().await;
 }
+
+/// Bound to `[::]`, the one media port is dual-stack: an IPv4 publisher is
+/// watched by an IPv4 and an IPv6 viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_stack_media_port_serves_ipv4_and_ipv6_peers() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipped");
+        return;
+    }
+    let server = start(|c| {
+        c.rtc.udp_listen = "[::]:0".parse().unwrap();
+        c.rtc.auto_detect_addresses = false;
+        c.rtc.announce = vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()];
+    })
+    .await;
+    let publisher = publisher(&server, "dual", Some(VideoCodec::Vp8), false).await;
+    let whep = url(&server, "/whep/dual");
+    let mut v4 = Viewer::connect(&whep, None).await.unwrap();
+    let mut v6 = Viewer::connect_with(
+        &whep,
+        PeerOptions::new(None, true).bound_to("::1".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || viewers(&server, "dual") == 2).await);
+    let frames = video_frames(VideoCodec::Vp8, 1);
+    publisher.play(&frames, &[]).await.unwrap();
+    for (name, viewer) in [("IPv4", &mut v4), ("IPv6", &mut v6)] {
+        let f = viewer
+            .next_frame_of(Kind::Video, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("the {name} viewer got no frame"));
+        assert!(f.keyframe);
+        assert_eq!(f.data, frames[0].data, "{name}: byte for byte");
+    }
+    publisher.delete().await.unwrap();
+    server.shutdown().await;
+}

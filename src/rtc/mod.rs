@@ -8,6 +8,7 @@
 
 pub mod codecs;
 pub mod limits;
+pub mod net;
 pub mod router;
 pub mod sdp;
 mod session;
@@ -25,7 +26,6 @@ use serde::Serialize;
 use str0m::change::SdpOffer;
 use str0m::media::Mid;
 use str0m::{Candidate, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -34,6 +34,7 @@ use crate::stream::{
     Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkKind, SinkQueue, StreamName,
 };
 use limits::{ClientLimits, Lease, PublisherLimits};
+use net::MediaSocket;
 use router::{Destinations, Routes};
 use sdp::{MediaSection, OfferSummary};
 pub use session::EndReason;
@@ -100,7 +101,7 @@ struct SessionEntry {
 
 /// What shards share with the engine.
 struct Shared {
-    socket: Arc<UdpSocket>,
+    socket: Arc<MediaSocket>,
     routes: Arc<Routes>,
     counters: Arc<Counters>,
     hub: Arc<Hub>,
@@ -197,9 +198,8 @@ impl Engine {
     /// Binds the media socket and starts the router and worker shards.
     pub async fn start(config: Arc<Config>, hub: Arc<Hub>) -> Result<Engine, EngineError> {
         let addr = config.rtc.udp_listen;
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| EngineError::Bind { addr, source })?;
+        let socket =
+            MediaSocket::bind(addr).map_err(|source| EngineError::Bind { addr, source })?;
         let local_addr = socket
             .local_addr()
             .map_err(|source| EngineError::Bind { addr, source })?;

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use parking_lot::RwLock;
 use str0m::ice::StunMessage;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::Counters;
@@ -146,7 +145,7 @@ impl Destinations {
 
 /// Reads the socket until shutdown, routing each datagram to its shard.
 pub async fn run(
-    socket: Arc<UdpSocket>,
+    socket: Arc<super::net::MediaSocket>,
     routes: Arc<Routes>,
     shards: Vec<mpsc::Sender<Command>>,
     destinations: Destinations,

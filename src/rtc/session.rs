@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::net::MediaSocket;
 use str0m::media::{
     Frequency, KeyframeRequestKind, MediaData, MediaKind as S0Kind, MediaTime, Mid, Pt,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 
 use super::Counters;
 use super::codecs;
@@ -263,7 +263,7 @@ impl Session {
 
     /// Polls str0m until it wants a timeout, sending what it transmits and
     /// acting on its events.
-    pub fn drive(&mut self, socket: &UdpSocket, counters: &Counters) {
+    pub fn drive(&mut self, socket: &MediaSocket, counters: &Counters) {
         loop {
             if self.ended.is_some() {
                 return;
@@ -421,7 +421,7 @@ impl Session {
 
     /// Sends what str0m still has to say after [`Session::detach`] (goodbyes),
     /// then drops the state machine's remaining output.
-    pub fn flush(&mut self, socket: &UdpSocket) {
+    pub fn flush(&mut self, socket: &MediaSocket) {
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
         for _ in 0..64 {
             if !self.rtc.is_alive() {

@@ -45,7 +45,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options of a peer: bearer token and which tracks / codecs it offers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PeerOptions {
     /// Sent as `Authorization: Bearer <token>` on POST and DELETE.
     pub token: Option<String>,
@@ -54,6 +54,15 @@ pub struct PeerOptions {
     pub video: Option<VideoCodec>,
     /// Whether an Opus audio track is offered.
     pub audio: bool,
+    /// The address of the peer's host candidate (`127.0.0.1` unless set).
+    pub bind: std::net::IpAddr,
+}
+
+impl Default for PeerOptions {
+    /// No tracks, no token, on 127.0.0.1.
+    fn default() -> Self {
+        PeerOptions::new(None, false)
+    }
 }
 
 impl PeerOptions {
@@ -63,7 +72,14 @@ impl PeerOptions {
             token: None,
             video,
             audio,
+            bind: std::net::Ipv4Addr::LOCALHOST.into(),
         }
+    }
+
+    /// The same options with the host candidate on `ip` (e.g. `::1`).
+    pub fn bound_to(mut self, ip: std::net::IpAddr) -> Self {
+        self.bind = ip;
+        self
     }
 
     /// The same options with a bearer token.
@@ -270,7 +286,8 @@ pub fn make_offer(opts: &PeerOptions, recv: bool) -> anyhow::Result<Offer> {
         };
     }
 
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let socket = std::net::UdpSocket::bind((opts.bind, 0))
+        .with_context(|| format!("binding {}:0", opts.bind))?;
     let local = socket.local_addr().context("local address")?;
 
     let mut rtc = cfg.build(Instant::now());
@@ -953,8 +970,7 @@ impl Viewer {
     pub async fn connect(whep_url: &str, token: Option<String>) -> anyhow::Result<Viewer> {
         let opts = PeerOptions {
             token,
-            video: None,
-            audio: true,
+            ..PeerOptions::new(None, true)
         };
         Viewer::connect_with(whep_url, opts).await
     }
