@@ -8,6 +8,7 @@
 
 pub mod codecs;
 pub mod limits;
+mod memory;
 pub mod net;
 pub mod router;
 pub mod sdp;
@@ -227,6 +228,10 @@ impl Engine {
             tasks.push(tokio::spawn(shard.run(shutdown_rx.clone())));
             shards.push(ShardHandle { commands, wakes });
         }
+        tasks.push(tokio::spawn(memory::run(
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
         tasks.push(tokio::spawn(router::run(
             socket,
             shared.routes.clone(),
