@@ -6,7 +6,9 @@
 //! [`server`] wires them together; [`config`] says how.
 
 pub mod config;
+pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod record;
 pub mod restream;
 pub mod rtc;

@@ -462,6 +462,8 @@ impl Engine {
             last_heard: now,
             silence_limit: Duration::from_secs_f64(self.config.whip.publisher_timeout_secs),
             ended: None,
+            created: now,
+            figures: Default::default(),
         };
         self.shared.sessions.lock().insert(
             id.clone(),
@@ -543,6 +545,28 @@ impl Engine {
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().len()
+    }
+
+    /// Whether the router and every shard are still running (the media
+    /// socket is bound and read).
+    pub fn is_running(&self) -> bool {
+        let tasks = self.tasks.lock();
+        !tasks.is_empty() && tasks.iter().all(|t| !t.is_finished())
+    }
+
+    /// Live sessions by role: (publishers, viewers).
+    pub fn role_counts(&self) -> (usize, usize) {
+        let sessions = self.shared.sessions.lock();
+        let publishers = sessions
+            .values()
+            .filter(|e| e.role == RoleKind::Publisher)
+            .count();
+        (publishers, sessions.len() - publishers)
+    }
+
+    /// The transport's raw counters (monotonic, for metrics).
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
     }
 
     /// Transport counters.

@@ -58,6 +58,7 @@ pub struct ViewerState {
     pts: HashMap<MediaKind, Pt>,
     scratch: Vec<Arc<Frame>>,
     last_forwarded_pli: Option<Instant>,
+    joined: bool,
 }
 
 impl ViewerState {
@@ -70,6 +71,7 @@ impl ViewerState {
             pts: HashMap::new(),
             scratch: Vec::new(),
             last_forwarded_pli: None,
+            joined: false,
         }
     }
 }
@@ -93,6 +95,35 @@ pub enum EndReason {
     Replaced,
     /// The server is shutting down.
     Shutdown,
+}
+
+impl EndReason {
+    /// `deleted`, `silent`, … (logs and events).
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Silent => "silent",
+            EndReason::StreamEnded => "stream_ended",
+            EndReason::Failed => "failed",
+            EndReason::Replaced => "replaced",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What one session moved, for its end-of-session log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Figures {
+    /// Datagrams accepted from the peer.
+    pub datagrams_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Datagrams sent to the peer.
+    pub datagrams_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Frames published (publisher) or handed to str0m (viewer).
+    pub frames: u64,
 }
 
 /// A live session inside a shard.
@@ -119,6 +150,10 @@ pub struct Session {
     pub silence_limit: Duration,
     /// Set once the session should be removed.
     pub ended: Option<EndReason>,
+    /// When the session was created.
+    pub created: Instant,
+    /// What it moved.
+    pub figures: Figures,
 }
 
 impl Session {
@@ -151,6 +186,8 @@ impl Session {
             return;
         }
         self.last_heard = at;
+        self.figures.datagrams_in += 1;
+        self.figures.bytes_in += data.len() as u64;
         if let Err(e) = self.rtc.handle_input(input) {
             counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(session = %short(&self.id), error = %e, "datagram refused");
@@ -230,6 +267,7 @@ impl Session {
             };
             let time = MediaTime::new(frame.rtp_time, freq);
             sent += frame.data.len();
+            self.figures.frames += 1;
             if let Err(e) = writer.write(pt, frame.arrival, time, frame.data.clone()) {
                 tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
             }
@@ -264,6 +302,8 @@ impl Session {
                         counters.send_drops.fetch_add(1, Ordering::Relaxed);
                     } else {
                         counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                        self.figures.datagrams_out += 1;
+                        self.figures.bytes_out += t.contents.len() as u64;
                     }
                 }
                 Ok(Output::Event(e)) => self.on_event(e),
@@ -287,7 +327,19 @@ impl Session {
                 );
                 if let Role::Viewer(v) = &mut self.role {
                     match self.stream.subscribe(SinkKind::Viewer, v.queue.clone()) {
-                        Some(sub) => v.subscription = Some(sub),
+                        Some(sub) => {
+                            v.subscription = Some(sub);
+                            if !v.joined {
+                                v.joined = true;
+                                self.stream
+                                    .events()
+                                    .emit(crate::events::Event::ViewerJoined {
+                                        stream: self.stream.name().to_string(),
+                                        stream_id: self.stream.id(),
+                                        session: short(&self.id).to_string(),
+                                    });
+                            }
+                        }
                         None => self.end(EndReason::StreamEnded),
                     }
                 }
@@ -371,6 +423,7 @@ impl Session {
             after_loss: !data.contiguous,
             data: data.data,
         };
+        self.figures.frames += 1;
         self.stream.publish(frame);
     }
 
@@ -409,6 +462,11 @@ impl Session {
             }
         }
         self.rtc.disconnect();
+    }
+
+    /// Whether this is a viewer whose media started (a `viewer_joined` was emitted).
+    pub fn viewer_joined(&self) -> bool {
+        matches!(&self.role, Role::Viewer(v) if v.joined)
     }
 
     /// `publisher` or `viewer`, for logs.
