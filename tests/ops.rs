@@ -41,6 +41,7 @@ async fn metrics_are_present_and_move_while_a_publisher_sends() {
         c.record.dir = d;
     })
     .await;
+    let mut bus = server.events().subscribe();
     let name = "metrics-secret-name";
     let video = video_frames(VideoCodec::Vp8, 4);
     let audio = opus_packets(4);
@@ -121,6 +122,27 @@ async fn metrics_are_present_and_move_while_a_publisher_sends() {
         Some(1.0)
     );
     assert!(value(&after, "castgate_recording_bytes_written_total").is_some_and(|b| b > 10_000.0));
+    // The recording's events, the finalized one with the file's real size and hash.
+    let events: Vec<serde_json::Value> = std::iter::from_fn(|| bus.try_recv().ok())
+        .map(|e| serde_json::to_value(&*e).unwrap())
+        .collect();
+    let of = |t: &str| events.iter().find(|e| e["type"] == t).cloned();
+    let started = of("recording_started").expect("recording_started");
+    let done = of("recording_finalized").expect("recording_finalized");
+    assert_eq!(started["id"], done["id"]);
+    let file = PathBuf::from(done["path"].as_str().unwrap());
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(done["size_bytes"], bytes.len() as u64);
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert_eq!(done["sha256"], hash);
+    assert_eq!(packets(&file, "v"), video.len());
+    let listed: serde_json::Value = reqwest::get(url(&server, "/api/recordings"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["recordings"][0]["sha256"], hash, "{listed}");
     server.shutdown().await;
 }
 
@@ -282,6 +304,67 @@ async fn server_sent_events_carry_stream_and_viewer_lifecycle() {
     })
     .await;
     assert!(end.is_ok(), "the SSE response ends at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restream_target_state_changes_are_events_with_masked_urls() {
+    let server = gateway::start(|c| {
+        c.restream.backoff_min_secs = 0.2;
+        c.restream.backoff_max_secs = 0.2;
+    })
+    .await;
+    let mut bus = server.events().subscribe();
+    let p = publisher(&server, "rs", Some(VideoCodec::H264), false).await;
+    // Nobody listens on this port: every connection is refused.
+    let body = format!(
+        "{{\"url\": \"rtmp://127.0.0.1:{}/live/streamkey-secret\"}}",
+        free_port()
+    );
+    let resp = reqwest::Client::new()
+        .post(url(&server, "/api/streams/rs/restreams"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let target: serde_json::Value = resp.json().await.unwrap();
+    let id = target["id"].as_str().unwrap().to_string();
+    let video = video_frames(VideoCodec::H264, 1);
+    p.play(&video, &[]).await.unwrap();
+    let mut states: Vec<serde_json::Value> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !states.iter().any(|s| s["state"] == "retrying") {
+        if let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), bus.recv()).await
+            && e.event.kind() == "restream_state"
+        {
+            states.push(serde_json::to_value(&*e).unwrap());
+        }
+    }
+    let retrying = states
+        .iter()
+        .find(|s| s["state"] == "retrying")
+        .unwrap_or_else(|| panic!("no retrying event: {states:?}"));
+    assert_eq!(retrying["target_id"], id.as_str());
+    assert_eq!(retrying["stream"], "rs");
+    assert!(retrying["error"].as_str().is_some_and(|e| !e.is_empty()));
+    let all = serde_json::to_string(&states).unwrap();
+    assert!(!all.contains("streamkey-secret"), "{all}");
+    assert!(retrying["url"].as_str().unwrap().ends_with("/live/****"));
+    let text = scrape(&server).await;
+    assert!(value(&text, "castgate_restream_targets{state=\"retrying\"}").is_some());
+    // Removing it ends in `stopped`.
+    let resp = reqwest::Client::new()
+        .delete(url(&server, &format!("/api/streams/rs/restreams/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let stopped = std::iter::from_fn(|| bus.try_recv().ok())
+        .any(|e| serde_json::to_value(&*e).unwrap()["state"] == "stopped");
+    assert!(stopped, "a stopped event");
+    p.delete().await.unwrap();
+    server.shutdown().await;
 }
 
 /// One request the test's webhook receiver got: headers and body.

@@ -156,7 +156,10 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Re
     c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
-fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> fmt::Result {
+fn gauge<V>(e: &mut DescriptorEncoder, name: &str, help: &str, v: V) -> fmt::Result
+where
+    ConstGauge<V>: EncodeMetric,
+{
     let g = ConstGauge::new(v);
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
@@ -189,7 +192,7 @@ impl prometheus_client::collector::Collector for GatewayCollector {
         let (totals, started) = self.hub.counters();
         let live = self.hub.streams();
         let infos: Vec<_> = live.iter().map(|s| s.info()).collect();
-        gauge(e, "castgate_streams", "Live streams", live.len() as f64)?;
+        gauge(e, "castgate_streams", "Live streams", live.len() as i64)?;
         counter(
             e,
             "castgate_streams_started",
@@ -201,16 +204,21 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             e,
             "castgate_publishers",
             "WHIP publisher sessions",
-            publishers as f64,
+            publishers as i64,
         )?;
         gauge(
             e,
             "castgate_viewers",
             "WHEP viewer sessions",
-            viewers as f64,
+            viewers as i64,
         )?;
-        let bps_in: f64 = infos.iter().map(|i| i.bitrate_in_kbps * 1000.0).sum();
-        let bps_out: f64 = infos.iter().map(|i| i.bitrate_out_kbps * 1000.0).sum();
+        // A fold from +0.0: an empty float `sum()` is -0.0.
+        let bps_in = infos
+            .iter()
+            .fold(0.0, |a, i| a + i.bitrate_in_kbps * 1000.0);
+        let bps_out = infos
+            .iter()
+            .fold(0.0, |a, i| a + i.bitrate_out_kbps * 1000.0);
         gauge(
             e,
             "castgate_bitrate_in_bps",
@@ -267,7 +275,7 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             e,
             "castgate_rtc_sessions",
             "WebRTC sessions (publishers and viewers)",
-            self.engine.session_count() as f64,
+            self.engine.session_count() as i64,
         )?;
         counter(
             e,
@@ -302,7 +310,7 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             e,
             "castgate_recordings_active",
             "Recordings being written",
-            self.recorder.active_count() as f64,
+            self.recorder.active_count() as i64,
         )?;
         counter(
             e,
@@ -344,7 +352,7 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "state",
             &series,
         )?;
-        gauge(e, "castgate_hls_outputs", "HLS outputs running", hls as f64)?;
+        gauge(e, "castgate_hls_outputs", "HLS outputs running", hls as i64)?;
 
         // Webhooks.
         if let Some(w) = &self.webhooks {
