@@ -84,6 +84,17 @@ async fn metrics_are_present_and_move_while_a_publisher_sends() {
         Some((video.len() + audio.len()) as f64)
     );
     assert!(value(&second, "castgate_keyframe_requests_total").is_some_and(|v| v >= 1.0));
+    // str0m's RTP statistics (every 2 s; the stream has run for 4 s).
+    for series in [
+        "castgate_rtp_packets_in_total",
+        "castgate_rtp_packets_out_total",
+    ] {
+        assert!(
+            value(&second, series).is_some_and(|v| v >= 30.0),
+            "{series}: {second}"
+        );
+    }
+    assert!(value(&second, "castgate_rtp_nacks_received_total").is_some());
     for sink in ["viewer", "recorder", "restream"] {
         let s = format!("castgate_frames_dropped_total{{sink=\"{sink}\"}}");
         assert!(value(&second, &s).is_some(), "{s} in {second}");
@@ -274,6 +285,7 @@ async fn server_sent_events_carry_stream_and_viewer_lifecycle() {
         .unwrap();
     p.play(&video, &[]).await.unwrap();
     assert!(v.next_frame(Duration::from_secs(5)).await.is_some());
+    wait_received(&server, "sse", video.len()).await;
     assert_eq!(p.delete().await.unwrap(), 200);
     let seen = read_events(
         &mut resp,
@@ -561,9 +573,10 @@ async fn sigterm_tells_peers_finalizes_the_recording_and_exits_0() {
         assert!(reason.contains("close_notify"), "{reason}");
     }
 
+    let logs = logs.join().unwrap();
     // The recording is complete and valid.
     let files = recordings_in(&dir);
-    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files.len(), 1, "{files:?} {logs}");
     let f = &files[0];
     assert!(f.to_string_lossy().ends_with(".webm"), "{}", f.display());
     assert_eq!(packets(f, "v"), video.len(), "nothing lost");
@@ -574,7 +587,6 @@ async fn sigterm_tells_peers_finalizes_the_recording_and_exits_0() {
     assert_eq!(meta["sha256"].as_str().map(str::len), Some(64));
 
     // JSON logs: one object per line, the session and stream ends with their figures.
-    let logs = logs.join().unwrap();
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))

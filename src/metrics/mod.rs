@@ -113,7 +113,18 @@ impl Metrics {
 /// Axum middleware: counts each request by method, route template and status.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    // Clients can send any token as a method: keep the label bounded.
+    let method = match *req.method() {
+        http::Method::GET
+        | http::Method::HEAD
+        | http::Method::POST
+        | http::Method::PUT
+        | http::Method::PATCH
+        | http::Method::DELETE
+        | http::Method::OPTIONS => req.method().as_str(),
+        _ => "other",
+    }
+    .to_string();
     // The template (`/whip/{stream}`), never the path: names are unbounded.
     let route = req
         .extensions()
@@ -288,6 +299,30 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "castgate_udp_datagrams_out",
             "Datagrams sent on the media socket (packets forwarded included)",
             ld(&c.datagrams_out),
+        )?;
+        counter(
+            e,
+            "castgate_rtp_packets_in",
+            "RTP packets received from publishers, retransmissions included (str0m statistics, every 2 s)",
+            ld(&c.rtp_packets_in),
+        )?;
+        counter(
+            e,
+            "castgate_rtp_packets_out",
+            "RTP packets forwarded to viewers, retransmissions included (str0m statistics, every 2 s)",
+            ld(&c.rtp_packets_out),
+        )?;
+        counter(
+            e,
+            "castgate_rtp_nacks_sent",
+            "NACKs sent to publishers (packets lost on the way in)",
+            ld(&c.nacks_sent),
+        )?;
+        counter(
+            e,
+            "castgate_rtp_nacks_received",
+            "NACKs received from viewers (packets lost on the way out, retransmitted from the send buffer)",
+            ld(&c.nacks_received),
         )?;
         labelled(
             e,

@@ -56,7 +56,19 @@ pub struct Counters {
     pub send_drops: AtomicU64,
     /// Errors reading the socket.
     pub recv_errors: AtomicU64,
+    /// RTP packets received from publishers (str0m statistics, retransmissions
+    /// included; updated every [`STATS_INTERVAL`]).
+    pub rtp_packets_in: AtomicU64,
+    /// RTP packets sent to viewers (retransmissions included; same cadence).
+    pub rtp_packets_out: AtomicU64,
+    /// NACKs sent to publishers: packets lost on the way in, asked again.
+    pub nacks_sent: AtomicU64,
+    /// NACKs received from viewers: packets lost on the way out, resent.
+    pub nacks_received: AtomicU64,
 }
+
+/// How often str0m reports per-track statistics (folded into [`Counters`]).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A point-in-time copy of [`Counters`] plus session counts.
 #[derive(Debug, Clone, Serialize)]
@@ -257,6 +269,7 @@ impl Engine {
             .set_ice_lite(true)
             .clear_codecs()
             .set_send_buffer_video(self.config.rtc.send_buffer_video)
+            .set_stats_interval(Some(STATS_INTERVAL))
     }
 
     /// Answers a WHIP offer: claims the stream name and starts the publisher session.
@@ -464,6 +477,7 @@ impl Engine {
             ended: None,
             created: now,
             figures: Default::default(),
+            rtp_seen: Default::default(),
         };
         self.shared.sessions.lock().insert(
             id.clone(),

@@ -154,6 +154,9 @@ pub struct Session {
     pub created: Instant,
     /// What it moved.
     pub figures: Figures,
+    /// Last cumulative (packets, NACKs) str0m reported per track and
+    /// direction (`true` = ingress), so only increases reach [`Counters`].
+    pub rtp_seen: HashMap<(Mid, bool), (u64, u64)>,
 }
 
 impl Session {
@@ -306,7 +309,7 @@ impl Session {
                         self.figures.bytes_out += t.contents.len() as u64;
                     }
                 }
-                Ok(Output::Event(e)) => self.on_event(e),
+                Ok(Output::Event(e)) => self.on_event(e, counters),
                 Err(e) => {
                     tracing::warn!(session = %short(&self.id), error = %e, "session failed");
                     self.end(EndReason::Failed);
@@ -316,8 +319,30 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    /// Adds what a track's cumulative statistics grew by since last time.
+    fn fold_stats(&mut self, key: (Mid, bool), packets: u64, nacks: u64, counters: &Counters) {
+        let last = self
+            .rtp_seen
+            .insert(key, (packets, nacks))
+            .unwrap_or((0, 0));
+        let (p, n) = (packets.saturating_sub(last.0), nacks.saturating_sub(last.1));
+        let (pc, nc) = if key.1 {
+            (&counters.rtp_packets_in, &counters.nacks_sent)
+        } else {
+            (&counters.rtp_packets_out, &counters.nacks_received)
+        };
+        pc.fetch_add(p, Ordering::Relaxed);
+        nc.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn on_event(&mut self, event: Event, counters: &Counters) {
         match event {
+            Event::MediaIngressStats(st) => {
+                self.fold_stats((st.mid, true), st.packets, st.nacks, counters)
+            }
+            Event::MediaEgressStats(st) => {
+                self.fold_stats((st.mid, false), st.packets, st.nacks, counters)
+            }
             Event::Connected => {
                 tracing::info!(
                     session = %short(&self.id),
