@@ -390,6 +390,20 @@ struct Received {
 
 /// A local HTTP receiver answering 500 to its first request, 200 afterwards.
 async fn webhook_receiver() -> (String, Received) {
+    webhook_receiver_answering(|n| {
+        if n == 1 {
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            axum::http::StatusCode::OK
+        }
+    })
+    .await
+}
+
+/// A local HTTP receiver answering its n-th request (from 1) with `answer(n)`.
+async fn webhook_receiver_answering(
+    answer: fn(usize) -> axum::http::StatusCode,
+) -> (String, Received) {
     let got = Received::default();
     let g = got.clone();
     let app = axum::Router::new().route(
@@ -400,11 +414,7 @@ async fn webhook_receiver() -> (String, Received) {
                 async move {
                     let mut hits = g.hits.lock().unwrap();
                     hits.push((headers, body.to_vec()));
-                    if hits.len() == 1 {
-                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        axum::http::StatusCode::OK
-                    }
+                    answer(hits.len())
                 }
             },
         ),
@@ -471,6 +481,58 @@ async fn webhook_is_signed_and_retried_after_a_500() {
     server.shutdown().await;
     // Filtered: stream_ended was not sent.
     assert_eq!(got.hits.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_retries_are_bounded_and_a_4xx_is_not_retried() {
+    let (down, down_got) =
+        webhook_receiver_answering(|_| axum::http::StatusCode::SERVICE_UNAVAILABLE).await;
+    let (refusing, refusing_got) =
+        webhook_receiver_answering(|_| axum::http::StatusCode::FORBIDDEN).await;
+    let server = gateway::start(move |c| {
+        for url in [down, refusing] {
+            c.events.webhooks.push(castgate::config::WebhookConfig {
+                url,
+                secret: None,
+                events: vec!["stream_started".into()],
+            });
+        }
+        c.events.webhook_max_attempts = 3;
+        c.events.webhook_backoff_min_secs = 0.02;
+        c.events.webhook_backoff_max_secs = 0.05;
+    })
+    .await;
+    let p = publisher(&server, "bounded", Some(VideoCodec::Vp8), false).await;
+    let given_up = gateway::eventually(Duration::from_secs(10), || {
+        let m = server.metrics().unwrap().render().unwrap();
+        value(&m, "castgate_webhook_events_total{result=\"given_up\"}") == Some(2.0)
+    })
+    .await;
+    assert!(given_up, "both events given up");
+    assert_eq!(
+        down_got.hits.lock().unwrap().len(),
+        3,
+        "3 attempts, then no more"
+    );
+    assert_eq!(refusing_got.hits.lock().unwrap().len(), 1, "a 403 is final");
+    assert!(
+        down_got.hits.lock().unwrap()[0]
+            .0
+            .get("x-castgate-signature")
+            .is_none(),
+        "no secret, no signature"
+    );
+    let m = scrape(&server).await;
+    assert_eq!(
+        value(&m, "castgate_webhook_failed_attempts_total"),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(&m, "castgate_webhook_events_total{result=\"delivered\"}"),
+        Some(0.0)
+    );
+    p.delete().await.unwrap();
+    server.shutdown().await;
 }
 
 fn free_udp_port() -> u16 {
