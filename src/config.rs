@@ -71,6 +71,14 @@ pub struct Config {
     pub record: RecordConfig,
     /// Pushing streams to RTMP/RTMPS platforms.
     pub restream: RestreamConfig,
+    /// Log output format.
+    pub log: LogConfig,
+    /// Prometheus metrics at `/metrics`.
+    pub metrics: MetricsConfig,
+    /// Server-sent events and webhooks.
+    pub events: EventsConfig,
+    /// Stopping on SIGTERM/SIGINT.
+    pub shutdown: ShutdownConfig,
     /// Limits against abuse.
     pub limits: LimitsConfig,
 }
@@ -471,6 +479,118 @@ impl KeyframeConfig {
     }
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// Log settings (levels come from `RUST_LOG`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics`.
+    pub enabled: bool,
+    /// Also export per-stream series labelled with the stream name. Off by
+    /// default: one series per name is unbounded when anyone may publish.
+    pub per_stream: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_stream: false,
+        }
+    }
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL that events are POSTed to (JSON).
+    pub url: String,
+    /// Key of the `X-Castgate-Signature: sha256=<HMAC-SHA256 of the body>`
+    /// header; no signature without it. A secret: never logged or shown.
+    pub secret: Option<String>,
+    /// Event types to send (e.g. `["stream_started", "recording_finalized"]`); empty = all.
+    pub events: Vec<String>,
+}
+
+/// The event types there are (`type` of an event).
+pub const EVENT_TYPES: [&str; 8] = [
+    "stream_started",
+    "stream_ended",
+    "viewer_joined",
+    "viewer_left",
+    "recording_started",
+    "recording_finalized",
+    "recording_failed",
+    "restream_state",
+];
+
+/// Events (`GET /api/events`) and webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events each subscriber (an SSE client, a webhook) may have pending
+    /// before the oldest are dropped (counted and logged).
+    pub buffer: usize,
+    /// Receivers of webhooks.
+    pub webhooks: Vec<WebhookConfig>,
+    /// Seconds one delivery attempt may take.
+    pub webhook_timeout_secs: f64,
+    /// Attempts per event (the first included) before it is given up.
+    pub webhook_max_attempts: u32,
+    /// First retry delay (seconds); doubles per failed attempt …
+    pub webhook_backoff_min_secs: f64,
+    /// … up to this.
+    pub webhook_backoff_max_secs: f64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            buffer: 1024,
+            webhooks: vec![],
+            webhook_timeout_secs: 10.0,
+            webhook_max_attempts: 5,
+            webhook_backoff_min_secs: 1.0,
+            webhook_backoff_max_secs: 30.0,
+        }
+    }
+}
+
+/// Stopping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// On SIGTERM/SIGINT: seconds allowed to close sessions, finalize
+    /// recordings, stop restreams and deliver pending webhooks. Past it the
+    /// process exits with code 1 (a second signal exits at once).
+    pub timeout_secs: f64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { timeout_secs: 30.0 }
+    }
+}
+
 /// Command-line and environment overrides for `castgate serve`. Each flag can
 /// also be set as the environment variable shown in `--help`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -548,6 +668,12 @@ pub struct ServeArgs {
     /// Seconds of publisher silence before its stream ends [default: 10].
     #[arg(long, env = "CASTGATE_PUBLISHER_TIMEOUT", value_name = "SECS")]
     pub publisher_timeout: Option<f64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CASTGATE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Seconds allowed for a clean stop on SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "CASTGATE_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<f64>,
 }
 
 /// The file read when `--config` is not given, if it exists.
@@ -658,6 +784,12 @@ impl Config {
         }
         if let Some(v) = a.publisher_timeout {
             self.whip.publisher_timeout_secs = v;
+        }
+        if let Some(v) = a.log_format {
+            self.log.format = v;
+        }
+        if let Some(v) = a.shutdown_timeout {
+            self.shutdown.timeout_secs = v;
         }
         Ok(())
     }
@@ -826,6 +958,7 @@ impl Config {
             return Err(invalid("record.dir", "must not be empty"));
         }
         self.validate_restream()?;
+        self.validate_ops()?;
         let tokens = self
             .auth
             .publish_token
@@ -850,6 +983,68 @@ impl Config {
             if let Err(e) = crate::stream::StreamName::parse(name) {
                 return Err(invalid("auth.stream_*_tokens", format!("{name:?}: {e}")));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_ops(&self) -> Result<(), ConfigError> {
+        let e = &self.events;
+        if !(16..=1_000_000).contains(&e.buffer) {
+            return Err(invalid("events.buffer", "must be between 16 and 1000000"));
+        }
+        if !(0.5..=300.0).contains(&e.webhook_timeout_secs) {
+            return Err(invalid(
+                "events.webhook_timeout_secs",
+                "must be between 0.5 and 300 seconds",
+            ));
+        }
+        if !(1..=100).contains(&e.webhook_max_attempts) {
+            return Err(invalid(
+                "events.webhook_max_attempts",
+                "must be between 1 and 100",
+            ));
+        }
+        if !(0.01..=600.0).contains(&e.webhook_backoff_min_secs)
+            || !(e.webhook_backoff_min_secs..=3600.0).contains(&e.webhook_backoff_max_secs)
+        {
+            return Err(invalid(
+                "events.webhook_backoff_min_secs",
+                "need 0.01 <= webhook_backoff_min_secs <= 600 and webhook_backoff_min_secs <= webhook_backoff_max_secs <= 3600",
+            ));
+        }
+        for (i, w) in e.webhooks.iter().enumerate() {
+            let ok = (w.url.starts_with("http://") || w.url.starts_with("https://"))
+                && w.url.len() > "https://".len()
+                && !w.url.contains(char::is_whitespace);
+            if !ok {
+                // Not the URL itself: it may carry credentials.
+                return Err(invalid(
+                    "events.webhooks",
+                    format!("webhook {}: url must be an http:// or https:// URL", i + 1),
+                ));
+            }
+            if w.secret.as_ref().is_some_and(|s| s.is_empty()) {
+                return Err(invalid(
+                    "events.webhooks",
+                    format!("webhook {}: secret must not be empty", i + 1),
+                ));
+            }
+            if let Some(bad) = w.events.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
+                return Err(invalid(
+                    "events.webhooks",
+                    format!(
+                        "webhook {}: unknown event type {bad:?}; choose from {}",
+                        i + 1,
+                        EVENT_TYPES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !(1.0..=3600.0).contains(&self.shutdown.timeout_secs) {
+            return Err(invalid(
+                "shutdown.timeout_secs",
+                "must be between 1 and 3600 seconds",
+            ));
         }
         Ok(())
     }
@@ -1019,6 +1214,38 @@ mod tests {
         c.restream.targets.clear();
         c.restream.backoff_max_secs = 0.5;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn ops_sections_parse_and_are_validated() {
+        let mut c = Config::from_toml(
+            "[log]\nformat = \"json\"\n[metrics]\nper_stream = true\n\
+             [shutdown]\ntimeout_secs = 5\n\
+             [[events.webhooks]]\nurl = \"https://hooks.example.com/in\"\n\
+             secret = \"s3cret\"\nevents = [\"stream_started\"]\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(c.metrics.per_stream);
+        assert_eq!(c.events.webhooks[0].events, ["stream_started"]);
+        c.events.webhooks[0].events = vec!["nope".into()];
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("events.webhooks:"), "{err}");
+        c.events.webhooks[0].events.clear();
+        c.events.webhooks[0].url = "ftp://user:pw@x/".into();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(!err.contains("pw"), "{err}");
+        c.events.webhooks.clear();
+        c.apply(&ServeArgs {
+            log_format: Some(LogFormat::Text),
+            shutdown_timeout: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.log.format, LogFormat::Text);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("shutdown.timeout_secs"), "{err}");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! [`server`] wires them together; [`config`] says how.
 
 pub mod config;
+pub mod events;
 pub mod ffmpeg_log;
 pub mod http;
+pub mod metrics;
 pub mod record;
 pub mod restream;
 pub mod rtc;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use castgate::config::{Config, ServeArgs};
+use std::time::Duration;
+
+use castgate::config::{Config, LogFormat, ServeArgs};
 use castgate::server::Server;
 
 /// castgate — publish over WHIP, watch over WHEP, every session on one UDP port.
@@ -45,16 +47,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("castgate=info,warn")),
-        )
-        .init();
     let (args, check_only) = match cli.command {
         Some(Command::Serve(a)) => (a, false),
         Some(Command::CheckConfig(a)) => (a, true),
-        Some(Command::Repair { files }) => return repair(&files),
+        Some(Command::Repair { files }) => {
+            init_logs(LogFormat::Text);
+            return repair(&files);
+        }
         None => (cli.serve, false),
     };
     let config = match Config::load(&args) {
@@ -64,6 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logs(config.log.format);
     if check_only {
         let mut shown = config.clone();
         redact(&mut shown);
@@ -83,48 +83,108 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match runtime.block_on(serve(config)) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("castgate: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Whatever is still running (a stop that ran out of time) is abandoned.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Logs to stderr, as text or one JSON object per line; levels from `RUST_LOG`.
+fn init_logs(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("castgate=info,warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Serves until SIGTERM/SIGINT, then stops cleanly within
+/// `shutdown.timeout_secs`: exit 0 when everything was closed and finalized,
+/// 1 when time ran out, 130 when a second signal cut the stop short.
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let limit = Duration::from_secs_f64(config.shutdown.timeout_secs);
+    let mut signals = Signals::new()?;
     let server = Server::start(config).await?;
     println!(
         "castgate: serving on http://{} (media on UDP {})",
         server.http_addr(),
         server.engine().local_addr()
     );
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    server.shutdown().await;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let which = signals.next().await;
+    tracing::info!(
+        signal = which,
+        timeout_secs = limit.as_secs_f64(),
+        "shutting down"
+    );
+    tokio::select! {
+        done = tokio::time::timeout(limit, server.shutdown()) => match done {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(_) => {
+                tracing::error!(timeout_secs = limit.as_secs_f64(),
+                    "shutdown did not finish in time; exiting anyway");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        which = signals.next() => {
+            tracing::warn!(signal = which, "second signal: exiting without finishing the stop");
+            Ok(ExitCode::from(130))
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+}
+
+/// SIGTERM and SIGINT, listened to from start-up on (so a signal that comes
+/// while the server starts is not lost).
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
+        }
+    }
+
+    /// Waits for the next signal; returns its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "ctrl-c"
+        }
     }
 }
 
@@ -185,6 +245,15 @@ fn redact(c: &mut Config) {
         // Keep scheme, host and app; hide the stream key.
         t.url = castgate::restream::TargetUrl::parse(&t.url, &[])
             .map(|u| u.masked().to_string())
+            .unwrap_or_else(|_| "<redacted>".into());
+    }
+    for w in &mut c.events.webhooks {
+        if let Some(s) = w.secret.as_mut() {
+            hide(s);
+        }
+        // The URL may carry credentials in its user info or query.
+        w.url = reqwest::Url::parse(&w.url)
+            .map(|u| u.origin().ascii_serialization() + "/…")
             .unwrap_or_else(|_| "<redacted>".into());
     }
     for s in &mut c.rtc.ice_servers {

@@ -10,7 +10,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::events::Events;
+use crate::events::webhook::{WebhookSettings, Webhooks};
 use crate::http::{self, AppState};
+use crate::metrics::{GatewayCollector, Metrics};
 use crate::record::Recorder;
 use crate::restream::Restreamer;
 use crate::rtc::Engine;
@@ -26,6 +29,10 @@ pub struct Server {
     retention: JoinHandle<()>,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
+    events: Events,
+    webhooks: Webhooks,
+    metrics: Option<Arc<Metrics>>,
+    grace: std::time::Duration,
 }
 
 impl Server {
@@ -33,10 +40,16 @@ impl Server {
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         crate::ffmpeg_log::install();
         let config = Arc::new(config);
-        let hub = Arc::new(Hub::new(StreamPolicy {
-            viewer_start: config.keyframes.viewer_start,
-            gop_cache_bytes: config.keyframes.gop_cache_bytes,
-        }));
+        let events = Events::new(config.events.buffer);
+        // Webhooks subscribe before anything can happen.
+        let webhooks = Webhooks::start(&events, webhook_settings(&config));
+        let hub = Arc::new(Hub::with_events(
+            StreamPolicy {
+                viewer_start: config.keyframes.viewer_start,
+                gop_cache_bytes: config.keyframes.gop_cache_bytes,
+            },
+            events.clone(),
+        ));
         let recorder = Arc::new(Recorder::new(config.record.clone()).with_context(|| {
             format!(
                 "cannot create the recordings folder {}",
@@ -74,12 +87,23 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let metrics = config.metrics.enabled.then(|| {
+            Arc::new(Metrics::new(GatewayCollector {
+                hub: hub.clone(),
+                engine: engine.clone(),
+                recorder: recorder.clone(),
+                restreamer: restreamer.clone(),
+                webhooks: (!config.events.webhooks.is_empty()).then(|| webhooks.stats().clone()),
+                per_stream: config.metrics.per_stream,
+            }))
+        });
         let app = http::router(AppState {
             config: config.clone(),
             hub: hub.clone(),
             engine: engine.clone(),
             recorder: recorder.clone(),
             restreamer: restreamer.clone(),
+            metrics: metrics.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let http_task = tokio::spawn(async move {
@@ -102,7 +126,21 @@ impl Server {
             retention,
             stop,
             http_task,
+            events,
+            webhooks,
+            metrics,
+            grace: std::time::Duration::from_secs_f64(config.shutdown.timeout_secs),
         })
+    }
+
+    /// The event bus (what `/api/events` and webhooks carry).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// The Prometheus registry, if metrics are on.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// Where HTTP is served.
@@ -130,19 +168,51 @@ impl Server {
         &self.restreamer
     }
 
-    /// Ends every session (finalizing recordings and restreams), then stops HTTP.
+    /// Stops cleanly: refuses new sessions, ends every session (publishers
+    /// and viewers get RTCP BYE and DTLS close_notify), finalizes every
+    /// recording, ends every restream, closes event streams, stops HTTP, and
+    /// delivers the webhooks still pending (within `shutdown.timeout_secs`).
+    /// Callers bound the whole (see `main`).
     pub async fn shutdown(self) {
+        let started = std::time::Instant::now();
+        let (publishers, viewers) = self.engine.role_counts();
+        tracing::info!(publishers, viewers, "shutdown: closing sessions");
         self.retention.abort();
         self.engine.shutdown().await;
+        let recordings = self.recorder.active_count();
+        tracing::info!(recordings, "shutdown: finalizing recordings");
         let r = self.recorder.clone();
         let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
+        tracing::info!("shutdown: stopping restreams");
         let rs = self.restreamer.clone();
         let _ = tokio::task::spawn_blocking(move || rs.shutdown()).await;
+        self.events.close();
         let _ = self.stop.send(true);
         match self.http_task.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "http server error at shutdown"),
             Err(e) => tracing::warn!(error = %e, "http task failed"),
             Ok(Ok(())) => {}
         }
+        self.webhooks.shutdown(self.grace).await;
+        tracing::info!(
+            secs = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+            "shutdown complete"
+        );
     }
+}
+
+fn webhook_settings(config: &Config) -> Vec<WebhookSettings> {
+    let e = &config.events;
+    e.webhooks
+        .iter()
+        .map(|w| WebhookSettings {
+            url: w.url.clone(),
+            secret: w.secret.clone(),
+            events: w.events.clone(),
+            timeout: std::time::Duration::from_secs_f64(e.webhook_timeout_secs),
+            max_attempts: e.webhook_max_attempts,
+            backoff_min: std::time::Duration::from_secs_f64(e.webhook_backoff_min_secs),
+            backoff_max: std::time::Duration::from_secs_f64(e.webhook_backoff_max_secs),
+        })
+        .collect()
 }

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod hls;
+pub mod ops;
 pub mod pages;
 pub mod ratelimit;
 pub mod recordings;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub recorder: Arc<Recorder>,
     /// Restream targets.
     pub restreamer: Arc<Restreamer>,
+    /// Prometheus metrics (`None` when `metrics.enabled` is off).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
@@ -54,7 +57,8 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.http.max_body_bytes;
     let cors = cors(&state.config);
     let rtc_config = Arc::new(state.config.rtc.clone());
-    Router::new()
+    let metrics = state.metrics.clone();
+    let app = Router::new()
         .route("/whip/{stream}", post(whip::post).options(whip::options))
         .route(
             "/whip/{stream}/{session}",
@@ -68,6 +72,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/streams", get(api::streams))
         .route("/api/streams/{name}", get(api::stream))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/events", get(ops::events))
         .route("/api/recordings", get(recordings::list))
         .route(
             "/api/recordings/{id}",
@@ -100,7 +107,15 @@ pub fn router(state: AppState) -> Router {
             rtc_config,
             advertise_post,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http());
+    match metrics {
+        // Outermost: every answer counts, refusals by inner layers included.
+        Some(m) => app.layer(axum::middleware::from_fn_with_state(
+            m,
+            crate::metrics::track,
+        )),
+        None => app,
+    }
 }
 
 /// The CORS layer answers preflight OPTIONS itself; make those answers still

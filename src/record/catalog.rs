@@ -74,6 +74,9 @@ pub struct Meta {
     pub dropped_frames: u64,
     /// The error that stopped a failed recording.
     pub error: Option<String>,
+    /// SHA-256 of the finalized file (hex), computed when it was finalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// RFC 3339 (seconds, UTC) of a time.

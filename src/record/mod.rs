@@ -32,9 +32,23 @@ struct Active {
     thread: JoinHandle<()>,
 }
 
+/// Counts of the recorder's work since start (monotonic, for metrics).
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    /// Files opened.
+    pub started: AtomicU64,
+    /// Files finished cleanly.
+    pub finalized: AtomicU64,
+    /// Recordings stopped by an error.
+    pub failed: AtomicU64,
+    /// Bytes of the files finished (finalized or failed).
+    pub bytes_written: AtomicU64,
+}
+
 /// Starts, tracks and lists recordings.
 pub struct Recorder {
     config: RecordConfig,
+    stats: Arc<RecorderStats>,
     active: Mutex<HashMap<u64, Active>>,
     next_key: AtomicU64,
     closed: AtomicBool,
@@ -94,6 +108,7 @@ impl Recorder {
         }
         Ok(Recorder {
             config,
+            stats: Arc::default(),
             active: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -115,6 +130,28 @@ impl Recorder {
     /// The recordings folder.
     pub fn dir(&self) -> &Path {
         &self.config.dir
+    }
+
+    /// Whether recording is on.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    /// Below this many free bytes recordings do not start (`record.min_free_mib`).
+    pub fn min_free_bytes(&self) -> u64 {
+        self.config.min_free_mib * 1024 * 1024
+    }
+
+    /// What the recorder has done since start.
+    pub fn stats(&self) -> &RecorderStats {
+        &self.stats
+    }
+
+    /// Recordings being written now.
+    pub fn active_count(&self) -> usize {
+        let mut active = self.active();
+        reap(&mut active);
+        active.len()
     }
 
     /// Repairs every `.part` file a crash left behind (run at start-up, before
@@ -159,6 +196,7 @@ impl Recorder {
             audio: None,
             dropped_frames: 0,
             error: None,
+            sha256: None,
         };
         let (tx, rx) = mpsc::sync_channel(1);
         let queue = Arc::new(SinkQueue::new(QUEUE_FRAMES, Box::new(ThreadWake(tx))));
@@ -179,6 +217,7 @@ impl Recorder {
             min_free_bytes: self.config.min_free_mib * 1024 * 1024,
             meta: meta.clone(),
             stop: stop.clone(),
+            stats: self.stats.clone(),
             settings: RecordingSettings {
                 mux: self.mux_options(),
                 fsync_every: Duration::from_secs_f64(self.config.fsync_secs),
@@ -453,7 +492,7 @@ fn probe_duration(path: &Path) -> Option<f64> {
 }
 
 /// Free bytes on the file system holding `dir`.
-pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
+pub fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };

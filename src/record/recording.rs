@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::catalog::{self, AudioMeta, Meta, State, VideoMeta};
 use super::muxer::{AudioTrack, MuxOptions, Muxer, VideoTrack};
 use super::timeline::{Interleaver, Placed, Timeline};
+use crate::events::Event;
 use crate::stream::{Codec, Frame, LiveStream, MediaKind, SinkQueue, probe};
 
 /// Audio kept from before the first video keyframe, at most.
@@ -58,6 +59,8 @@ pub struct RecordingJob {
     pub meta: Arc<Mutex<Meta>>,
     /// Set to stop early (shutdown); the file is finalized.
     pub stop: Arc<AtomicBool>,
+    /// The recorder's counters.
+    pub stats: Arc<super::RecorderStats>,
     /// Settings.
     pub settings: RecordingSettings,
 }
@@ -147,6 +150,13 @@ pub fn run(job: RecordingJob) {
             tracing::error!(stream = %job.stream.name(), %error, "not recording");
             job.queue.close();
             lock(&job.meta).state = State::Failed;
+            job.stats.failed.fetch_add(1, Ordering::Relaxed);
+            job.stream.events().emit(Event::RecordingFailed {
+                stream: job.stream.name().to_string(),
+                id: String::new(),
+                path: None,
+                error,
+            });
             return;
         }
     };
@@ -213,14 +223,44 @@ pub fn run(job: RecordingJob) {
 fn close_file(job: &Job, w: Writing, dropped: u64) -> Result<(), String> {
     let part = part_path(&job.path);
     let duration = finish(job, &part, w)?;
+    // Hashing reads the whole file: it happens here, on the recording's own
+    // thread, never on the async runtime.
+    let sha256 = match sha256_file(&job.path) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(file = %job.path.display(), error = %e, "cannot hash the recording");
+            None
+        }
+    };
     let mut m = lock(&job.meta);
     m.state = State::Finalized;
     m.ended_at = Some(catalog::now_rfc3339());
     m.duration_secs = Some(duration);
     m.dropped_frames = dropped;
     m.size_bytes = std::fs::metadata(&job.path).map(|m| m.len()).ok();
+    m.sha256 = sha256.clone();
     let _ = catalog::write_meta(&job.path, &m);
-    tracing::info!(file = %job.path.display(), duration_secs = duration, "recording finalized");
+    let size_bytes = m.size_bytes.unwrap_or(0);
+    job.stats.finalized.fetch_add(1, Ordering::Relaxed);
+    job.stats
+        .bytes_written
+        .fetch_add(size_bytes, Ordering::Relaxed);
+    tracing::info!(
+        file = %job.path.display(),
+        duration_secs = duration,
+        size_bytes,
+        dropped_frames = dropped,
+        sha256 = sha256.as_deref().unwrap_or(""),
+        "recording finalized"
+    );
+    job.stream.events().emit(Event::RecordingFinalized {
+        stream: job.stream.name().to_string(),
+        id: m.id.clone(),
+        path: job.path.display().to_string(),
+        duration_secs: duration,
+        size_bytes,
+        sha256,
+    });
     Ok(())
 }
 
@@ -266,9 +306,38 @@ fn fail(job: &Job, part: &std::path::Path, error: String) {
     tracing::error!(stream = %job.stream.name(), file = %part.display(), %error, "recording failed");
     let mut m = lock(&job.meta);
     m.state = State::Failed;
-    m.error = Some(error);
+    m.error = Some(error.clone());
     m.ended_at = Some(catalog::now_rfc3339());
     let _ = catalog::write_meta(&job.path, &m);
+    let size = std::fs::metadata(part)
+        .or_else(|_| std::fs::metadata(&job.path))
+        .map(|md| md.len())
+        .unwrap_or(0);
+    job.stats.failed.fetch_add(1, Ordering::Relaxed);
+    job.stats.bytes_written.fetch_add(size, Ordering::Relaxed);
+    job.stream.events().emit(Event::RecordingFailed {
+        stream: job.stream.name().to_string(),
+        id: m.id.clone(),
+        path: Some(part.display().to_string()),
+        error,
+    });
+}
+
+/// SHA-256 of a file, hex; reads it in 256 KiB blocks.
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 fn update_progress(job: &Job, phase: &Phase) {
@@ -447,6 +516,12 @@ fn open(
         let _ = catalog::write_meta(&job.path, &m);
     }
     tracing::info!(stream = %stream.name(), file = %job.path.display(), "recording started");
+    job.stats.started.fetch_add(1, Ordering::Relaxed);
+    stream.events().emit(Event::RecordingStarted {
+        stream: stream.name().to_string(),
+        id: lock(&job.meta).id.clone(),
+        path: job.path.display().to_string(),
+    });
     Ok(Some(Writing {
         pending: Some(Vec::new()),
         pending_since: Instant::now(),

@@ -200,15 +200,18 @@ impl Restreamer {
             self.config.queue_packets,
             stream.track(MediaKind::Video).is_some(),
         ));
-        let target = Arc::new(Target::new(
-            id.clone(),
-            name.clone(),
-            stream.id(),
-            url,
-            label,
-            source,
-            queue.clone(),
-        ));
+        let target = Arc::new(
+            Target::new(
+                id.clone(),
+                name.clone(),
+                stream.id(),
+                url,
+                label,
+                source,
+                queue.clone(),
+            )
+            .with_events(stream.events().clone()),
+        );
         let audio = shared.audio.clone();
         let settings = self.settings();
         let t = target.clone();
@@ -477,6 +480,21 @@ impl Restreamer {
                 let _ = h.join();
             }
         }
+    }
+
+    /// Number of restream targets in each state (of [`State::ALL`]) and of
+    /// HLS outputs that are running, for metrics.
+    pub fn state_counts(&self) -> ([usize; 5], usize) {
+        let inner = self.inner();
+        let mut counts = [0usize; 5];
+        for t in &inner.targets {
+            let st = t.state();
+            if let Some(i) = State::ALL.iter().position(|s| *s == st) {
+                counts[i] += 1;
+            }
+        }
+        let hls = inner.hls.iter().filter(|h| !h.finished()).count();
+        (counts, hls)
     }
 
     /// Whether any target or pipeline thread is still running.

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::RestreamError;
 use super::output::{AudioSetup, FlvOutput, Interrupt, OutputOptions, VideoSetup};
 use super::url::TargetUrl;
+use crate::events::{Event, Events};
 use crate::record::catalog::rfc3339;
 
 /// One packet ready for the FLV muxer, shared by every target of a stream.
@@ -243,6 +244,28 @@ pub enum State {
     Stopped,
 }
 
+impl State {
+    /// Every state (metric labels).
+    pub const ALL: [State; 5] = [
+        State::Starting,
+        State::Live,
+        State::Retrying,
+        State::Failed,
+        State::Stopped,
+    ];
+
+    /// The lowercase name, as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Live => "live",
+            State::Retrying => "retrying",
+            State::Failed => "failed",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Status {
     state: State,
@@ -341,6 +364,7 @@ pub struct Target {
     thread: super::worker::Worker,
     /// Keeps the stream key masked in FFmpeg's log messages.
     _secret: crate::ffmpeg_log::SecretGuard,
+    events: Option<Events>,
 }
 
 impl std::fmt::Debug for Target {
@@ -391,7 +415,31 @@ impl Target {
             queue,
             interrupt: Arc::new(Interrupt::default()),
             thread: super::worker::Worker::default(),
+            events: None,
         }
+    }
+
+    /// Announces state changes on `events`.
+    pub fn with_events(mut self, events: Events) -> Target {
+        self.events = Some(events);
+        self
+    }
+
+    /// Moves to `state` (call with the status locked, error already set);
+    /// a change is announced as a `restream_state` event.
+    fn transition(&self, s: &mut Status, state: State) {
+        if s.state == state {
+            return;
+        }
+        s.state = state;
+        let Some(events) = &self.events else { return };
+        events.emit(Event::RestreamState {
+            stream: self.stream.clone(),
+            target_id: self.id.clone(),
+            url: self.url.masked().to_string(),
+            state: state.name().to_string(),
+            error: s.error.clone(),
+        });
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -505,8 +553,8 @@ pub fn run(
     loop {
         {
             let mut s = t.status();
-            s.state = State::Starting;
             s.next_attempt = None;
+            t.transition(&mut s, State::Starting);
         }
         if !std::mem::take(&mut first) {
             // After a failure: resume at the next keyframe. (The first time,
@@ -528,8 +576,8 @@ pub fn run(
                 tracing::error!(target_id = %t.id, stream = %t.stream, url = %t.url, error = %e, "restream failed");
                 t.queue.set_accepting(false);
                 let mut s = t.status();
-                s.state = State::Failed;
                 s.error = Some(e.to_string());
+                t.transition(&mut s, State::Failed);
                 return;
             }
             Err(e) => {
@@ -541,9 +589,9 @@ pub fn run(
                     retry_in_secs = backoff.as_secs_f64(), "restream interrupted; retrying");
                 {
                     let mut s = t.status();
-                    s.state = State::Retrying;
                     s.error = Some(e.to_string());
                     s.next_attempt = Some(SystemTime::now() + backoff);
+                    t.transition(&mut s, State::Retrying);
                 }
                 if t.queue.wait_closed(backoff) {
                     break;
@@ -557,11 +605,11 @@ pub fn run(
     s.next_attempt = None;
     if let Some(reason) = t.queue.failure() {
         tracing::error!(target_id = %t.id, stream = %t.stream, url = %t.url, error = %reason, "restream failed");
-        s.state = State::Failed;
         s.error = Some(reason);
+        t.transition(&mut s, State::Failed);
         return;
     }
-    s.state = State::Stopped;
+    t.transition(&mut s, State::Stopped);
     s.stopped_at = Some(Instant::now());
     tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.url, "restream stopped");
 }
@@ -599,8 +647,8 @@ fn session(
     )?;
     {
         let mut s = t.status();
-        s.state = State::Live;
         s.error = None;
+        t.transition(&mut s, State::Live);
         s.connections += 1;
         s.live_since = Some(Instant::now());
         s.rate_mark = Some((Instant::now(), 0));

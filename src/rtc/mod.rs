@@ -60,7 +60,19 @@ pub struct Counters {
     pub send_drops: AtomicU64,
     /// Errors reading the socket.
     pub recv_errors: AtomicU64,
+    /// RTP packets received from publishers (str0m statistics, retransmissions
+    /// included; updated every [`STATS_INTERVAL`]).
+    pub rtp_packets_in: AtomicU64,
+    /// RTP packets sent to viewers (retransmissions included; same cadence).
+    pub rtp_packets_out: AtomicU64,
+    /// NACKs sent to publishers: packets lost on the way in, asked again.
+    pub nacks_sent: AtomicU64,
+    /// NACKs received from viewers: packets lost on the way out, resent.
+    pub nacks_received: AtomicU64,
 }
+
+/// How often str0m reports per-track statistics (folded into [`Counters`]).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A point-in-time copy of [`Counters`] plus session counts.
 #[derive(Debug, Clone, Serialize)]
@@ -274,6 +286,7 @@ impl Engine {
             .set_ice_lite(true)
             .clear_codecs()
             .set_send_buffer_video(self.config.rtc.send_buffer_video)
+            .set_stats_interval(Some(STATS_INTERVAL))
     }
 
     /// Answers a WHIP offer from `client`: claims the stream name and starts
@@ -519,6 +532,9 @@ impl Engine {
             silence_limit: Duration::from_secs_f64(self.config.whip.publisher_timeout_secs),
             ended: None,
             _lease: lease,
+            created: now,
+            figures: Default::default(),
+            rtp_seen: Default::default(),
         };
         self.shared.sessions.lock().insert(
             id.clone(),
@@ -600,6 +616,28 @@ impl Engine {
     /// Live sessions.
     pub fn session_count(&self) -> usize {
         self.shared.sessions.lock().len()
+    }
+
+    /// Whether the router and every shard are still running (the media
+    /// socket is bound and read).
+    pub fn is_running(&self) -> bool {
+        let tasks = self.tasks.lock();
+        !tasks.is_empty() && tasks.iter().all(|t| !t.is_finished())
+    }
+
+    /// Live sessions by role: (publishers, viewers).
+    pub fn role_counts(&self) -> (usize, usize) {
+        let sessions = self.shared.sessions.lock();
+        let publishers = sessions
+            .values()
+            .filter(|e| e.role == RoleKind::Publisher)
+            .count();
+        (publishers, sessions.len() - publishers)
+    }
+
+    /// The transport's raw counters (monotonic, for metrics).
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
     }
 
     /// Transport counters.

@@ -65,6 +65,7 @@ pub struct ViewerState {
     pts: HashMap<MediaKind, Pt>,
     scratch: Vec<Arc<Frame>>,
     last_forwarded_pli: Option<Instant>,
+    joined: bool,
 }
 
 impl ViewerState {
@@ -77,6 +78,7 @@ impl ViewerState {
             pts: HashMap::new(),
             scratch: Vec::new(),
             last_forwarded_pli: None,
+            joined: false,
         }
     }
 }
@@ -102,6 +104,36 @@ pub enum EndReason {
     Shutdown,
     /// The publisher sent far more than `limits.max_publish_kbps`.
     OverLimit,
+}
+
+impl EndReason {
+    /// `deleted`, `silent`, … (logs and events).
+    pub fn name(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Silent => "silent",
+            EndReason::StreamEnded => "stream_ended",
+            EndReason::Failed => "failed",
+            EndReason::Replaced => "replaced",
+            EndReason::Shutdown => "shutdown",
+            EndReason::OverLimit => "over_limit",
+        }
+    }
+}
+
+/// What one session moved, for its end-of-session log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Figures {
+    /// Datagrams accepted from the peer.
+    pub datagrams_in: u64,
+    /// Their bytes.
+    pub bytes_in: u64,
+    /// Datagrams sent to the peer.
+    pub datagrams_out: u64,
+    /// Their bytes.
+    pub bytes_out: u64,
+    /// Frames published (publisher) or handed to str0m (viewer).
+    pub frames: u64,
 }
 
 /// A live session inside a shard.
@@ -130,6 +162,13 @@ pub struct Session {
     pub ended: Option<EndReason>,
     /// Its slot in the per-client session count (freed when dropped).
     pub _lease: super::limits::Lease,
+    /// When the session was created.
+    pub created: Instant,
+    /// What it moved.
+    pub figures: Figures,
+    /// Last cumulative (packets, NACKs) str0m reported per track and
+    /// direction (`true` = ingress), so only increases reach [`Counters`].
+    pub rtp_seen: HashMap<(Mid, bool), (u64, u64)>,
 }
 
 impl Session {
@@ -162,6 +201,8 @@ impl Session {
             return;
         }
         self.last_heard = at;
+        self.figures.datagrams_in += 1;
+        self.figures.bytes_in += data.len() as u64;
         if let Err(e) = self.rtc.handle_input(input) {
             counters.bad_datagrams.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(session = %short(&self.id), error = %e, "datagram refused");
@@ -248,6 +289,7 @@ impl Session {
             };
             let time = MediaTime::new(frame.rtp_time, freq);
             sent += frame.data.len();
+            self.figures.frames += 1;
             if let Err(e) = writer.write(pt, frame.arrival, time, frame.data.clone()) {
                 tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
             }
@@ -282,9 +324,11 @@ impl Session {
                         counters.send_drops.fetch_add(1, Ordering::Relaxed);
                     } else {
                         counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                        self.figures.datagrams_out += 1;
+                        self.figures.bytes_out += t.contents.len() as u64;
                     }
                 }
-                Ok(Output::Event(e)) => self.on_event(e),
+                Ok(Output::Event(e)) => self.on_event(e, counters),
                 Err(e) => {
                     tracing::warn!(session = %short(&self.id), error = %e, "session failed");
                     self.end(EndReason::Failed);
@@ -294,8 +338,30 @@ impl Session {
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    /// Adds what a track's cumulative statistics grew by since last time.
+    fn fold_stats(&mut self, key: (Mid, bool), packets: u64, nacks: u64, counters: &Counters) {
+        let last = self
+            .rtp_seen
+            .insert(key, (packets, nacks))
+            .unwrap_or((0, 0));
+        let (p, n) = (packets.saturating_sub(last.0), nacks.saturating_sub(last.1));
+        let (pc, nc) = if key.1 {
+            (&counters.rtp_packets_in, &counters.nacks_sent)
+        } else {
+            (&counters.rtp_packets_out, &counters.nacks_received)
+        };
+        pc.fetch_add(p, Ordering::Relaxed);
+        nc.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn on_event(&mut self, event: Event, counters: &Counters) {
         match event {
+            Event::MediaIngressStats(st) => {
+                self.fold_stats((st.mid, true), st.packets, st.nacks, counters)
+            }
+            Event::MediaEgressStats(st) => {
+                self.fold_stats((st.mid, false), st.packets, st.nacks, counters)
+            }
             Event::Connected => {
                 tracing::info!(
                     session = %short(&self.id),
@@ -305,7 +371,19 @@ impl Session {
                 );
                 if let Role::Viewer(v) = &mut self.role {
                     match self.stream.subscribe(SinkKind::Viewer, v.queue.clone()) {
-                        Some(sub) => v.subscription = Some(sub),
+                        Some(sub) => {
+                            v.subscription = Some(sub);
+                            if !v.joined {
+                                v.joined = true;
+                                self.stream
+                                    .events()
+                                    .emit(crate::events::Event::ViewerJoined {
+                                        stream: self.stream.name().to_string(),
+                                        stream_id: self.stream.id(),
+                                        session: short(&self.id).to_string(),
+                                    });
+                            }
+                        }
                         None => self.end(EndReason::StreamEnded),
                     }
                 }
@@ -389,6 +467,7 @@ impl Session {
             after_loss: !data.contiguous,
             data: data.data,
         };
+        self.figures.frames += 1;
         self.stream.publish(frame);
         if video
             && keyframe
@@ -436,6 +515,11 @@ impl Session {
             }
         }
         self.rtc.disconnect();
+    }
+
+    /// Whether this is a viewer whose media started (a `viewer_joined` was emitted).
+    pub fn viewer_joined(&self) -> bool {
+        matches!(&self.role, Role::Viewer(v) if v.joined)
     }
 
     /// `publisher` or `viewer`, for logs.

@@ -354,7 +354,11 @@ impl Shard {
             let Some(mut s) = self.sessions.remove(&key) else {
                 continue;
             };
-            let reason = s.ended.unwrap_or(EndReason::Failed);
+            let reason = match s.ended.unwrap_or(EndReason::Failed) {
+                // The hub closes publishers at shutdown the way a takeover does.
+                EndReason::Replaced if self.shared.hub.is_closed() => EndReason::Shutdown,
+                r => r,
+            };
             s.detach(&self.shared.hub);
             s.flush(&self.shared.socket);
             self.shared.routes.remove_target(Target {
@@ -362,13 +366,30 @@ impl Shard {
                 key,
             });
             self.shared.sessions.lock().remove(&s.id);
+            let f = s.figures;
+            let duration_secs = (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0;
             tracing::info!(
                 session = %short(&s.id),
                 stream = %s.stream.name(),
                 role = s.role_name(),
-                ?reason,
+                reason = reason.name(),
+                duration_secs,
+                frames = f.frames,
+                datagrams_in = f.datagrams_in,
+                bytes_in = f.bytes_in,
+                datagrams_out = f.datagrams_out,
+                bytes_out = f.bytes_out,
                 "session ended"
             );
+            if s.viewer_joined() {
+                s.stream.events().emit(crate::events::Event::ViewerLeft {
+                    stream: s.stream.name().to_string(),
+                    stream_id: s.stream.id(),
+                    session: short(&s.id).to_string(),
+                    duration_secs,
+                    reason: reason.name().to_string(),
+                });
+            }
         }
     }
 }

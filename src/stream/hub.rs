@@ -10,8 +10,9 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::frame::CodecParams;
-use super::live::{LiveStream, PublisherControl, StreamInfo, StreamPolicy};
+use super::live::{LiveStream, PublisherControl, StreamCounters, StreamInfo, StreamPolicy};
 use super::name::StreamName;
+use crate::events::{Event, Events};
 
 /// Why a publisher could not claim a name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,10 +32,28 @@ pub trait StreamObserver: Send + Sync {
     fn stream_started(&self, stream: &Arc<LiveStream>);
 }
 
+/// Live streams by name, and the totals of those that ended (folded in under
+/// the same lock as they leave, so [`Hub::counters`] never goes backwards).
+#[derive(Default)]
+struct Registry {
+    live: HashMap<StreamName, Arc<LiveStream>>,
+    ended: StreamCounters,
+    started: u64,
+}
+
+impl Registry {
+    fn take(&mut self, name: &StreamName) -> Option<Arc<LiveStream>> {
+        let s = self.live.remove(name)?;
+        self.ended += s.counters();
+        Some(s)
+    }
+}
+
 /// All live streams of the process, by name.
 pub struct Hub {
     observers: parking_lot::RwLock<Vec<Arc<dyn StreamObserver>>>,
-    streams: Mutex<HashMap<StreamName, Arc<LiveStream>>>,
+    streams: Mutex<Registry>,
+    events: Events,
     changed: Notify,
     next_id: AtomicU64,
     policy: StreamPolicy,
@@ -48,11 +67,17 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// An empty hub whose streams follow `policy`.
+    /// An empty hub whose streams follow `policy`, with an event bus of its own.
     pub fn new(policy: StreamPolicy) -> Hub {
+        Hub::with_events(policy, Events::default())
+    }
+
+    /// An empty hub whose streams follow `policy` and report on `events`.
+    pub fn with_events(policy: StreamPolicy, events: Events) -> Hub {
         Hub {
             observers: parking_lot::RwLock::new(Vec::new()),
-            streams: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Registry::default()),
+            events,
             changed: Notify::new(),
             next_id: AtomicU64::new(1),
             policy,
@@ -79,25 +104,33 @@ impl Hub {
             tracks,
             control,
             self.policy.clone(),
+            self.events.clone(),
         ));
         let old = {
             let mut streams = self.streams.lock();
-            if let Some(current) = streams.get(&name) {
-                if !takeover {
-                    return Err(PublishError::Busy(name.to_string()));
-                }
-                let current = current.clone();
-                streams.insert(name, stream.clone());
-                Some(current)
-            } else {
-                streams.insert(name, stream.clone());
-                None
+            if streams.live.contains_key(&name) && !takeover {
+                return Err(PublishError::Busy(name.to_string()));
             }
+            let current = streams.take(&name);
+            streams.live.insert(name, stream.clone());
+            streams.started += 1;
+            current
         };
         if let Some(old) = old {
             tracing::info!(stream = %old.name(), "publisher taken over by a new one");
             old.close_publisher();
         }
+        tracing::info!(stream = %stream.name(), stream_id = stream.id(), "stream started");
+        self.events.emit(Event::StreamStarted {
+            stream: stream.name().to_string(),
+            stream_id: stream.id(),
+            video: stream
+                .track(super::MediaKind::Video)
+                .map(|t| t.codec.name().to_string()),
+            audio: stream
+                .track(super::MediaKind::Audio)
+                .map(|t| t.codec.name().to_string()),
+        });
         for o in self.observers.read().iter() {
             o.stream_started(&stream);
         }
@@ -112,7 +145,28 @@ impl Hub {
 
     /// The live stream under `name`.
     pub fn get(&self, name: &StreamName) -> Option<Arc<LiveStream>> {
-        self.streams.lock().get(name).cloned()
+        self.streams.lock().live.get(name).cloned()
+    }
+
+    /// The event bus of this hub's streams.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Totals over every stream since start (ended and live), and the number
+    /// of streams started.
+    pub fn counters(&self) -> (StreamCounters, u64) {
+        let streams = self.streams.lock();
+        let mut c = streams.ended;
+        for s in streams.live.values() {
+            c += s.counters();
+        }
+        (c, streams.started)
+    }
+
+    /// The live streams (for per-stream figures).
+    pub fn streams(&self) -> Vec<Arc<LiveStream>> {
+        self.streams.lock().live.values().cloned().collect()
     }
 
     /// Waits up to `timeout` for a publisher to appear under `name`.
@@ -137,10 +191,11 @@ impl Hub {
         {
             let mut streams = self.streams.lock();
             if streams
+                .live
                 .get(stream.name())
                 .is_some_and(|s| s.id() == stream.id())
             {
-                streams.remove(stream.name());
+                streams.take(stream.name());
             }
         }
         stream.end();
@@ -149,7 +204,7 @@ impl Hub {
 
     /// Snapshots of every live stream, sorted by name.
     pub fn list(&self) -> Vec<StreamInfo> {
-        let streams: Vec<Arc<LiveStream>> = self.streams.lock().values().cloned().collect();
+        let streams = self.streams();
         let mut infos: Vec<StreamInfo> = streams.iter().map(|s| s.info()).collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         infos
@@ -157,7 +212,7 @@ impl Hub {
 
     /// Number of live streams.
     pub fn len(&self) -> usize {
-        self.streams.lock().len()
+        self.streams.lock().live.len()
     }
 
     /// Whether nothing is live.
@@ -165,10 +220,19 @@ impl Hub {
         self.len() == 0
     }
 
+    /// Whether the hub refuses new publishers (shutting down).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Refuses new publishers and closes every current one (shutdown).
     pub fn close_all(&self) {
         self.closed.store(true, Ordering::Release);
-        let all: Vec<Arc<LiveStream>> = self.streams.lock().drain().map(|(_, s)| s).collect();
+        let all: Vec<Arc<LiveStream>> = {
+            let mut streams = self.streams.lock();
+            let names: Vec<StreamName> = streams.live.keys().cloned().collect();
+            names.iter().filter_map(|n| streams.take(n)).collect()
+        };
         for s in all {
             s.close_publisher();
         }
@@ -315,6 +379,43 @@ mod tests {
         let times: Vec<u64> = out.iter().map(|f| f.rtp_time).collect();
         assert_eq!(times, vec![1, 2, 3]);
         assert_eq!(publisher.keyframe_requests.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn totals_keep_ended_streams_and_drops_per_sink_kind() {
+        let hub = hub(ViewerStart::Fresh);
+        let mut rx = hub.events().subscribe();
+        let s = hub
+            .publish(
+                StreamName::parse("t").unwrap(),
+                tracks(),
+                Arc::new(FakePublisher::default()),
+                false,
+            )
+            .unwrap();
+        // A recorder queue of 16 frames that nobody drains overflows.
+        let q = Arc::new(SinkQueue::new(16, Box::new(NoWake)));
+        let sub = s.subscribe(SinkKind::Recorder, q).unwrap();
+        s.publish(video(true, 0));
+        for t in 1..40 {
+            s.publish(video(false, t));
+        }
+        let (live, started) = hub.counters();
+        assert_eq!(started, 1);
+        assert_eq!(live.frames_in, 40);
+        assert_eq!(live.bytes_in, 120);
+        assert!(live.dropped[SinkKind::Recorder.index()] > 0, "{live:?}");
+        assert_eq!(live.dropped[SinkKind::Viewer.index()], 0);
+        // The sink leaves, then the stream: nothing is forgotten.
+        s.unsubscribe(sub.id);
+        assert_eq!(hub.counters().0, live);
+        hub.remove(&s);
+        assert_eq!(hub.counters().0, live);
+        assert!(hub.is_empty());
+        let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.event.kind())
+            .collect();
+        assert_eq!(kinds, ["stream_started", "stream_ended"]);
     }
 
     #[tokio::test]

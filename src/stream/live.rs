@@ -16,6 +16,7 @@ use super::name::StreamName;
 use super::probe;
 use super::sink::{Pushed, SinkQueue};
 use crate::config::ViewerStart;
+use crate::events::{Event, Events};
 
 /// What the hub may ask of a publisher's session, whatever engine runs it.
 pub trait PublisherControl: Send + Sync {
@@ -40,6 +41,27 @@ pub enum SinkKind {
 }
 
 impl SinkKind {
+    /// Every kind, in the order of [`SinkKind::index`].
+    pub const ALL: [SinkKind; 3] = [SinkKind::Viewer, SinkKind::Recorder, SinkKind::Restream];
+
+    /// Position in [`SinkKind::ALL`] (for per-kind counters).
+    pub fn index(self) -> usize {
+        match self {
+            SinkKind::Viewer => 0,
+            SinkKind::Recorder => 1,
+            SinkKind::Restream => 2,
+        }
+    }
+
+    /// `viewer`, `recorder` or `restream` (metric labels).
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Viewer => "viewer",
+            SinkKind::Recorder => "recorder",
+            SinkKind::Restream => "restream",
+        }
+    }
+
     /// Sinks that cut files or segments need keyframes at regular intervals.
     fn needs_periodic_keyframes(self) -> bool {
         !matches!(self, SinkKind::Viewer)
@@ -163,7 +185,39 @@ pub struct LiveStream {
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Frames dropped by sinks that have left, per [`SinkKind::index`]
+    /// (updated under the `sinks` lock, so totals never go backwards).
+    departed_dropped: [AtomicU64; 3],
     ended: AtomicBool,
+    events: Events,
+}
+
+/// Running totals of a stream (or of every stream, see [`super::Hub::counters`]):
+/// monotonic, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// Frames received from publishers.
+    pub frames_in: u64,
+    /// Payload bytes received from publishers.
+    pub bytes_in: u64,
+    /// Payload bytes handed to viewers.
+    pub bytes_out: u64,
+    /// Keyframe requests made to publishers on behalf of sinks.
+    pub keyframe_requests: u64,
+    /// Frames dropped because a sink fell behind, per [`SinkKind::index`].
+    pub dropped: [u64; 3],
+}
+
+impl std::ops::AddAssign for StreamCounters {
+    fn add_assign(&mut self, o: StreamCounters) {
+        self.frames_in += o.frames_in;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.keyframe_requests += o.keyframe_requests;
+        for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
+            *a += b;
+        }
+    }
 }
 
 impl std::fmt::Debug for LiveStream {
@@ -183,6 +237,7 @@ impl LiveStream {
         tracks: Vec<CodecParams>,
         control: Arc<dyn PublisherControl>,
         policy: StreamPolicy,
+        events: Events,
     ) -> LiveStream {
         let now = Instant::now();
         LiveStream {
@@ -204,7 +259,9 @@ impl LiveStream {
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            departed_dropped: Default::default(),
             ended: AtomicBool::new(false),
+            events,
         }
     }
 
@@ -260,6 +317,9 @@ impl LiveStream {
             sinks.retain(|s| {
                 let pushed = s.queue.push(&frame);
                 want_keyframe |= pushed == Pushed::Overflow;
+                if pushed == Pushed::Closed {
+                    self.depart(s);
+                }
                 pushed != Pushed::Closed
             });
         }
@@ -364,6 +424,7 @@ impl LiveStream {
             let mut removed = None;
             sinks.retain(|s| {
                 if s.id == id {
+                    self.depart(s);
                     removed = Some(s.queue.clone());
                     false
                 } else {
@@ -416,18 +477,80 @@ impl LiveStream {
         self.meter_out.lock().add(Instant::now(), bytes, 0);
     }
 
+    /// Keeps a leaving sink's drops in the stream's totals (call under the `sinks` lock).
+    fn depart(&self, s: &SinkEntry) {
+        self.departed_dropped[s.kind.index()].fetch_add(s.queue.dropped(), Ordering::Relaxed);
+    }
+
     /// The publisher left: every sink's queue is closed and consumers are told.
     pub fn end(&self) {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
-        let sinks = std::mem::take(&mut *self.sinks.lock());
-        for s in sinks {
-            s.queue.close();
+        {
+            let mut sinks = self.sinks.lock();
+            for s in sinks.iter() {
+                self.depart(s);
+            }
+            for s in std::mem::take(&mut *sinks) {
+                s.queue.close();
+            }
         }
-        let mut gop = self.gop.lock();
-        gop.frames.clear();
-        gop.valid = false;
+        {
+            let mut gop = self.gop.lock();
+            gop.frames.clear();
+            gop.valid = false;
+        }
+        let c = self.counters();
+        let duration_secs = round1(self.started.elapsed().as_secs_f64());
+        tracing::info!(
+            stream = %self.name,
+            stream_id = self.id,
+            duration_secs,
+            frames_in = c.frames_in,
+            bytes_in = c.bytes_in,
+            bytes_out = c.bytes_out,
+            dropped_viewer = c.dropped[0],
+            dropped_recorder = c.dropped[1],
+            dropped_restream = c.dropped[2],
+            keyframe_requests = c.keyframe_requests,
+            "stream ended"
+        );
+        self.events.emit(Event::StreamEnded {
+            stream: self.name.to_string(),
+            stream_id: self.id,
+            duration_secs,
+            frames_in: c.frames_in,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+        });
+    }
+
+    /// The event bus this stream reports to (viewer sessions, recordings and
+    /// restream targets of this stream emit on it too).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// The stream's running totals (drops include sinks that have left).
+    pub fn counters(&self) -> StreamCounters {
+        let mut dropped = [0u64; 3];
+        {
+            let sinks = self.sinks.lock();
+            for (i, d) in dropped.iter_mut().enumerate() {
+                *d = self.departed_dropped[i].load(Ordering::Relaxed);
+            }
+            for s in sinks.iter() {
+                dropped[s.kind.index()] += s.queue.dropped();
+            }
+        }
+        StreamCounters {
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            keyframe_requests: self.keyframes.lock().requests,
+            dropped,
+        }
     }
 
     /// Closes the publisher's session (takeover or shutdown) and ends the stream.

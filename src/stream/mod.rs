@@ -15,6 +15,8 @@ pub mod sink;
 pub use frame::{Codec, CodecParams, Frame, MediaKind, SenderClock};
 pub use hub::{Hub, PublishError, StreamObserver};
 pub use keyframe::KeyframePacer;
-pub use live::{LiveStream, PublisherControl, SinkKind, StreamInfo, StreamPolicy, Subscription};
+pub use live::{
+    LiveStream, PublisherControl, SinkKind, StreamCounters, StreamInfo, StreamPolicy, Subscription,
+};
 pub use name::{NameError, StreamName};
 pub use sink::{Pushed, SinkQueue, Wake};

@@ -1,0 +1,193 @@
+//! What operators and their tools poll: `/metrics` (Prometheus), `/readyz`
+//! (can this instance take sessions?) and `/api/events` (server-sent events).
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// `GET /metrics`: every figure in the Prometheus text format (404 when
+/// `metrics.enabled` is off).
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(m) = state.metrics.clone() else {
+        return Err(ApiError::not_found("metrics are turned off"));
+    };
+    // A scrape walks every stream; keep it off the async workers.
+    let text = tokio::task::spawn_blocking(move || m.render())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics could not be rendered",
+            )
+        })?
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "metrics could not be rendered",
+            )
+        })?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found (or why it failed).
+    pub detail: String,
+}
+
+/// Body of `GET /readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    pub status: &'static str,
+    /// The first failed check's reason, when not ready.
+    pub reason: Option<String>,
+    /// The media socket is bound and read.
+    pub udp: Check,
+    /// The recordings folder accepts a new file (when recording is on).
+    pub recordings_dir: Check,
+    /// Free space where recordings go is at least `record.min_free_mib`.
+    pub disk: Check,
+    /// The server is not shutting down.
+    pub accepting: Check,
+}
+
+/// `GET /readyz`: 200 when this instance can take publishers and record,
+/// 503 with the reason otherwise (`/healthz` only says the process answers).
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let udp = Check {
+        ok: state.engine.is_running(),
+        detail: format!("udp {}", state.engine.local_addr()),
+    };
+    let accepting = Check {
+        ok: !state.hub.is_closed(),
+        detail: if state.hub.is_closed() {
+            "shutting down".into()
+        } else {
+            "accepting sessions".into()
+        },
+    };
+    let recorder = state.recorder.clone();
+    let (recordings_dir, disk) = if recorder.enabled() {
+        let dir = recorder.dir().to_path_buf();
+        let min = recorder.min_free_bytes();
+        // File-system calls can stall: not on the async workers.
+        tokio::task::spawn_blocking(move || (dir_writable(&dir), disk_space(&dir, min)))
+            .await
+            .unwrap_or_else(|_| {
+                let c = Check {
+                    ok: false,
+                    detail: "check failed".into(),
+                };
+                (c.clone(), c)
+            })
+    } else {
+        let off = Check {
+            ok: true,
+            detail: "recording is off".into(),
+        };
+        (off.clone(), off)
+    };
+    let reason = [
+        ("udp", &udp),
+        ("recordings_dir", &recordings_dir),
+        ("disk", &disk),
+        ("accepting", &accepting),
+    ]
+    .iter()
+    .find(|(_, c)| !c.ok)
+    .map(|(name, c)| format!("{name}: {}", c.detail));
+    let ready = reason.is_none();
+    let body = Readiness {
+        status: if ready { "ready" } else { "not ready" },
+        reason,
+        udp,
+        recordings_dir,
+        disk,
+        accepting,
+    };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Creates and removes a probe file in `dir`.
+fn dir_writable(dir: &Path) -> Check {
+    let probe: PathBuf = dir.join(format!(".castgate-ready-{}", std::process::id()));
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    match result {
+        Ok(()) => Check {
+            ok: true,
+            detail: format!("{} is writable", dir.display()),
+        },
+        Err(e) => Check {
+            ok: false,
+            detail: format!("{} is not writable: {e}", dir.display()),
+        },
+    }
+}
+
+fn disk_space(dir: &Path, min: u64) -> Check {
+    match crate::record::free_bytes(dir) {
+        Some(free) => Check {
+            ok: free >= min,
+            detail: format!(
+                "{} MiB free, minimum {} MiB",
+                free / (1024 * 1024),
+                min / (1024 * 1024)
+            ),
+        },
+        None => Check {
+            ok: false,
+            detail: format!("cannot read the free space of {}", dir.display()),
+        },
+    }
+}
+
+/// `GET /api/events`: the event bus as server-sent events (`event:` the type,
+/// `id:` the sequence number, `data:` the JSON). A client that falls behind
+/// gets a `lagged` event with the number of events it missed. The stream ends
+/// when the server shuts down.
+pub async fn events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let bus = state.hub.events().clone();
+    let rx = bus.subscribe();
+    let stream = futures_util::stream::unfold((rx, bus), |(mut rx, bus)| async move {
+        let next = tokio::select! {
+            _ = bus.closed() => return None,
+            r = rx.recv() => r,
+        };
+        let event = match next {
+            Ok(env) => SseEvent::default()
+                .event(env.event.kind())
+                .id(env.seq.to_string())
+                .json_data(&*env)
+                .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")),
+            Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (rx, bus)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
