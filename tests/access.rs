@@ -116,7 +116,7 @@ async fn each_role_open_and_protected_per_pattern() {
         assert_eq!(a.headers["www-authenticate"], "Bearer");
         assert!(
             a.body
-                .contains(&format!("a token is required to {verb} stream \"cam\"")),
+                .contains(&format!("a Bearer token is required to {verb} stream \"cam\"")),
             "{}",
             a.body
         );

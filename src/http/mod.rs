@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         trust_forwarded: state.config.http.trust_forwarded_headers,
     };
     let g = state.gate.clone();
+    warn_if_admin_is_open(&state.config);
     // Who may do what: every route that touches a stream names its role here.
     let publish = g.guard(Role::Publish, Scope::Stream, false);
     let view = g.guard(Role::View, Scope::Stream, false);
@@ -146,6 +147,26 @@ pub fn router(state: AppState) -> Router {
                 )
             },
         ))
+}
+
+/// The API's writes are open by default (as before roles existed): say so
+/// loudly when the port is reachable from other machines.
+fn warn_if_admin_is_open(config: &Config) {
+    let admin_rules = config
+        .auth
+        .effective_rules()
+        .iter()
+        .any(|r| r.role == Role::Admin);
+    if !config.http.listen.ip().is_loopback()
+        && !admin_rules
+        && config.auth.admin == crate::config::Access::Open
+    {
+        tracing::warn!(
+            listen = %config.http.listen,
+            "the API's writes (restream targets, HLS, deleting recordings) are open to anyone \
+             who can reach this port: set auth.admin_token or auth.admin = \"protected\""
+        );
+    }
 }
 
 /// The CORS layer answers preflight OPTIONS itself; make those answers still

@@ -297,6 +297,39 @@ mod tests {
     }
 
     #[test]
+    fn es256_tokens_verify_with_the_public_key() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let path = std::env::temp_dir().join(format!("castgate-es256-{}.pem", std::process::id()));
+        std::fs::write(&path, key.public_key_pem()).unwrap();
+        let v = Verifier::from_config(&AuthConfig {
+            jwt_public_key: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let claims = serde_json::json!({"role": "publish", "stream": "cam-*", "exp": now() + 60});
+        let signing = EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signing).unwrap();
+        let c = v.verify(&t).unwrap();
+        assert!(c.grants(Role::Publish));
+        let other = rcgen::KeyPair::generate().unwrap();
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::ES256),
+            &claims,
+            &EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&forged), Err(JwtError::BadSignature));
+        let hs = mint(SECRET, &[Role::Publish], "cam-1", Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            v.verify(&hs),
+            Err(JwtError::Algorithm),
+            "no HS256 secret: HS256 tokens are refused"
+        );
+    }
+
+    #[test]
     fn no_key_no_verifier() {
         assert!(
             Verifier::from_config(&AuthConfig::default())

@@ -220,7 +220,7 @@ impl Gate {
             Denial::Missing => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 format!(
-                    "a token is required to {} stream {stream:?} (Authorization: Bearer, or ?token=)",
+                    "a Bearer token is required to {} stream {stream:?} (Authorization: Bearer, or ?token= in the URL)",
                     verb(role)
                 ),
             )
