@@ -468,7 +468,7 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub publish_token: Option<String>,
-    /// Bearer token required to view [default: none, viewing is open].
+    /// Bearer token required to view: WHEP, HLS, recordings [default: none, open].
     #[arg(
         long,
         env = "CASTGATE_VIEW_TOKEN",

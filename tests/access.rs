@@ -115,8 +115,9 @@ async fn each_role_open_and_protected_per_pattern() {
         assert_eq!(a.status, 401, "{path}");
         assert_eq!(a.headers["www-authenticate"], "Bearer");
         assert!(
-            a.body
-                .contains(&format!("a Bearer token is required to {verb} stream \"cam\"")),
+            a.body.contains(&format!(
+                "a Bearer token is required to {verb} stream \"cam\""
+            )),
             "{}",
             a.body
         );
