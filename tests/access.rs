@@ -623,3 +623,61 @@ async fn tokens_never_reach_the_logs() {
         assert!(!text.contains(secret), "{secret} leaked into the logs");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hls_playlist_and_segments_with_a_query_token() {
+    let (video, audio) = tokio::task::spawn_blocking(|| {
+        (
+            common::media::video_frames(VideoCodec::H264, 4),
+            common::media::opus_packets(4),
+        )
+    })
+    .await
+    .unwrap();
+    let dir = temp_dir("access-hls");
+    let d = dir.clone();
+    let server = start(move |c| {
+        c.restream.hls_dir = d;
+        c.restream.hls_time_secs = 1.0;
+        c.restream.hls_streams = vec!["cam".into()];
+        c.auth.jwt_secret = Some(SECRET.into());
+        c.auth.view = Access::Protected;
+    })
+    .await;
+    let p = common::gateway::publisher(&server, "cam", Some(VideoCodec::H264), true).await;
+    p.play(&video, &audio).await.unwrap();
+    let t = token(&[Role::View], "cam");
+    let playlist = format!("/hls/cam/index.m3u8?token={t}");
+    assert_eq!(
+        call(&server, "GET", "/hls/cam/index.m3u8", None)
+            .await
+            .status,
+        401
+    );
+    let a = call(&server, "GET", &playlist, None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.starts_with("#EXTM3U"), "{}", a.body);
+    // Segment names carry the token, so a player that resolves them
+    // relative to the playlist (dropping its query) still gets them.
+    let segments: Vec<&str> = a
+        .body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(!segments.is_empty(), "{}", a.body);
+    for seg in &segments {
+        assert!(seg.ends_with(&format!("?token={t}")), "{seg}");
+        let s = call(&server, "GET", &format!("/hls/cam/{seg}"), None).await;
+        assert_eq!(s.status, 200, "{seg}");
+        assert_eq!(s.headers["content-type"], "video/mp2t");
+    }
+    let bare = segments[0].split('?').next().unwrap();
+    assert_eq!(
+        call(&server, "GET", &format!("/hls/cam/{bare}"), None)
+            .await
+            .status,
+        401
+    );
+    p.close().await;
+    server.shutdown().await;
+}
