@@ -6,12 +6,14 @@
 //! [`ConfigError`] that names the key and the reason; `main` prints it on one
 //! line and exits with code 2.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod auth;
+pub use auth::{Access, AccessRule, AuthConfig, MIN_JWT_SECRET, Role};
 
 /// A configuration value that cannot be used, with the key it came from.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,7 @@ pub struct Config {
     pub http: HttpConfig,
     /// WebRTC media transport.
     pub rtc: RtcConfig,
-    /// Who may publish and view.
+    /// Who may publish, view and administer which streams.
     pub auth: AuthConfig,
     /// Codecs offered and their preference order.
     pub codecs: CodecConfig,
@@ -266,6 +268,14 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Value of `Access-Control-Allow-Origin`: `*` or a list of origins.
     pub cors_origins: Vec<String>,
+    /// PEM certificate chain: with `tls_key`, HTTP is served as HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Take the client address from `X-Forwarded-For` (its last entry) and the
+    /// scheme from `X-Forwarded-Proto`: only behind a reverse proxy that sets
+    /// them, or clients could pick their own address.
+    pub trust_forwarded_headers: bool,
 }
 
 impl Default for HttpConfig {
@@ -276,6 +286,9 @@ impl Default for HttpConfig {
             rate_limit_per_sec: 20,
             rate_limit_burst: 60,
             cors_origins: vec!["*".into()],
+            tls_cert: None,
+            tls_key: None,
+            trust_forwarded_headers: false,
         }
     }
 }
@@ -334,20 +347,6 @@ impl Default for RtcConfig {
             send_buffer_video: 300,
         }
     }
-}
-
-/// Bearer-token access control for WHIP and WHEP.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// One token required to publish any stream (unless a per-stream token is set).
-    pub publish_token: Option<String>,
-    /// One token required to view any stream (unless a per-stream token is set).
-    pub view_token: Option<String>,
-    /// Per-stream publish tokens: stream name → token. Overrides `publish_token`.
-    pub stream_publish_tokens: BTreeMap<String, String>,
-    /// Per-stream view tokens: stream name → token. Overrides `view_token`.
-    pub stream_view_tokens: BTreeMap<String, String>,
 }
 
 /// Codec preference.
@@ -634,7 +633,7 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub publish_token: Option<String>,
-    /// Bearer token required to view [default: none, viewing is open].
+    /// Bearer token required to view: WHEP, HLS, recordings [default: none, open].
     #[arg(
         long,
         env = "CASTGATE_VIEW_TOKEN",
@@ -642,6 +641,31 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub view_token: Option<String>,
+    /// Bearer token required for the API's writes [default: none, open].
+    #[arg(
+        long,
+        env = "CASTGATE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Shared secret of HS256 JWTs, at least 32 bytes [default: none].
+    #[arg(
+        long,
+        env = "CASTGATE_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM certificate chain; with --tls-key, serve HTTPS [default: plain HTTP].
+    #[arg(long, env = "CASTGATE_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CASTGATE_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Trust X-Forwarded-For/-Proto from a reverse proxy [default: false].
+    #[arg(long, env = "CASTGATE_TRUST_FORWARDED_HEADERS", value_name = "BOOL")]
+    pub trust_forwarded_headers: Option<bool>,
     /// Video codecs accepted, most preferred first [default: vp8,h264,vp9,av1].
     #[arg(
         long,
@@ -763,6 +787,21 @@ impl Config {
         }
         if let Some(v) = &a.view_token {
             self.auth.view_token = Some(v.clone());
+        }
+        if let Some(v) = &a.admin_token {
+            self.auth.admin_token = Some(v.clone());
+        }
+        if let Some(v) = &a.jwt_secret {
+            self.auth.jwt_secret = Some(v.clone());
+        }
+        if let Some(v) = &a.tls_cert {
+            self.http.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &a.tls_key {
+            self.http.tls_key = Some(v.clone());
+        }
+        if let Some(v) = a.trust_forwarded_headers {
+            self.http.trust_forwarded_headers = v;
         }
         if let Some(v) = &a.video_codecs {
             self.codecs.video = v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
@@ -959,30 +998,20 @@ impl Config {
         }
         self.validate_restream()?;
         self.validate_ops()?;
-        let tokens = self
-            .auth
-            .publish_token
-            .iter()
-            .chain(self.auth.view_token.iter())
-            .chain(self.auth.stream_publish_tokens.values())
-            .chain(self.auth.stream_view_tokens.values());
-        for t in tokens {
-            if t.is_empty() || !t.chars().all(|c| c.is_ascii_graphic()) {
+        self.auth.validate()?;
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
                 return Err(invalid(
-                    "auth",
-                    "tokens must be non-empty printable ASCII without spaces",
+                    "http.tls_cert",
+                    "tls_cert and tls_key go together: set both or neither",
                 ));
             }
-        }
-        for name in self
-            .auth
-            .stream_publish_tokens
-            .keys()
-            .chain(self.auth.stream_view_tokens.keys())
-        {
-            if let Err(e) = crate::stream::StreamName::parse(name) {
-                return Err(invalid("auth.stream_*_tokens", format!("{name:?}: {e}")));
+            (Some(cert), Some(key)) => {
+                if let Err(e) = crate::http::tls::load(cert, key) {
+                    return Err(invalid("http.tls_cert", e.to_string()));
+                }
             }
+            (None, None) => {}
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use std::time::Duration;
 
-use castgate::config::{Config, LogFormat, ServeArgs};
+use castgate::config::{Config, LogFormat, Role, ServeArgs};
 use castgate::server::Server;
 
 /// castgate — publish over WHIP, watch over WHEP, every session on one UDP port.
@@ -36,6 +36,37 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<std::path::PathBuf>,
     },
+    /// Print a signed token (HS256 JWT, with auth.jwt_secret) for one stream
+    /// or pattern, to hand to a publisher, a viewer or an admin tool.
+    ///
+    /// Example: `castgate token --role view --stream demo --ttl 1h`. Pass it
+    /// as `Authorization: Bearer TOKEN`, or `?token=TOKEN` in a URL.
+    Token(TokenArgs),
+}
+
+/// Options of `castgate token`.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// Role(s) granted (repeat or comma-separate for several).
+    #[arg(long, required = true, value_enum, value_delimiter = ',')]
+    role: Vec<Role>,
+    /// Stream name or pattern (`*` and `?` wildcards; `*` = every stream).
+    #[arg(long, value_name = "NAME")]
+    stream: String,
+    /// How long the token is valid, e.g. `90s`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: std::time::Duration,
+    /// TOML configuration file [default: ./castgate.toml if it exists].
+    #[arg(long, short = 'c', env = "CASTGATE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// The HS256 secret, instead of the config's auth.jwt_secret.
+    #[arg(
+        long,
+        env = "CASTGATE_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +85,7 @@ fn main() -> ExitCode {
             init_logs(LogFormat::Text);
             return repair(&files);
         }
+        Some(Command::Token(t)) => return token(t),
         None => (cli.serve, false),
     };
     let config = match Config::load(&args) {
@@ -118,9 +150,14 @@ fn init_logs(format: LogFormat) {
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let limit = Duration::from_secs_f64(config.shutdown.timeout_secs);
     let mut signals = Signals::new()?;
+    let scheme = if config.http.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = Server::start(config).await?;
     println!(
-        "castgate: serving on http://{} (media on UDP {})",
+        "castgate: serving on {scheme}://{} (media on UDP {})",
         server.http_addr(),
         server.engine().local_addr()
     );
@@ -219,6 +256,44 @@ fn repair(files: &[std::path::PathBuf]) -> ExitCode {
     }
 }
 
+/// `castgate token …`: the token on stdout, alone on its line; exit 2 when
+/// no secret is configured.
+fn token(t: TokenArgs) -> ExitCode {
+    let args = ServeArgs {
+        config: t.config,
+        jwt_secret: t.jwt_secret,
+        ..Default::default()
+    };
+    let config = match Config::load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("castgate: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = castgate::stream::StreamName::parse(&t.stream.replace(['*', '?'], "x")) {
+        eprintln!("castgate: --stream {:?}: {e}", t.stream);
+        return ExitCode::from(2);
+    }
+    let Some(secret) = &config.auth.jwt_secret else {
+        eprintln!(
+            "castgate: {}",
+            castgate::http::auth::jwt::KeyError::NoSecret
+        );
+        return ExitCode::from(2);
+    };
+    match castgate::http::auth::jwt::mint(secret, &t.role, &t.stream, t.ttl) {
+        Ok(jwt) => {
+            println!("{jwt}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("castgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Every key of the configuration file with its default, for `--help`: the
 /// file can set everything, flags and environment variables the common subset.
 fn config_reference() -> String {
@@ -233,14 +308,7 @@ fn config_reference() -> String {
 /// Hides secrets before the config is printed.
 fn redact(c: &mut Config) {
     let hide = |s: &mut String| *s = "<redacted>".into();
-    if let Some(t) = c.auth.publish_token.as_mut() {
-        hide(t);
-    }
-    if let Some(t) = c.auth.view_token.as_mut() {
-        hide(t);
-    }
-    c.auth.stream_publish_tokens.values_mut().for_each(hide);
-    c.auth.stream_view_tokens.values_mut().for_each(hide);
+    c.auth.redact();
     for t in &mut c.restream.targets {
         // Keep scheme, host and app; hide the stream key.
         t.url = castgate::restream::TargetUrl::parse(&t.url, &[])

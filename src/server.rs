@@ -97,6 +97,11 @@ impl Server {
                 per_stream: config.metrics.per_stream,
             }))
         });
+        let tls = match (&config.http.tls_cert, &config.http.tls_key) {
+            (Some(cert), Some(key)) => Some(http::tls::load(cert, key)?),
+            _ => None,
+        };
+        let gate = Arc::new(http::auth::Gate::new(&config.auth)?);
         let app = http::router(AppState {
             config: config.clone(),
             hub: hub.clone(),
@@ -104,18 +109,12 @@ impl Server {
             recorder: recorder.clone(),
             restreamer: restreamer.clone(),
             metrics: metrics.clone(),
+            gate,
         });
         let (stop, mut stop_rx) = watch::channel(false);
-        let http_task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.changed().await;
-            })
-            .await
-        });
+        let http_task = tokio::spawn(http::tls::serve(listener, tls, app, async move {
+            let _ = stop_rx.changed().await;
+        }));
         tracing::info!(http = %http_addr, udp = %engine.local_addr(), "castgate is serving");
         Ok(Server {
             http_addr,

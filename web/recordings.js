@@ -36,7 +36,24 @@ readUrl();
 
 // ---------- helpers ----------
 
-const downloadUrl = (id) => `/recordings/${encodeURIComponent(id)}/download`;
+// A viewing token, from ?token= in this page's address or the one the watch
+// page kept for this tab: sent as Authorization on API calls, and as ?token=
+// on download and play links (a <video> or a link cannot send headers).
+const VIEW_TOKEN_KEY = 'castgate.viewToken';
+const viewToken = (() => {
+  const fromUrl = new URLSearchParams(location.search).get('token');
+  try {
+    if (fromUrl) sessionStorage.setItem(VIEW_TOKEN_KEY, fromUrl);
+    return fromUrl || sessionStorage.getItem(VIEW_TOKEN_KEY) || '';
+  } catch {
+    return fromUrl || '';
+  }
+})();
+const addQuery = (url, key, value) => `${url}${url.includes('?') ? '&' : '?'}${key}=${encodeURIComponent(value)}`;
+const downloadUrl = (id) => {
+  const url = `/recordings/${encodeURIComponent(id)}/download`;
+  return viewToken ? addQuery(url, 'token', viewToken) : url;
+};
 const apiUrl = (id) => `/api/recordings/${encodeURIComponent(id)}`;
 
 function posInt(v) {
@@ -71,6 +88,7 @@ function problem(status, text, doing) {
   const reason = said && !/[.!?]$/.test(said) ? `${said}.` : said;
   if (status === 0) return { title: `Cannot ${doing}`, detail: 'The server is not answering. Check the network connection; castgate may be down.' };
   if (status === 404) return { title: `Cannot ${doing}`, detail: 'This recording no longer exists; it may have been deleted.' };
+  if (status === 401 || status === 403) return { title: 'Not allowed', detail: `${reason} Open this page with ?token=… in its address to pass a token.`.trim() };
   if (status === 409) return { title: `Cannot ${doing}`, detail: reason || 'It is still being recorded; stop the stream first.' };
   if (status === 429) return { title: 'Too many requests', detail: `${reason} Wait a moment and try again.`.trim() };
   return { title: `Cannot ${doing}`, detail: reason || `The server answered ${status}.` };
@@ -79,7 +97,8 @@ function problem(status, text, doing) {
 async function request(url, init = {}) {
   let res;
   try {
-    res = await fetch(url, { cache: 'no-store', ...init });
+    const headers = viewToken ? { Authorization: `Bearer ${viewToken}`, ...(init.headers ?? {}) } : init.headers;
+    res = await fetch(url, { cache: 'no-store', ...init, headers });
   } catch (e) {
     return { status: 0, text: e.message };
   }
@@ -395,7 +414,7 @@ function open(rec, { autoplay = false, scroll = false } = {}) {
 function load_(rec, at = 0) {
   hideOverlay();
   const version = rec.state === 'recording' ? `${Date.now()}` : `${rec.state}-${rec.size_bytes ?? 0}`;
-  video.src = `${downloadUrl(rec.id)}?v=${encodeURIComponent(version)}`;
+  video.src = addQuery(downloadUrl(rec.id), 'v', version);
   if (at > 0) video.addEventListener('loadedmetadata', () => { video.currentTime = at; }, { once: true });
   video.load();
   if (!rec.video) showOverlay({ kind: 'audio', title: 'Audio only', text: `${codecName(rec.audio?.codec)} · use the controls below to listen.` });

@@ -75,18 +75,24 @@ pub async fn stop(
         .map_err(ApiError::from)
 }
 
-/// `GET /hls/{stream}/{file}`: the playlist (`no-cache`) or a segment.
+/// `GET /hls/{stream}/{file}`: the playlist (`no-cache`) or a segment. A
+/// playlist asked for with `?token=` lists its segments with the same
+/// `?token=`, since players resolve segment names without the playlist's query.
 pub async fn file(
     State(state): State<AppState>,
     Path((name, file)): Path<(String, String)>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let name = stream_name(&name).map_err(|_| not_found())?;
     let path = state
         .restreamer
         .hls_file(name.as_str(), &file)
         .ok_or_else(not_found)?;
-    let data = tokio::fs::read(&path).await.map_err(|_| not_found())?;
+    let mut data = tokio::fs::read(&path).await.map_err(|_| not_found())?;
     let playlist = file == PLAYLIST;
+    if playlist && let Some(token) = raw_query_token(&uri) {
+        data = with_token(&String::from_utf8_lossy(&data), token).into_bytes();
+    }
     let (ctype, cache) = if playlist {
         ("application/vnd.apple.mpegurl", "no-cache")
     } else {
@@ -100,4 +106,45 @@ pub async fn file(
         Body::from(data),
     )
         .into_response())
+}
+
+/// The `token` query parameter as sent (still percent-encoded).
+fn raw_query_token(uri: &axum::http::Uri) -> Option<&str> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, v)| *k == "token" && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
+/// The playlist with `?token=TOKEN` added to every segment URI.
+fn with_token(playlist: &str, token: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + 64);
+    for line in playlist.lines() {
+        out.push_str(line);
+        if !line.is_empty() && !line.starts_with('#') {
+            out.push_str("?token=");
+            out.push_str(token);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn playlist_segments_carry_the_query_token() {
+        let uri: axum::http::Uri = "/hls/a/index.m3u8?x=1&token=a%2Bb".parse().unwrap();
+        let t = raw_query_token(&uri).unwrap();
+        assert_eq!(t, "a%2Bb");
+        let p = "#EXTM3U\n#EXTINF:2.0,\nseg3.ts\n#EXTINF:2.0,\nseg4.ts\n";
+        assert_eq!(
+            with_token(p, t),
+            "#EXTM3U\n#EXTINF:2.0,\nseg3.ts?token=a%2Bb\n#EXTINF:2.0,\nseg4.ts?token=a%2Bb\n"
+        );
+        assert_eq!(raw_query_token(&"/hls/a/index.m3u8".parse().unwrap()), None);
+    }
 }

@@ -1,8 +1,10 @@
 //! The HTTP face of castgate: WHIP, WHEP and the JSON API, with CORS, body
-//! limits and rate limiting applied to all of it.
+//! limits and rate limiting applied to all of it, and each route guarded by
+//! the role it needs (`auth`).
 
 pub mod api;
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod hls;
 pub mod ops;
@@ -11,6 +13,7 @@ pub mod ratelimit;
 pub mod recordings;
 pub mod restreams;
 pub mod session;
+pub mod tls;
 pub mod whep;
 pub mod whip;
 
@@ -18,16 +21,18 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::record::Recorder;
 use crate::restream::Restreamer;
 use crate::rtc::Engine;
 use crate::stream::Hub;
+use auth::{Gate, Scope};
 use ratelimit::RateLimiter;
 
 /// What every handler can reach.
@@ -45,10 +50,13 @@ pub struct AppState {
     pub restreamer: Arc<Restreamer>,
     /// Prometheus metrics (`None` when `metrics.enabled` is off).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Access control.
+    pub gate: Arc<Gate>,
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-/// (the rate limiter keys on the client address).
+/// (rate limits and access decisions key on the client address), e.g. with
+/// [`tls::serve`].
 pub fn router(state: AppState) -> Router {
     let limiter = Arc::new(RateLimiter::new(
         state.config.http.rate_limit_per_sec,
@@ -58,16 +66,34 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.config);
     let rtc_config = Arc::new(state.config.rtc.clone());
     let metrics = state.metrics.clone();
+    let clients = client::ClientConfig {
+        tls: state.config.http.tls_cert.is_some(),
+        trust_forwarded: state.config.http.trust_forwarded_headers,
+    };
+    let g = state.gate.clone();
+    warn_if_admin_is_open(&state.config);
+    // Who may do what: every route that touches a stream names its role here.
+    let publish = g.guard(Role::Publish, Scope::Stream, false);
+    let view = g.guard(Role::View, Scope::Stream, false);
+    let view_rec = g.guard(Role::View, Scope::Recording, false);
+    let admin = g.guard(Role::Admin, Scope::Stream, false);
     let app = Router::new()
-        .route("/whip/{stream}", post(whip::post).options(whip::options))
+        .route(
+            "/whip/{stream}",
+            post(whip::post.layer(g.guard(Role::Publish, Scope::Stream, true)))
+                .options(whip::options),
+        )
         .route(
             "/whip/{stream}/{session}",
-            axum::routing::patch(whip::patch).delete(whip::delete),
+            patch(whip::patch.layer(publish.clone())).delete(whip::delete.layer(publish)),
         )
-        .route("/whep/{stream}", post(whep::post).options(whep::options))
+        .route(
+            "/whep/{stream}",
+            post(whep::post.layer(g.guard(Role::View, Scope::Stream, true))).options(whep::options),
+        )
         .route(
             "/whep/{stream}/{session}",
-            axum::routing::patch(whep::patch).delete(whep::delete),
+            patch(whep::patch.layer(view.clone())).delete(whep::delete.layer(view.clone())),
         )
         .route("/api/streams", get(api::streams))
         .route("/api/streams/{name}", get(api::stream))
@@ -75,26 +101,38 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/api/events", get(ops::events))
-        .route("/api/recordings", get(recordings::list))
+        .route(
+            "/api/recordings",
+            get(recordings::list.layer(g.guard(Role::View, Scope::QueryStream, false))),
+        )
         .route(
             "/api/recordings/{id}",
-            get(recordings::one).delete(recordings::delete),
+            get(recordings::one.layer(view_rec.clone())).delete(recordings::delete.layer(g.guard(
+                Role::Admin,
+                Scope::Recording,
+                false,
+            ))),
         )
-        .route("/recordings/{id}/download", get(recordings::download))
+        .route(
+            "/recordings/{id}/download",
+            get(recordings::download.layer(view_rec)),
+        )
         .route("/api/restreams", get(restreams::list_all))
         .route(
             "/api/streams/{name}/restreams",
-            get(restreams::list).post(restreams::add),
+            get(restreams::list).post(restreams::add.layer(admin.clone())),
         )
         .route(
             "/api/streams/{name}/restreams/{id}",
-            get(restreams::one).delete(restreams::delete),
+            get(restreams::one).delete(restreams::delete.layer(admin.clone())),
         )
         .route(
             "/api/streams/{name}/hls",
-            get(hls::get).post(hls::start).delete(hls::stop),
+            get(hls::get)
+                .post(hls::start.layer(admin.clone()))
+                .delete(hls::stop.layer(admin)),
         )
-        .route("/hls/{stream}/{file}", get(hls::file))
+        .route("/hls/{stream}/{file}", get(hls::file.layer(view)))
         .merge(pages::router())
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
@@ -102,12 +140,23 @@ pub fn router(state: AppState) -> Router {
             limiter,
             ratelimit::limit,
         ))
+        .layer(axum::middleware::from_fn_with_state(clients, client::layer))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
             rtc_config,
             advertise_post,
         ))
-        .layer(TraceLayer::new_for_http());
+        .layer(TraceLayer::new_for_http().make_span_with(
+            // The default span shows the whole URI: a `?token=` must not reach logs.
+            |req: &axum::extract::Request| {
+                tracing::debug_span!(
+                    "request",
+                    method = %req.method(),
+                    uri = %auth::redacted_uri(req.uri()),
+                    version = ?req.version(),
+                )
+            },
+        ));
     match metrics {
         // Outermost: every answer counts, refusals by inner layers included.
         Some(m) => app.layer(axum::middleware::from_fn_with_state(
@@ -115,6 +164,26 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         )),
         None => app,
+    }
+}
+
+/// The API's writes are open by default (as before roles existed): say so
+/// loudly when the port is reachable from other machines.
+fn warn_if_admin_is_open(config: &Config) {
+    let admin_rules = config
+        .auth
+        .effective_rules()
+        .iter()
+        .any(|r| r.role == Role::Admin);
+    if !config.http.listen.ip().is_loopback()
+        && !admin_rules
+        && config.auth.admin == crate::config::Access::Open
+    {
+        tracing::warn!(
+            listen = %config.http.listen,
+            "the API's writes (restream targets, HLS, deleting recordings) are open to anyone \
+             who can reach this port: set auth.admin_token or auth.admin = \"protected\""
+        );
     }
 }
 

@@ -1,17 +1,19 @@
-//! Per-client-address rate limiting of the requests that create or change
-//! sessions (POST, PATCH, DELETE): a token bucket per IP address.
+//! Per-client-address rate limiting: a token bucket per IP address. One
+//! limiter caps the requests that create or change sessions (POST, PATCH,
+//! DELETE); another (in `auth`) caps failed authentication attempts.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 
+use super::client::Client;
 use super::error::ApiError;
 
 /// Addresses tracked at most; beyond this, idle buckets are forgotten.
@@ -34,11 +36,26 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `per_sec` sustained, `burst` at once, per address.
     pub fn new(per_sec: u32, burst: u32) -> RateLimiter {
+        RateLimiter::with_rate(f64::from(per_sec), f64::from(burst))
+    }
+
+    /// `per_sec` sustained (may be below 1), `burst` at once, per address.
+    pub fn with_rate(per_sec: f64, burst: f64) -> RateLimiter {
         RateLimiter {
-            per_sec: f64::from(per_sec.max(1)),
-            burst: f64::from(burst.max(1)),
+            per_sec: per_sec.max(1e-3),
+            burst: burst.max(1.0),
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Without taking a token: how long until `ip` has one again, or `None`
+    /// when it has one now.
+    pub fn wait(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let buckets = self.buckets.lock();
+        let b = buckets.get(&ip)?;
+        let tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        (tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - tokens) / self.per_sec))
     }
 
     /// Takes one token for `ip`; false when the address is over its rate.
@@ -70,14 +87,14 @@ impl RateLimiter {
 }
 
 /// Middleware: 429 with `Retry-After` for POST/PATCH/DELETE over the limit.
-pub async fn limit(
-    State(limiter): State<Arc<RateLimiter>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Needs the [`Client`] extension (the `client` layer runs first).
+pub async fn limit(State(limiter): State<Arc<RateLimiter>>, req: Request, next: Next) -> Response {
     let limited = matches!(*req.method(), Method::POST | Method::PATCH | Method::DELETE);
-    if limited && !limiter.allow(peer.ip(), Instant::now()) {
+    let ip = req
+        .extensions()
+        .get::<Client>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.ip);
+    if limited && !limiter.allow(ip, Instant::now()) {
         return ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many requests; slow down",
@@ -105,5 +122,17 @@ mod tests {
         assert!(l.allow(ip, t0 + Duration::from_millis(500)));
         let other: IpAddr = "127.0.0.2".parse().unwrap();
         assert!(l.allow(other, t0), "other addresses are not affected");
+    }
+
+    #[test]
+    fn slow_rates_and_waits() {
+        let l = RateLimiter::with_rate(0.1, 2.0);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(l.wait(ip, t0), None, "unknown addresses need not wait");
+        assert!(l.allow(ip, t0) && l.allow(ip, t0));
+        let w = l.wait(ip, t0).expect("empty bucket waits");
+        assert!((9.9..=10.1).contains(&w.as_secs_f64()), "{w:?}");
+        assert_eq!(l.wait(ip, t0 + Duration::from_secs(10)), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,9 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
+use crate::config::Role;
 use crate::record::catalog::{self, Meta};
 
 /// Query of `GET /api/recordings`.
@@ -54,9 +56,11 @@ fn parse_time(key: &str, v: &Option<String>) -> Result<Option<std::time::SystemT
         .transpose()
 }
 
-/// `GET /api/recordings`.
+/// `GET /api/recordings`: only the recordings of streams the caller may view
+/// (a `stream` filter the caller may not view was refused by the guard).
 pub async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<RecordingList>, ApiError> {
     let since = parse_time("since", &q.since)?;
@@ -70,9 +74,15 @@ pub async fn list(
     let all = tokio::task::spawn_blocking(move || recorder.list())
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"))?;
+    let mut viewable = std::collections::HashMap::new();
     let matching: Vec<Meta> = all
         .into_iter()
         .filter(|m| q.stream.as_deref().is_none_or(|s| m.stream == s))
+        .filter(|m| {
+            *viewable
+                .entry(m.stream.clone())
+                .or_insert_with(|| state.gate.may(&caller, Role::View, &m.stream))
+        })
         .filter(|m| {
             let started = humantime::parse_rfc3339_weak(&m.started_at).ok();
             since.is_none_or(|s| started.is_some_and(|t| t >= s))

@@ -1,16 +1,14 @@
 //! WHEP (draft-ietf-wish-whep): `POST /whep/{stream}` starts a viewer, the
 //! session resource `/whep/{stream}/{id}` takes PATCH and DELETE.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
 use super::AppState;
-use super::auth::{self, Access};
 use super::error::ApiError;
 use super::session::{self, SDP};
 use crate::config::NoPublisher;
@@ -19,13 +17,12 @@ use crate::rtc::RoleKind;
 /// `POST /whep/{stream}`: answer the viewer's offer with the publisher's codecs.
 pub async fn post(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<super::client::Client>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = session::stream_name(&stream)?;
-    auth::check(&state.config.auth, Access::View, &name, &headers)?;
     session::require_content_type(&headers, SDP)?;
     let offer = session::text(&body)?;
     let whep = &state.config.whep;
@@ -48,7 +45,7 @@ pub async fn post(
         )
         .with_header(header::RETRY_AFTER, &whep.retry_after_secs.to_string()));
     };
-    let answer = state.engine.view(live, offer, client.ip()).await?;
+    let answer = state.engine.view(live, offer, client.ip).await?;
     Ok(session::created(&state, "whep", &name, answer))
 }
 
@@ -65,7 +62,6 @@ pub async fn patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = session::stream_name(&stream)?;
-    auth::check(&state.config.auth, Access::View, &name, &headers)?;
     session::patch(&state, RoleKind::Viewer, &name, &id, &headers, &body).await
 }
 
@@ -73,9 +69,7 @@ pub async fn patch(
 pub async fn delete(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = session::stream_name(&stream)?;
-    auth::check(&state.config.auth, Access::View, &name, &headers)?;
     session::delete(&state, RoleKind::Viewer, &name, &id).await
 }

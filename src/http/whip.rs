@@ -1,15 +1,12 @@
 //! WHIP (RFC 9725): `POST /whip/{stream}` publishes, the session resource
 //! `/whip/{stream}/{id}` takes PATCH and DELETE.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::AppState;
-use super::auth::{self, Access};
 use super::error::ApiError;
 use super::session::{self, SDP};
 use crate::rtc::RoleKind;
@@ -17,19 +14,15 @@ use crate::rtc::RoleKind;
 /// `POST /whip/{stream}`: answer the publisher's offer.
 pub async fn post(
     State(state): State<AppState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(client): Extension<super::client::Client>,
     Path(stream): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = session::stream_name(&stream)?;
-    auth::check(&state.config.auth, Access::Publish, &name, &headers)?;
     session::require_content_type(&headers, SDP)?;
     let offer = session::text(&body)?;
-    let answer = state
-        .engine
-        .publish(name.clone(), offer, client.ip())
-        .await?;
+    let answer = state.engine.publish(name.clone(), offer, client.ip).await?;
     Ok(session::created(&state, "whip", &name, answer))
 }
 
@@ -46,7 +39,6 @@ pub async fn patch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let name = session::stream_name(&stream)?;
-    auth::check(&state.config.auth, Access::Publish, &name, &headers)?;
     session::patch(&state, RoleKind::Publisher, &name, &id, &headers, &body).await
 }
 
@@ -54,9 +46,7 @@ pub async fn patch(
 pub async fn delete(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let name = session::stream_name(&stream)?;
-    auth::check(&state.config.auth, Access::Publish, &name, &headers)?;
     session::delete(&state, RoleKind::Publisher, &name, &id).await
 }

@@ -5,6 +5,9 @@
 // Run with `node --test` here.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import {
   DESKTOP, PHONE, launchBrowser, openPage, screenshot, screenshotDir, sleep,
   startCastgate, startPublishing, stopPublishing, waitFor,
@@ -271,6 +274,40 @@ describe('the recordings page in Chromium', { timeout: 300000 }, () => {
     assert.equal(await page.textContent('#player-title'), 'rec-vp8');
     await waitFor(async () => (await playerState(page)).readyState >= 1, { what: 'the recording to load' });
     await page.close();
+  });
+
+  test('a viewing token in the address reaches the list, the player and the download link', async () => {
+    // The VP8 recording, copied into the folder of a server that wants a viewing token.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-browser-token-'));
+    fs.cpSync(path.join(server.recordDir, vp8.stream), path.join(dir, vp8.stream), { recursive: true });
+    const guarded = await startCastgate({ args: ['--view-token', 'seen'], recordDir: dir });
+    try {
+      const denied = await fetch(`${guarded.base}/recordings/${encodeURIComponent(vp8.id)}/download`);
+      assert.equal(denied.status, 401);
+      const page = await openPage(viewer, 'recordings token');
+      pages.push(page);
+      await page.goto(`${guarded.base}/recordings?token=seen&play=${encodeURIComponent(vp8.id)}`);
+      const row = rowOf(vp8.id);
+      await waitFor(() => page.isVisible(row), { what: 'the row, listed with the token' });
+      await page.click(`${row} .rec-date`);
+      const href = await page.getAttribute(`${row} .rec-download`, 'href');
+      assert.match(href, /[?&]token=seen(&|$)/);
+      assert.match(await page.getAttribute('#player-download', 'href'), /[?&]token=seen(&|$)/);
+      await expectPlayback(page, 'the recording, played with the token');
+      assert.match((await playerState(page)).src, /token=seen/);
+      assert.equal((await fetch(new URL(href, guarded.base))).status, 200);
+      await screenshot(page, 'recordings-with-token');
+      await page.close();
+      // Without a token (a new tab keeps none), nothing is listed.
+      const bare = await openPage(viewer, 'recordings no token');
+      pages.push(bare);
+      await bare.goto(`${guarded.base}/recordings`);
+      await waitFor(() => bare.isVisible('#empty'), { what: 'the empty state' });
+      await bare.close();
+    } finally {
+      await guarded.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('delete from the page, with confirmation and errors in words', async () => {

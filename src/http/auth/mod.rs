@@ -1,0 +1,355 @@
+//! Access control over HTTP: which role a route needs for which stream, the
+//! request's token (`Authorization: Bearer`, or `?token=` for browsers that
+//! cannot set headers), the decision ([`policy`]), the optional callback
+//! ([`callback`]), and the limit on failed attempts per client address.
+//!
+//! Routes are guarded with [`Gate::guard`] layers after routing, so the
+//! stream is read from axum's own (decoded) path parameters: the name that
+//! is checked is the name the handler gets.
+
+pub mod callback;
+pub mod jwt;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRequestParts, Query, RawPathParams, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::client::Client;
+use super::error::ApiError;
+use super::ratelimit::RateLimiter;
+use crate::config::{AuthConfig, Role};
+use crate::record::catalog;
+use crate::stream::StreamName;
+use callback::{Callback, Question, Verdict};
+use policy::{Denial, Grant, Policy};
+
+/// Why the gate could not be set up from the config.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The JWT public key.
+    #[error("auth.jwt_public_key: {0}")]
+    Key(#[from] jwt::KeyError),
+    /// The callback client.
+    #[error(transparent)]
+    Callback(#[from] callback::CallbackError),
+}
+
+/// Where a guarded route finds the stream it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The path parameter `{stream}` or `{name}`.
+    Stream,
+    /// The path parameter `{id}`, a recording id (`STREAM~TIME`).
+    Recording,
+    /// The `stream` query parameter, when given (listings: without it, the
+    /// handler shows only what the caller may see).
+    QueryStream,
+}
+
+/// The token a request carried, for handlers that filter by it (stored in
+/// the request's extensions by every guard). Never printed.
+#[derive(Clone, Default)]
+pub struct Caller {
+    token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .finish()
+    }
+}
+
+/// The access policy, the failed-attempt limiter and the callback.
+pub struct Gate {
+    policy: Policy,
+    failures: RateLimiter,
+    callback: Option<Callback>,
+    query_token: bool,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("policy", &self.policy)
+            .field("callback", &self.callback.is_some())
+            .finish()
+    }
+}
+
+/// What one guard layer checks.
+#[derive(Clone)]
+pub struct Guard {
+    gate: Arc<Gate>,
+    role: Role,
+    scope: Scope,
+    callback: bool,
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+    stream: Option<String>,
+}
+
+/// The request's token: the `Authorization: Bearer` header, else (when
+/// allowed) the `token` query parameter.
+pub fn token_of(headers: &HeaderMap, uri: &Uri, query_token: bool) -> Option<String> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        })
+        .filter(|t| !t.is_empty());
+    if header.is_some() || !query_token {
+        return header;
+    }
+    Query::<TokenQuery>::try_from_uri(uri)
+        .ok()
+        .and_then(|q| q.0.token)
+        .filter(|t| !t.is_empty())
+}
+
+fn verb(role: Role) -> &'static str {
+    match role {
+        Role::Publish => "publish",
+        Role::View => "view",
+        Role::Admin => "administer",
+    }
+}
+
+impl Gate {
+    /// The gate of `[auth]`.
+    pub fn new(auth: &AuthConfig) -> Result<Gate, GateError> {
+        Ok(Gate {
+            policy: Policy::new(auth)?,
+            failures: RateLimiter::with_rate(
+                f64::from(auth.failures_per_min) / 60.0,
+                f64::from(auth.failure_burst),
+            ),
+            callback: Callback::from_config(auth)?,
+            query_token: auth.query_token,
+        })
+    }
+
+    /// A route layer requiring `role` on the stream found by `scope`. With
+    /// `callback`, the access callback (if configured) is asked too.
+    pub fn guard(self: &Arc<Self>, role: Role, scope: Scope, callback: bool) -> GuardLayer {
+        axum::middleware::from_fn_with_state(
+            Guard {
+                gate: self.clone(),
+                role,
+                scope,
+                callback,
+            },
+            guard_entry as GuardFn,
+        )
+    }
+
+    /// Whether `caller` may `role` the stream `stream` (no callback, no
+    /// failure counting): for filtering listings.
+    pub fn may(&self, caller: &Caller, role: Role, stream: &str) -> bool {
+        self.policy
+            .decide(role, stream, caller.token.as_deref())
+            .is_ok()
+    }
+
+    /// The whole decision for one request: failure limit, policy, callback.
+    pub async fn check(
+        &self,
+        client: Client,
+        role: Role,
+        stream: &str,
+        token: Option<&str>,
+        ask_callback: bool,
+    ) -> Result<Grant, ApiError> {
+        let callback = self.callback.as_ref().filter(|_| ask_callback);
+        let open = self.policy.is_open(role, stream);
+        if (!open || callback.is_some())
+            && let Some(wait) = self.failures.wait(client.ip, Instant::now())
+        {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed attempts from this address; retry in {secs} s"),
+            )
+            .with_header(header::RETRY_AFTER, &secs.to_string()));
+        }
+        let grant = match self.policy.decide(role, stream, token) {
+            Ok(g) => g,
+            Err(d) => return Err(self.refuse(client, role, stream, d)),
+        };
+        if let Some(cb) = callback {
+            let q = Question {
+                action: role.as_str(),
+                stream,
+                client_address: client.ip.to_string(),
+                https: client.https,
+                token_present: token.is_some(),
+            };
+            match cb.ask(&q).await {
+                Verdict::Allow => {}
+                Verdict::Deny(reason) => {
+                    return Err(self.refuse(client, role, stream, Denial::Forbidden(reason)));
+                }
+                Verdict::Unavailable(reason) => {
+                    tracing::warn!(%reason, stream, role = %role, "access callback unavailable; denied");
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason));
+                }
+            }
+        }
+        tracing::debug!(client = %client.ip, role = %role, stream, grant = ?grant, "access granted");
+        Ok(grant)
+    }
+
+    /// Counts a failure against the address and words the refusal.
+    fn refuse(&self, client: Client, role: Role, stream: &str, d: Denial) -> ApiError {
+        self.failures.allow(client.ip, Instant::now());
+        let err = match d {
+            Denial::Missing => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "a Bearer token is required to {} stream {stream:?} (Authorization: Bearer, or ?token= in the URL)",
+                    verb(role)
+                ),
+            )
+            .with_header(header::WWW_AUTHENTICATE, "Bearer"),
+            Denial::Invalid(reason) => ApiError::new(StatusCode::UNAUTHORIZED, reason)
+                .with_header(header::WWW_AUTHENTICATE, "Bearer"),
+            Denial::Forbidden(reason) => ApiError::new(StatusCode::FORBIDDEN, reason),
+        };
+        tracing::info!(
+            client = %client.ip,
+            role = %role,
+            stream,
+            status = err.status.as_u16(),
+            reason = %err.reason,
+            "access denied"
+        );
+        err
+    }
+}
+
+/// The future of a guard layer.
+pub type GuardFuture = std::pin::Pin<Box<dyn Future<Output = Response> + Send>>;
+/// The function of a guard layer.
+pub type GuardFn = fn(State<Guard>, Request, Next) -> GuardFuture;
+/// A route layer made by [`Gate::guard`].
+pub type GuardLayer = axum::middleware::FromFnLayer<GuardFn, Guard, (State<Guard>, Request)>;
+
+fn guard_entry(State(g): State<Guard>, req: Request, next: Next) -> GuardFuture {
+    Box::pin(guard(g, req, next))
+}
+
+async fn guard(g: Guard, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let token = token_of(&parts.headers, &parts.uri, g.gate.query_token);
+    let stream = match g.scope {
+        Scope::Stream | Scope::Recording => {
+            let params = RawPathParams::from_request_parts(&mut parts, &()).await;
+            let raw = params.ok().and_then(|p| {
+                p.iter()
+                    .find(|(k, _)| match g.scope {
+                        Scope::Recording => *k == "id",
+                        _ => *k == "stream" || *k == "name",
+                    })
+                    .map(|(_, v)| v.to_string())
+            });
+            match g.scope {
+                Scope::Recording => raw.and_then(|id| catalog::parse_id(&id)).map(|(s, _)| s),
+                _ => raw.and_then(|s| StreamName::parse(&s).ok()),
+            }
+        }
+        Scope::QueryStream => Query::<TokenQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.stream)
+            .and_then(|s| StreamName::parse(&s).ok()),
+    };
+    // No valid stream: the handler refuses the request itself (400/404)
+    // before touching anything, or (a listing) filters by the caller.
+    if let Some(stream) = stream {
+        let client = parts.extensions.get::<Client>().copied().unwrap_or(Client {
+            ip: std::net::IpAddr::from([0, 0, 0, 0]),
+            https: false,
+        });
+        if let Err(e) = g
+            .gate
+            .check(
+                client,
+                g.role,
+                stream.as_str(),
+                token.as_deref(),
+                g.callback,
+            )
+            .await
+        {
+            return e.into_response();
+        }
+    }
+    parts.extensions.insert(Caller {
+        token: token.map(Arc::from),
+    });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The request's URI with the value of every `token` query parameter
+/// replaced by `****`, for logs.
+pub fn redacted_uri(uri: &Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.to_string();
+    };
+    let cleaned: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=****"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), cleaned.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_header_then_query() {
+        let mut h = HeaderMap::new();
+        let uri: Uri = "/hls/a/index.m3u8?x=1&token=q-tok".parse().unwrap();
+        assert_eq!(token_of(&h, &uri, true).as_deref(), Some("q-tok"));
+        assert_eq!(token_of(&h, &uri, false), None, "query tokens can be off");
+        h.insert(header::AUTHORIZATION, "bearer  h-tok ".parse().unwrap());
+        assert_eq!(token_of(&h, &uri, true).as_deref(), Some("h-tok"));
+        h.insert(header::AUTHORIZATION, "Basic xyz".parse().unwrap());
+        assert_eq!(token_of(&h, &"/x".parse().unwrap(), true), None);
+    }
+
+    #[test]
+    fn tokens_are_redacted_from_logged_uris() {
+        let uri: Uri = "/recordings/a~b/download?v=3&token=SECRET&TOKEN=S2"
+            .parse()
+            .unwrap();
+        let shown = redacted_uri(&uri);
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("S2"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("v=3") && shown.contains("token=****"),
+            "{shown}"
+        );
+        let plain: Uri = "/whip/demo".parse().unwrap();
+        assert_eq!(redacted_uri(&plain), "/whip/demo");
+    }
+}

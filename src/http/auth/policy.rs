@@ -1,0 +1,231 @@
+//! The access decision, without I/O: given a role, a stream name and the
+//! token a request carried (if any), allow or say why not.
+//!
+//! The first rule matching the role and the stream decides (the `rules`
+//! list, then the per-stream tokens, then the shared tokens); the role's
+//! default applies when none matches. A protected rule accepts one of its
+//! static tokens or a JWT that grants the role for the stream.
+
+use crate::config::{Access, AccessRule, AuthConfig, Role};
+use crate::record::glob;
+
+use super::jwt::{self, KeyError, Verifier};
+
+/// Why a request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No token was given where one is needed (401).
+    Missing,
+    /// The token is not valid: unknown, expired, bad signature (401).
+    Invalid(String),
+    /// The token is valid but does not allow this (403).
+    Forbidden(String),
+}
+
+/// How a request was allowed (for logs; never the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// The role is open for this stream.
+    Open,
+    /// One of the matching rule's static tokens.
+    StaticToken,
+    /// A valid JWT granting the role for the stream.
+    Jwt,
+}
+
+/// The rules in force and the JWT keys.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<AccessRule>,
+    defaults: [Access; 3],
+    jwt: Option<Verifier>,
+}
+
+fn verb(role: Role) -> &'static str {
+    match role {
+        Role::Publish => "publish",
+        Role::View => "view",
+        Role::Admin => "administer",
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal a token prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Policy {
+    /// The policy of `[auth]` (loads the JWT public key, if any).
+    pub fn new(auth: &AuthConfig) -> Result<Policy, KeyError> {
+        Ok(Policy {
+            rules: auth.effective_rules(),
+            defaults: Role::ALL.map(|r| auth.default_access(r)),
+            jwt: Verifier::from_config(auth)?,
+        })
+    }
+
+    fn rule(&self, role: Role, stream: &str) -> Option<&AccessRule> {
+        self.rules
+            .iter()
+            .find(|r| r.role == role && r.streams.iter().any(|p| glob(p, stream)))
+    }
+
+    /// Whether `role` on `stream` needs no credentials.
+    pub fn is_open(&self, role: Role, stream: &str) -> bool {
+        let access = match self.rule(role, stream) {
+            Some(r) => r.access,
+            None => self.defaults[role as usize],
+        };
+        access == Access::Open
+    }
+
+    /// Decides whether `token` (or none) may `role` the stream `stream`.
+    pub fn decide(&self, role: Role, stream: &str, token: Option<&str>) -> Result<Grant, Denial> {
+        if self.is_open(role, stream) {
+            return Ok(Grant::Open);
+        }
+        let Some(token) = token else {
+            return Err(Denial::Missing);
+        };
+        let statics = self.rule(role, stream).map_or(&[][..], |r| &r.tokens[..]);
+        // Every candidate is compared, so the time taken does not depend on which matched.
+        let matched = statics.iter().fold(false, |m, t| {
+            constant_time_eq(t.as_bytes(), token.as_bytes()) | m
+        });
+        if matched {
+            return Ok(Grant::StaticToken);
+        }
+        let what = format!("{} stream {stream:?}", verb(role));
+        match &self.jwt {
+            Some(v) if jwt::looks_like_jwt(token) => {
+                let claims = v
+                    .verify(token)
+                    .map_err(|e| Denial::Invalid(e.to_string()))?;
+                if !claims.grants(role) {
+                    return Err(Denial::Forbidden(format!(
+                        "the token does not grant the {role} role needed to {what}"
+                    )));
+                }
+                let patterns = claims.stream_patterns();
+                if patterns.is_empty() {
+                    return Err(Denial::Forbidden(
+                        "the token names no stream (claim \"stream\")".into(),
+                    ));
+                }
+                if !patterns.iter().any(|p| glob(p, stream)) {
+                    return Err(Denial::Forbidden(format!(
+                        "the token is for other streams; it does not allow to {what}"
+                    )));
+                }
+                Ok(Grant::Jwt)
+            }
+            // A static token carries no identity: a mismatch is a wrong
+            // credential (401), and a 403 would tell a guesser that the
+            // string is some other role's token.
+            _ => Err(Denial::Invalid(format!("the token is not valid to {what}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn policy() -> Policy {
+        let mut auth = AuthConfig {
+            publish_token: Some("secret".into()),
+            view: Access::Protected,
+            jwt_secret: Some(SECRET.into()),
+            rules: vec![
+                AccessRule {
+                    role: Role::View,
+                    streams: vec!["public-*".into()],
+                    access: Access::Open,
+                    tokens: vec![],
+                },
+                AccessRule {
+                    role: Role::Admin,
+                    streams: vec!["cam-*".into(), "studio".into()],
+                    access: Access::Protected,
+                    tokens: vec!["cam-admin".into()],
+                },
+            ],
+            ..Default::default()
+        };
+        auth.stream_publish_tokens
+            .insert("vip".into(), "vip-token".into());
+        Policy::new(&auth).unwrap()
+    }
+
+    #[test]
+    fn shared_and_per_stream_tokens_as_before() {
+        let p = policy();
+        assert_eq!(
+            p.decide(Role::Publish, "demo", Some("secret")),
+            Ok(Grant::StaticToken)
+        );
+        assert_eq!(p.decide(Role::Publish, "demo", None), Err(Denial::Missing));
+        assert!(matches!(
+            p.decide(Role::Publish, "demo", Some("nope")),
+            Err(Denial::Invalid(_))
+        ));
+        assert!(matches!(
+            p.decide(Role::Publish, "vip", Some("secret")),
+            Err(Denial::Invalid(_))
+        ));
+        assert_eq!(
+            p.decide(Role::Publish, "vip", Some("vip-token")),
+            Ok(Grant::StaticToken)
+        );
+    }
+
+    #[test]
+    fn rules_per_pattern_and_role_defaults() {
+        let p = policy();
+        assert_eq!(p.decide(Role::View, "public-1", None), Ok(Grant::Open));
+        assert_eq!(p.decide(Role::View, "private", None), Err(Denial::Missing));
+        assert_eq!(
+            p.decide(Role::Admin, "cam-7", Some("cam-admin")),
+            Ok(Grant::StaticToken)
+        );
+        assert_eq!(p.decide(Role::Admin, "cam-7", None), Err(Denial::Missing));
+        assert_eq!(
+            p.decide(Role::Admin, "other", None),
+            Ok(Grant::Open),
+            "admin is open by default outside the rule"
+        );
+    }
+
+    #[test]
+    fn jwt_role_and_stream_are_checked() {
+        let p = policy();
+        let hour = Duration::from_secs(3600);
+        let view_a = jwt::mint(SECRET, &[Role::View], "a", hour).unwrap();
+        assert_eq!(p.decide(Role::View, "a", Some(&view_a)), Ok(Grant::Jwt));
+        let Err(Denial::Forbidden(why)) = p.decide(Role::View, "b", Some(&view_a)) else {
+            panic!("wrong stream must be forbidden");
+        };
+        assert!(why.contains("other streams"), "{why}");
+        let Err(Denial::Forbidden(why)) = p.decide(Role::Publish, "a", Some(&view_a)) else {
+            panic!("wrong role must be forbidden");
+        };
+        assert!(why.contains("publish"), "{why}");
+        let pattern = jwt::mint(SECRET, &[Role::Publish, Role::View], "cam-*", hour).unwrap();
+        assert_eq!(
+            p.decide(Role::Publish, "cam-1", Some(&pattern)),
+            Ok(Grant::Jwt)
+        );
+        let forged =
+            jwt::mint("another-secret-another-secret-xx", &[Role::View], "a", hour).unwrap();
+        assert_eq!(
+            p.decide(Role::View, "a", Some(&forged)),
+            Err(Denial::Invalid("the token's signature is not valid".into()))
+        );
+    }
+}
