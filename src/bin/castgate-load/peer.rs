@@ -19,6 +19,9 @@ use tokio::net::UdpSocket;
 
 use crate::cli::VideoCodec;
 
+/// Initial STUN retransmission timeout of our ICE agent (see `make_offer`).
+const STUN_RTO: Duration = Duration::from_millis(50);
+
 /// Largest UDP datagram read.
 const RECV_BUF: usize = 2048;
 
@@ -94,6 +97,10 @@ pub fn make_offer(recv: bool, codec: VideoCodec, server_ip: IpAddr) -> anyhow::R
     if recv {
         cfg = cfg.set_rtp_mode(true);
     }
+    // str0m's controlling agent sends the nominating check (USE-CANDIDATE) one RTO after
+    // the first check succeeded: with the default 250 ms every session would take 250 ms
+    // to connect on a LAN. Browsers nominate at once; 50 ms is closer to them.
+    cfg.set_initial_stun_rto(STUN_RTO);
 
     let bind_ip: IpAddr = if server_ip.is_loopback() {
         server_ip

@@ -52,6 +52,9 @@ pub struct Report {
     pub frames_incomplete: u64,
     /// Complete keyframes received.
     pub keyframes_received: u64,
+    /// Video packets of frames whose RTP time was older than a frame the viewer already
+    /// had (the server sent frames out of timestamp order); not checked for completeness.
+    pub packets_out_of_order: u64,
     /// NACKs sent by the viewers.
     pub nacks_sent: u64,
     /// Packets the viewers received more than once (retransmissions).
@@ -148,11 +151,12 @@ impl Report {
             line(format!("  {n} × {e}"));
         }
         line(format!(
-            "packets: {} received, {} lost ({:.3} %, worst viewer {:.3} %); frames {} complete, {} incomplete, {} keyframes",
+            "packets: {} received, {} lost ({:.3} %, worst viewer {:.3} %), {} out of timestamp order; frames {} complete, {} incomplete, {} keyframes",
             self.packets_received,
             self.packets_lost,
             self.loss_pct,
             self.loss_pct_max_viewer,
+            self.packets_out_of_order,
             self.frames_complete,
             self.frames_incomplete,
             self.keyframes_received

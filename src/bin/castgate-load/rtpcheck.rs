@@ -63,7 +63,8 @@ pub struct StreamCheck {
     pub frames_incomplete: u64,
     /// Complete keyframes.
     pub keyframes: u64,
-    /// Packets of frames already given up on or completed (arrived too late to count).
+    /// Packets of a frame whose RTP time is not after a frame already delivered or given
+    /// up on (sent out of timestamp order, or repaired too late).
     pub late_packets: u64,
     pending: BTreeMap<u64, Pending>,
     prev_marker: Option<u64>,
@@ -119,7 +120,13 @@ impl StreamCheck {
             return;
         }
         if self.last_done_ts.is_some_and(|t| rtp_time <= t) {
+            // A frame older than one already delivered (sent out of timestamp order):
+            // counted, not checked; its marker still ends the sequence range it used.
             self.late_packets += 1;
+            if marker && self.prev_marker.is_some_and(|m| seq > m) {
+                self.prev_marker = Some(seq);
+                self.settle(done);
+            }
             return;
         }
         let (keyframe, starts) = match self.payload {
@@ -329,6 +336,25 @@ mod tests {
         // The missing packet arriving after the frame was given up on is late.
         feed(&mut c, &[(3, 3000, false, MIDDLE)]);
         assert_eq!(c.late_packets, 1);
+    }
+
+    #[test]
+    fn a_frame_sent_out_of_timestamp_order_is_counted_and_does_not_break_the_next() {
+        let mut c = StreamCheck::new(Payload::Vp8);
+        feed(&mut c, &[(1, 9000, true, KEY)]);
+        // An older frame (6000) sent after 9000, then the next frame in order.
+        let done = feed(
+            &mut c,
+            &[
+                (2, 6000, false, DELTA_START),
+                (3, 6000, true, MIDDLE),
+                (4, 12000, true, DELTA_START),
+            ],
+        );
+        assert_eq!(c.late_packets, 2);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].rtp_time, 12000);
+        assert_eq!((c.frames_incomplete, c.lost()), (0, 0));
     }
 
     #[test]

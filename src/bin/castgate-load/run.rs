@@ -296,6 +296,7 @@ fn fill_viewers(
         r.frames_complete += o.frames_complete;
         r.frames_incomplete += o.frames_incomplete;
         r.keyframes_received += o.keyframes;
+        r.packets_out_of_order += o.out_of_order;
         r.nacks_sent += o.nacks;
         r.retransmissions_received += o.retransmissions;
         if o.packets + o.lost > 0 {

@@ -99,6 +99,8 @@ pub struct ViewerOutcome {
     pub nacks: u64,
     /// Packets received again (retransmissions, duplicates): str0m's count minus distinct.
     pub retransmissions: u64,
+    /// Packets of video frames older than a frame already delivered (out of timestamp order).
+    pub out_of_order: u64,
     /// Whether the server ended the session before we did.
     pub ended_by_server: bool,
 }
@@ -155,6 +157,7 @@ pub async fn run(
     out.frames_complete = v.video_vp8.frames_complete + v.video_h264.frames_complete;
     out.frames_incomplete = v.video_vp8.frames_incomplete + v.video_h264.frames_incomplete;
     out.keyframes = v.video_vp8.keyframes + v.video_h264.keyframes;
+    out.out_of_order = v.video_vp8.late_packets + v.video_h264.late_packets;
     out.nacks = v.nacks.iter().sum();
     out.retransmissions = v
         .ingress_packets
