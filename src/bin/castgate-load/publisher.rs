@@ -28,16 +28,16 @@ const SENT_LOG: usize = 512;
 /// When each recent video frame of one stream was handed to str0m, by RTP timestamp.
 #[derive(Debug, Default)]
 pub struct SentLog {
-    frames: Mutex<VecDeque<(u32, Instant, bool)>>,
+    frames: Mutex<VecDeque<(u32, Instant)>>,
 }
 
 impl SentLog {
-    fn record(&self, rtp_time: u32, at: Instant, keyframe: bool) {
+    fn record(&self, rtp_time: u32, at: Instant) {
         let mut f = self.frames.lock();
         if f.len() == SENT_LOG {
             f.pop_front();
         }
-        f.push_back((rtp_time, at, keyframe));
+        f.push_back((rtp_time, at));
     }
 
     /// When the frame with this RTP timestamp was sent (recent frames only).
@@ -46,8 +46,8 @@ impl SentLog {
             .lock()
             .iter()
             .rev()
-            .find(|(t, _, _)| *t == rtp_time)
-            .map(|(_, at, _)| *at)
+            .find(|(t, _)| *t == rtp_time)
+            .map(|(_, at)| *at)
     }
 }
 
@@ -245,7 +245,6 @@ impl Publishing {
             VideoCodec::Vp8 => Codec::Vp8,
             VideoCodec::H264 => Codec::H264,
         };
-        let keyframe = frame.keyframe;
         let data = frame.data.clone();
         let now = Instant::now();
         self.write(
@@ -254,7 +253,7 @@ impl Publishing {
             MediaTime::new(rtp_time, Frequency::NINETY_KHZ),
             data,
         )?;
-        self.log.record(rtp_time as u32, now, keyframe);
+        self.log.record(rtp_time as u32, now);
         self.stats.video_frames.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
