@@ -622,6 +622,16 @@ pub struct ServeArgs {
         value_name = "URL"
     )]
     pub ice_servers: Option<Vec<String>>,
+    /// TURN REST shared secret (coturn `static-auth-secret`) for every
+    /// `turn:`/`turns:` server that has no user name and password: each client
+    /// gets credentials of its own (see `rtc.ice_servers` `secret`).
+    #[arg(
+        long,
+        env = "CASTGATE_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
     /// Media worker shards; 0 = one per core [default: 0].
     #[arg(long, env = "CASTGATE_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
@@ -778,6 +788,13 @@ impl Config {
                     ..IceServer::default()
                 })
                 .collect();
+        }
+        if let Some(secret) = a.turn_secret.as_ref().filter(|s| !s.is_empty()) {
+            for s in &mut self.rtc.ice_servers {
+                if s.url.starts_with("turn") && s.username.is_none() && s.credential.is_none() {
+                    s.secret = Some(secret.clone());
+                }
+            }
         }
         if let Some(v) = a.workers {
             self.rtc.workers = v;
@@ -1275,6 +1292,29 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Text);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("shutdown.timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn turn_secret_flag_goes_to_turn_servers_without_credentials() {
+        let mut c = Config::default();
+        c.apply(&ServeArgs {
+            ice_servers: Some(vec![
+                "stun:turn.example.net:3478".into(),
+                "turn:turn.example.net:3478?transport=udp".into(),
+                "turns:turn.example.net:443?transport=tcp".into(),
+            ]),
+            turn_secret: Some("s3cret".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let secrets: Vec<Option<&str>> = c
+            .rtc
+            .ice_servers
+            .iter()
+            .map(|s| s.secret.as_deref())
+            .collect();
+        assert_eq!(secrets, vec![None, Some("s3cret"), Some("s3cret")]);
+        c.validate().unwrap();
     }
 
     #[test]

@@ -309,11 +309,13 @@ impl LiveStream {
                 self.on_keyframe(&frame, now);
             }
         }
-        self.cache(&frame, video);
-
         let mut want_keyframe = false;
         {
+            // Cache and fan out under the sinks lock (order: sinks, then gop,
+            // as in `subscribe`): a viewer joining now gets this frame either
+            // from the cache or from the fan-out, never from both.
             let mut sinks = self.sinks.lock();
+            self.cache(&frame, video);
             sinks.retain(|s| {
                 let pushed = s.queue.push(&frame);
                 want_keyframe |= pushed == Pushed::Overflow;
@@ -386,14 +388,13 @@ impl LiveStream {
                 ViewerStart::Auto => self.publisher_ignores_requests(),
             };
         let periodic_before;
+        let mut prefilled = false;
         {
             let mut sinks = self.sinks.lock();
             periodic_before = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
             if use_cache {
                 let gop = self.gop.lock();
-                if gop.valid {
-                    queue.prefill(&gop.frames);
-                }
+                prefilled = gop.valid && queue.prefill(&gop.frames);
             }
             sinks.push(SinkEntry {
                 id,
@@ -407,7 +408,7 @@ impl LiveStream {
             self.unsubscribe(id);
             return None;
         }
-        if has_video && !(use_cache && self.gop.lock().valid) {
+        if has_video && !prefilled {
             self.request_keyframe();
         }
         if kind.needs_periodic_keyframes() && !periodic_before {

@@ -119,17 +119,19 @@ impl SinkQueue {
     }
 
     /// Queues frames from a cached group of pictures (first one a keyframe)
-    /// for a consumer that should start at once.
-    pub fn prefill(&self, frames: &[Arc<Frame>]) {
+    /// for a consumer that should start at once. Only a whole group fits (a
+    /// tail without its keyframe would not decode); false when it does not,
+    /// and the consumer waits for the next keyframe instead.
+    pub fn prefill(&self, frames: &[Arc<Frame>]) -> bool {
         let mut inner = self.inner.lock();
-        if inner.closed || frames.is_empty() {
-            return;
+        if inner.closed || frames.is_empty() || frames.len() + inner.frames.len() > self.capacity {
+            return false;
         }
-        let start = frames.len().saturating_sub(self.capacity);
-        inner.frames.extend(frames[start..].iter().cloned());
+        inner.frames.extend(frames.iter().cloned());
         inner.waiting_for_keyframe = false;
         drop(inner);
         self.waker.wake();
+        true
     }
 
     /// Moves every queued frame into `out`; returns false once the queue is closed.
@@ -218,6 +220,25 @@ mod tests {
             "one wake per empty→non-empty"
         );
         assert_eq!((q.dropped(), q.skipped()), (0, 1));
+    }
+
+    #[test]
+    fn prefill_takes_a_whole_group_or_nothing() {
+        let gop: Vec<Arc<Frame>> = (0..6).map(|t| frame(Codec::Vp8, t == 0, t)).collect();
+        // Too long for the queue: nothing, so the consumer waits for a keyframe
+        // instead of starting on frames it cannot decode.
+        let small = SinkQueue::new(4, Box::new(CountWakes(Arc::default())));
+        assert!(!small.prefill(&gop));
+        assert_eq!(small.push(&frame(Codec::Vp8, false, 6)), Pushed::Skipped);
+        // Fits: the group, keyframe first, then live frames after it.
+        let big = SinkQueue::new(16, Box::new(CountWakes(Arc::default())));
+        assert!(big.prefill(&gop));
+        assert_eq!(big.push(&frame(Codec::Vp8, false, 6)), Pushed::Queued);
+        let mut out = vec![];
+        big.drain(&mut out);
+        let times: Vec<u64> = out.iter().map(|f| f.rtp_time).collect();
+        assert_eq!(times, vec![0, 1, 2, 3, 4, 5, 6]);
+        assert!(out[0].keyframe);
     }
 
     #[test]
