@@ -32,11 +32,21 @@ impl Drop for SecretGuard {
     }
 }
 
-/// Masks `secret` in every FFmpeg message until the guard is dropped.
+/// Masks `secret` in every FFmpeg message until the guard is dropped, and
+/// each of its `/`, `?`, `&`, `=` separated parts as well (FFmpeg's RTMP code
+/// splits a URL path its own way and may print the key alone).
 pub fn register_secret(secret: &str) -> SecretGuard {
     let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if secret.len() >= MIN_SECRET_LEN {
-        SECRETS.write().push((id, secret.to_string()));
+    let mut secrets = SECRETS.write();
+    // Longest first, so a whole secret is masked before its parts.
+    let mut parts: Vec<&str> = std::iter::once(secret)
+        .chain(secret.split(['/', '?', '&', '=']))
+        .filter(|p| p.len() >= MIN_SECRET_LEN)
+        .collect();
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts.dedup();
+    for p in parts {
+        secrets.push((id, p.to_string()));
     }
     SecretGuard(id)
 }
@@ -127,6 +137,13 @@ mod tests {
         );
         drop(guard);
         assert_eq!(redact(&line), line);
+        // The key alone, as FFmpeg's RTMP code may print it.
+        let _g2 = register_secret("inst/live_abcdef?auth=zyxwvu");
+        let shown = redact("playpath live_abcdef?auth=zyxwvu app inst");
+        assert!(
+            !shown.contains("live_abcdef") && !shown.contains("zyxwvu"),
+            "{shown}"
+        );
         // Too short to mask safely.
         let _g = register_secret("ab");
         assert_eq!(redact("about"), "about");

@@ -44,8 +44,8 @@ pub fn resolve(cfg: ClientConfig, peer: IpAddr, headers: &HeaderMap) -> Client {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| parse_ip(s.trim()))
-        .next_back();
+        .next_back()
+        .and_then(|s| parse_ip(s.trim()));
     if let Some(ip) = forwarded {
         client.ip = ip;
     }
@@ -124,5 +124,11 @@ mod tests {
         assert_eq!(c.ip, "2001:db8::1".parse::<IpAddr>().unwrap());
         let c = resolve(trusted, peer, &headers(&[("x-forwarded-for", "garbage")]));
         assert_eq!(c.ip, peer, "an unreadable header keeps the peer");
+        let c = resolve(
+            trusted,
+            peer,
+            &headers(&[("x-forwarded-for", "6.6.6.6, unknown")]),
+        );
+        assert_eq!(c.ip, peer, "never an earlier, client-written entry");
     }
 }

@@ -201,7 +201,7 @@ async fn advertise_post(
         let h = resp.headers_mut();
         if !h.contains_key("accept-post") {
             h.insert("accept-post", HeaderValue::from_static(session::SDP));
-            for l in session::links_now(&rtc) {
+            for l in session::links_without_credentials(&rtc) {
                 h.append(header::LINK, l);
             }
         }

@@ -51,6 +51,7 @@ impl RateLimiter {
     /// Without taking a token: how long until `ip` has one again, or `None`
     /// when it has one now.
     pub fn wait(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let ip = bucket_key(ip);
         let buckets = self.buckets.lock();
         let b = buckets.get(&ip)?;
         let tokens = (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_sec)
@@ -60,6 +61,7 @@ impl RateLimiter {
 
     /// Takes one token for `ip`; false when the address is over its rate.
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = bucket_key(ip);
         let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&ip) {
             let (per_sec, burst) = (self.per_sec, self.burst);
@@ -67,7 +69,12 @@ impl RateLimiter {
                 b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * per_sec < burst
             });
             if buckets.len() >= MAX_TRACKED {
-                return false;
+                // Still full: forget the address seen longest ago rather than
+                // refusing every new client (which an attacker with many
+                // addresses could otherwise arrange).
+                if let Some(oldest) = buckets.iter().min_by_key(|(_, b)| b.at).map(|(k, _)| *k) {
+                    buckets.remove(&oldest);
+                }
             }
         }
         let b = buckets.entry(ip).or_insert(Bucket {
@@ -105,6 +112,22 @@ pub async fn limit(State(limiter): State<Arc<RateLimiter>>, req: Request, next: 
     next.run(req).await
 }
 
+/// The key an address is limited under: IPv6 clients by their /64 (one
+/// subscriber's network hands out a whole /64), IPv4 (and IPv4-mapped) by
+/// address.
+fn bucket_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +157,23 @@ mod tests {
         let w = l.wait(ip, t0).expect("empty bucket waits");
         assert!((9.9..=10.1).contains(&w.as_secs_f64()), "{w:?}");
         assert_eq!(l.wait(ip, t0 + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_a_full_table_still_admits() {
+        let l = RateLimiter::with_rate(0.001, 1.0);
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(l.allow(a, now));
+        assert!(!l.allow(b, now), "same /64, same bucket");
+        // Fill the table with spent buckets: a new client is still admitted.
+        let l = RateLimiter::with_rate(0.001, 1.0);
+        for i in 0..MAX_TRACKED as u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(l.allow(ip, now));
+        }
+        assert!(l.allow("192.0.2.1".parse().unwrap(), now));
+        assert!(l.buckets.lock().len() <= MAX_TRACKED);
     }
 }

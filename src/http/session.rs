@@ -116,6 +116,25 @@ pub fn links_now(config: &crate::config::RtcConfig) -> Vec<HeaderValue> {
     )
 }
 
+/// The `Link` headers for an unauthenticated OPTIONS: the servers' URLs
+/// only. Credentials (static or minted) go out only in the 201 of a session
+/// that passed access control, or TURN would become an open relay.
+pub fn links_without_credentials(config: &crate::config::RtcConfig) -> Vec<HeaderValue> {
+    let bare: Vec<IceServer> = config
+        .ice_servers
+        .iter()
+        .map(|s| IceServer {
+            url: s.url.clone(),
+            ..IceServer::default()
+        })
+        .collect();
+    ice_server_links(
+        &bare,
+        std::time::SystemTime::now(),
+        std::time::Duration::ZERO,
+    )
+}
+
 fn quote_safe(s: &str) -> String {
     s.chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
@@ -147,7 +166,7 @@ pub fn options(state: &AppState) -> Response {
     let h = resp.headers_mut();
     h.insert("accept-post", HeaderValue::from_static(SDP));
     h.insert(header::ALLOW, HeaderValue::from_static("OPTIONS, POST"));
-    for link in links_now(&state.config.rtc) {
+    for link in links_without_credentials(&state.config.rtc) {
         h.append(header::LINK, link);
     }
     resp
@@ -324,6 +343,34 @@ mod tests {
         assert_eq!(
             links[0],
             "<turns:turn.example.net:443?transport=tcp>; rel=\"ice-server\"; username=\"1700003600:castgate\"; credential=\"Ukp+iuo1pKgG/+FOiolU1Qh8lqY=\"; credential-type=\"password\""
+        );
+    }
+
+    #[test]
+    fn options_links_carry_no_credentials() {
+        let rtc = crate::config::RtcConfig {
+            ice_servers: vec![
+                IceServer {
+                    url: "turn:turn.example.net:3478".into(),
+                    secret: Some("north-star".into()),
+                    ..IceServer::default()
+                },
+                IceServer {
+                    url: "turns:turn.example.net:443".into(),
+                    username: Some("u".into()),
+                    credential: Some("p".into()),
+                    ..IceServer::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let bare = links_without_credentials(&rtc);
+        assert_eq!(bare[0], "<turn:turn.example.net:3478>; rel=\"ice-server\"");
+        assert_eq!(bare[1], "<turns:turn.example.net:443>; rel=\"ice-server\"");
+        assert!(
+            links_now(&rtc)
+                .iter()
+                .all(|l| l.to_str().unwrap().contains("credential="))
         );
     }
 }

@@ -210,8 +210,10 @@ impl VideoTranscoder {
     fn open_encoder(&mut self, w: i32, h: i32) -> Result<(), RestreamError> {
         let bitrate = self.settings.bitrate;
         let x264 = self.settings.encoder == "libx264";
-        // SAFETY: as in `new`; the encoder exists (checked there).
+        // SAFETY: as in `new`; the encoder exists (checked there); a context
+        // left by an earlier failed open is freed first.
         unsafe {
+            sys::avcodec_free_context(&mut self.enc);
             self.enc = sys::avcodec_alloc_context3(self.encoder);
             if self.enc.is_null() {
                 return Err(RestreamError::Codec("out of memory".into()));

@@ -136,19 +136,25 @@ impl Args {
         if self.publishers == 0 {
             return Err("--publishers must be at least 1".into());
         }
-        if !(self.duration.is_finite() && self.duration > 0.0) {
-            return Err("--duration must be a positive number of seconds".into());
+        // A day bounds every duration (no Duration/Instant overflow).
+        const DAY: f64 = 86_400.0;
+        if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= DAY) {
+            return Err("--duration must be a positive number of seconds, at most 86400".into());
         }
-        if !(self.ramp_per_sec.is_finite() && self.ramp_per_sec >= 0.0) {
-            return Err("--ramp-per-sec must be 0 or more".into());
+        if !(self.ramp_per_sec.is_finite()
+            && (self.ramp_per_sec == 0.0 || (0.001..=1e6).contains(&self.ramp_per_sec)))
+        {
+            return Err("--ramp-per-sec must be 0 (all at once) or within 0.001..=1000000".into());
         }
         if self.connect_concurrency == 0 {
             return Err("--connect-concurrency must be at least 1".into());
         }
         if let Some(l) = self.viewer_lifetime
-            && !(l.is_finite() && l > 0.0)
+            && !(l.is_finite() && l > 0.0 && l <= DAY)
         {
-            return Err("--viewer-lifetime must be a positive number of seconds".into());
+            return Err(
+                "--viewer-lifetime must be a positive number of seconds, at most 86400".into(),
+            );
         }
         if self.viewer_lifetime.is_some() && self.ramp_per_sec <= 0.0 {
             return Err("--viewer-lifetime needs a --ramp-per-sec above 0".into());
@@ -156,9 +162,9 @@ impl Args {
         if !(50..=50_000).contains(&self.bitrate_kbps) {
             return Err("--bitrate-kbps must be within 50..=50000".into());
         }
-        let non_negative = |v: f64| v.is_finite() && v >= 0.0;
-        if !non_negative(self.warmup) || !non_negative(self.settle) {
-            return Err("--warmup and --settle must be 0 or more seconds".into());
+        let in_day = |v: f64| v.is_finite() && (0.0..=DAY).contains(&v);
+        if !in_day(self.warmup) || !in_day(self.settle) {
+            return Err("--warmup and --settle must be 0 to 86400 seconds".into());
         }
         self.picture_size()?;
         for (name, path) in [

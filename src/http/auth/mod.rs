@@ -303,6 +303,36 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
     next.run(Request::from_parts(parts, body)).await
 }
 
+/// Whether a raw query key means `token` once percent-decoded (`%74oken`
+/// is read as `token` by the query parser, so it must be hidden too).
+fn is_token_key(raw: &str) -> bool {
+    let mut decoded = Vec::with_capacity(raw.len());
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                decoded.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                decoded.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    decoded.eq_ignore_ascii_case(b"token")
+}
+
 /// The request's URI with the value of every `token` query parameter
 /// replaced by `****`, for logs.
 pub fn redacted_uri(uri: &Uri) -> String {
@@ -312,7 +342,7 @@ pub fn redacted_uri(uri: &Uri) -> String {
     let cleaned: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("token") => format!("{k}=****"),
+            Some((k, _)) if is_token_key(k) => format!("{k}=****"),
             _ => pair.to_string(),
         })
         .collect();
@@ -322,6 +352,19 @@ pub fn redacted_uri(uri: &Uri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_token_keys_are_redacted_too() {
+        let uri: Uri = "/hls/a/index.m3u8?%74oken=SECRET&x=1&TOKEN=two"
+            .parse()
+            .unwrap();
+        let shown = redacted_uri(&uri);
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("two"),
+            "{shown}"
+        );
+        assert!(shown.contains("x=1"), "{shown}");
+    }
 
     #[test]
     fn token_from_header_then_query() {
