@@ -681,3 +681,34 @@ async fn hls_playlist_and_segments_with_a_query_token() {
     p.close().await;
     server.shutdown().await;
 }
+
+/// Server-wide routes (metrics, the event stream) belong to the admin role:
+/// open by default, and with admin protected only a grant for every stream
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_events_follow_the_admin_role() {
+    let open = start(|_| {}).await;
+    assert_eq!(call(&open, "GET", "/metrics", None).await.status, 200);
+    open.shutdown().await;
+
+    let server = start(|c| {
+        c.auth.jwt_secret = Some(SECRET.into());
+        c.auth.admin_token = Some("adm".into());
+    })
+    .await;
+    let a = call(&server, "GET", "/metrics", None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = call(&server, "GET", "/api/events", None).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    let a = call(&server, "GET", "/metrics", Some("adm")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.body.contains("# TYPE"), "Prometheus text");
+    // An admin grant for one stream is not a grant for the whole server.
+    let one = token(&[Role::Admin], "studio-1");
+    let a = call(&server, "GET", "/metrics", Some(&one)).await;
+    assert!(matches!(a.status, 401 | 403), "{} {}", a.status, a.body);
+    let all = token(&[Role::Admin], "*");
+    let a = call(&server, "GET", "/metrics", Some(&all)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    server.shutdown().await;
+}

@@ -99,8 +99,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/streams/{name}", get(api::stream))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/events", get(ops::events))
+        .route(
+            "/metrics",
+            get(ops::metrics.layer(g.guard(Role::Admin, Scope::Server, false))),
+        )
+        .route(
+            "/api/events",
+            get(ops::events.layer(g.guard(Role::Admin, Scope::Server, false))),
+        )
         .route(
             "/api/recordings",
             get(recordings::list.layer(g.guard(Role::View, Scope::QueryStream, false))),

@@ -50,6 +50,9 @@ pub enum Scope {
     /// The `stream` query parameter, when given (listings: without it, the
     /// handler shows only what the caller may see).
     QueryStream,
+    /// No one stream: the whole server (metrics, the event stream). Decided
+    /// as for the stream pattern `*`, so only a grant for every stream passes.
+    Server,
 }
 
 /// The token a request carried, for handlers that filter by it (stored in
@@ -255,7 +258,8 @@ fn guard_entry(State(g): State<Guard>, req: Request, next: Next) -> GuardFuture 
 async fn guard(g: Guard, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
     let token = token_of(&parts.headers, &parts.uri, g.gate.query_token);
-    let stream = match g.scope {
+    let stream: Option<String> = match g.scope {
+        Scope::Server => Some("*".to_string()),
         Scope::Stream | Scope::Recording => {
             let params = RawPathParams::from_request_parts(&mut parts, &()).await;
             let raw = params.ok().and_then(|p| {
@@ -270,11 +274,13 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
                 Scope::Recording => raw.and_then(|id| catalog::parse_id(&id)).map(|(s, _)| s),
                 _ => raw.and_then(|s| StreamName::parse(&s).ok()),
             }
+            .map(|s| s.as_str().to_string())
         }
         Scope::QueryStream => Query::<TokenQuery>::try_from_uri(&parts.uri)
             .ok()
             .and_then(|q| q.0.stream)
-            .and_then(|s| StreamName::parse(&s).ok()),
+            .and_then(|s| StreamName::parse(&s).ok())
+            .map(|s| s.as_str().to_string()),
     };
     // No valid stream: the handler refuses the request itself (400/404)
     // before touching anything, or (a listing) filters by the caller.
@@ -285,13 +291,7 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
         });
         if let Err(e) = g
             .gate
-            .check(
-                client,
-                g.role,
-                stream.as_str(),
-                token.as_deref(),
-                g.callback,
-            )
+            .check(client, g.role, &stream, token.as_deref(), g.callback)
             .await
         {
             return e.into_response();
