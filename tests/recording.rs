@@ -550,13 +550,11 @@ async fn rotation_splits_at_keyframes_without_losing_a_frame() {
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_deletes_the_oldest_beyond_the_limit() {
-    let dir = temp_dir("retain");
-    // Three finished recordings, then a limit that only the newest fits in.
-    let server = start(&dir).await;
-    for i in 0..3 {
-        let publisher = publisher(&server, "old", Some(VideoCodec::Vp8), false).await;
+/// One finished one-second recording per name, in order, with distinct
+/// start times (file names are per second).
+async fn record_one_after_another(server: &Server, names: &[&str]) {
+    for (i, name) in names.iter().enumerate() {
+        let publisher = publisher(server, name, Some(VideoCodec::Vp8), false).await;
         publisher
             .play(&video_frames(VideoCodec::Vp8, 1), &[])
             .await
@@ -567,11 +565,18 @@ async fn retention_deletes_the_oldest_beyond_the_limit() {
         tokio::task::spawn_blocking(move || r.wait_idle())
             .await
             .unwrap();
-        if i < 2 {
-            // Distinct start times (names are per second).
+        if i + 1 < names.len() {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_the_oldest_beyond_the_limit() {
+    let dir = temp_dir("retain");
+    // Three finished recordings, then a limit that only the newest fits in.
+    let server = start(&dir).await;
+    record_one_after_another(&server, &["old", "old", "old"]).await;
     server.shutdown().await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 3);
@@ -606,22 +611,7 @@ async fn retention_deletes_the_oldest_beyond_the_limit() {
 async fn a_stream_quota_deletes_only_that_streams_oldest() {
     let dir = temp_dir("quota");
     let server = start(&dir).await;
-    for (i, name) in ["busy", "quiet", "busy"].into_iter().enumerate() {
-        let publisher = publisher(&server, name, Some(VideoCodec::Vp8), false).await;
-        publisher
-            .play(&video_frames(VideoCodec::Vp8, 1), &[])
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        publisher.delete().await.unwrap();
-        let r = server.recorder().clone();
-        tokio::task::spawn_blocking(move || r.wait_idle())
-            .await
-            .unwrap();
-        if i < 2 {
-            tokio::time::sleep(Duration::from_millis(1100)).await;
-        }
-    }
+    record_one_after_another(&server, &["busy", "quiet", "busy"]).await;
     server.shutdown().await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 3);

@@ -11,7 +11,9 @@ use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_d
 use common::gateway::{self, eventually, publisher, url};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{VideoCodec, http_client};
-use common::rtmp::{KEY, Receiver, get_json, listening, post_target, target};
+use common::rtmp::{
+    KEY, Receiver, certificate, get_json, id_of, listening, post_target, target, wait_target,
+};
 use serde_json::Value;
 
 /// Slice NAL units (no SPS/PPS/AUD/SEI) of Annex-B data.
@@ -135,16 +137,10 @@ async fn h264_opus_to_rtmp_passes_video_through_and_transcodes_audio() {
 
     publisher.play(&video, &audio).await.unwrap();
     let sent = video.len() as u64;
-    let s = &server;
-    let id2 = id.clone();
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = target(s, &id2).await;
-        if last["video_frames"].as_u64() == Some(sent) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = wait_target(&server, &id, Duration::from_secs(5), |t| {
+        t["video_frames"].as_u64() == Some(sent)
+    })
+    .await;
     assert_eq!(last["state"], "live", "{last}");
     assert_eq!(last["video_frames"].as_u64(), Some(sent), "{last}");
     assert!(last["bytes_sent"].as_u64().unwrap() > 10_000, "{last}");
@@ -218,17 +214,12 @@ async fn an_unreachable_target_retries_without_harming_the_other() {
     let good: Value = serde_json::from_str(&b2).unwrap();
 
     let play = publisher.play(&video, &audio);
-    let watch = async {
-        let mut seen = Value::Null;
-        for _ in 0..80 {
-            seen = target(&server, bad["id"].as_str().unwrap()).await;
-            if seen["state"] == "retrying" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        seen
-    };
+    let watch = wait_target(
+        &server,
+        bad["id"].as_str().unwrap(),
+        Duration::from_secs(4),
+        |t| t["state"] == "retrying",
+    );
     let (played, seen) = tokio::join!(play, watch);
     played.unwrap();
     assert_eq!(seen["state"], "retrying", "{seen}");
@@ -240,12 +231,10 @@ async fn an_unreachable_target_retries_without_harming_the_other() {
     assert!(!seen.to_string().contains(KEY));
     let sent = video.len() as u64;
     let gid = good["id"].as_str().unwrap().to_string();
-    for _ in 0..100 {
-        if target(&server, &gid).await["video_frames"].as_u64() == Some(sent) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_target(&server, &gid, Duration::from_secs(5), |t| {
+        t["video_frames"].as_u64() == Some(sent)
+    })
+    .await;
     let bad_now = target(&server, bad["id"].as_str().unwrap()).await;
     assert!(bad_now["attempts"].as_u64().unwrap() >= 2, "{bad_now}");
     assert_eq!(bad_now["connections"].as_u64(), Some(0), "{bad_now}");
@@ -347,21 +336,7 @@ impl Drop for TlsServer {
 }
 
 async fn tls_server(dir: &Path) -> TlsServer {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs")
-        .success();
-    assert!(ok, "openssl req failed");
+    let (cert, key) = certificate(dir);
     let port = free_port();
     let child = Command::new("openssl")
         .args(["s_server", "-quiet", "-accept"])
@@ -393,22 +368,11 @@ async fn rtmps_verifies_the_server_certificate() {
     )
     .await;
     assert_eq!(s, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&body);
     let play = publisher.play(&video, &audio);
-    let watch = async {
-        let mut seen = Value::Null;
-        for _ in 0..60 {
-            seen = target(&server, &id).await;
-            if seen["state"] == "retrying" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        seen
-    };
+    let watch = wait_target(&server, &id, Duration::from_secs(3), |t| {
+        t["state"] == "retrying"
+    });
     let (played, seen) = tokio::join!(play, watch);
     played.unwrap();
     // A self-signed certificate is refused: no connection is ever made.
@@ -445,20 +409,13 @@ async fn vp8_opus_is_transcoded_to_h264_aac() {
     let publisher = publisher(&server, "vp8", Some(VideoCodec::Vp8), true).await;
     let (s, body) = post_target(&server, "vp8", &format!(r#"{{"url":"{}"}}"#, rx.url())).await;
     assert_eq!(s, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&body);
     let cpu0 = thread_cpu_secs("rs-pipe");
     publisher.play(&video, &audio).await.unwrap();
-    let mut last = Value::Null;
-    for _ in 0..100 {
-        last = target(&server, &id).await;
-        if last["video_frames"].as_u64() >= Some(video.len() as u64 - 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = wait_target(&server, &id, Duration::from_secs(5), |t| {
+        t["video_frames"].as_u64() >= Some(video.len() as u64 - 2)
+    })
+    .await;
     eprintln!(
         "FIGURES VP8 1280x720 30 fps → H.264 (libx264 veryfast) + Opus→AAC, {secs} s: pipeline thread {:.2} CPU s = real-time factor {:.2} on one core; latency {:.1} ms",
         thread_cpu_secs("rs-pipe") - cpu0,
@@ -538,42 +495,26 @@ async fn a_dropped_connection_is_retried_and_resumes_at_a_keyframe() {
     let publisher = publisher(&server, "re", Some(VideoCodec::H264), true).await;
     let (s, body) = post_target(&server, "re", &format!(r#"{{"url":"{}"}}"#, first.url())).await;
     assert_eq!(s, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&body);
     let play = publisher.play(&video, &audio);
     let control = async {
         let live =
             |t: &Value, n: u64| t["state"] == "live" && t["video_frames"].as_u64() >= Some(n);
-        let mut t = Value::Null;
-        for _ in 0..100 {
-            t = target(&server, &id).await;
-            if live(&t, 45) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        let t = wait_target(&server, &id, Duration::from_secs(3), |t| live(t, 45)).await;
         assert!(live(&t, 45), "{t}");
         let _ = first.child.kill();
         let _ = first.child.wait();
-        for _ in 0..100 {
-            t = target(&server, &id).await;
-            if t["state"] == "retrying" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        let t = wait_target(&server, &id, Duration::from_secs(3), |t| {
+            t["state"] == "retrying"
+        })
+        .await;
         assert_eq!(t["state"], "retrying", "{t}");
         assert!(t["error"].is_string(), "{t}");
         let second = Receiver::start_on(&dir, "second.flv", port).await;
-        for _ in 0..150 {
-            t = target(&server, &id).await;
-            if t["connections"].as_u64() == Some(2) && t["state"] == "live" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        let t = wait_target(&server, &id, Duration::from_millis(4500), |t| {
+            t["connections"].as_u64() == Some(2) && t["state"] == "live"
+        })
+        .await;
         assert_eq!(t["connections"].as_u64(), Some(2), "{t}");
         second
     };
@@ -639,33 +580,23 @@ async fn a_stalled_server_times_out_and_a_stuck_target_can_be_deleted() {
         async move {
             let (s, b) = post_target(server, "stall", &body).await;
             assert_eq!(s, 201, "{b}");
-            serde_json::from_str::<Value>(&b).unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            id_of(&b)
         }
     };
     let id = add(format!(r#"{{"url":"rtmp://127.0.0.1:{port}/live/{KEY}"}}"#)).await;
     let play = publisher.play(&video, &audio);
     let watch = async {
-        let mut t = Value::Null;
-        for _ in 0..150 {
-            t = target(&server, &id).await;
-            if t["state"] == "retrying" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
+        let t = wait_target(&server, &id, Duration::from_millis(4500), |t| {
+            t["state"] == "retrying"
+        })
+        .await;
         assert_eq!(t["state"], "retrying", "{t}");
         assert_eq!(t["connections"].as_u64(), Some(0), "{t}");
         // Now catch it in the middle of a stalled attempt and delete it.
-        for _ in 0..150 {
-            t = target(&server, &id).await;
-            if t["state"] == "starting" && t["attempts"].as_u64() >= Some(2) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_target(&server, &id, Duration::from_secs(2), |t| {
+            t["state"] == "starting" && t["attempts"].as_u64() >= Some(2)
+        })
+        .await;
         let started = Instant::now();
         let resp = http_client()
             .unwrap()
@@ -716,10 +647,7 @@ async fn delete_interrupts_a_connect_that_would_stall_for_a_minute() {
     )
     .await;
     assert_eq!(s, 201, "{b}");
-    let id = serde_json::from_str::<Value>(&b).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&b);
     let play = publisher.play(&video, &audio);
     let stop = async {
         let h = held.clone();
@@ -767,21 +695,14 @@ async fn api_targets_resume_when_the_publisher_comes_back() {
     let p1 = publisher(&server, "back", Some(VideoCodec::H264), true).await;
     let (s, body) = post_target(&server, "back", &format!(r#"{{"url":"{}"}}"#, first.url())).await;
     assert_eq!(s, 201, "{body}");
-    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = id_of(&body);
     p1.play(&video, &audio).await.unwrap();
     p1.delete().await.unwrap();
     assert!(first.finished(Duration::from_secs(15)).await);
-    let mut t = Value::Null;
-    for _ in 0..100 {
-        t = target(&server, &id).await;
-        if t["state"] == "stopped" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    let t = wait_target(&server, &id, Duration::from_secs(3), |t| {
+        t["state"] == "stopped"
+    })
+    .await;
     assert_eq!(t["state"], "stopped", "{t}");
 
     let mut second = Receiver::start_on(&dir, "second.flv", port).await;

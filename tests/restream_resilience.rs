@@ -13,8 +13,9 @@ use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_d
 use common::gateway::{self, eventually, publisher, recordings_idle, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames, video_frames_sized};
 use common::peer::{Kind, VideoCodec, Viewer};
-use common::rtmp::{KEY, Receiver, listening, post_target, target};
-use serde_json::Value;
+use common::rtmp::{
+    KEY, Receiver, certificate, id_of, listening, post_target, target, wait_target,
+};
 
 /// nginx with the RTMP module, recording every publish to its own file
 /// (`record_unique`), run in the foreground from a scratch folder.
@@ -105,31 +106,6 @@ impl Drop for Nginx {
     }
 }
 
-/// Polls the target until `cond` holds (up to `tries` × 50 ms); the last view.
-async fn wait_target(
-    server: &castgate::server::Server,
-    id: &str,
-    tries: u32,
-    cond: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut t = Value::Null;
-    for _ in 0..tries {
-        t = target(server, id).await;
-        if cond(&t) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    t
-}
-
-fn id_of(body: &str) -> String {
-    serde_json::from_str::<Value>(body).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 /// nginx-rtmp goes away for 5 s mid-stream: the target retries with backoff
 /// and goes live again on its own; nginx records a second file that decodes;
 /// the gateway's recording and a WebRTC viewer of the same stream saw every
@@ -181,13 +157,16 @@ async fn an_nginx_rtmp_outage_is_ridden_out_without_touching_recording_or_viewer
 
     let play = publisher.play(&video, &audio);
     let control = async {
-        let t = wait_target(&server, &id, 200, |t| {
+        let t = wait_target(&server, &id, Duration::from_secs(10), |t| {
             t["state"] == "live" && t["video_frames"].as_u64() >= Some(60)
         })
         .await;
         assert_eq!(t["state"], "live", "{t}");
         nginx.stop().await;
-        let t = wait_target(&server, &id, 200, |t| t["state"] == "retrying").await;
+        let t = wait_target(&server, &id, Duration::from_secs(10), |t| {
+            t["state"] == "retrying"
+        })
+        .await;
         assert_eq!(t["state"], "retrying", "{t}");
         assert!(t["error"].is_string(), "{t}");
         assert!(t["next_attempt_in_secs"].is_number(), "{t}");
@@ -196,7 +175,7 @@ async fn an_nginx_rtmp_outage_is_ridden_out_without_touching_recording_or_viewer
         assert!(t["attempts"].as_u64() >= Some(3), "retried while down: {t}");
         assert_eq!(t["connections"].as_u64(), Some(1), "{t}");
         let back = Nginx::start(&dir.join("n2"), port).await;
-        let t = wait_target(&server, &id, 200, |t| {
+        let t = wait_target(&server, &id, Duration::from_secs(10), |t| {
             t["state"] == "live" && t["connections"].as_u64() == Some(2)
         })
         .await;
@@ -208,7 +187,10 @@ async fn an_nginx_rtmp_outage_is_ridden_out_without_touching_recording_or_viewer
     played.unwrap();
     wait_received(&server, "show", video.len()).await;
     publisher.delete().await.unwrap();
-    let t = wait_target(&server, &id, 200, |t| t["state"] == "stopped").await;
+    let t = wait_target(&server, &id, Duration::from_secs(10), |t| {
+        t["state"] == "stopped"
+    })
+    .await;
     assert_eq!(t["state"], "stopped", "{t}");
     recordings_idle(&server).await;
     let (seen, breaks) = watching.await.unwrap();
@@ -253,28 +235,6 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost: (cert, key).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl runs")
-        .success();
-    assert!(ok, "openssl req failed");
-    (cert, key)
-}
-
 /// `rtmps://` to a TLS terminator (socat, as in front of a real RTMP
 /// server) whose certificate the gateway trusts through `restream.ca_file`:
 /// the push arrives whole.
@@ -313,7 +273,7 @@ async fn rtmps_through_a_tls_terminator_delivers_the_stream() {
     assert!(!body.contains(KEY), "key leaked: {body}");
     let id = id_of(&body);
     publisher.play(&video, &audio).await.unwrap();
-    let t = wait_target(&server, &id, 100, |t| {
+    let t = wait_target(&server, &id, Duration::from_secs(5), |t| {
         t["video_frames"].as_u64() == Some(video.len() as u64)
     })
     .await;
@@ -418,7 +378,10 @@ async fn a_missing_encoder_fails_the_target_with_the_reason() {
     .await;
     assert_eq!(s, 201, "{body}");
     let id = id_of(&body);
-    let t = wait_target(&server, &id, 100, |t| t["state"] == "failed").await;
+    let t = wait_target(&server, &id, Duration::from_secs(5), |t| {
+        t["state"] == "failed"
+    })
+    .await;
     assert_eq!(t["state"], "failed", "{t}");
     let error = t["error"].as_str().unwrap_or("");
     assert!(
@@ -433,7 +396,10 @@ async fn a_missing_encoder_fails_the_target_with_the_reason() {
     )
     .await;
     assert_eq!(s, 201, "{body}");
-    let t = wait_target(&server, &id_of(&body), 100, |t| t["state"] == "failed").await;
+    let t = wait_target(&server, &id_of(&body), Duration::from_secs(5), |t| {
+        t["state"] == "failed"
+    })
+    .await;
     assert_eq!(t["state"], "failed", "{t}");
     publisher.delete().await.unwrap();
     server.shutdown().await;
@@ -509,7 +475,7 @@ async fn figure_added_latency_from_webrtc_ingest_to_rtmp_receipt() {
     // is its RTP time, and it was sent at `start` + that time.
     let start = std::time::Instant::now();
     publisher.play(&video, &audio).await.unwrap();
-    let t = wait_target(&server, &id, 100, |t| {
+    let t = wait_target(&server, &id, Duration::from_secs(5), |t| {
         t["video_frames"].as_u64() == Some(video.len() as u64)
     })
     .await;

@@ -127,3 +127,51 @@ pub async fn target(server: &Server, id: &str) -> Value {
         .cloned()
         .unwrap_or(Value::Null)
 }
+
+/// Polls target `id` every 10 ms until `cond` holds or `within` has passed;
+/// the last view (Null when absent).
+pub async fn wait_target(
+    server: &Server,
+    id: &str,
+    within: Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = target(server, id).await;
+        if cond(&t) || Instant::now() >= deadline {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The `id` of a target as a POST answered it.
+pub fn id_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost in `dir`: (cert, key).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs")
+        .success();
+    assert!(ok, "openssl req failed");
+    (cert, key)
+}
