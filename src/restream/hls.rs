@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::RestreamError;
 use super::output::{AudioSetup, FlvOutput, Interrupt};
-use super::target::{OutPacket, Pop, Source, TargetQueue};
+use super::target::{OutPacket, Source, TargetQueue, new_parameter_sets};
 
 /// The playlist's file name.
 pub const PLAYLIST: &str = "index.m3u8";
@@ -221,17 +221,10 @@ fn session(
     audio: &OnceLock<Option<Arc<AudioSetup>>>,
     settings: &HlsSettings,
 ) -> Result<(), RestreamError> {
-    let first = loop {
-        match h.queue.pop(Duration::from_millis(500)) {
-            Pop::Closed => return Ok(()),
-            Pop::Empty => continue,
-            Pop::Packet(p) => break p,
-        }
+    let Some(first) = h.queue.next() else {
+        return Ok(());
     };
-    let video = match &*first {
-        OutPacket::Video { setup, .. } => Some(setup.clone()),
-        OutPacket::Audio { .. } => None,
-    };
+    let video = first.video_setup();
     let audio_setup = audio.get().cloned().flatten();
     std::fs::create_dir_all(&h.dir)
         .map_err(|e| RestreamError::Codec(format!("HLS folder: {e}")))?;
@@ -259,9 +252,7 @@ fn session(
     )?;
     h.status().state = HlsState::Live;
     tracing::info!(stream = %h.stream, "HLS live");
-    let base = match &*first {
-        OutPacket::Video { us, .. } | OutPacket::Audio { us, .. } => *us,
-    };
+    let base = first.us();
     let mut current = video;
     let mut last_us = [i64::MIN / 2, i64::MIN / 2];
     let mut next = Some(first);
@@ -269,16 +260,9 @@ fn session(
     // (the muxer uses it to time segment cuts).
     let mut video_gap_us = 33_333;
     loop {
-        let p = match next.take() {
-            Some(p) => p,
-            None => match h.queue.pop(Duration::from_millis(500)) {
-                Pop::Packet(p) => p,
-                Pop::Empty => continue,
-                Pop::Closed => {
-                    h.interrupt.set_deadline(Duration::from_secs(3));
-                    return out.finish();
-                }
-            },
+        let Some(p) = next.take().or_else(|| h.queue.next()) else {
+            h.interrupt.set_deadline(Duration::from_secs(3));
+            return out.finish();
         };
         let (us, dur, data, key, extradata, is_video) = match &*p {
             OutPacket::Video {
@@ -287,16 +271,14 @@ fn session(
                 data,
                 setup,
                 ..
-            } => {
-                let new = match &current {
-                    Some(c) if *keyframe && c.extradata != setup.extradata => {
-                        current = Some(setup.clone());
-                        Some(setup.extradata.as_slice())
-                    }
-                    _ => None,
-                };
-                (*us, 0, data, *keyframe, new, true)
-            }
+            } => (
+                *us,
+                0,
+                data,
+                *keyframe,
+                new_parameter_sets(&mut current, *keyframe, setup),
+                true,
+            ),
             OutPacket::Audio { us, dur_us, data } => (*us, *dur_us, data, true, None, false),
         };
         if audio_setup.is_none() && !is_video {

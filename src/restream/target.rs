@@ -49,6 +49,21 @@ pub enum OutPacket {
 }
 
 impl OutPacket {
+    /// µs on the stream timeline.
+    pub fn us(&self) -> i64 {
+        match self {
+            OutPacket::Video { us, .. } | OutPacket::Audio { us, .. } => *us,
+        }
+    }
+
+    /// The parameter sets in force, for a video packet.
+    pub fn video_setup(&self) -> Option<Arc<VideoSetup>> {
+        match self {
+            OutPacket::Video { setup, .. } => Some(setup.clone()),
+            OutPacket::Audio { .. } => None,
+        }
+    }
+
     fn is_keyframe(&self) -> bool {
         matches!(self, OutPacket::Video { keyframe: true, .. })
     }
@@ -160,6 +175,17 @@ impl TargetQueue {
         }
     }
 
+    /// The next packet, however long it takes; `None` once the queue is closed.
+    pub fn next(&self) -> Option<Arc<OutPacket>> {
+        loop {
+            match self.pop(Duration::from_millis(500)) {
+                Pop::Packet(p) => return Some(p),
+                Pop::Empty => continue,
+                Pop::Closed => return None,
+            }
+        }
+    }
+
     /// Waits up to `wait` unless the queue is closed first; true if closed.
     pub fn wait_closed(&self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
@@ -215,6 +241,22 @@ impl TargetQueue {
     /// Packets dropped because the target fell behind.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The parameter sets to announce with this video packet: those of a
+/// keyframe that differ from the ones in force (`current`, then updated).
+pub fn new_parameter_sets<'a>(
+    current: &mut Option<Arc<VideoSetup>>,
+    keyframe: bool,
+    setup: &'a Arc<VideoSetup>,
+) -> Option<&'a [u8]> {
+    match current {
+        Some(c) if keyframe && c.extradata != setup.extradata => {
+            *current = Some(setup.clone());
+            Some(setup.extradata.as_slice())
+        }
+        _ => None,
     }
 }
 
@@ -620,17 +662,10 @@ fn session(
     settings: &TargetSettings,
 ) -> Result<(), RestreamError> {
     // Start at a keyframe (the queue only lets one through first).
-    let first = loop {
-        match t.queue.pop(Duration::from_millis(500)) {
-            Pop::Closed => return Ok(()),
-            Pop::Empty => continue,
-            Pop::Packet(p) => break p,
-        }
+    let Some(first) = t.queue.next() else {
+        return Ok(());
     };
-    let video = match &*first {
-        OutPacket::Video { setup, .. } => Some(setup.clone()),
-        OutPacket::Audio { .. } => None,
-    };
+    let video = first.video_setup();
     let audio_setup = audio.get().cloned().flatten();
     t.status().attempts += 1;
     let opts = OutputOptions {
@@ -654,23 +689,14 @@ fn session(
         s.rate_mark = Some((Instant::now(), 0));
     }
     tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.url, "restream live");
-    let base = match &*first {
-        OutPacket::Video { us, .. } | OutPacket::Audio { us, .. } => *us,
-    };
+    let base = first.us();
     let mut current = video;
     let mut last_ms = [i64::MIN, i64::MIN];
     let mut next = Some(first);
     loop {
-        let p = match next.take() {
-            Some(p) => p,
-            None => match t.queue.pop(Duration::from_millis(500)) {
-                Pop::Packet(p) => p,
-                Pop::Empty => continue,
-                Pop::Closed => {
-                    t.interrupt.set_deadline(settings.stop_grace);
-                    return out.finish();
-                }
-            },
+        let Some(p) = next.take().or_else(|| t.queue.next()) else {
+            t.interrupt.set_deadline(settings.stop_grace);
+            return out.finish();
         };
         let (us, dur, data, key, extradata) = match &*p {
             OutPacket::Video {
@@ -679,16 +705,13 @@ fn session(
                 data,
                 setup,
                 ..
-            } => {
-                let new = match &current {
-                    Some(c) if *keyframe && c.extradata != setup.extradata => {
-                        current = Some(setup.clone());
-                        Some(setup.extradata.as_slice())
-                    }
-                    _ => None,
-                };
-                (*us, 0, data, *keyframe, new)
-            }
+            } => (
+                *us,
+                0,
+                data,
+                *keyframe,
+                new_parameter_sets(&mut current, *keyframe, setup),
+            ),
             OutPacket::Audio { us, dur_us, data } => (*us, *dur_us, data, true, None),
         };
         if audio_setup.is_none() && !p.is_video() {
