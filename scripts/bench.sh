@@ -147,6 +147,19 @@ fi
 if [[ " $ONLY " == *" 3 "* ]]; then
   load churn --publishers 1 --duration 30 --ramp-per-sec 20 --viewer-lifetime 2 --settle 3
   row "3 churn 20/s × 30 s" churn "each viewer 2 s; RSS start→peak→end"
+  # Three rounds of viewers against one server: does memory come back?
+  n=$(scaled 100)
+  start_server rounds
+  echo "bench: rounds: 3 × castgate-load with $n viewers" >&2
+  for r in 1 2 3; do
+    "$LOAD" --url "$URL" --server-pid "$SERVER_PID" --json --publishers 1 --viewers-per-stream "$n" \
+      --duration 5 --ramp-per-sec 0 --connect-concurrency 32 --settle 8 --stream-prefix "round$r" \
+      >"$OUT/rounds-$r.json" 2>"$OUT/rounds-$r.load.log" || echo '{}' >"$OUT/rounds-$r.json"
+  done
+  stop_server
+  after=$(jq -rs 'map(.server_rss_end_kb // 0 | . / 1024 * 10 | round / 10 | tostring) | join(" → ")' \
+    "$OUT"/rounds-{1,2,3}.json)
+  row "3 rounds 3×$n" rounds-3 "RSS after each round (all sessions gone): $after MiB; start $(jq -r '.server_rss_start_kb // 0 | . / 1024 * 10 | round / 10' "$OUT/rounds-1.json") MiB"
   n=$(scaled 200)
   load "setup-$n" --publishers 1 --viewers-per-stream "$n" --duration 3 --ramp-per-sec 0 --connect-concurrency 64 --settle 3
   row "3 setup burst $n" "setup-$n" "$(jq -r '"\(.setup_per_s // "–") sessions/s, connect p95 \(.connect_ms.p95 // "–") ms"' "$OUT/setup-$n.json")"

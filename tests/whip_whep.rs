@@ -73,6 +73,18 @@ async fn three_viewers_get_every_frame_byte_for_byte() {
         eventually(Duration::from_secs(5), || viewers(&server, "fanout") == 3).await,
         "three viewers subscribed"
     );
+    // Transport-wide congestion control feeds the publisher's encoder; towards
+    // viewers castgate runs no bandwidth estimation, so it is not negotiated.
+    const TWCC: &str = "transport-wide-cc-extensions";
+    assert!(
+        publisher.session().answer_sdp.contains(TWCC),
+        "publisher gets TWCC"
+    );
+    assert!(
+        vs[0].session().offer_sdp.contains(TWCC),
+        "the viewer offered it"
+    );
+    assert!(!vs[0].session().answer_sdp.contains(TWCC), "viewers do not");
     publisher.play(&video, &audio).await.expect("plays");
     for (i, v) in vs.iter_mut().enumerate() {
         let (got_video, got_audio) = collect(v, video.len()).await;

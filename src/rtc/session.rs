@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::net::MediaSocket;
+use super::outbox::Outbox;
 use str0m::media::{
     Frequency, KeyframeRequestKind, MediaData, MediaKind as S0Kind, MediaTime, Mid, Pt,
 };
@@ -305,7 +305,14 @@ impl Session {
 
     /// Polls str0m until it wants a timeout, sending what it transmits and
     /// acting on its events.
-    pub fn drive(&mut self, socket: &MediaSocket, counters: &Counters) {
+    /// What it transmits goes out in GSO runs ([`Outbox`]), all of it sent
+    /// before this returns.
+    pub fn drive(&mut self, out: &mut Outbox, counters: &Counters) {
+        self.poll(out, counters);
+        out.flush();
+    }
+
+    fn poll(&mut self, out: &mut Outbox, counters: &Counters) {
         loop {
             if self.ended.is_some() {
                 return;
@@ -320,13 +327,11 @@ impl Session {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
-                    if socket.try_send_to(&t.contents, t.destination).is_err() {
-                        counters.send_drops.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                        self.figures.datagrams_out += 1;
-                        self.figures.bytes_out += t.contents.len() as u64;
-                    }
+                    // Counted as handed to the socket; the socket's own drops
+                    // are counted by the outbox (`send_drops`).
+                    self.figures.datagrams_out += 1;
+                    self.figures.bytes_out += t.contents.len() as u64;
+                    out.push(t.destination, &t.contents);
                 }
                 Ok(Output::Event(e)) => self.on_event(e, counters),
                 Err(e) => {
@@ -500,20 +505,19 @@ impl Session {
 
     /// Sends what str0m still has to say after [`Session::detach`] (goodbyes),
     /// then drops the state machine's remaining output.
-    pub fn flush(&mut self, socket: &MediaSocket) {
+    pub fn flush(&mut self, out: &mut Outbox) {
         let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
         for _ in 0..64 {
             if !self.rtc.is_alive() {
                 break;
             }
             match self.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => {
-                    let _ = socket.try_send_to(&t.contents, t.destination);
-                }
+                Ok(Output::Transmit(t)) => out.push(t.destination, &t.contents),
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => break,
             }
         }
+        out.flush();
         self.rtc.disconnect();
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Sessions are spread over shards round-robin, one shard per core by default,
 //! so the viewers of one stream are served by every core. A shard never
-//! awaits anything but its inbox and its next timer: sending is a non-blocking
-//! `try_send_to` on the shared UDP socket.
+//! awaits anything but its inbox and its next timer: sending is non-blocking,
+//! in GSO runs on the shared UDP socket ([`Outbox`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +14,7 @@ use str0m::{Candidate, IceCreds};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::Shared;
+use super::outbox::Outbox;
 use super::router::Target;
 use super::session::{EndReason, Session, short};
 use crate::stream::{PublisherControl, Wake};
@@ -182,9 +183,12 @@ const BATCH: usize = 256;
 pub struct Shard {
     index: usize,
     shared: Arc<Shared>,
-    sessions: HashMap<u64, Session>,
+    /// Boxed: a session is large, and a map of boxes grows and shrinks
+    /// without moving them.
+    sessions: HashMap<u64, Box<Session>>,
     inbox: mpsc::Receiver<Command>,
     wakes: mpsc::UnboundedReceiver<u64>,
+    outbox: Outbox,
 }
 
 impl Shard {
@@ -197,6 +201,7 @@ impl Shard {
     ) -> Shard {
         Shard {
             index,
+            outbox: Outbox::new(shared.socket.clone(), shared.counters.clone()),
             shared,
             sessions: HashMap::new(),
             inbox,
@@ -251,14 +256,13 @@ impl Shard {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        let socket = &self.shared.socket;
         let counters = &self.shared.counters;
         for s in self.sessions.values_mut() {
             if s.next_timeout <= now
                 || now.saturating_duration_since(s.last_heard) > s.silence_limit
             {
                 s.timeout(now);
-                s.drive(socket, counters);
+                s.drive(&mut self.outbox, counters);
             }
         }
     }
@@ -266,7 +270,7 @@ impl Shard {
     fn with_session(&mut self, key: u64, f: impl FnOnce(&mut Session)) {
         if let Some(s) = self.sessions.get_mut(&key) {
             f(s);
-            s.drive(&self.shared.socket, &self.shared.counters);
+            s.drive(&mut self.outbox, &self.shared.counters);
         }
     }
 
@@ -276,7 +280,7 @@ impl Shard {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Add(session) => self.add(*session),
+            Command::Add(session) => self.add(session),
             Command::Datagram {
                 key,
                 source,
@@ -303,7 +307,7 @@ impl Shard {
                     ),
                 };
                 if let Some(s) = self.sessions.get_mut(&key) {
-                    s.drive(&self.shared.socket, &self.shared.counters);
+                    s.drive(&mut self.outbox, &self.shared.counters);
                 }
                 let _ = reply.send(result);
             }
@@ -325,7 +329,7 @@ impl Shard {
         }
     }
 
-    fn add(&mut self, mut session: Session) {
+    fn add(&mut self, mut session: Box<Session>) {
         let key = session.key;
         let target = Target {
             shard: self.index,
@@ -338,7 +342,7 @@ impl Shard {
         if session.stream.wants_periodic_keyframes() {
             session.set_periodic_keyframes(true);
         }
-        session.drive(&self.shared.socket, &self.shared.counters);
+        session.drive(&mut self.outbox, &self.shared.counters);
         self.sessions.insert(key, session);
     }
 
@@ -350,6 +354,9 @@ impl Shard {
             .filter(|(_, s)| s.ended.is_some())
             .map(|(k, _)| *k)
             .collect();
+        if ended.is_empty() {
+            return;
+        }
         for key in ended {
             let Some(mut s) = self.sessions.remove(&key) else {
                 continue;
@@ -360,7 +367,7 @@ impl Shard {
                 r => r,
             };
             s.detach(&self.shared.hub);
-            s.flush(&self.shared.socket);
+            s.flush(&mut self.outbox);
             self.shared.routes.remove_target(Target {
                 shard: self.index,
                 key,
@@ -390,6 +397,10 @@ impl Shard {
                     reason: reason.name().to_string(),
                 });
             }
+        }
+        // After a crowd left, give the table's room back too.
+        if self.sessions.capacity() > 64 && self.sessions.len() < self.sessions.capacity() / 4 {
+            self.sessions.shrink_to_fit();
         }
     }
 }
