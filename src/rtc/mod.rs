@@ -32,9 +32,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, OnConflict};
 use crate::stream::{
-    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkKind, SinkQueue, StreamName,
+    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkQueue, StreamName,
 };
-use limits::{ClientLimits, Lease, PublisherLimits};
+use limits::{ClientLimits, Lease, PublisherLimits, ViewerLimits};
 use net::MediaSocket;
 use router::{Destinations, Routes};
 use sdp::{MediaSection, OfferSummary};
@@ -194,6 +194,7 @@ pub struct Engine {
     local_addr: SocketAddr,
     crypto: Arc<str0m::config::CryptoProvider>,
     client_limits: Arc<ClientLimits>,
+    viewer_limits: Arc<ViewerLimits>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -262,8 +263,16 @@ impl Engine {
             local_addr,
             crypto: Arc::new(str0m::crypto::from_feature_flags()),
             client_limits: ClientLimits::new(config.limits.max_sessions_per_client),
+            viewer_limits: ViewerLimits::new(config.limits.max_viewers_per_stream),
             config,
         })
+    }
+
+    /// Viewer sessions holding a place on `stream` (counted only when
+    /// `limits.max_viewers_per_stream` is set): from the accepted offer
+    /// until the session is gone.
+    pub fn viewer_places(&self, stream: &LiveStream) -> usize {
+        self.viewer_limits.held(stream.id())
     }
 
     /// The bound media address.
@@ -297,6 +306,9 @@ impl Engine {
         offer: &str,
         client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
+        if self.shared.hub.is_closed() {
+            return Err(NegotiateError::ShuttingDown);
+        }
         let lease = self
             .client_limits
             .acquire(client)
@@ -413,14 +425,19 @@ impl Engine {
         offer: &str,
         client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
-        let max = self.config.limits.max_viewers_per_stream;
-        if max > 0 && stream.sink_count(SinkKind::Viewer) >= max {
-            return Err(NegotiateError::StreamFull(stream.name().to_string(), max));
+        if self.shared.hub.is_closed() {
+            return Err(NegotiateError::ShuttingDown);
         }
+        // Checked and taken in one step: concurrent offers cannot overshoot.
+        let slot = self
+            .viewer_limits
+            .acquire(stream.id())
+            .map_err(|max| NegotiateError::StreamFull(stream.name().to_string(), max))?;
         let lease = self
             .client_limits
             .acquire(client)
-            .map_err(NegotiateError::TooManySessions)?;
+            .map_err(NegotiateError::TooManySessions)?
+            .with_viewer_slot(slot);
         let summary =
             OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
         let audio = one_section(&summary, "audio")?;
@@ -478,6 +495,9 @@ impl Engine {
             )));
         }
         if stream.is_ended() {
+            if self.shared.hub.is_closed() {
+                return Err(NegotiateError::ShuttingDown);
+            }
             return Err(NegotiateError::Ended(stream.name().to_string()));
         }
         let shard = self.pick_shard();
