@@ -1287,6 +1287,11 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.metrics.per_stream);
         assert_eq!(c.events.webhooks[0].events, ["stream_started"]);
+        assert_eq!(c.events.max_sse_clients, 64);
+        c.events.max_sse_clients = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("events.max_sse_clients:"), "{err}");
+        c.events.max_sse_clients = 64;
         c.events.webhooks[0].events = vec!["nope".into()];
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("events.webhooks:"), "{err}");
