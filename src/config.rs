@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+pub mod live;
 pub use auth::{Access, AccessRule, AuthConfig, MIN_JWT_SECRET, Role};
 
 /// A configuration value that cannot be used, with the key it came from.
@@ -531,7 +532,7 @@ pub struct WebhookConfig {
 }
 
 /// The event types there are (`type` of an event).
-pub const EVENT_TYPES: [&str; 8] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "stream_started",
     "stream_ended",
     "viewer_joined",
@@ -540,6 +541,8 @@ pub const EVENT_TYPES: [&str; 8] = [
     "recording_finalized",
     "recording_failed",
     "restream_state",
+    "config_reloaded",
+    "config_rejected",
 ];
 
 /// Events (`GET /api/events`) and webhooks.
@@ -559,6 +562,8 @@ pub struct EventsConfig {
     pub webhook_backoff_min_secs: f64,
     /// … up to this.
     pub webhook_backoff_max_secs: f64,
+    /// Clients `GET /api/events` may have open at once; more get 503.
+    pub max_sse_clients: usize,
 }
 
 impl Default for EventsConfig {
@@ -570,6 +575,7 @@ impl Default for EventsConfig {
             webhook_max_attempts: 5,
             webhook_backoff_min_secs: 1.0,
             webhook_backoff_max_secs: 30.0,
+            max_sse_clients: 64,
         }
     }
 }
@@ -1038,6 +1044,12 @@ impl Config {
         if !(16..=1_000_000).contains(&e.buffer) {
             return Err(invalid("events.buffer", "must be between 16 and 1000000"));
         }
+        if !(1..=100_000).contains(&e.max_sse_clients) {
+            return Err(invalid(
+                "events.max_sse_clients",
+                "must be between 1 and 100000",
+            ));
+        }
         if !(0.5..=300.0).contains(&e.webhook_timeout_secs) {
             return Err(invalid(
                 "events.webhook_timeout_secs",
@@ -1275,6 +1287,11 @@ mod tests {
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.metrics.per_stream);
         assert_eq!(c.events.webhooks[0].events, ["stream_started"]);
+        assert_eq!(c.events.max_sse_clients, 64);
+        c.events.max_sse_clients = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("events.max_sse_clients:"), "{err}");
+        c.events.max_sse_clients = 64;
         c.events.webhooks[0].events = vec!["nope".into()];
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("events.webhooks:"), "{err}");

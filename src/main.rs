@@ -115,7 +115,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(serve(config)) {
+    let code = match runtime.block_on(serve(config, args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("castgate: {e:#}");
@@ -146,8 +146,10 @@ fn init_logs(format: LogFormat) {
 
 /// Serves until SIGTERM/SIGINT, then stops cleanly within
 /// `shutdown.timeout_secs`: exit 0 when everything was closed and finalized,
-/// 1 when time ran out, 130 when a second signal cut the stop short.
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// 1 when time ran out, 130 when a second signal cut the stop short. SIGHUP
+/// reloads the configuration from the same sources (`args`: file, the
+/// environment read at start, the same flags).
+async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let limit = Duration::from_secs_f64(config.shutdown.timeout_secs);
     let mut signals = Signals::new()?;
     let scheme = if config.http.tls_cert.is_some() {
@@ -161,7 +163,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         server.http_addr(),
         server.engine().local_addr()
     );
-    let which = signals.next().await;
+    let which = loop {
+        match signals.next().await {
+            Signal::Stop(which) => break which,
+            Signal::Reload => reload(&server, &args).await,
+        }
+    };
     tracing::info!(
         signal = which,
         timeout_secs = limit.as_secs_f64(),
@@ -176,20 +183,46 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        which = signals.next() => {
+        which = signals.next_stop() => {
             tracing::warn!(signal = which, "second signal: exiting without finishing the stop");
             Ok(ExitCode::from(130))
         }
     }
 }
 
-/// SIGTERM and SIGINT, listened to from start-up on (so a signal that comes
-/// while the server starts is not lost).
+/// SIGHUP: loads the config again and hands it to the server, which keeps
+/// the old one whole if the new one is invalid (logged either way).
+async fn reload(server: &Server, args: &ServeArgs) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    let args = args.clone();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&args)).await;
+    match loaded {
+        // Validation errors are reported by `reload` itself, with the key.
+        Ok(Ok(config)) => {
+            let _ = server.reload(config).await;
+        }
+        Ok(Err(e)) => server.reload_rejected(&e),
+        Err(_) => server.reload_rejected(&"the configuration could not be loaded"),
+    }
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or SIGINT (named): stop.
+    Stop(&'static str),
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// SIGTERM, SIGINT and SIGHUP, listened to from start-up on (so a signal
+/// that comes while the server starts is not lost).
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -200,6 +233,7 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -208,19 +242,30 @@ impl Signals {
         }
     }
 
-    /// Waits for the next signal; returns its name.
-    async fn next(&mut self) -> &'static str {
+    /// Waits for the next signal.
+    async fn next(&mut self) -> Signal {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.term.recv() => "SIGTERM",
-                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => Signal::Stop("SIGTERM"),
+                _ = self.int.recv() => Signal::Stop("SIGINT"),
+                _ = self.hup.recv() => Signal::Reload,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
-            "ctrl-c"
+            Signal::Stop("ctrl-c")
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT (a SIGHUP while stopping is ignored).
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let Signal::Stop(which) = self.next().await {
+                return which;
+            }
+            tracing::info!("SIGHUP while stopping: ignored");
         }
     }
 }

@@ -9,9 +9,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
-use crate::events::Events;
-use crate::events::webhook::{WebhookSettings, Webhooks};
+use crate::config::{Config, ConfigError, live};
+use crate::events::webhook::{WebhookChanges, WebhookSettings, Webhooks};
+use crate::events::{Event, Events};
+use crate::http::auth::{Gate, GateError, GateRules};
 use crate::http::{self, AppState};
 use crate::metrics::{GatewayCollector, Metrics};
 use crate::record::Recorder;
@@ -19,8 +20,38 @@ use crate::restream::Restreamer;
 use crate::rtc::Engine;
 use crate::stream::{Hub, StreamPolicy};
 
+/// Why a reload was refused (the config in force stays as it was, whole).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// A value of the new config is not acceptable (names the key).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The new `[auth]` cannot be put in force (a key file, the callback).
+    #[error(transparent)]
+    Auth(#[from] GateError),
+    /// The check itself could not run.
+    #[error("the new configuration could not be checked")]
+    Check,
+}
+
+/// What a reload changed: dotted keys only, never values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Keys that changed and are in force now.
+    pub applied: Vec<String>,
+    /// Keys that changed but keep their old value until a restart.
+    pub needs_restart: Vec<String>,
+    /// Webhook deliverers started, stopped and kept.
+    pub webhooks: WebhookChanges,
+}
+
 /// A running gateway.
 pub struct Server {
+    /// The config in force (start-up values for what needs a restart).
+    config: parking_lot::RwLock<Arc<Config>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    gate: Arc<Gate>,
     http_addr: SocketAddr,
     engine: Arc<Engine>,
     hub: Arc<Hub>,
@@ -30,7 +61,7 @@ pub struct Server {
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
     events: Events,
-    webhooks: Webhooks,
+    webhooks: parking_lot::Mutex<Webhooks>,
     metrics: Option<Arc<Metrics>>,
     grace: std::time::Duration,
 }
@@ -101,7 +132,7 @@ impl Server {
             (Some(cert), Some(key)) => Some(http::tls::load(cert, key)?),
             _ => None,
         };
-        let gate = Arc::new(http::auth::Gate::new(&config.auth)?);
+        let gate = Arc::new(Gate::new(&config.auth)?);
         let app = http::router(AppState {
             config: config.clone(),
             hub: hub.clone(),
@@ -109,14 +140,22 @@ impl Server {
             recorder: recorder.clone(),
             restreamer: restreamer.clone(),
             metrics: metrics.clone(),
-            gate,
+            gate: gate.clone(),
+            sse_clients: Arc::new(tokio::sync::Semaphore::new(config.events.max_sse_clients)),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let http_task = tokio::spawn(http::tls::serve(listener, tls, app, async move {
             let _ = stop_rx.changed().await;
         }));
         tracing::info!(http = %http_addr, udp = %engine.local_addr(), "castgate is serving");
+        // What is in force: the addresses actually bound (a port 0 was picked).
+        let mut in_force = (*config).clone();
+        in_force.http.listen = http_addr;
+        in_force.rtc.udp_listen = engine.local_addr();
         Ok(Server {
+            config: parking_lot::RwLock::new(Arc::new(in_force)),
+            reloading: tokio::sync::Mutex::new(()),
+            gate,
             http_addr,
             engine,
             hub,
@@ -126,10 +165,93 @@ impl Server {
             stop,
             http_task,
             events,
-            webhooks,
+            webhooks: parking_lot::Mutex::new(webhooks),
             metrics,
             grace: std::time::Duration::from_secs_f64(config.shutdown.timeout_secs),
         })
+    }
+
+    /// The config in force: what a reload applied live, start-up values for
+    /// the rest (with the addresses actually bound).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().clone()
+    }
+
+    /// Reloads the configuration (what SIGHUP does). `new` is checked whole
+    /// first (values, JWT keys, callback); if anything is wrong, nothing
+    /// changes and the error names the key. Otherwise what can change live
+    /// is put in force: access control (requests already being decided
+    /// finish with the old rules), webhooks (unchanged ones keep running,
+    /// removed ones deliver what they had queued, then stop), and the
+    /// recording and restream rules for streams that start from now on
+    /// (running recordings and targets keep what they started with). Keys
+    /// that need a restart keep their old value and are named in the report
+    /// and a warning. A `config_reloaded` or `config_rejected` event follows.
+    pub async fn reload(&self, new: Config) -> Result<ReloadReport, ReloadError> {
+        let _one = self.reloading.lock().await;
+        // Checking reads files (TLS, JWT keys): not on the async workers.
+        let checked = tokio::task::spawn_blocking(move || {
+            new.validate()?;
+            let rules = GateRules::new(&new.auth)?;
+            Ok::<_, ReloadError>((new, rules))
+        })
+        .await
+        .map_err(|_| ReloadError::Check)
+        .and_then(|r| r);
+        let (new, rules) = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                self.reload_rejected(&e);
+                return Err(e);
+            }
+        };
+        let old = self.config();
+        let merged = Arc::new(live::take_live(&old, &new));
+        let mut report = ReloadReport {
+            applied: live::changed_keys(&old, &merged),
+            needs_restart: live::changed_keys(&merged, &new),
+            ..ReloadReport::default()
+        };
+        if report.applied.iter().any(|k| k.starts_with("auth.")) {
+            self.gate.replace(rules);
+        }
+        if report.applied.iter().any(|k| k.starts_with("events.")) {
+            report.webhooks = self
+                .webhooks
+                .lock()
+                .reload(&self.events, webhook_settings(&merged));
+        }
+        if report.applied.iter().any(|k| k.starts_with("record.")) {
+            self.recorder.set_config(merged.record.clone());
+        }
+        if report.applied.iter().any(|k| k.starts_with("restream.")) {
+            self.restreamer.set_config(merged.restream.clone());
+        }
+        *self.config.write() = merged;
+        for key in &report.needs_restart {
+            tracing::warn!(key = %key, "config reload: this key changed but needs a restart; keeping the old value");
+        }
+        tracing::info!(
+            applied = ?report.applied,
+            needs_restart = ?report.needs_restart,
+            webhooks_started = report.webhooks.started,
+            webhooks_stopped = report.webhooks.stopped,
+            "config reloaded"
+        );
+        self.events.emit(Event::ConfigReloaded {
+            applied: report.applied.clone(),
+            needs_restart: report.needs_restart.clone(),
+        });
+        Ok(report)
+    }
+
+    /// Logs and announces (`config_rejected`) a reload that could not even
+    /// load its config (unreadable or malformed file); nothing changes.
+    pub fn reload_rejected(&self, error: &dyn std::fmt::Display) {
+        tracing::error!(error = %error, "config reload rejected; the configuration in force is unchanged");
+        self.events.emit(Event::ConfigRejected {
+            error: error.to_string(),
+        });
     }
 
     /// The event bus (what `/api/events` and webhooks carry).
@@ -192,7 +314,7 @@ impl Server {
             Err(e) => tracing::warn!(error = %e, "http task failed"),
             Ok(Ok(())) => {}
         }
-        self.webhooks.shutdown(self.grace).await;
+        self.webhooks.into_inner().shutdown(self.grace).await;
         tracing::info!(
             secs = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
             "shutdown complete"

@@ -40,9 +40,16 @@ async fn a_stream_takes_no_more_viewers_than_allowed() {
     );
     // A viewer leaves: the next one gets in.
     assert_eq!(one.delete().await.unwrap().as_u16(), 200);
+    // The place is given back when the session is gone, just after it
+    // leaves the stream.
+    let stream = server
+        .hub()
+        .get(&castgate::stream::StreamName::parse("full").unwrap())
+        .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || gateway::viewers(&server, "full")
-            == 1)
+            == 1
+            && server.engine().viewer_places(&stream) == 1)
         .await
     );
     let three = Viewer::connect(&url(&server, "/whep/full"), None)

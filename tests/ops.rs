@@ -6,12 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use castgate::server::Server;
-use common::files::{decodes_cleanly, free_port, packets, temp_dir};
+use common::files::{decodes_cleanly, free_port, free_udp_port, packets, temp_dir};
 use common::gateway::{self, publisher, url, wait_received};
+use common::hooks::{webhook_receiver, webhook_receiver_answering};
 use common::media::{opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec, Viewer};
 use hmac::{Hmac, KeyInit, Mac};
@@ -379,52 +379,6 @@ async fn restream_target_state_changes_are_events_with_masked_urls() {
     server.shutdown().await;
 }
 
-/// One request the test's webhook receiver got: headers and body.
-type Hit = (axum::http::HeaderMap, Vec<u8>);
-
-/// What the test's webhook receiver got.
-#[derive(Clone, Default)]
-struct Received {
-    hits: Arc<Mutex<Vec<Hit>>>,
-}
-
-/// A local HTTP receiver answering 500 to its first request, 200 afterwards.
-async fn webhook_receiver() -> (String, Received) {
-    webhook_receiver_answering(|n| {
-        if n == 1 {
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            axum::http::StatusCode::OK
-        }
-    })
-    .await
-}
-
-/// A local HTTP receiver answering its n-th request (from 1) with `answer(n)`.
-async fn webhook_receiver_answering(
-    answer: fn(usize) -> axum::http::StatusCode,
-) -> (String, Received) {
-    let got = Received::default();
-    let g = got.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let g = g.clone();
-                async move {
-                    let mut hits = g.hits.lock().unwrap();
-                    hits.push((headers, body.to_vec()));
-                    answer(hits.len())
-                }
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/hook"), got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_is_signed_and_retried_after_a_500() {
     let (hook, got) = webhook_receiver().await;
@@ -533,14 +487,6 @@ async fn webhook_retries_are_bounded_and_a_4xx_is_not_retried() {
     );
     p.delete().await.unwrap();
     server.shutdown().await;
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn recordings_in(dir: &Path) -> Vec<PathBuf> {

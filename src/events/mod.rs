@@ -119,6 +119,20 @@ pub enum Event {
         /// The error that caused `retrying` or `failed`.
         error: Option<String>,
     },
+    /// The configuration was reloaded (SIGHUP): what changed live, and
+    /// what differs but waits for a restart. Keys only, never values.
+    ConfigReloaded {
+        /// Dotted keys applied live (e.g. `auth.publish_token`).
+        applied: Vec<String>,
+        /// Dotted keys that changed but need a restart to take effect.
+        needs_restart: Vec<String>,
+    },
+    /// A reload was refused: the new configuration is invalid, and the old
+    /// one stays in force whole.
+    ConfigRejected {
+        /// Why, naming the key (never its value).
+        error: String,
+    },
 }
 
 impl Event {
@@ -134,6 +148,8 @@ impl Event {
             Event::RecordingFinalized { .. } => "recording_finalized",
             Event::RecordingFailed { .. } => "recording_failed",
             Event::RestreamState { .. } => "restream_state",
+            Event::ConfigReloaded { .. } => "config_reloaded",
+            Event::ConfigRejected { .. } => "config_rejected",
         }
     }
 }

@@ -25,7 +25,7 @@ pub const EVENT_HEADER: &str = "x-castgate-event";
 pub const DELIVERY_HEADER: &str = "x-castgate-delivery";
 
 /// One receiver of webhooks and how to deliver to it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WebhookSettings {
     /// `http://` or `https://` URL the events are POSTed to.
     pub url: String,
@@ -56,19 +56,39 @@ pub struct WebhookStats {
     pub dropped: AtomicU64,
 }
 
-/// The running webhook deliverers.
+/// The running webhook deliverers: one task per receiver, each with its own
+/// stop signal, so a reload can stop one and start another while the rest
+/// keep delivering.
 pub struct Webhooks {
-    tasks: Vec<JoinHandle<()>>,
+    running: Vec<Running>,
+    /// Deliverers a reload removed: finishing what they had queued.
+    retiring: Vec<JoinHandle<()>>,
     stats: Arc<WebhookStats>,
+}
+
+struct Running {
+    settings: WebhookSettings,
     stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Webhooks")
-            .field("tasks", &self.tasks.len())
+            .field("tasks", &self.running.len())
             .finish()
     }
+}
+
+/// What [`Webhooks::reload`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WebhookChanges {
+    /// Deliverers started.
+    pub started: usize,
+    /// Deliverers stopped (after delivering what they had queued).
+    pub stopped: usize,
+    /// Deliverers left running as they were.
+    pub kept: usize,
 }
 
 /// `sha256=<hex>`: the signature header's value for `body`.
@@ -92,29 +112,83 @@ fn origin(url: &str) -> String {
 impl Webhooks {
     /// Starts one deliverer per receiver, each subscribed to `events` now.
     pub fn start(events: &Events, hooks: Vec<WebhookSettings>) -> Webhooks {
-        let stats = Arc::new(WebhookStats::default());
-        let (stop, stop_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
+        let mut w = Webhooks {
+            running: Vec::new(),
+            retiring: Vec::new(),
+            stats: Arc::new(WebhookStats::default()),
+        };
         for hook in hooks {
-            let client = match reqwest::Client::builder()
-                .timeout(hook.timeout)
-                .user_agent(concat!("castgate/", env!("CARGO_PKG_VERSION")))
-                .build()
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(url = %origin(&hook.url), error = %e, "webhook not started");
-                    continue;
-                }
-            };
-            let d = Deliverer {
-                client,
-                hook,
-                stats: stats.clone(),
-            };
-            tasks.push(tokio::spawn(d.run(events.subscribe(), stop_rx.clone())));
+            w.spawn(events, hook);
         }
-        Webhooks { tasks, stats, stop }
+        w
+    }
+
+    fn spawn(&mut self, events: &Events, hook: WebhookSettings) {
+        let client = match reqwest::Client::builder()
+            .timeout(hook.timeout)
+            .user_agent(concat!("castgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(url = %origin(&hook.url), error = %e, "webhook not started");
+                return;
+            }
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let d = Deliverer {
+            client,
+            hook: hook.clone(),
+            stats: self.stats.clone(),
+        };
+        let task = tokio::spawn(d.run(events.subscribe(), stop_rx));
+        self.running.push(Running {
+            settings: hook,
+            stop,
+            task,
+        });
+    }
+
+    /// Makes the running deliverers match `hooks`: a receiver whose settings
+    /// did not change keeps its deliverer (and its queue: nothing is lost),
+    /// a removed or changed one is stopped after delivering what it already
+    /// had queued, a new one starts with the events emitted from now on.
+    pub fn reload(&mut self, events: &Events, hooks: Vec<WebhookSettings>) -> WebhookChanges {
+        self.retiring.retain(|t| !t.is_finished());
+        let mut changes = WebhookChanges::default();
+        let mut keep = Vec::new();
+        for r in std::mem::take(&mut self.running) {
+            if hooks.contains(&r.settings)
+                && !keep.iter().any(|k: &Running| k.settings == r.settings)
+            {
+                keep.push(r);
+                changes.kept += 1;
+            } else {
+                tracing::info!(url = %origin(&r.settings.url), "webhook removed by reload");
+                let _ = r.stop.send(true);
+                self.retiring.push(r.task);
+                changes.stopped += 1;
+            }
+        }
+        self.running = keep;
+        for hook in hooks {
+            if !self.running.iter().any(|r| r.settings == hook) {
+                tracing::info!(url = %origin(&hook.url), "webhook added by reload");
+                self.spawn(events, hook);
+                changes.started += 1;
+            }
+        }
+        changes
+    }
+
+    /// Deliverers running now.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Whether no deliverer runs.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
     }
 
     /// Delivery figures.
@@ -125,9 +199,12 @@ impl Webhooks {
     /// Delivers what is already queued (bounded by `grace`), then stops every
     /// deliverer.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop.send(true);
+        for r in &self.running {
+            let _ = r.stop.send(true);
+        }
         let deadline = tokio::time::Instant::now() + grace;
-        for mut t in self.tasks {
+        let tasks = self.running.into_iter().map(|r| r.task);
+        for mut t in tasks.chain(self.retiring) {
             if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
                 t.abort();
                 tracing::warn!("webhook deliverer stopped before its queue was empty");

@@ -73,7 +73,9 @@ impl From<NegotiateError> for ApiError {
         };
         let retry = matches!(
             e,
-            NegotiateError::StreamFull(..) | NegotiateError::TooManySessions(_)
+            NegotiateError::StreamFull(..)
+                | NegotiateError::TooManySessions(_)
+                | NegotiateError::ShuttingDown
         );
         let err = ApiError::new(status, e.to_string());
         if retry {

@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Access control.
     pub gate: Arc<Gate>,
+    /// Places for `/api/events` clients (`events.max_sse_clients`).
+    pub sse_clients: Arc<tokio::sync::Semaphore>,
 }
 
 /// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`

@@ -167,27 +167,42 @@ fn disk_space(dir: &Path, min: u64) -> Check {
 /// `GET /api/events`: the event bus as server-sent events (`event:` the type,
 /// `id:` the sequence number, `data:` the JSON). A client that falls behind
 /// gets a `lagged` event with the number of events it missed. The stream ends
-/// when the server shuts down.
+/// when the server shuts down. At most `events.max_sse_clients` at once:
+/// beyond, 503 with `Retry-After`.
 pub async fn events(
     State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Held by the stream: the place is given back when the client goes.
+    let place = state.sse_clients.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many event stream clients (events.max_sse_clients = {}); retry later",
+                state.config.events.max_sse_clients
+            ),
+        )
+        .with_header(header::RETRY_AFTER, "10")
+    })?;
     let bus = state.hub.events().clone();
     let rx = bus.subscribe();
-    let stream = futures_util::stream::unfold((rx, bus), |(mut rx, bus)| async move {
-        let next = tokio::select! {
-            _ = bus.closed() => return None,
-            r = rx.recv() => r,
-        };
-        let event = match next {
-            Ok(env) => SseEvent::default()
-                .event(env.event.kind())
-                .id(env.seq.to_string())
-                .json_data(&*env)
-                .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")),
-            Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(event), (rx, bus)))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    let stream =
+        futures_util::stream::unfold((rx, bus, place), |(mut rx, bus, place)| async move {
+            let next = tokio::select! {
+                _ = bus.closed() => return None,
+                r = rx.recv() => r,
+            };
+            let event = match next {
+                Ok(env) => SseEvent::default()
+                    .event(env.event.kind())
+                    .id(env.seq.to_string())
+                    .json_data(&*env)
+                    .unwrap_or_else(|_| SseEvent::default().comment("unserializable event")),
+                Err(RecvError::Lagged(n)) => {
+                    SseEvent::default().event("lagged").data(n.to_string())
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (rx, bus, place)))
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -36,6 +36,10 @@ pub async fn post(
         }
     };
     let Some(live) = live else {
+        if state.hub.is_closed() {
+            // Streams were ended by the shutdown: not a "not live yet".
+            return Err(crate::rtc::NegotiateError::ShuttingDown.into());
+        }
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(

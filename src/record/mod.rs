@@ -47,7 +47,10 @@ pub struct RecorderStats {
 
 /// Starts, tracks and lists recordings.
 pub struct Recorder {
-    config: RecordConfig,
+    /// Swapped whole by [`Recorder::set_config`]; read once per decision.
+    config: parking_lot::RwLock<Arc<RecordConfig>>,
+    /// `record.dir`, fixed for the process's life.
+    dir: PathBuf,
     stats: Arc<RecorderStats>,
     active: Mutex<HashMap<u64, Active>>,
     next_key: AtomicU64,
@@ -59,9 +62,7 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder")
-            .field("dir", &self.config.dir)
-            .finish()
+        f.debug_struct("Recorder").field("dir", &self.dir).finish()
     }
 }
 
@@ -107,7 +108,8 @@ impl Recorder {
             std::fs::create_dir_all(&config.dir)?;
         }
         Ok(Recorder {
-            config,
+            dir: config.dir.clone(),
+            config: parking_lot::RwLock::new(Arc::new(config)),
             stats: Arc::default(),
             active: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
@@ -116,30 +118,50 @@ impl Recorder {
         })
     }
 
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<RecordConfig> {
+        self.config.read().clone()
+    }
+
+    /// Puts new settings in force (config reload): which streams are
+    /// recorded, file limits and the retention and quota rules apply to
+    /// recordings started (and retention passes run) from now on; running
+    /// recordings keep theirs. `enabled` and `dir` keep their start-up
+    /// values: they need a restart.
+    pub fn set_config(&self, mut new: RecordConfig) {
+        let mut current = self.config.write();
+        new.enabled = current.enabled;
+        new.dir = self.dir.clone();
+        *current = Arc::new(new);
+    }
+
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Active>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn mux_options(&self) -> MuxOptions {
+        let config = self.config();
         MuxOptions {
-            cluster_ms: self.config.cluster_ms,
-            reserve_index_bytes: self.config.reserve_index_kib * 1024,
+            cluster_ms: config.cluster_ms,
+            reserve_index_bytes: config.reserve_index_kib * 1024,
         }
     }
 
     /// The recordings folder.
     pub fn dir(&self) -> &Path {
-        &self.config.dir
+        &self.dir
     }
 
     /// Whether recording is on.
     pub fn enabled(&self) -> bool {
-        self.config.enabled
+        let config = self.config();
+        config.enabled
     }
 
     /// Below this many free bytes recordings do not start (`record.min_free_mib`).
     pub fn min_free_bytes(&self) -> u64 {
-        self.config.min_free_mib * 1024 * 1024
+        let config = self.config();
+        config.min_free_mib * 1024 * 1024
     }
 
     /// What the recorder has done since start.
@@ -158,7 +180,7 @@ impl Recorder {
     /// any recording starts). Returns the repaired files.
     pub fn repair_all(&self) -> Vec<PathBuf> {
         let mut repaired = Vec::new();
-        for (_, path) in catalog::scan(&self.config.dir) {
+        for (_, path) in catalog::scan(&self.dir) {
             if path.extension().is_some_and(|e| e == "part") {
                 match repair_file(&path, self.mux_options()) {
                     Ok(p) => {
@@ -173,12 +195,14 @@ impl Recorder {
     }
 
     fn wants(&self, name: &str) -> bool {
-        self.config.enabled
-            && self.config.streams.iter().any(|p| glob(p, name))
-            && !self.config.exclude.iter().any(|p| glob(p, name))
+        let config = self.config();
+        config.enabled
+            && config.streams.iter().any(|p| glob(p, name))
+            && !config.exclude.iter().any(|p| glob(p, name))
     }
 
     fn start(&self, stream: &Arc<LiveStream>) {
+        let config = self.config();
         if !self.wants(stream.name().as_str()) || self.closed.load(Ordering::Acquire) {
             return;
         }
@@ -212,20 +236,20 @@ impl Recorder {
             stream: stream.clone(),
             queue: queue.clone(),
             wakes: rx,
-            dir: self.config.dir.join(stream.name().as_str()),
+            dir: self.dir.join(stream.name().as_str()),
             ext,
-            min_free_bytes: self.config.min_free_mib * 1024 * 1024,
+            min_free_bytes: config.min_free_mib * 1024 * 1024,
             meta: meta.clone(),
             stop: stop.clone(),
             stats: self.stats.clone(),
             settings: RecordingSettings {
                 mux: self.mux_options(),
-                fsync_every: Duration::from_secs_f64(self.config.fsync_secs),
-                max_file_us: (self.config.max_file_secs > 0.0)
-                    .then_some((self.config.max_file_secs * 1e6) as i64),
-                max_file_bytes: (self.config.max_file_mib > 0)
-                    .then(|| self.config.max_file_mib * 1024 * 1024),
-                sync_wait: Duration::from_secs_f64(self.config.sync_wait_secs),
+                fsync_every: Duration::from_secs_f64(config.fsync_secs),
+                max_file_us: (config.max_file_secs > 0.0)
+                    .then_some((config.max_file_secs * 1e6) as i64),
+                max_file_bytes: (config.max_file_mib > 0)
+                    .then(|| config.max_file_mib * 1024 * 1024),
+                sync_wait: Duration::from_secs_f64(config.sync_wait_secs),
             },
         };
         let spawned = std::thread::Builder::new()
@@ -258,7 +282,7 @@ impl Recorder {
                 .collect()
         };
         let mut out: Vec<Meta> = Vec::new();
-        for (id, path) in catalog::scan(&self.config.dir) {
+        for (id, path) in catalog::scan(&self.dir) {
             if let Some(m) = live.get(&id) {
                 if m.video.is_some() || m.audio.is_some() {
                     out.push(m.clone());
@@ -289,7 +313,7 @@ impl Recorder {
     pub fn get(&self, id: &str) -> Option<(Meta, PathBuf)> {
         let (stream, stem) = catalog::parse_id(id)?;
         let meta = self.list().into_iter().find(|m| m.id == id)?;
-        let dir = self.config.dir.join(stream.as_str());
+        let dir = self.dir.join(stream.as_str());
         let path = dir.join(&meta.file);
         if meta
             .file
@@ -341,11 +365,12 @@ impl Recorder {
     /// Deletes finished recordings beyond the retention limits (age, total
     /// size, size per stream), oldest first. Returns how many were deleted.
     pub fn enforce_retention(&self) -> usize {
+        let config = self.config();
         let gib = |g: f64| (g > 0.0).then_some((g * 1024.0 * 1024.0 * 1024.0) as u64);
-        let max_age = (self.config.retention_days > 0.0)
-            .then(|| Duration::from_secs_f64(self.config.retention_days * 86_400.0));
-        let max_bytes = gib(self.config.retention_max_gib);
-        let stream_quota = gib(self.config.stream_quota_gib);
+        let max_age = (config.retention_days > 0.0)
+            .then(|| Duration::from_secs_f64(config.retention_days * 86_400.0));
+        let max_bytes = gib(config.retention_max_gib);
+        let stream_quota = gib(config.stream_quota_gib);
         if max_age.is_none() && max_bytes.is_none() && stream_quota.is_none() {
             return 0;
         }

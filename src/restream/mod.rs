@@ -119,7 +119,8 @@ impl Wake for ThreadWake {
 
 /// Starts, tracks and stops restream targets.
 pub struct Restreamer {
-    config: RestreamConfig,
+    /// Swapped whole by [`Restreamer::set_config`]; read once per decision.
+    config: parking_lot::RwLock<Arc<RestreamConfig>>,
     inner: Mutex<Inner>,
     closed: AtomicBool,
     next_id: AtomicU64,
@@ -136,11 +137,29 @@ impl Restreamer {
     pub fn new(config: RestreamConfig) -> Restreamer {
         hls::clean_dir(&config.hls_dir);
         Restreamer {
-            config,
+            config: parking_lot::RwLock::new(Arc::new(config)),
             inner: Mutex::new(Inner::default()),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// The settings in force now.
+    pub fn config(&self) -> Arc<RestreamConfig> {
+        self.config.read().clone()
+    }
+
+    /// Puts new settings in force (config reload): standing targets, HLS
+    /// patterns, bitrates, encoder, timeouts and retry delays apply to
+    /// streams and targets started from now on; running targets keep theirs.
+    /// `enabled`, `allowed_hosts` and `hls_dir` keep their start-up values
+    /// (the HTTP API checks them too): they need a restart.
+    pub fn set_config(&self, mut new: RestreamConfig) {
+        let mut current = self.config.write();
+        new.enabled = current.enabled;
+        new.allowed_hosts = current.allowed_hosts.clone();
+        new.hls_dir = current.hls_dir.clone();
+        *current = Arc::new(new);
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -148,11 +167,12 @@ impl Restreamer {
     }
 
     fn settings(&self) -> TargetSettings {
+        let config = self.config();
         TargetSettings {
-            rw_timeout_us: (self.config.rw_timeout_secs * 1e6) as i64,
-            ca_file: self.config.ca_file.to_string_lossy().into_owned(),
-            backoff_min: Duration::from_secs_f64(self.config.backoff_min_secs),
-            backoff_max: Duration::from_secs_f64(self.config.backoff_max_secs),
+            rw_timeout_us: (config.rw_timeout_secs * 1e6) as i64,
+            ca_file: config.ca_file.to_string_lossy().into_owned(),
+            backoff_min: Duration::from_secs_f64(config.backoff_min_secs),
+            backoff_max: Duration::from_secs_f64(config.backoff_max_secs),
             stop_grace: Duration::from_secs(3),
         }
     }
@@ -164,7 +184,8 @@ impl Restreamer {
         req: AddTarget,
         source: Source,
     ) -> Result<TargetInfo, RestreamError> {
-        let url = TargetUrl::parse(&req.url, &self.config.allowed_hosts)?;
+        let config = self.config();
+        let url = TargetUrl::parse(&req.url, &config.allowed_hosts)?;
         self.start_target(stream, url, req.label, source, None)
     }
 
@@ -176,6 +197,7 @@ impl Restreamer {
         source: Source,
         resume_id: Option<String>,
     ) -> Result<TargetInfo, RestreamError> {
+        let config = self.config();
         if self.closed.load(Ordering::Acquire) {
             return Err(RestreamError::ShuttingDown);
         }
@@ -197,7 +219,7 @@ impl Restreamer {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = resume_id.unwrap_or_else(|| format!("{n}-{:08x}", rand::random::<u32>()));
         let queue = Arc::new(TargetQueue::new(
-            self.config.queue_packets,
+            config.queue_packets,
             stream.track(MediaKind::Video).is_some(),
         ));
         let target = Arc::new(
@@ -244,6 +266,7 @@ impl Restreamer {
     }
 
     fn start_pipeline(&self, stream: &Arc<LiveStream>) -> Result<Pipeline, RestreamError> {
+        let config = self.config();
         let (tx, rx) = mpsc::sync_channel(1);
         let queue = Arc::new(SinkQueue::new(SUB_QUEUE_FRAMES, Box::new(ThreadWake(tx))));
         let sub = stream
@@ -255,13 +278,13 @@ impl Restreamer {
             sub_queue: queue,
             targets: Mutex::new(Vec::new()),
             audio: Arc::new(OnceLock::new()),
-            audio_bitrate: self.config.audio_bitrate,
+            audio_bitrate: config.audio_bitrate,
             video: VideoSettings {
-                encoder: self.config.video_encoder.clone(),
-                bitrate: self.config.video_bitrate,
+                encoder: config.video_encoder.clone(),
+                bitrate: config.video_bitrate,
                 keyint_us: pipeline::KEYINT_US,
-                max_width: self.config.max_width,
-                max_height: self.config.max_height,
+                max_width: config.max_width,
+                max_height: config.max_height,
             },
             failure: Mutex::new(None),
             audio_in: AtomicU64::new(0),
@@ -357,6 +380,7 @@ impl Restreamer {
         stream: &Arc<LiveStream>,
         source: Source,
     ) -> Result<HlsInfo, RestreamError> {
+        let config = self.config();
         if self.closed.load(Ordering::Acquire) {
             return Err(RestreamError::ShuttingDown);
         }
@@ -371,19 +395,19 @@ impl Restreamer {
         }
         let shared = self.pipeline_for(&mut inner, stream)?;
         let queue = Arc::new(TargetQueue::new(
-            self.config.queue_packets,
+            config.queue_packets,
             stream.track(MediaKind::Video).is_some(),
         ));
         let h = Arc::new(Hls::new(
             name.clone(),
             stream.id(),
-            &self.config.hls_dir,
+            &config.hls_dir,
             source,
             queue.clone(),
         ));
         let settings = HlsSettings {
-            time_secs: self.config.hls_time_secs,
-            list_size: self.config.hls_list_size,
+            time_secs: config.hls_time_secs,
+            list_size: config.hls_list_size,
         };
         let audio = shared.audio.clone();
         let t = h.clone();
@@ -556,10 +580,11 @@ impl Restreamer {
     /// within `restream.resume_secs` (a publisher that reconnected): same id,
     /// same URL and key, so platforms that allow it continue the broadcast.
     fn resume(&self, stream: &Arc<LiveStream>) {
-        if self.config.resume_secs <= 0.0 {
+        let config = self.config();
+        if config.resume_secs <= 0.0 {
             return;
         }
-        let within = Duration::from_secs_f64(self.config.resume_secs);
+        let within = Duration::from_secs_f64(config.resume_secs);
         let old: Vec<Arc<Target>> = {
             let mut inner = self.inner();
             let mut taken = Vec::new();
@@ -590,12 +615,13 @@ impl Restreamer {
 
 impl StreamObserver for Restreamer {
     fn stream_started(&self, stream: &Arc<LiveStream>) {
-        if !self.config.enabled {
+        let config = self.config();
+        if !config.enabled {
             return;
         }
         let name = stream.name().as_str();
         self.resume(stream);
-        for st in &self.config.targets {
+        for st in &config.targets {
             if !st.streams.iter().any(|p| glob(p, name)) {
                 continue;
             }
@@ -607,7 +633,7 @@ impl StreamObserver for Restreamer {
                 tracing::warn!(stream = %name, error = %e, "standing restream target not started");
             }
         }
-        if self.config.hls_streams.iter().any(|p| glob(p, name))
+        if config.hls_streams.iter().any(|p| glob(p, name))
             && let Err(e) = self.start_hls(stream, Source::Config)
         {
             tracing::warn!(stream = %name, error = %e, "HLS not started");

@@ -1,7 +1,9 @@
 //! Session limits against abuse: how many WHIP/WHEP sessions one client
 //! address may hold at once (a session holds a [`Lease`] for its whole life;
-//! dropping the session, however it ends, gives the slot back), and how fast
-//! a publisher may send ([`RateGuard`]).
+//! dropping the session, however it ends, gives the slot back), how many
+//! viewers one stream may have ([`ViewerLimits`]: the slot is taken in the
+//! same step as the check, so concurrent offers cannot overshoot), and how
+//! fast a publisher may send ([`RateGuard`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -22,6 +24,80 @@ pub struct ClientLimits {
 pub struct Lease {
     owner: Option<Arc<ClientLimits>>,
     ip: IpAddr,
+    viewer: Option<ViewerSlot>,
+}
+
+impl Lease {
+    /// Adds a viewer slot, held (and freed) with the session's lease.
+    pub fn with_viewer_slot(mut self, slot: ViewerSlot) -> Lease {
+        self.viewer = Some(slot);
+        self
+    }
+}
+
+/// Viewer sessions per stream (by stream id), counted from the moment an
+/// offer is accepted until the session is gone.
+#[derive(Debug)]
+pub struct ViewerLimits {
+    max: usize,
+    counts: Mutex<HashMap<u64, usize>>,
+}
+
+/// One viewer's place on a stream; frees itself on drop.
+#[derive(Debug)]
+pub struct ViewerSlot {
+    owner: Option<Arc<ViewerLimits>>,
+    stream: u64,
+}
+
+impl Drop for ViewerSlot {
+    fn drop(&mut self) {
+        if let Some(owner) = &self.owner {
+            let mut counts = owner.counts.lock();
+            if let Some(n) = counts.get_mut(&self.stream) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    counts.remove(&self.stream);
+                }
+            }
+        }
+    }
+}
+
+impl ViewerLimits {
+    /// At most `max` viewers per stream; 0 = no limit (nothing is counted).
+    pub fn new(max: usize) -> Arc<ViewerLimits> {
+        Arc::new(ViewerLimits {
+            max,
+            counts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place on the stream `stream` (its id), or the limit it would
+    /// exceed: checked and taken under one lock.
+    pub fn acquire(self: &Arc<Self>, stream: u64) -> Result<ViewerSlot, usize> {
+        if self.max == 0 {
+            return Ok(ViewerSlot {
+                owner: None,
+                stream,
+            });
+        }
+        let mut counts = self.counts.lock();
+        let n = counts.entry(stream).or_insert(0);
+        if *n >= self.max {
+            return Err(self.max);
+        }
+        *n += 1;
+        Ok(ViewerSlot {
+            owner: Some(self.clone()),
+            stream,
+        })
+    }
+
+    /// Viewer places held on the stream `stream` now (0 when not limited).
+    pub fn held(&self, stream: u64) -> usize {
+        self.counts.lock().get(&stream).copied().unwrap_or(0)
+    }
 }
 
 impl Drop for Lease {
@@ -50,7 +126,11 @@ impl ClientLimits {
     /// A slot for a new session from `ip`, or the limit it would exceed.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Lease, usize> {
         if self.max == 0 {
-            return Ok(Lease { owner: None, ip });
+            return Ok(Lease {
+                owner: None,
+                ip,
+                viewer: None,
+            });
         }
         let ip = canonical(ip);
         let mut counts = self.counts.lock();
@@ -62,6 +142,7 @@ impl ClientLimits {
         Ok(Lease {
             owner: Some(self.clone()),
             ip,
+            viewer: None,
         })
     }
 
@@ -203,6 +284,34 @@ mod tests {
         let three = limits.acquire(a).unwrap();
         drop((two, three, other));
         assert!(limits.counts.lock().is_empty(), "nothing left behind");
+    }
+
+    #[test]
+    fn viewer_places_are_checked_and_taken_in_one_step() {
+        let limits = ViewerLimits::new(3);
+        // 8 threads race for 3 places on stream 1: exactly 3 win.
+        let won: Vec<ViewerSlot> = std::thread::scope(|s| {
+            let tries: Vec<_> = (0..8).map(|_| s.spawn(|| limits.acquire(1).ok())).collect();
+            tries
+                .into_iter()
+                .filter_map(|t| t.join().ok().flatten())
+                .collect()
+        });
+        assert_eq!(won.len(), 3);
+        assert_eq!(limits.acquire(1).unwrap_err(), 3);
+        let other = limits
+            .acquire(2)
+            .expect("another stream has its own places");
+        drop(won);
+        assert_eq!(limits.held(1), 0);
+        let lease = ClientLimits::new(0)
+            .acquire("192.0.2.1".parse().unwrap())
+            .unwrap()
+            .with_viewer_slot(limits.acquire(1).unwrap());
+        assert_eq!(limits.held(1), 1);
+        drop((lease, other));
+        assert!(limits.counts.lock().is_empty(), "nothing left behind");
+        assert_eq!(ViewerLimits::new(0).held(1), 0);
     }
 
     #[test]

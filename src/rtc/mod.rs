@@ -33,9 +33,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, OnConflict};
 use crate::stream::{
-    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkKind, SinkQueue, StreamName,
+    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkQueue, StreamName,
 };
-use limits::{ClientLimits, Lease, PublisherLimits};
+use limits::{ClientLimits, Lease, PublisherLimits, ViewerLimits};
 use net::MediaSocket;
 use router::{Destinations, Routes};
 use sdp::{MediaSection, OfferSummary};
@@ -202,6 +202,7 @@ pub struct Engine {
     /// of a WHEP setup.
     dtls_cert: str0m::config::DtlsCert,
     client_limits: Arc<ClientLimits>,
+    viewer_limits: Arc<ViewerLimits>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -276,8 +277,16 @@ impl Engine {
             crypto,
             dtls_cert,
             client_limits: ClientLimits::new(config.limits.max_sessions_per_client),
+            viewer_limits: ViewerLimits::new(config.limits.max_viewers_per_stream),
             config,
         })
+    }
+
+    /// Viewer sessions holding a place on `stream` (counted only when
+    /// `limits.max_viewers_per_stream` is set): from the accepted offer
+    /// until the session is gone.
+    pub fn viewer_places(&self, stream: &LiveStream) -> usize {
+        self.viewer_limits.held(stream.id())
     }
 
     /// The bound media address.
@@ -312,6 +321,9 @@ impl Engine {
         offer: &str,
         client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
+        if self.shared.hub.is_closed() {
+            return Err(NegotiateError::ShuttingDown);
+        }
         let lease = self
             .client_limits
             .acquire(client)
@@ -428,14 +440,19 @@ impl Engine {
         offer: &str,
         client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
-        let max = self.config.limits.max_viewers_per_stream;
-        if max > 0 && stream.sink_count(SinkKind::Viewer) >= max {
-            return Err(NegotiateError::StreamFull(stream.name().to_string(), max));
+        if self.shared.hub.is_closed() {
+            return Err(NegotiateError::ShuttingDown);
         }
+        // Checked and taken in one step: concurrent offers cannot overshoot.
+        let slot = self
+            .viewer_limits
+            .acquire(stream.id())
+            .map_err(|max| NegotiateError::StreamFull(stream.name().to_string(), max))?;
         let lease = self
             .client_limits
             .acquire(client)
-            .map_err(NegotiateError::TooManySessions)?;
+            .map_err(NegotiateError::TooManySessions)?
+            .with_viewer_slot(slot);
         let summary =
             OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
         let audio = one_section(&summary, "audio")?;
@@ -493,6 +510,9 @@ impl Engine {
             )));
         }
         if stream.is_ended() {
+            if self.shared.hub.is_closed() {
+                return Err(NegotiateError::ShuttingDown);
+            }
             return Err(NegotiateError::Ended(stream.name().to_string()));
         }
         let shard = self.pick_shard();

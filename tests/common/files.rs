@@ -21,6 +21,12 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A loopback UDP port nobody uses (bound, then released).
+pub fn free_udp_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
 /// `ffprobe -show_entries ENTRIES` as `key=value` lines.
 pub fn probe(file: &Path, entries: &str) -> String {
     let out = Command::new("ffprobe")

@@ -6,6 +6,8 @@
 pub mod files;
 /// An in-process gateway and bounded waits around it.
 pub mod gateway;
+/// A local webhook receiver.
+pub mod hooks;
 /// Real encoded test media made with the ffmpeg CLI.
 pub mod media;
 /// Real WebRTC peers: WHIP publisher, WHEP viewer.

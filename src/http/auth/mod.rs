@@ -70,20 +70,54 @@ impl std::fmt::Debug for Caller {
     }
 }
 
-/// The access policy, the failed-attempt limiter and the callback.
+/// Access control in force: the current [`GateRules`], swapped whole when
+/// the config is reloaded (a request decides with the rules it started with).
 pub struct Gate {
-    policy: Policy,
-    failures: RateLimiter,
-    callback: Option<Callback>,
-    query_token: bool,
+    current: parking_lot::RwLock<Arc<GateRules>>,
 }
 
 impl std::fmt::Debug for Gate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gate")
+            .field("rules", &self.rules())
+            .finish()
+    }
+}
+
+/// One `[auth]` made ready: the access policy, the failed-attempt limiter
+/// and the callback. Built (and so validated: keys loaded, callback client
+/// made) before it replaces the rules in force.
+pub struct GateRules {
+    policy: Policy,
+    failures: Arc<RateLimiter>,
+    failure_rate: (u32, u32),
+    callback: Option<Callback>,
+    query_token: bool,
+}
+
+impl std::fmt::Debug for GateRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateRules")
             .field("policy", &self.policy)
             .field("callback", &self.callback.is_some())
             .finish()
+    }
+}
+
+impl GateRules {
+    /// The rules of `[auth]`; fails on a JWT key or callback that cannot be used.
+    pub fn new(auth: &AuthConfig) -> Result<GateRules, GateError> {
+        let failure_rate = (auth.failures_per_min, auth.failure_burst);
+        Ok(GateRules {
+            policy: Policy::new(auth)?,
+            failures: Arc::new(RateLimiter::with_rate(
+                f64::from(failure_rate.0) / 60.0,
+                f64::from(failure_rate.1),
+            )),
+            failure_rate,
+            callback: Callback::from_config(auth)?,
+            query_token: auth.query_token,
+        })
     }
 }
 
@@ -136,14 +170,24 @@ impl Gate {
     /// The gate of `[auth]`.
     pub fn new(auth: &AuthConfig) -> Result<Gate, GateError> {
         Ok(Gate {
-            policy: Policy::new(auth)?,
-            failures: RateLimiter::with_rate(
-                f64::from(auth.failures_per_min) / 60.0,
-                f64::from(auth.failure_burst),
-            ),
-            callback: Callback::from_config(auth)?,
-            query_token: auth.query_token,
+            current: parking_lot::RwLock::new(Arc::new(GateRules::new(auth)?)),
         })
+    }
+
+    /// The rules in force now (a snapshot: a reload does not change it).
+    pub fn rules(&self) -> Arc<GateRules> {
+        self.current.read().clone()
+    }
+
+    /// Puts `rules` in force for every request that starts from now on;
+    /// requests already being decided finish with the rules they took. The
+    /// failed-attempt counts carry over when their rate did not change.
+    pub fn replace(&self, mut rules: GateRules) {
+        let mut current = self.current.write();
+        if current.failure_rate == rules.failure_rate {
+            rules.failures = current.failures.clone();
+        }
+        *current = Arc::new(rules);
     }
 
     /// A route layer requiring `role` on the stream found by `scope`. With
@@ -163,11 +207,29 @@ impl Gate {
     /// Whether `caller` may `role` the stream `stream` (no callback, no
     /// failure counting): for filtering listings.
     pub fn may(&self, caller: &Caller, role: Role, stream: &str) -> bool {
-        self.policy
+        self.rules()
+            .policy
             .decide(role, stream, caller.token.as_deref())
             .is_ok()
     }
 
+    /// The whole decision for one request (with the rules in force now):
+    /// failure limit, policy, callback.
+    pub async fn check(
+        &self,
+        client: Client,
+        role: Role,
+        stream: &str,
+        token: Option<&str>,
+        ask_callback: bool,
+    ) -> Result<Grant, ApiError> {
+        self.rules()
+            .check(client, role, stream, token, ask_callback)
+            .await
+    }
+}
+
+impl GateRules {
     /// The whole decision for one request: failure limit, policy, callback.
     pub async fn check(
         &self,
@@ -257,7 +319,9 @@ fn guard_entry(State(g): State<Guard>, req: Request, next: Next) -> GuardFuture 
 
 async fn guard(g: Guard, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let token = token_of(&parts.headers, &parts.uri, g.gate.query_token);
+    // One set of rules for the whole request, even if a reload swaps them meanwhile.
+    let rules = g.gate.rules();
+    let token = token_of(&parts.headers, &parts.uri, rules.query_token);
     let stream: Option<String> = match g.scope {
         Scope::Server => Some("*".to_string()),
         Scope::Stream | Scope::Recording => {
@@ -289,8 +353,7 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
             ip: std::net::IpAddr::from([0, 0, 0, 0]),
             https: false,
         });
-        if let Err(e) = g
-            .gate
+        if let Err(e) = rules
             .check(client, g.role, &stream, token.as_deref(), g.callback)
             .await
         {
