@@ -115,82 +115,97 @@ struct Finish;
 
 impl Modify for Finish {
     fn modify(&self, doc: &mut Document) {
-        doc.info.title = "castgate".into();
-        doc.info.version = env!("CARGO_PKG_VERSION").into();
-        doc.info.description = Some(format!(
-            "{}. Errors are a status code with one readable sentence as text/plain. \
+        info(doc);
+        security_schemes(doc);
+        error_bodies(doc);
+    }
+}
+
+/// Title, version and license from Cargo.toml.
+fn info(doc: &mut Document) {
+    doc.info.title = "castgate".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some(format!(
+        "{}. Errors are a status code with one readable sentence as text/plain. \
              Whether a route needs a token depends on the `[auth]` config: the roles \
              named in each operation's security are the ones its guard checks.",
-            env!("CARGO_PKG_DESCRIPTION")
-        ));
-        doc.info.license = Some(
-            LicenseBuilder::new()
-                .name(env!("CARGO_PKG_LICENSE"))
-                .identifier(Some(env!("CARGO_PKG_LICENSE")))
-                .build(),
-        );
-        let components = doc.components.get_or_insert_with(Components::new);
-        components.add_security_scheme(
-            BEARER,
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "`Authorization: Bearer <token>`: a static token of `[auth]` or a JWT \
+        env!("CARGO_PKG_DESCRIPTION")
+    ));
+    doc.info.license = Some(
+        LicenseBuilder::new()
+            .name(env!("CARGO_PKG_LICENSE"))
+            .identifier(Some(env!("CARGO_PKG_LICENSE")))
+            .build(),
+    );
+}
+
+/// The two ways to send a token, named by every guarded operation's
+/// `security` with the role its guard checks.
+fn security_schemes(doc: &mut Document) {
+    let components = doc.components.get_or_insert_with(Components::new);
+    components.add_security_scheme(
+        BEARER,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "`Authorization: Bearer <token>`: a static token of `[auth]` or a JWT \
                          granting the role (scope) for the stream",
-                    ))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            QUERY_TOKEN,
-            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
-                "token",
-                "The same token as `?token=` (for `<video>` sources and download links; \
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        QUERY_TOKEN,
+        SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+            "token",
+            "The same token as `?token=` (for `<video>` sources and download links; \
                  `auth.query_token`)",
-            ))),
-        );
-        let text = || {
-            RefOr::T(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .description(Some("The reason, one sentence"))
-                    .build()
-                    .into(),
-            )
-        };
-        for item in doc.paths.paths.values_mut() {
-            for op in operations_mut(item) {
-                for (status, resp) in op.responses.responses.iter_mut() {
-                    let RefOr::T(resp) = resp else { continue };
-                    if !status.starts_with('4') && !status.starts_with('5') {
-                        continue;
+        ))),
+    );
+}
+
+/// Every refusal's body (one sentence as `text/plain`, [`super::error`]),
+/// `WWW-Authenticate` on 401 and `Retry-After` on 429, as every refusal has.
+fn error_bodies(doc: &mut Document) {
+    let text = || {
+        RefOr::T(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("The reason, one sentence"))
+                .build()
+                .into(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            for (status, resp) in op.responses.responses.iter_mut() {
+                let RefOr::T(resp) = resp else { continue };
+                if !status.starts_with('4') && !status.starts_with('5') {
+                    continue;
+                }
+                if resp.content.is_empty() {
+                    resp.content
+                        .insert("text/plain".into(), Content::new(Some(text())));
+                }
+                let header = |d: &str| {
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some(d))
+                        .build()
+                };
+                match status.as_str() {
+                    "401" => {
+                        resp.headers
+                            .insert("WWW-Authenticate".into(), header("`Bearer`: send a token"));
                     }
-                    if resp.content.is_empty() {
-                        resp.content
-                            .insert("text/plain".into(), Content::new(Some(text())));
+                    "429" => {
+                        resp.headers.insert(
+                            "Retry-After".into(),
+                            header("Seconds to wait before trying again"),
+                        );
                     }
-                    let header = |d: &str| {
-                        HeaderBuilder::new()
-                            .schema(ObjectBuilder::new().schema_type(Type::String))
-                            .description(Some(d))
-                            .build()
-                    };
-                    match status.as_str() {
-                        "401" => {
-                            resp.headers.insert(
-                                "WWW-Authenticate".into(),
-                                header("`Bearer`: send a token"),
-                            );
-                        }
-                        "429" => {
-                            resp.headers.insert(
-                                "Retry-After".into(),
-                                header("Seconds to wait before trying again"),
-                            );
-                        }
-                        _ => {}
-                    }
+                    _ => {}
                 }
             }
         }
