@@ -21,6 +21,26 @@ fn not_found() -> ApiError {
 
 /// `POST /api/streams/{name}/hls`: starts HLS for the live stream (201), or
 /// answers the running output (200).
+#[utoipa::path(
+    post,
+    path = "/api/streams/{name}/hls",
+    operation_id = "start_hls",
+    tag = "hls",
+    summary = "Start HLS output for a live stream",
+    params(("name" = String, Path, description = "Stream name")),
+    responses(
+        (status = 201, description = "Started", body = HlsInfo),
+        (status = 200, description = "Already running", body = HlsInfo),
+        (status = 400, description = "Invalid stream name"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on this stream, or restreaming (and HLS) is disabled"),
+        (status = 404, description = "The stream is not live"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+        (status = 500, description = "A thread could not be started"),
+        (status = 503, description = "Shutting down"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn start(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -47,6 +67,19 @@ pub async fn start(
 }
 
 /// `GET /api/streams/{name}/hls`: the output's state, 404 if none.
+#[utoipa::path(
+    get,
+    path = "/api/streams/{name}/hls",
+    operation_id = "get_hls",
+    tag = "hls",
+    summary = "A stream's HLS output",
+    params(("name" = String, Path, description = "Stream name")),
+    responses(
+        (status = 200, description = "The output's state", body = HlsInfo),
+        (status = 400, description = "Invalid stream name"),
+        (status = 404, description = "No HLS output for this stream"),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -61,6 +94,24 @@ pub async fn get(
 
 /// `DELETE /api/streams/{name}/hls`: stops the output; its files are gone
 /// when this answers.
+#[utoipa::path(
+    delete,
+    path = "/api/streams/{name}/hls",
+    operation_id = "stop_hls",
+    tag = "hls",
+    summary = "Stop HLS output; its files are gone when this answers",
+    params(("name" = String, Path, description = "Stream name")),
+    responses(
+        (status = 200, description = "The output's last state", body = HlsInfo),
+        (status = 400, description = "Invalid stream name"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on this stream"),
+        (status = 404, description = "No HLS output for this stream"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+        (status = 500, description = "The output could not be stopped"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn stop(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -78,6 +129,25 @@ pub async fn stop(
 /// `GET /hls/{stream}/{file}`: the playlist (`no-cache`) or a segment. A
 /// playlist asked for with `?token=` lists its segments with the same
 /// `?token=`, since players resolve segment names without the playlist's query.
+#[utoipa::path(
+    get,
+    path = "/hls/{stream}/{file}",
+    operation_id = "get_hls_file",
+    tag = "hls",
+    summary = "An HLS playlist or segment",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("file" = String, Path, description = "`index.m3u8` or a segment `seg<N>.ts`"),
+    ),
+    responses(
+        (status = 200, description = "The playlist (`application/vnd.apple.mpegurl`, `no-cache`) or a segment (`video/mp2t`)", body = [u8], content_type = "application/vnd.apple.mpegurl"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow viewing this stream"),
+        (status = 404, description = "No such file"),
+        (status = 429, description = "Too many failed attempts from this address"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn file(
     State(state): State<AppState>,
     Path((name, file)): Path<(String, String)>,

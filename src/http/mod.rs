@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod hls;
+pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod ratelimit;
@@ -101,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/streams/{name}", get(api::stream))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/api/openapi.json", get(openapi::serve))
         .route(
             "/metrics",
             get(ops::metrics.layer(g.guard(Role::Admin, Scope::Server, false))),

@@ -13,12 +13,29 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 
 /// `GET /metrics`: every figure in the Prometheus text format (404 when
 /// `metrics.enabled` is off).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Every figure in the Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on every stream"),
+        (status = 404, description = "Metrics are turned off (`metrics.enabled = false`)"),
+        (status = 429, description = "Too many failed attempts from this address"),
+        (status = 500, description = "The metrics could not be rendered"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let Some(m) = state.metrics.clone() else {
         return Err(ApiError::not_found("metrics are turned off"));
@@ -42,7 +59,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
 }
 
 /// One readiness check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Check {
     /// Whether it passed.
     pub ok: bool,
@@ -51,7 +68,7 @@ pub struct Check {
 }
 
 /// Body of `GET /readyz`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready` or `not ready`.
     pub status: &'static str,
@@ -69,6 +86,17 @@ pub struct Readiness {
 
 /// `GET /readyz`: 200 when this instance can take publishers and record,
 /// 503 with the reason otherwise (`/healthz` only says the process answers).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    summary = "Readiness: can this instance take publishers and record?",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: `reason` names the first failed check", body = Readiness),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let udp = Check {
         ok: state.engine.is_running(),
@@ -169,6 +197,22 @@ fn disk_space(dir: &Path, min: u64) -> Check {
 /// gets a `lagged` event with the number of events it missed. The stream ends
 /// when the server shuts down. At most `events.max_sse_clients` at once:
 /// beyond, 503 with `Retry-After`.
+#[utoipa::path(
+    get,
+    path = "/api/events",
+    operation_id = "events",
+    tag = "operations",
+    summary = "The event stream (server-sent events)",
+    description = "Each event has `event:` its type (e.g. `stream_started`, `recording_finalized`, `restream_state`, `config_reloaded`), `id:` its sequence number and `data:` the event as JSON; `lagged` (data: how many were missed) when the client fell behind. Ends when the server shuts down. At most `events.max_sse_clients` clients at once.",
+    responses(
+        (status = 200, description = "A `text/event-stream` that stays open", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on every stream"),
+        (status = 429, description = "Too many failed attempts from this address"),
+        (status = 503, description = "Too many event stream clients (`events.max_sse_clients`); `Retry-After` says when to try again"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn events(
     State(state): State<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {

@@ -61,20 +61,95 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// The page routes and `/web/{file}`, to be merged into the main router.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/", get(|h: HeaderMap| serve("index.html", h)))
-        .route("/publish", get(|h: HeaderMap| serve("publish.html", h)))
-        .route(
-            "/watch/{stream}",
-            get(|h: HeaderMap| serve("watch.html", h)),
-        )
-        .route(
-            "/recordings",
-            get(|h: HeaderMap| serve("recordings.html", h)),
-        )
-        .route(
-            "/web/{file}",
-            get(|Path(file): Path<String>, h: HeaderMap| async move { serve(&file, h).await }),
-        )
+        .route("/", get(home))
+        .route("/publish", get(publish))
+        .route("/watch/{stream}", get(watch))
+        .route("/recordings", get(recordings))
+        .route("/web/{file}", get(asset))
+}
+
+/// `GET /`: the home page.
+#[utoipa::path(
+    get,
+    path = "/",
+    operation_id = "page_home",
+    tag = "pages",
+    summary = "Home page: live streams",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    ),
+)]
+pub async fn home(h: HeaderMap) -> Response {
+    serve("index.html", h).await
+}
+
+/// `GET /publish`: the publish page (camera → WHIP).
+#[utoipa::path(
+    get,
+    path = "/publish",
+    operation_id = "page_publish",
+    tag = "pages",
+    summary = "Publish page: camera and microphone over WHIP",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    ),
+)]
+pub async fn publish(h: HeaderMap) -> Response {
+    serve("publish.html", h).await
+}
+
+/// `GET /watch/{stream}`: the watch page (WHEP player); the page reads the
+/// stream name from its own URL.
+#[utoipa::path(
+    get,
+    path = "/watch/{stream}",
+    operation_id = "page_watch",
+    tag = "pages",
+    summary = "Watch page: a WHEP player",
+    params(("stream" = String, Path, description = "Stream name (read by the page's script)")),
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    ),
+)]
+pub async fn watch(h: HeaderMap) -> Response {
+    serve("watch.html", h).await
+}
+
+/// `GET /recordings`: the recordings page.
+#[utoipa::path(
+    get,
+    path = "/recordings",
+    operation_id = "page_recordings",
+    tag = "pages",
+    summary = "Recordings page: list, play, download",
+    responses(
+        (status = 200, description = "The page", body = String, content_type = "text/html"),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+    ),
+)]
+pub async fn recordings(h: HeaderMap) -> Response {
+    serve("recordings.html", h).await
+}
+
+/// `GET /web/{file}`: a script, style sheet or image of the pages.
+#[utoipa::path(
+    get,
+    path = "/web/{file}",
+    operation_id = "page_asset",
+    tag = "pages",
+    summary = "An asset of the pages (script, style sheet, image)",
+    params(("file" = String, Path, description = "File name, e.g. `whip.js`")),
+    responses(
+        (status = 200, description = "The file, with its type", body = [u8], content_type = "application/octet-stream"),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 404, description = "No such file"),
+    ),
+)]
+pub async fn asset(Path(file): Path<String>, h: HeaderMap) -> Response {
+    serve(&file, h).await
 }
 
 /// Answers one file: from `CASTGATE_WEB_DIR` when set, else from the binary.

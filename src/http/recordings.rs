@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::Caller;
@@ -17,7 +18,8 @@ use crate::config::Role;
 use crate::record::catalog::{self, Meta};
 
 /// Query of `GET /api/recordings`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this stream.
     pub stream: Option<String>,
@@ -32,7 +34,7 @@ pub struct ListQuery {
 }
 
 /// Body of `GET /api/recordings`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RecordingList {
     /// This page, newest first.
     pub recordings: Vec<Meta>,
@@ -58,6 +60,24 @@ fn parse_time(key: &str, v: &Option<String>) -> Result<Option<std::time::SystemT
 
 /// `GET /api/recordings`: only the recordings of streams the caller may view
 /// (a `stream` filter the caller may not view was refused by the guard).
+#[utoipa::path(
+    get,
+    path = "/api/recordings",
+    operation_id = "list_recordings",
+    tag = "recordings",
+    summary = "List recordings, newest first",
+    description = "Without `stream`, lists only the recordings of streams the caller may view; with `stream`, the caller must be allowed to view that stream.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of recordings", body = RecordingList),
+        (status = 400, description = "`since`/`until` are not RFC 3339 times, or `per_page` is out of range"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow viewing this stream"),
+        (status = 429, description = "Too many failed attempts from this address"),
+        (status = 500, description = "The catalog could not be read"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -116,6 +136,22 @@ async fn find(state: &AppState, id: String) -> Result<(Meta, std::path::PathBuf)
 }
 
 /// `GET /api/recordings/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/recordings/{id}",
+    operation_id = "get_recording",
+    tag = "recordings",
+    summary = "One recording",
+    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`")),
+    responses(
+        (status = 200, description = "The recording", body = Meta),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow viewing this stream"),
+        (status = 404, description = "No such recording"),
+        (status = 429, description = "Too many failed attempts from this address"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn one(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -125,6 +161,26 @@ pub async fn one(
 
 /// `GET /recordings/{id}/download`: the file, with Range support. A recording
 /// in progress is served as far as it is written.
+#[utoipa::path(
+    get,
+    path = "/recordings/{id}/download",
+    operation_id = "download_recording",
+    tag = "recordings",
+    summary = "Download a recording's file (Range requests supported)",
+    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`")),
+    responses(
+        (status = 200, description = "The file (`video/webm`, `audio/webm` or `video/x-matroska`) as an attachment", body = [u8], content_type = "video/webm"),
+        (status = 206, description = "The requested byte range", body = [u8], content_type = "video/webm"),
+        (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow viewing this stream"),
+        (status = 404, description = "No such recording"),
+        (status = 416, description = "The range is outside the file"),
+        (status = 429, description = "Too many failed attempts from this address"),
+        (status = 500, description = "The file could not be read"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -156,6 +212,24 @@ pub async fn download(
 }
 
 /// `DELETE /api/recordings/{id}`: 204; 409 while it is being recorded.
+#[utoipa::path(
+    delete,
+    path = "/api/recordings/{id}",
+    operation_id = "delete_recording",
+    tag = "recordings",
+    summary = "Delete a recording",
+    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on this stream"),
+        (status = 404, description = "No such recording"),
+        (status = 409, description = "The recording is still being written"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+        (status = 500, description = "The files could not be deleted"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

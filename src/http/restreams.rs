@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
@@ -15,7 +16,7 @@ use super::session::stream_name;
 use crate::restream::{AddTarget, RestreamError, Source, TargetInfo};
 
 /// Body of `POST /api/streams/{name}/restreams`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddBody {
     /// `rtmp://host/app/KEY` or `rtmps://…`.
@@ -26,7 +27,7 @@ pub struct AddBody {
 }
 
 /// Body of the listings.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TargetList {
     /// Targets, oldest first.
     pub restreams: Vec<TargetInfo>,
@@ -67,6 +68,30 @@ fn parse_body(body: &[u8]) -> Result<AddBody, ApiError> {
 }
 
 /// `POST /api/streams/{name}/restreams`: 201 with the new target.
+#[utoipa::path(
+    post,
+    path = "/api/streams/{name}/restreams",
+    operation_id = "add_restream",
+    tag = "restreams",
+    summary = "Push a live stream to an RTMP/RTMPS target",
+    params(("name" = String, Path, description = "Stream name")),
+    request_body(content = AddBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new target (its URL masked)", body = TargetInfo, headers(
+            ("Location" = String, description = "The target, `/api/streams/{name}/restreams/{id}`"),
+        )),
+        (status = 400, description = "Invalid stream name, JSON body, label or URL (scheme, host not allowed)"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on this stream, or restreaming is disabled (`restream.enabled = false`)"),
+        (status = 404, description = "The stream is not live"),
+        (status = 409, description = "The stream has the most targets allowed"),
+        (status = 413, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+        (status = 500, description = "A thread could not be started"),
+        (status = 503, description = "Shutting down"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn add(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -105,6 +130,18 @@ pub async fn add(
 }
 
 /// `GET /api/streams/{name}/restreams`.
+#[utoipa::path(
+    get,
+    path = "/api/streams/{name}/restreams",
+    operation_id = "list_restreams",
+    tag = "restreams",
+    summary = "A stream's restream targets",
+    params(("name" = String, Path, description = "Stream name")),
+    responses(
+        (status = 200, description = "Targets, oldest first", body = TargetList),
+        (status = 400, description = "Invalid stream name"),
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -116,6 +153,22 @@ pub async fn list(
 }
 
 /// `GET /api/streams/{name}/restreams/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/streams/{name}/restreams/{id}",
+    operation_id = "get_restream",
+    tag = "restreams",
+    summary = "One restream target",
+    params(
+        ("name" = String, Path, description = "Stream name"),
+        ("id" = String, Path, description = "Target id"),
+    ),
+    responses(
+        (status = 200, description = "The target", body = TargetInfo),
+        (status = 400, description = "Invalid stream name"),
+        (status = 404, description = "No such target"),
+    ),
+)]
 pub async fn one(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,
@@ -131,6 +184,14 @@ pub async fn one(
 }
 
 /// `GET /api/restreams`: every target of every stream.
+#[utoipa::path(
+    get,
+    path = "/api/restreams",
+    operation_id = "list_all_restreams",
+    tag = "restreams",
+    summary = "Every restream target of every stream",
+    responses((status = 200, description = "Targets, oldest first", body = TargetList)),
+)]
 pub async fn list_all(State(state): State<AppState>) -> Json<TargetList> {
     Json(TargetList {
         restreams: state.restreamer.list(None),
@@ -139,6 +200,27 @@ pub async fn list_all(State(state): State<AppState>) -> Json<TargetList> {
 
 /// `DELETE /api/streams/{name}/restreams/{id}`: stops the target (its
 /// stream ends cleanly, bounded by a few seconds) and answers its last state.
+#[utoipa::path(
+    delete,
+    path = "/api/streams/{name}/restreams/{id}",
+    operation_id = "delete_restream",
+    tag = "restreams",
+    summary = "Stop and remove a restream target",
+    params(
+        ("name" = String, Path, description = "Stream name"),
+        ("id" = String, Path, description = "Target id"),
+    ),
+    responses(
+        (status = 200, description = "The target's last state", body = TargetInfo),
+        (status = 400, description = "Invalid stream name"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not grant admin on this stream"),
+        (status = 404, description = "No such target"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+        (status = 500, description = "The target could not be stopped"),
+    ),
+    security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path((name, id)): Path<(String, String)>,

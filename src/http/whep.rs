@@ -15,6 +15,33 @@ use crate::config::NoPublisher;
 use crate::rtc::RoleKind;
 
 /// `POST /whep/{stream}`: answer the viewer's offer with the publisher's codecs.
+#[utoipa::path(
+    post,
+    path = "/whep/{stream}",
+    operation_id = "whep_watch",
+    tag = "whep",
+    summary = "Watch a stream (WHEP)",
+    params(("stream" = String, Path, description = "Stream name")),
+    request_body(content = String, content_type = "application/sdp", description = "The viewer's SDP offer (receive-only)"),
+    responses(
+        (status = 201, description = "Watching: the SDP answer, with the publisher's codecs", body = String, content_type = "application/sdp", headers(
+            ("Location" = String, description = "The session resource, `/whep/{stream}/{session}`: PATCH and DELETE it"),
+            ("ETag" = String, description = "The session's ICE credentials tag, for `If-Match` on a trickle PATCH"),
+            ("Link" = String, description = "ICE servers: `<turn:…>; rel=\"ice-server\"`, with credentials when configured"),
+            ("Accept-Patch" = String, description = "`application/trickle-ice-sdpfrag`"),
+        )),
+        (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token (or the access callback) does not allow viewing this stream"),
+        (status = 409, description = "Nothing is published under this name yet (`Retry-After` says when to try again), or the stream ended during setup"),
+        (status = 413, description = "The offer is larger than `http.max_body_bytes`"),
+        (status = 415, description = "The Content-Type is not `application/sdp`"),
+        (status = 422, description = "The offer cannot receive the publisher's codecs"),
+        (status = 429, description = "Too many requests, failed attempts or sessions from this address"),
+        (status = 503, description = "The stream has the most viewers allowed (`Retry-After`), shutting down, or the access callback is unavailable"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     Extension(client): Extension<super::client::Client>,
@@ -54,11 +81,54 @@ pub async fn post(
 }
 
 /// `OPTIONS /whep/{stream}`.
+#[utoipa::path(
+    options,
+    path = "/whep/{stream}",
+    operation_id = "whep_options",
+    tag = "whep",
+    summary = "What the WHEP endpoint accepts (CORS preflight)",
+    params(("stream" = String, Path, description = "Stream name")),
+    responses(
+        (status = 200, description = "The CORS preflight answer (the CORS layer answers every OPTIONS), with what the endpoint accepts", headers(
+            ("Accept-Post" = String, description = "`application/sdp`"),
+            ("Link" = String, description = "ICE server URLs, without credentials"),
+        )),
+    ),
+)]
 pub async fn options(State(state): State<AppState>) -> Response {
     session::options(&state)
 }
 
 /// `PATCH /whep/{stream}/{id}`: trickle ICE or ICE restart.
+#[utoipa::path(
+    patch,
+    path = "/whep/{stream}/{session}",
+    operation_id = "whep_patch",
+    tag = "whep",
+    summary = "Trickle ICE candidates or restart ICE (RFC 8840)",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("session" = String, Path, description = "Session id from the `Location` of the 201"),
+        ("If-Match" = String, Header, description = "The session's ETag (trickle ICE), or `\"*\"` (ICE restart)"),
+    ),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag", description = "Candidates; for an ICE restart also `a=ice-ufrag` and `a=ice-pwd`"),
+    responses(
+        (status = 204, description = "Candidates added (trickle ICE)"),
+        (status = 200, description = "ICE restarted: the new credentials and candidates", body = String, content_type = "application/trickle-ice-sdpfrag", headers(
+            ("ETag" = String, description = "The new ETag of the session"),
+        )),
+        (status = 400, description = "Invalid stream name, body or candidate; an ICE restart without ufrag and pwd"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow viewing this stream"),
+        (status = 404, description = "No such session"),
+        (status = 412, description = "`If-Match` does not match the session's current ETag"),
+        (status = 413, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, description = "The Content-Type is not `application/trickle-ice-sdpfrag`"),
+        (status = 428, description = "No `If-Match` header"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
@@ -70,6 +140,26 @@ pub async fn patch(
 }
 
 /// `DELETE /whep/{stream}/{id}`: stop watching.
+#[utoipa::path(
+    delete,
+    path = "/whep/{stream}/{session}",
+    operation_id = "whep_stop",
+    tag = "whep",
+    summary = "Stop watching",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("session" = String, Path, description = "Session id from the `Location` of the 201"),
+    ),
+    responses(
+        (status = 200, description = "The session ended"),
+        (status = 400, description = "Invalid stream name"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow viewing this stream"),
+        (status = 404, description = "No such session"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,

@@ -12,6 +12,33 @@ use super::session::{self, SDP};
 use crate::rtc::RoleKind;
 
 /// `POST /whip/{stream}`: answer the publisher's offer.
+#[utoipa::path(
+    post,
+    path = "/whip/{stream}",
+    operation_id = "whip_publish",
+    tag = "whip",
+    summary = "Publish a stream (WHIP, RFC 9725)",
+    params(("stream" = String, Path, description = "Stream name: letters, digits, `-`, `_`, `.`")),
+    request_body(content = String, content_type = "application/sdp", description = "The publisher's SDP offer: at most one audio and one video track"),
+    responses(
+        (status = 201, description = "Publishing: the SDP answer", body = String, content_type = "application/sdp", headers(
+            ("Location" = String, description = "The session resource, `/whip/{stream}/{session}`: PATCH and DELETE it"),
+            ("ETag" = String, description = "The session's ICE credentials tag, for `If-Match` on a trickle PATCH"),
+            ("Link" = String, description = "ICE servers: `<turn:…>; rel=\"ice-server\"`, with credentials when configured"),
+            ("Accept-Patch" = String, description = "`application/trickle-ice-sdpfrag`"),
+        )),
+        (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token (or the access callback) does not allow publishing this stream"),
+        (status = 409, description = "The stream already has a publisher"),
+        (status = 413, description = "The offer is larger than `http.max_body_bytes`"),
+        (status = 415, description = "The Content-Type is not `application/sdp`"),
+        (status = 422, description = "A valid offer asking for something castgate does not do (codecs, track counts)"),
+        (status = 429, description = "Too many requests, failed attempts or sessions from this address"),
+        (status = 503, description = "Shutting down, or the access callback is unavailable"),
+    ),
+    security(("bearer" = ["publish"]), ("query_token" = ["publish"])),
+)]
 pub async fn post(
     State(state): State<AppState>,
     Extension(client): Extension<super::client::Client>,
@@ -27,11 +54,54 @@ pub async fn post(
 }
 
 /// `OPTIONS /whip/{stream}`.
+#[utoipa::path(
+    options,
+    path = "/whip/{stream}",
+    operation_id = "whip_options",
+    tag = "whip",
+    summary = "What the WHIP endpoint accepts (CORS preflight)",
+    params(("stream" = String, Path, description = "Stream name")),
+    responses(
+        (status = 200, description = "The CORS preflight answer (the CORS layer answers every OPTIONS), with what the endpoint accepts", headers(
+            ("Accept-Post" = String, description = "`application/sdp`"),
+            ("Link" = String, description = "ICE server URLs, without credentials"),
+        )),
+    ),
+)]
 pub async fn options(State(state): State<AppState>) -> Response {
     session::options(&state)
 }
 
 /// `PATCH /whip/{stream}/{id}`: trickle ICE or ICE restart.
+#[utoipa::path(
+    patch,
+    path = "/whip/{stream}/{session}",
+    operation_id = "whip_patch",
+    tag = "whip",
+    summary = "Trickle ICE candidates or restart ICE (RFC 8840)",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("session" = String, Path, description = "Session id from the `Location` of the 201"),
+        ("If-Match" = String, Header, description = "The session's ETag (trickle ICE), or `\"*\"` (ICE restart)"),
+    ),
+    request_body(content = String, content_type = "application/trickle-ice-sdpfrag", description = "Candidates; for an ICE restart also `a=ice-ufrag` and `a=ice-pwd`"),
+    responses(
+        (status = 204, description = "Candidates added (trickle ICE)"),
+        (status = 200, description = "ICE restarted: the new credentials and candidates", body = String, content_type = "application/trickle-ice-sdpfrag", headers(
+            ("ETag" = String, description = "The new ETag of the session"),
+        )),
+        (status = 400, description = "Invalid stream name, body or candidate; an ICE restart without ufrag and pwd"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow publishing this stream"),
+        (status = 404, description = "No such session"),
+        (status = 412, description = "`If-Match` does not match the session's current ETag"),
+        (status = 413, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, description = "The Content-Type is not `application/trickle-ice-sdpfrag`"),
+        (status = 428, description = "No `If-Match` header"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+    ),
+    security(("bearer" = ["publish"]), ("query_token" = ["publish"])),
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,
@@ -43,6 +113,26 @@ pub async fn patch(
 }
 
 /// `DELETE /whip/{stream}/{id}`: stop publishing.
+#[utoipa::path(
+    delete,
+    path = "/whip/{stream}/{session}",
+    operation_id = "whip_stop",
+    tag = "whip",
+    summary = "Stop publishing",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("session" = String, Path, description = "Session id from the `Location` of the 201"),
+    ),
+    responses(
+        (status = 200, description = "The session ended"),
+        (status = 400, description = "Invalid stream name"),
+        (status = 401, description = "A token is required, or the one given is not valid"),
+        (status = 403, description = "The token does not allow publishing this stream"),
+        (status = 404, description = "No such session"),
+        (status = 429, description = "Too many requests or failed attempts from this address"),
+    ),
+    security(("bearer" = ["publish"]), ("query_token" = ["publish"])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Path((stream, id)): Path<(String, String)>,

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::stream::{Codec, StreamName};
 
 /// Where a recording is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = RecordingState)]
 pub enum State {
     /// Being written now.
     Recording,
@@ -27,7 +28,7 @@ pub enum State {
 }
 
 /// Video details of a recording.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VideoMeta {
     /// Codec.
     pub codec: Codec,
@@ -38,7 +39,7 @@ pub struct VideoMeta {
 }
 
 /// Audio details of a recording.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AudioMeta {
     /// Codec.
     pub codec: Codec,
@@ -47,7 +48,8 @@ pub struct AudioMeta {
 }
 
 /// What the catalog knows of one recording (the sidecar file's content).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Recording)]
 pub struct Meta {
     /// `STREAM~STEM`.
     pub id: String,

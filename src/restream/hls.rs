@@ -30,7 +30,7 @@ pub struct HlsSettings {
 }
 
 /// State of an HLS output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HlsState {
     /// Waiting for the first keyframe.
@@ -44,7 +44,7 @@ pub enum HlsState {
 }
 
 /// An HLS output as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HlsInfo {
     /// Stream name.
     pub stream: String,

@@ -261,7 +261,7 @@ pub fn new_parameter_sets<'a>(
 }
 
 /// Where a target came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// `POST /api/streams/{name}/restreams`.
@@ -271,8 +271,9 @@ pub enum Source {
 }
 
 /// A target's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = TargetState)]
 pub enum State {
     /// Waiting for a keyframe or connecting.
     Starting,
@@ -327,7 +328,7 @@ struct Status {
 }
 
 /// A target as the API shows it. The URL is masked: the stream key never leaves.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TargetInfo {
     /// Target id (unique in the process).
     pub id: String,

@@ -76,7 +76,7 @@ pub struct Counters {
 pub const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// A point-in-time copy of [`Counters`] plus session counts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EngineStats {
     /// Live sessions (publishers + viewers).
     pub sessions: usize,

@@ -17,7 +17,9 @@ pub enum MediaKind {
 }
 
 /// Codecs that flow through the hub.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     /// VP8 (RFC 7741).

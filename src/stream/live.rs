@@ -625,7 +625,7 @@ fn round1(v: f64) -> f64 {
 }
 
 /// What `GET /api/streams` says about one stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StreamInfo {
     /// Stream name.
     pub name: String,
@@ -660,7 +660,7 @@ pub struct StreamInfo {
 }
 
 /// Video track details.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VideoInfo {
     /// Codec.
     pub codec: Codec,
@@ -675,7 +675,7 @@ pub struct VideoInfo {
 }
 
 /// Audio track details.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AudioInfo {
     /// Codec.
     pub codec: Codec,
