@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::net::Protocol;
 use str0m::{Candidate, IceCreds};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -26,6 +27,8 @@ pub enum Command {
     Datagram {
         /// Session key.
         key: u64,
+        /// UDP, or TCP for ICE-TCP (RFC 4571 framing already removed).
+        proto: Protocol,
         /// Remote address.
         source: SocketAddr,
         /// Which of our addresses it was sent to.
@@ -279,6 +282,7 @@ impl Shard {
             Command::Add(session) => self.add(*session),
             Command::Datagram {
                 key,
+                proto,
                 source,
                 destination,
                 data,
@@ -286,7 +290,7 @@ impl Shard {
             } => {
                 let counters = self.shared.counters.clone();
                 self.with_session(key, |s| {
-                    s.receive(at, source, destination, &data, &counters)
+                    s.receive(at, proto, source, destination, &data, &counters)
                 });
             }
             Command::Patch { key, op, reply } => {
@@ -365,6 +369,7 @@ impl Shard {
                 shard: self.index,
                 key,
             });
+            self.shared.tcp.close_session(key);
             self.shared.sessions.lock().remove(&s.id);
             let f = s.figures;
             let duration_secs = (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0;
@@ -428,10 +433,9 @@ fn patch(
                 pwd: local.pass,
                 etag: s.etag.clone(),
                 candidates: shared
-                    .candidates
+                    .ice_candidates
                     .iter()
-                    .filter_map(|a| Candidate::host(*a, "udp").ok())
-                    .map(|c| c.to_sdp_string())
+                    .map(Candidate::to_sdp_string)
                     .collect(),
             })
         }
