@@ -217,6 +217,18 @@ async fn connections_beyond_the_cap_are_refused() {
     let (counters, open) = server.engine().tcp_stats();
     assert_eq!(counters.refused_full.load(Ordering::Relaxed), 1);
     assert_eq!(open, 2);
+    let metrics = reqwest::get(url(&server, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "castgate_ice_tcp_connections 2",
+        "castgate_ice_tcp_refused_total{reason=\"full\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     server.shutdown().await;
 }
 
