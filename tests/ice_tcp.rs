@@ -249,3 +249,24 @@ async fn without_ice_tcp_only_udp_is_offered() {
     publisher.delete().await.unwrap();
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_tcp_port_is_a_clear_start_up_error() {
+    // Something else holds TCP on the port number the media socket wants.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut c = castgate::config::Config::default();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.rtc.udp_listen = SocketAddr::from(([127, 0, 0, 1], port));
+    c.record.enabled = false;
+    c.record.min_free_mib = 0;
+    let Err(e) = castgate::server::Server::start(c).await else {
+        panic!("started although TCP {port} is taken");
+    };
+    let text = format!("{e:#}");
+    assert!(
+        text.contains(&format!("cannot bind the media TCP port 127.0.0.1:{port}"))
+            && text.contains("rtc.ice_tcp = false"),
+        "{text}"
+    );
+}
