@@ -2,10 +2,11 @@
 # Debian 12, run on Debian 12 slim with only the FFmpeg runtime libraries.
 #
 #   docker build -t castgate .
-#   docker run --rm -p 8080:8080 -p 8189:8189/udp -v castgate-rec:/recordings \
+#   docker run --rm -p 8080:8080 -p 8189:8189/udp -p 8189:8189/tcp -v castgate-rec:/recordings \
 #     -e CASTGATE_ANNOUNCE=203.0.113.10 castgate
 #
-# The media port is UDP and must be published as such (`-p 8189:8189/udp`);
+# The media port is UDP and must be published as such (`-p 8189:8189/udp`),
+# and as TCP too for ICE-TCP clients whose networks block UDP (`-p 8189:8189/tcp`);
 # CASTGATE_ANNOUNCE is the address clients reach (the host's public or LAN IP),
 # since the container's own address is private to Docker (NAT 1:1).
 
@@ -33,7 +34,7 @@ ENV CASTGATE_HTTP_LISTEN=0.0.0.0:8080 \
     CASTGATE_UDP_LISTEN=0.0.0.0:8189 \
     CASTGATE_RECORD_DIR=/recordings \
     CASTGATE_LOG_FORMAT=json
-EXPOSE 8080/tcp 8189/udp
+EXPOSE 8080/tcp 8189/udp 8189/tcp
 # SIGTERM finalizes recordings; give it up to shutdown.timeout_secs (30 s).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["castgate"]

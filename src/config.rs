@@ -334,6 +334,12 @@ pub struct RtcConfig {
     /// are ~1 s of a 2.5 Mbit/s stream, more than any NACK can still use;
     /// this buffer dominates memory per viewer.
     pub send_buffer_video: usize,
+    /// ICE-TCP (RFC 6544): also listen on TCP on `udp_listen`'s address and
+    /// port and offer passive TCP candidates (UDP stays preferred), for
+    /// clients whose networks block UDP.
+    pub ice_tcp: bool,
+    /// Most ICE-TCP connections open at once; more are refused.
+    pub ice_tcp_max_connections: usize,
 }
 
 impl Default for RtcConfig {
@@ -346,6 +352,8 @@ impl Default for RtcConfig {
             turn_credential_ttl_secs: 86_400,
             workers: 0,
             send_buffer_video: 300,
+            ice_tcp: true,
+            ice_tcp_max_connections: 1024,
         }
     }
 }
@@ -620,6 +628,9 @@ pub struct ServeArgs {
     /// Announce this machine's interface addresses [default: true].
     #[arg(long, env = "CASTGATE_AUTO_DETECT_ADDRESSES", value_name = "BOOL")]
     pub auto_detect_addresses: Option<bool>,
+    /// ICE-TCP: also take media over TCP on the UDP port's number [default: true].
+    #[arg(long, env = "CASTGATE_ICE_TCP", value_name = "BOOL")]
+    pub ice_tcp: Option<bool>,
     /// STUN/TURN URLs handed to clients in Link headers, comma-separated.
     #[arg(
         long,
@@ -785,6 +796,9 @@ impl Config {
         if let Some(v) = a.auto_detect_addresses {
             self.rtc.auto_detect_addresses = v;
         }
+        if let Some(v) = a.ice_tcp {
+            self.rtc.ice_tcp = v;
+        }
         if let Some(v) = &a.ice_servers {
             self.rtc.ice_servers = v
                 .iter()
@@ -922,6 +936,12 @@ impl Config {
             return Err(invalid(
                 "rtc.turn_credential_ttl_secs",
                 "must be between 60 and 604800 seconds",
+            ));
+        }
+        if self.rtc.ice_tcp && self.rtc.ice_tcp_max_connections == 0 {
+            return Err(invalid(
+                "rtc.ice_tcp_max_connections",
+                "must be at least 1 (or set rtc.ice_tcp = false)",
             ));
         }
         if self.rtc.send_buffer_video == 0 {

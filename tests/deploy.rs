@@ -43,6 +43,12 @@ fn compose_file_validates_and_publishes_the_media_port_as_udp() {
     );
     assert!(
         text.contains(&format!(
+            "- protocol: tcp\n      published: {udp}\n      target: {udp}"
+        )),
+        "media port {udp} also published as TCP (ICE-TCP):\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
             "- protocol: tcp\n      published: {http}\n      target: {http}"
         )),
         "{text}"

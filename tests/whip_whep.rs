@@ -9,46 +9,10 @@ use std::time::Duration;
 use castgate::config::OnConflict;
 use castgate::stream::StreamName;
 use common::gateway::{eventually, publisher, start, url, viewers};
-use common::media::{EncodedFrame, opus_packets, video_frames};
-use common::peer::{HttpError, Kind, PeerOptions, Publisher, ReceivedFrame, VideoCodec, Viewer};
-
-/// Receives until `want_video` video frames arrived or nothing came for 3 s.
-async fn collect(
-    viewer: &mut Viewer,
-    want_video: usize,
-) -> (Vec<ReceivedFrame>, Vec<ReceivedFrame>) {
-    let (mut video, mut audio) = (Vec::new(), Vec::new());
-    while video.len() < want_video {
-        let Some(f) = viewer.next_frame(Duration::from_secs(3)).await else {
-            break;
-        };
-        match f.kind {
-            Kind::Video => video.push(f),
-            Kind::Audio => audio.push(f),
-        }
-    }
-    // Let the audio that belongs to the last video frames arrive too.
-    while let Some(f) = viewer.next_frame(Duration::from_millis(300)).await {
-        if f.kind == Kind::Audio {
-            audio.push(f);
-        }
-    }
-    (video, audio)
-}
-
-fn assert_same_sequence(label: &str, got: &[ReceivedFrame], sent: &[EncodedFrame]) {
-    assert!(!got.is_empty(), "{label}: received nothing");
-    let start = sent
-        .iter()
-        .position(|s| s.data == got[0].data)
-        .unwrap_or_else(|| panic!("{label}: first received frame was never sent"));
-    for (i, g) in got.iter().enumerate() {
-        let s = sent
-            .get(start + i)
-            .unwrap_or_else(|| panic!("{label}: more frames than sent"));
-        assert_eq!(g.data, s.data, "{label}: frame {} differs", start + i);
-    }
-}
+use common::media::{opus_packets, video_frames};
+use common::peer::{
+    HttpError, Kind, PeerOptions, Publisher, VideoCodec, Viewer, assert_same_sequence, collect,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_viewers_get_every_frame_byte_for_byte() {

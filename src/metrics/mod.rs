@@ -339,6 +339,44 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             ],
         )?;
 
+        // ICE-TCP.
+        let (t, open) = self.engine.tcp_stats();
+        gauge(
+            e,
+            "castgate_ice_tcp_connections",
+            "ICE-TCP connections open",
+            open as i64,
+        )?;
+        counter(
+            e,
+            "castgate_ice_tcp_packets_in",
+            "Packets read from ICE-TCP connections",
+            ld(&t.packets_in),
+        )?;
+        counter(
+            e,
+            "castgate_ice_tcp_packets_out",
+            "Packets queued to ICE-TCP connections",
+            ld(&t.packets_out),
+        )?;
+        labelled(
+            e,
+            "castgate_ice_tcp_refused",
+            "ICE-TCP connections refused or closed early, by reason",
+            MetricType::Counter,
+            "reason",
+            &[
+                ("full", ld(&t.refused_full) as f64),
+                ("bad_input", ld(&t.closed_bad) as f64),
+            ],
+        )?;
+        counter(
+            e,
+            "castgate_ice_tcp_send_drops",
+            "Packets not sent over ICE-TCP: the connection's queue was full or it was gone",
+            ld(&t.send_drops),
+        )?;
+
         // Recordings.
         let r = self.recorder.stats();
         gauge(

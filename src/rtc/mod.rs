@@ -15,6 +15,7 @@ pub mod router;
 pub mod sdp;
 mod session;
 mod shard;
+pub mod tcp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -121,6 +122,10 @@ struct Shared {
     hub: Arc<Hub>,
     sessions: Mutex<HashMap<String, SessionEntry>>,
     candidates: Vec<SocketAddr>,
+    /// Every session's local ICE candidates (UDP, and passive TCP with ICE-TCP).
+    ice_candidates: Vec<Candidate>,
+    /// Open ICE-TCP connections.
+    tcp: Arc<tcp::Connections>,
 }
 
 struct ShardHandle {
@@ -162,6 +167,16 @@ pub enum EngineError {
     /// The UDP port could not be bound.
     #[error("cannot bind the media UDP port {addr}: {source}")]
     Bind {
+        /// Address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The ICE-TCP port (the UDP port's number) could not be bound.
+    #[error(
+        "cannot bind the media TCP port {addr} for ICE-TCP: {source} (free the port, or set rtc.ice_tcp = false)"
+    )]
+    TcpBind {
         /// Address asked for.
         addr: SocketAddr,
         /// What the OS said.
@@ -219,9 +234,8 @@ const SHARD_INBOX: usize = 8192;
 impl Engine {
     /// Binds the media socket and starts the router and worker shards.
     pub async fn start(config: Arc<Config>, hub: Arc<Hub>) -> Result<Engine, EngineError> {
+        let (socket, listener) = bind_media(&config)?;
         let addr = config.rtc.udp_listen;
-        let socket =
-            MediaSocket::bind(addr).map_err(|source| EngineError::Bind { addr, source })?;
         let local_addr = socket
             .local_addr()
             .map_err(|source| EngineError::Bind { addr, source })?;
@@ -229,7 +243,8 @@ impl Engine {
         if candidates.is_empty() {
             return Err(EngineError::NoAddress);
         }
-        tracing::info!(udp = %local_addr, candidates = ?candidates, "media socket bound");
+        let tcp_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+        tracing::info!(udp = %local_addr, tcp = ?tcp_addr, candidates = ?candidates, "media socket bound");
         let crypto = Arc::new(str0m::crypto::from_feature_flags());
         let dtls_cert = crypto
             .dtls_provider
@@ -242,7 +257,9 @@ impl Engine {
             counters: Arc::new(Counters::default()),
             hub,
             sessions: Mutex::new(HashMap::new()),
+            ice_candidates: tcp::local_candidates(&candidates, listener.is_some()),
             candidates: candidates.clone(),
+            tcp: Arc::new(tcp::Connections::default()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut shards = Vec::new();
@@ -258,6 +275,23 @@ impl Engine {
             shared.clone(),
             shutdown_rx.clone(),
         )));
+        if let Some(listener) = listener {
+            let ctx = tcp::Context {
+                routes: shared.routes.clone(),
+                shards: shards.iter().map(|s| s.commands.clone()).collect(),
+                conns: shared.tcp.clone(),
+                counters: shared.counters.clone(),
+                bound: tcp_addr.unwrap_or(local_addr),
+                announced: candidates.clone(),
+            };
+            let max = config.rtc.ice_tcp_max_connections;
+            tasks.push(tokio::spawn(tcp::run(
+                listener,
+                ctx,
+                max,
+                shutdown_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(router::run(
             socket,
             shared.routes.clone(),
@@ -375,7 +409,7 @@ impl Engine {
             tracks.push(picked.params);
         }
         let mut rtc = builder.build(Instant::now());
-        let mut answer = negotiate(&mut rtc, offer, &self.shared.candidates)?;
+        let mut answer = negotiate(&mut rtc, offer, &self.shared.ice_candidates)?;
         for s in audio.iter().chain(video.iter()) {
             require_negotiated(&rtc, s)?;
         }
@@ -474,7 +508,7 @@ impl Engine {
             codecs::add(builder.codec_config(), t, pt, rtx);
         }
         let mut rtc = builder.build(Instant::now());
-        let answer = negotiate(&mut rtc, offer, &self.shared.candidates)?;
+        let answer = negotiate(&mut rtc, offer, &self.shared.ice_candidates)?;
         let mut receivable = 0;
         for t in stream.tracks() {
             let section = match t.codec.kind() {
@@ -570,6 +604,7 @@ impl Engine {
             created: now,
             figures: Default::default(),
             rtp_seen: Default::default(),
+            tcp: self.shared.tcp.clone(),
         };
         self.shared.sessions.lock().insert(
             id.clone(),
@@ -580,12 +615,20 @@ impl Engine {
                 stream: stream.name().clone(),
             },
         );
+        // Routed before the answer goes out: an ICE-TCP connection's first
+        // STUN request must find the session even if the shard has not taken
+        // it yet (its packets then wait in the shard's inbox behind `Add`).
+        let target = router::Target { shard, key };
+        for ufrag in &session.ufrags {
+            self.shared.routes.add_ufrag(ufrag, target);
+        }
         if self.shards[shard]
             .commands
             .send(Command::Add(Box::new(session)))
             .await
             .is_err()
         {
+            self.shared.routes.remove_target(target);
             self.shared.sessions.lock().remove(&id);
             return Err(NegotiateError::ShuttingDown);
         }
@@ -675,6 +718,11 @@ impl Engine {
         &self.shared.counters
     }
 
+    /// ICE-TCP counters (monotonic) and the connections open now.
+    pub fn tcp_stats(&self) -> (&tcp::TcpCounters, usize) {
+        (&self.shared.tcp.counters, self.shared.tcp.len())
+    }
+
     /// Transport counters.
     pub fn stats(&self) -> EngineStats {
         let c = &self.shared.counters;
@@ -701,6 +749,40 @@ impl Engine {
     }
 }
 
+/// Binds the media UDP socket and, with ICE-TCP, the TCP listener on the
+/// same address and port number. With port 0 (tests) the OS picks the UDP
+/// port, and a few picks are tried until TCP has that number free too.
+fn bind_media(
+    config: &Config,
+) -> Result<(MediaSocket, Option<tokio::net::TcpListener>), EngineError> {
+    let addr = config.rtc.udp_listen;
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket =
+            MediaSocket::bind(addr).map_err(|source| EngineError::Bind { addr, source })?;
+        if !config.rtc.ice_tcp {
+            return Ok((socket, None));
+        }
+        let port = socket
+            .local_addr()
+            .map_err(|source| EngineError::Bind { addr, source })?
+            .port();
+        let tcp_addr = SocketAddr::new(addr.ip(), port);
+        match tcp::bind(tcp_addr) {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {}
+            Err(source) => {
+                return Err(EngineError::TcpBind {
+                    addr: tcp_addr,
+                    source,
+                });
+            }
+        }
+    }
+}
+
 fn one_section<'a>(
     s: &'a OfferSummary,
     kind: &str,
@@ -720,12 +802,10 @@ fn one_section<'a>(
 fn negotiate(
     rtc: &mut Rtc,
     offer: &str,
-    candidates: &[SocketAddr],
+    candidates: &[Candidate],
 ) -> Result<String, NegotiateError> {
-    for addr in candidates {
-        if let Ok(c) = Candidate::host(*addr, "udp") {
-            rtc.add_local_candidate(c);
-        }
+    for c in candidates {
+        rtc.add_local_candidate(c.clone());
     }
     let offer = SdpOffer::from_sdp_string(offer)
         .map_err(|e| NegotiateError::BadOffer(format!("the SDP offer does not parse: {e}")))?;

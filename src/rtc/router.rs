@@ -73,6 +73,20 @@ impl Routes {
         (t.by_ufrag.len(), t.by_addr.len())
     }
 
+    /// The session a STUN binding request names by our ICE username
+    /// fragment; `None` for anything else (ICE-TCP's first-packet check).
+    pub fn stun_target(&self, data: &[u8]) -> Option<Target> {
+        if !is_stun(data) {
+            return None;
+        }
+        let message = StunMessage::parse(data).ok()?;
+        if !message.is_binding_request() {
+            return None;
+        }
+        let (ufrag, _) = message.split_username()?;
+        self.table.read().by_ufrag.get(ufrag).copied()
+    }
+
     fn lookup(&self, data: &[u8], source: SocketAddr) -> Option<Target> {
         if is_stun(data) {
             let target = StunMessage::parse(data)
@@ -178,6 +192,7 @@ pub async fn run(
         };
         let cmd = Command::Datagram {
             key: target.key,
+            proto: str0m::net::Protocol::Udp,
             source,
             destination: destinations.for_source(source),
             data: data.to_vec(),

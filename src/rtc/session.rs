@@ -169,13 +169,16 @@ pub struct Session {
     /// Last cumulative (packets, NACKs) str0m reported per track and
     /// direction (`true` = ingress), so only increases reach [`Counters`].
     pub rtp_seen: HashMap<(Mid, bool), (u64, u64)>,
+    /// The ICE-TCP connections, for transmits over TCP.
+    pub tcp: Arc<super::tcp::Connections>,
 }
 
 impl Session {
-    /// Feeds one datagram to str0m.
+    /// Feeds one datagram (or ICE-TCP packet) to str0m.
     pub fn receive(
         &mut self,
         at: Instant,
+        proto: Protocol,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
@@ -188,7 +191,7 @@ impl Session {
         let input = Input::Receive(
             at,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination,
                 contents,
@@ -326,6 +329,7 @@ impl Session {
                     self.next_timeout = t;
                     return;
                 }
+                Ok(Output::Transmit(t)) if t.proto != Protocol::Udp => self.send_tcp(&t),
                 Ok(Output::Transmit(t)) => {
                     // Counted as handed to the socket; the socket's own drops
                     // are counted by the outbox (`send_drops`).
@@ -340,6 +344,14 @@ impl Session {
                     return;
                 }
             }
+        }
+    }
+
+    /// Sends an ICE-TCP transmit through its connection's queue (never waits).
+    fn send_tcp(&mut self, t: &str0m::net::Transmit) {
+        if self.tcp.send(self.key, t.destination, &t.contents) {
+            self.figures.datagrams_out += 1;
+            self.figures.bytes_out += t.contents.len() as u64;
         }
     }
 
@@ -512,6 +524,7 @@ impl Session {
                 break;
             }
             match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) if t.proto != Protocol::Udp => self.send_tcp(&t),
                 Ok(Output::Transmit(t)) => out.push(t.destination, &t.contents),
                 Ok(Output::Event(_)) => {}
                 Ok(Output::Timeout(_)) | Err(_) => break,

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::net::Protocol;
 use str0m::{Candidate, IceCreds};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -27,6 +28,8 @@ pub enum Command {
     Datagram {
         /// Session key.
         key: u64,
+        /// UDP, or TCP for ICE-TCP (RFC 4571 framing already removed).
+        proto: Protocol,
         /// Remote address.
         source: SocketAddr,
         /// Which of our addresses it was sent to.
@@ -283,6 +286,7 @@ impl Shard {
             Command::Add(session) => self.add(session),
             Command::Datagram {
                 key,
+                proto,
                 source,
                 destination,
                 data,
@@ -290,7 +294,7 @@ impl Shard {
             } => {
                 let counters = self.shared.counters.clone();
                 self.with_session(key, |s| {
-                    s.receive(at, source, destination, &data, &counters)
+                    s.receive(at, proto, source, destination, &data, &counters)
                 });
             }
             Command::Patch { key, op, reply } => {
@@ -372,6 +376,7 @@ impl Shard {
                 shard: self.index,
                 key,
             });
+            self.shared.tcp.close_session(key);
             self.shared.sessions.lock().remove(&s.id);
             let f = s.figures;
             let duration_secs = (s.created.elapsed().as_secs_f64() * 10.0).round() / 10.0;
@@ -439,10 +444,9 @@ fn patch(
                 pwd: local.pass,
                 etag: s.etag.clone(),
                 candidates: shared
-                    .candidates
+                    .ice_candidates
                     .iter()
-                    .filter_map(|a| Candidate::host(*a, "udp").ok())
-                    .map(|c| c.to_sdp_string())
+                    .map(Candidate::to_sdp_string)
                     .collect(),
             })
         }

@@ -1,9 +1,11 @@
 //! Real WebRTC test clients for castgate: a WHIP publisher and a WHEP viewer.
 //!
 //! Each peer is a str0m [`Rtc`] driven by one tokio task that owns a UDP socket
-//! bound to `127.0.0.1:0`. The peer is a full ICE agent (controlling); the server
-//! answers as ICE-lite. Dropping a [`Publisher`] or [`Viewer`] stops its task and
-//! closes its socket without telling the server (like [`Publisher::vanish`]).
+//! bound to `127.0.0.1:0` — or, with [`PeerOptions::over_tcp`], one TCP
+//! connection to the server's passive ICE-TCP candidate (RFC 6544, RFC 4571
+//! framing) and no UDP at all. The peer is a full ICE agent (controlling); the
+//! server answers as ICE-lite. Dropping a [`Publisher`] or [`Viewer`] stops its
+//! task and closes its socket without telling the server (like [`Publisher::vanish`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use anyhow::{Context, anyhow, bail};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -56,6 +59,9 @@ pub struct PeerOptions {
     pub audio: bool,
     /// The address of the peer's host candidate (`127.0.0.1` unless set).
     pub bind: std::net::IpAddr,
+    /// ICE-TCP only: one active TCP candidate, connected to the server's
+    /// passive TCP candidate; no UDP socket, so UDP candidates cannot be used.
+    pub tcp: bool,
 }
 
 impl Default for PeerOptions {
@@ -73,7 +79,14 @@ impl PeerOptions {
             video,
             audio,
             bind: std::net::Ipv4Addr::LOCALHOST.into(),
+            tcp: false,
         }
+    }
+
+    /// The same options over ICE-TCP only (see [`PeerOptions::tcp`]).
+    pub fn over_tcp(mut self) -> Self {
+        self.tcp = true;
+        self
     }
 
     /// The same options with the host candidate on `ip` (e.g. `::1`).
@@ -204,7 +217,7 @@ pub struct Offer {
     /// What [`Offer::accept_answer`] needs to apply the answer (`None` once applied).
     pub pending: Option<SdpPendingOffer>,
     /// The socket of the host candidate (`127.0.0.1:<port>`), not yet registered with tokio.
-    pub socket: std::net::UdpSocket,
+    pub socket: PeerSocket,
     /// Mid of the audio m-line, if any.
     pub audio_mid: Option<Mid>,
     /// Mid of the video m-line, if any.
@@ -228,6 +241,14 @@ impl Offer {
             .context("SDP answer rejected by str0m")?;
         Ok(())
     }
+}
+
+/// The socket behind a peer's one host candidate.
+pub enum PeerSocket {
+    /// A UDP socket (the default).
+    Udp(std::net::UdpSocket),
+    /// A bound, not yet connected TCP socket (active ICE-TCP candidate).
+    Tcp(TcpSocket),
 }
 
 /// Installs str0m's aws-lc-rs crypto as the process default (idempotent).
@@ -286,12 +307,17 @@ pub fn make_offer(opts: &PeerOptions, recv: bool) -> anyhow::Result<Offer> {
         };
     }
 
-    let socket = std::net::UdpSocket::bind((opts.bind, 0))
-        .with_context(|| format!("binding {}:0", opts.bind))?;
-    let local = socket.local_addr().context("local address")?;
-
+    let (socket, local) = bind_socket(opts)?;
+    let candidate = match socket {
+        PeerSocket::Udp(_) => Candidate::host(local, "udp"),
+        PeerSocket::Tcp(_) => Candidate::builder()
+            .tcp()
+            .host(local)
+            .tcptype(TcpType::Active)
+            .build(),
+    }
+    .map_err(|e| anyhow!("host candidate: {e}"))?;
     let mut rtc = cfg.build(Instant::now());
-    let candidate = Candidate::host(local, "udp").map_err(|e| anyhow!("host candidate: {e}"))?;
     if rtc.add_local_candidate(candidate).is_none() {
         bail!("str0m refused the host candidate {local}");
     }
@@ -320,6 +346,148 @@ pub fn make_offer(opts: &PeerOptions, recv: bool) -> anyhow::Result<Offer> {
         video_mid,
         send_video: if recv { None } else { opts.video },
     })
+}
+
+/// A socket on `opts.bind` with a free port: UDP, or TCP (bound, not connected).
+fn bind_socket(opts: &PeerOptions) -> anyhow::Result<(PeerSocket, std::net::SocketAddr)> {
+    let addr = std::net::SocketAddr::new(opts.bind, 0);
+    if !opts.tcp {
+        let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let local = socket.local_addr().context("local address")?;
+        return Ok((PeerSocket::Udp(socket), local));
+    }
+    let socket = if opts.bind.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .context("TCP socket")?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding TCP {addr}"))?;
+    let local = socket.local_addr().context("local address")?;
+    Ok((PeerSocket::Tcp(socket), local))
+}
+
+/// The server's passive ICE-TCP candidates in an SDP answer.
+pub fn passive_tcp_candidates(answer_sdp: &str) -> Vec<std::net::SocketAddr> {
+    answer_sdp
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .filter_map(|l| Candidate::from_sdp_string(l).ok())
+        .filter(|c| c.proto() == Protocol::Tcp && c.tcptype() == Some(TcpType::Passive))
+        .map(|c| c.addr())
+        .collect()
+}
+
+/// RFC 4571: `packet` behind its 16-bit big-endian length.
+pub fn frame_rfc4571(packet: &[u8]) -> Vec<u8> {
+    let mut out = (packet.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(packet);
+    out
+}
+
+/// The transport of a running peer.
+enum Link {
+    Udp(UdpSocket),
+    Tcp {
+        stream: TcpStream,
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+        /// Bytes read that do not make a whole RFC 4571 frame yet.
+        pending: Vec<u8>,
+    },
+}
+
+impl Link {
+    /// Registers the socket with tokio; a TCP socket connects to the server's
+    /// passive candidate of the same family from the answer.
+    async fn open(socket: PeerSocket, answer_sdp: &str) -> anyhow::Result<Link> {
+        match socket {
+            PeerSocket::Udp(socket) => {
+                socket
+                    .set_nonblocking(true)
+                    .context("socket non-blocking")?;
+                Ok(Link::Udp(
+                    UdpSocket::from_std(socket).context("registering the socket")?,
+                ))
+            }
+            PeerSocket::Tcp(socket) => {
+                let local = socket.local_addr().context("local address")?;
+                let remote = passive_tcp_candidates(answer_sdp)
+                    .into_iter()
+                    .find(|a| a.is_ipv4() == local.is_ipv4())
+                    .context("the answer has no passive TCP candidate")?;
+                let stream = socket
+                    .connect(remote)
+                    .await
+                    .with_context(|| format!("connecting to {remote}"))?;
+                stream.set_nodelay(true).context("nodelay")?;
+                Ok(Link::Tcp {
+                    stream,
+                    local,
+                    remote,
+                    pending: Vec::new(),
+                })
+            }
+        }
+    }
+
+    /// Receives the next packet as str0m input parts (cancel-safe: bytes read
+    /// stay in `pending`).
+    async fn recv(
+        &mut self,
+        buf: &mut [u8],
+    ) -> std::io::Result<(
+        Protocol,
+        std::net::SocketAddr,
+        std::net::SocketAddr,
+        Vec<u8>,
+    )> {
+        match self {
+            Link::Udp(socket) => {
+                let local = socket.local_addr()?;
+                let (n, source) = socket.recv_from(buf).await?;
+                Ok((Protocol::Udp, source, local, buf[..n].to_vec()))
+            }
+            Link::Tcp {
+                stream,
+                local,
+                remote,
+                pending,
+            } => loop {
+                if pending.len() >= 2 {
+                    let len = usize::from(u16::from_be_bytes([pending[0], pending[1]]));
+                    if pending.len() >= 2 + len {
+                        let packet = pending[2..2 + len].to_vec();
+                        pending.drain(..2 + len);
+                        return Ok((Protocol::Tcp, *remote, *local, packet));
+                    }
+                }
+                let n = stream.read(buf).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                pending.extend_from_slice(&buf[..n]);
+            },
+        }
+    }
+
+    /// Sends a str0m transmit; only TCP errors are fatal (a lost datagram is not).
+    async fn send(&mut self, t: &Transmit) -> Result<(), String> {
+        match self {
+            Link::Udp(socket) => {
+                let _ = socket.send_to(&t.contents, t.destination).await;
+                Ok(())
+            }
+            Link::Tcp { stream, remote, .. } if t.destination == *remote => stream
+                .write_all(&frame_rfc4571(&t.contents))
+                .await
+                .map_err(|e| format!("TCP write: {e}")),
+            Link::Tcp { .. } => Ok(()),
+        }
+    }
 }
 
 /// The value of the first `a=<name>:<value>` line of `sdp` (e.g. `ice-ufrag`, `fingerprint`).
@@ -466,9 +634,10 @@ impl Peer {
             answer_sdp: body,
         };
 
-        let started = offer
-            .accept_answer(&info.answer_sdp)
-            .and_then(|()| Peer::spawn(offer, frames));
+        let started = match offer.accept_answer(&info.answer_sdp) {
+            Ok(()) => Peer::spawn(offer, &info.answer_sdp, frames).await,
+            Err(e) => Err(e),
+        };
         let (cmd, state, counters, task) = match started {
             Ok(v) => v,
             Err(e) => {
@@ -513,8 +682,9 @@ impl Peer {
 
     /// Starts the peer task for an offer whose answer has been applied.
     #[allow(clippy::type_complexity)]
-    fn spawn(
+    async fn spawn(
         offer: Offer,
+        answer_sdp: &str,
         frames: Option<mpsc::Sender<ReceivedFrame>>,
     ) -> anyhow::Result<(
         mpsc::Sender<Command>,
@@ -522,17 +692,13 @@ impl Peer {
         Arc<Counters>,
         JoinHandle<()>,
     )> {
-        offer
-            .socket
-            .set_nonblocking(true)
-            .context("socket non-blocking")?;
-        let socket = UdpSocket::from_std(offer.socket).context("registering the socket")?;
+        let link = Link::open(offer.socket, answer_sdp).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (state_tx, state_rx) = watch::channel(State::Connecting);
         let counters = Arc::new(Counters::default());
         let task = PeerTask {
             rtc: offer.rtc,
-            socket,
+            link,
             audio_mid: offer.audio_mid,
             video_mid: offer.video_mid,
             send_video: offer.send_video,
@@ -613,7 +779,7 @@ impl Drop for Peer {
 /// The task that owns one peer's `Rtc` and socket.
 struct PeerTask {
     rtc: Rtc,
-    socket: UdpSocket,
+    link: Link,
     audio_mid: Option<Mid>,
     video_mid: Option<Mid>,
     send_video: Option<VideoCodec>,
@@ -650,23 +816,25 @@ impl PeerTask {
 
     /// Runs until the session ends (`Err`) or the owner stops it (`Ok`).
     async fn run_loop(&mut self, cmds: &mut mpsc::Receiver<Command>) -> Result<String, String> {
-        let local = self
-            .socket
-            .local_addr()
-            .map_err(|e| format!("socket: {e}"))?;
         let mut buf = vec![0u8; RECV_BUF];
         loop {
             let deadline = self.drain().await?;
             tokio::select! {
-                res = self.socket.recv_from(&mut buf) => {
-                    // Errors here are transient (e.g. ICMP port unreachable): ignore them.
-                    let Ok((n, source)) = res else { continue };
-                    let Some(data) = buf.get(..n) else { continue };
+                res = self.link.recv(&mut buf) => {
+                    let (proto, source, destination, data) = match res {
+                        Ok(v) => v,
+                        // A closed TCP connection is the end of this peer.
+                        Err(e) if matches!(self.link, Link::Tcp { .. }) => {
+                            return Err(format!("TCP connection: {e}"));
+                        }
+                        // UDP errors are transient (e.g. ICMP port unreachable): ignore them.
+                        Err(_) => continue,
+                    };
                     // Datagrams that are not STUN/DTLS/RTP are not ours: ignore them.
-                    let Ok(contents) = data.try_into() else { continue };
+                    let Ok(contents) = data.as_slice().try_into() else { continue };
                     let input = Input::Receive(
                         Instant::now(),
-                        Receive { proto: Protocol::Udp, source, destination: local, contents },
+                        Receive { proto, source, destination, contents },
                     );
                     self.rtc.handle_input(input).map_err(|e| format!("str0m input: {e}"))?;
                 }
@@ -704,10 +872,7 @@ impl PeerTask {
                 .map_err(|e| format!("str0m poll: {e}"))?;
             match output {
                 Output::Timeout(t) => return Ok(t),
-                Output::Transmit(t) => {
-                    // Loss of a datagram is something WebRTC copes with; do not end on it.
-                    let _ = self.socket.send_to(&t.contents, t.destination).await;
-                }
+                Output::Transmit(t) => self.link.send(&t).await?,
                 Output::Event(e) => self.on_event(e)?,
             }
         }
@@ -1047,5 +1212,44 @@ impl Viewer {
     /// Closes the peer connection (RTCP BYE + DTLS close_notify) WITHOUT DELETE.
     pub async fn close(mut self) {
         self.peer.stop(true).await;
+    }
+}
+
+/// Receives until `want_video` video frames arrived or nothing came for 3 s.
+pub async fn collect(
+    viewer: &mut Viewer,
+    want_video: usize,
+) -> (Vec<ReceivedFrame>, Vec<ReceivedFrame>) {
+    let (mut video, mut audio) = (Vec::new(), Vec::new());
+    while video.len() < want_video {
+        let Some(f) = viewer.next_frame(Duration::from_secs(3)).await else {
+            break;
+        };
+        match f.kind {
+            Kind::Video => video.push(f),
+            Kind::Audio => audio.push(f),
+        }
+    }
+    // Let the audio that belongs to the last video frames arrive too.
+    while let Some(f) = viewer.next_frame(Duration::from_millis(300)).await {
+        if f.kind == Kind::Audio {
+            audio.push(f);
+        }
+    }
+    (video, audio)
+}
+
+/// Asserts that `got` is a run of `sent`, byte for byte, from wherever it starts.
+pub fn assert_same_sequence(label: &str, got: &[ReceivedFrame], sent: &[EncodedFrame]) {
+    assert!(!got.is_empty(), "{label}: received nothing");
+    let start = sent
+        .iter()
+        .position(|s| s.data == got[0].data)
+        .unwrap_or_else(|| panic!("{label}: first received frame was never sent"));
+    for (i, g) in got.iter().enumerate() {
+        let s = sent
+            .get(start + i)
+            .unwrap_or_else(|| panic!("{label}: more frames than sent"));
+        assert_eq!(g.data, s.data, "{label}: frame {} differs", start + i);
     }
 }
