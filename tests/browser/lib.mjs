@@ -149,12 +149,19 @@ export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, u
   return server;
 }
 
-/** A Chromium of its own (a persistent context in a new empty profile directory). */
-export async function launchBrowser() {
+/**
+ * A Chromium of its own (a persistent context in a new empty profile directory);
+ * `args` are extra command-line flags.
+ */
+export async function launchBrowser({ args = [], prefs = null } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-chromium-'));
+  if (prefs) {
+    fs.mkdirSync(path.join(dir, 'Default'));
+    fs.writeFileSync(path.join(dir, 'Default', 'Preferences'), JSON.stringify(prefs));
+  }
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: '/usr/bin/chromium',
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport: DESKTOP,
   });
   return {
