@@ -270,3 +270,38 @@ async fn a_taken_tcp_port_is_a_clear_start_up_error() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_gateway_says_goodbye_over_tcp_too() {
+    let server = start(|_| {}).await;
+    let publisher = Publisher::connect(
+        &url(&server, "/whip/bye"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true).over_tcp(),
+    )
+    .await
+    .expect("TCP publisher connects");
+    let viewer = Viewer::connect_with(&url(&server, "/whep/bye"), tcp_viewer_opts())
+        .await
+        .expect("TCP viewer connects");
+    assert!(eventually(Duration::from_secs(5), || viewers(&server, "bye") == 1).await);
+    server.shutdown().await;
+    for (label, ended, reason) in [
+        (
+            "publisher",
+            publisher.wait_ended(Duration::from_secs(5)).await,
+            publisher.end_reason(),
+        ),
+        (
+            "viewer",
+            viewer.wait_ended(Duration::from_secs(5)).await,
+            viewer.end_reason(),
+        ),
+    ] {
+        assert!(ended, "{label} told");
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.contains("close_notify"),
+            "{label}: the DTLS goodbye arrived before the connection closed, not just the close ({reason})"
+        );
+    }
+}

@@ -33,6 +33,11 @@ pub use conns::{Connections, TcpCounters};
 /// does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// At shutdown, how long connections get to write their sessions' goodbyes
+/// before they are closed anyway (one that never named a session waits for
+/// nothing and is cut then).
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
+
 /// Binds the ICE-TCP listener; `[::]:PORT` takes IPv4 and IPv6 alike (as the
 /// UDP socket does).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -88,7 +93,8 @@ impl Context {
 }
 
 /// Accepts connections until shutdown, each served by its own task (owned
-/// here, aborted at shutdown), at most `max` at once.
+/// here; at shutdown given [`SHUTDOWN_DRAIN`] to send goodbyes, then
+/// aborted), at most `max` at once.
 pub(super) async fn run(
     listener: TcpListener,
     ctx: Context,
@@ -127,6 +133,19 @@ pub(super) async fn run(
                 });
             }
         }
+    }
+    // The sessions are ending too: each connection's writer sends its
+    // session's goodbyes (RTCP BYE, DTLS close_notify) and closes when the
+    // session lets go. Give them that moment; cut what is left after it.
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            open = tasks.len(),
+            "ice-tcp connections still open at shutdown: closed"
+        );
     }
     tasks.shutdown().await;
 }
