@@ -124,7 +124,8 @@ impl Server {
                 engine: engine.clone(),
                 recorder: recorder.clone(),
                 restreamer: restreamer.clone(),
-                webhooks: (!config.events.webhooks.is_empty()).then(|| webhooks.stats().clone()),
+                // Always: webhooks may come with a later reload.
+                webhooks: Some(webhooks.stats().clone()),
                 per_stream: config.metrics.per_stream,
             }))
         });

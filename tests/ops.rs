@@ -10,27 +10,11 @@ use std::time::{Duration, Instant};
 
 use castgate::server::Server;
 use common::files::{decodes_cleanly, free_port, free_udp_port, packets, temp_dir};
-use common::gateway::{self, publisher, url, wait_received};
+use common::gateway::{self, publisher, scrape, url, value, wait_received};
 use common::hooks::{webhook_receiver, webhook_receiver_answering};
 use common::media::{opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec, Viewer};
 use hmac::{Hmac, KeyInit, Mac};
-
-/// The value of the series `series` (name with its labels, exactly as
-/// rendered) in a Prometheus text exposition.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-async fn scrape(server: &Server) -> String {
-    let resp = reqwest::get(url(server, "/metrics")).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    resp.text().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_present_and_move_while_a_publisher_sends() {

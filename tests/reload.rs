@@ -221,6 +221,12 @@ async fn webhooks_added_by_reload_deliver_and_removed_ones_stop() {
         ["hooked-1"],
         "a removed webhook gets nothing new"
     );
+    // Deliveries of webhooks that came with a reload are counted too.
+    let delivered = gateway::value(
+        &gateway::scrape(&server).await,
+        "castgate_webhook_events_total{result=\"delivered\"}",
+    );
+    assert!(delivered.is_some_and(|n| n >= 2.0), "{delivered:?}");
     drop((one, two));
     server.shutdown().await;
 }

@@ -150,7 +150,8 @@ pub struct GatewayCollector {
     pub recorder: Arc<Recorder>,
     /// Restream targets and HLS outputs.
     pub restreamer: Arc<Restreamer>,
-    /// Webhook deliveries, if any webhook is configured.
+    /// Webhook deliveries (zero until a webhook is configured, at start or
+    /// by a reload).
     pub webhooks: Option<Arc<WebhookStats>>,
     /// Export per-stream series (labelled with the stream name).
     pub per_stream: bool,

@@ -23,6 +23,23 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     Server::start(c).await.expect("server starts")
 }
 
+/// `GET /metrics` (open): the Prometheus text, checked to be served as such.
+pub async fn scrape(server: &Server) -> String {
+    let resp = reqwest::get(url(server, "/metrics")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
+    resp.text().await.unwrap()
+}
+
+/// The value of the series `series` (name with its labels, exactly as
+/// rendered) in a Prometheus text exposition.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// `http://ADDR{path}`.
 pub fn url(server: &Server, path: &str) -> String {
     format!("http://{}{path}", server.http_addr())
