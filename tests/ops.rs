@@ -14,6 +14,7 @@ use common::gateway::{self, publisher, scrape, url, value, wait_received};
 use common::hooks::{webhook_receiver, webhook_receiver_answering};
 use common::media::{opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec, Viewer};
+use common::process::{signal, wait_exit};
 use hmac::{Hmac, KeyInit, Mac};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,17 +551,8 @@ async fn sigterm_tells_peers_finalizes_the_recording_and_exits_0() {
     }
     assert_eq!(received, all, "every frame arrived");
 
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(30), "SIGTERM").await;
     assert_eq!(status.code(), Some(0), "clean exit");
 
     // Both peers were told (DTLS close_notify), not left to time out.

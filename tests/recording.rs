@@ -14,6 +14,7 @@ use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_d
 use common::gateway::{self, publisher, recordings_idle, url, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
+use common::process::{signal, wait_exit};
 
 async fn start(dir: &Path) -> Server {
     start_with(dir, |_| {}).await
@@ -281,9 +282,8 @@ async fn sigterm_finalizes_without_losing_frames() {
     publisher.play(&video, &audio).await.unwrap();
     // Let the last packets cross loopback before the signal.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = gw.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = gw.child.wait().unwrap();
+    signal(&gw.child, libc::SIGTERM);
+    let status = wait_exit(&mut gw.child, Duration::from_secs(30), "SIGTERM").await;
     assert!(status.success(), "clean exit: {status}");
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 1, "{files:?}");

@@ -15,6 +15,7 @@ use common::files::{free_port, free_udp_port, temp_dir};
 use common::gateway::{self, eventually, publisher, url};
 use common::hooks::webhook_receiver_answering;
 use common::peer::VideoCodec;
+use common::process::{signal, wait_exit};
 
 /// `GET /metrics` (admin only once `admin_token` is set) with `token`: the status.
 async fn metrics_status(base: &str, token: &str) -> u16 {
@@ -26,12 +27,6 @@ async fn metrics_status(base: &str, token: &str) -> u16 {
         .expect("the gateway answers")
         .status()
         .as_u16()
-}
-
-fn hup(child: &std::process::Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 /// Waits (bounded) until the logs hold `n` lines containing `needle`.
@@ -97,7 +92,7 @@ async fn sighup_swaps_tokens_and_an_invalid_file_keeps_the_old_config() {
 
     // A new token, and a key that needs a restart.
     write("second-token", "[http]\nrate_limit_burst = 77\n");
-    hup(&child, libc::SIGHUP);
+    signal(&child, libc::SIGHUP);
     assert!(
         wait_log(&logs, "\"config reloaded\"", 1).await,
         "{}",
@@ -115,26 +110,19 @@ async fn sighup_swaps_tokens_and_an_invalid_file_keeps_the_old_config() {
 
     // An invalid value: refused whole, the second token stays.
     write("third-token", "[http]\nmax_body_bytes = 10\n");
-    hup(&child, libc::SIGHUP);
+    signal(&child, libc::SIGHUP);
     assert!(wait_log(&logs, "config reload rejected", 1).await);
     assert!(logs.lock().unwrap().contains("http.max_body_bytes"));
     // A malformed file: the same.
     std::fs::write(&config, "[auth\nadmin_token = \"third-token\"\n").unwrap();
-    hup(&child, libc::SIGHUP);
+    signal(&child, libc::SIGHUP);
     assert!(wait_log(&logs, "config reload rejected", 2).await);
     assert!(child.try_wait().unwrap().is_none(), "still running");
     assert_eq!(metrics_status(&base, "second-token").await, 200);
     assert_eq!(metrics_status(&base, "third-token").await, 401);
 
-    hup(&child, libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child, Duration::from_secs(30), "SIGTERM").await;
     assert_eq!(status.code(), Some(0), "clean exit");
     reader.join().unwrap();
     let l = logs.lock().unwrap();

@@ -12,5 +12,7 @@ pub mod hooks;
 pub mod media;
 /// Real WebRTC peers: WHIP publisher, WHEP viewer.
 pub mod peer;
+/// The real binary as a child process: signals, bounded exit waits.
+pub mod process;
 /// RTMP receivers and restream API calls.
 pub mod rtmp;
