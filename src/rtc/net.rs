@@ -65,12 +65,6 @@ impl MediaSocket {
         Ok((n, plain(source)))
     }
 
-    /// Sends without waiting (a full socket buffer is an error: the caller
-    /// counts the drop).
-    pub fn try_send_to(&self, data: &[u8], dest: SocketAddr) -> io::Result<usize> {
-        self.socket.try_send_to(data, self.on_wire(dest))
-    }
-
     /// Sends `contents` as datagrams of `segment` bytes each (the last may be
     /// shorter) to one peer, without waiting: a full socket buffer is an
     /// error and the caller counts the drop.
@@ -174,7 +168,7 @@ mod tests {
             let (n, source) = media.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"ping");
             assert_eq!(source, peer.local_addr().unwrap(), "shown plain");
-            media.try_send_to(b"pong", source).unwrap();
+            media.try_send_segments(b"pong", 4, source).unwrap();
             let (n, _) = peer.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], b"pong");
         }
