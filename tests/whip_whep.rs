@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use castgate::config::OnConflict;
@@ -13,6 +14,76 @@ use common::media::{opus_packets, video_frames};
 use common::peer::{
     HttpError, Kind, PeerOptions, Publisher, VideoCodec, Viewer, assert_same_sequence, collect,
 };
+
+/// Viewers of VP8/H.264 + Opus streams send the publisher's shared RTP
+/// payloads (str0m's RTP mode): a viewer on a lossy link must still get every
+/// frame, resent from those shared payloads on its NACKs, while a clean viewer
+/// of the same stream is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossy_viewer_gets_every_frame_by_retransmission() {
+    for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+        let video = video_frames(codec, 3);
+        let audio = opus_packets(3);
+        let server = start(|_| {}).await;
+        let name = format!("lossy-{codec:?}").to_lowercase();
+        let publisher = Publisher::connect(
+            &url(&server, &format!("/whip/{name}")),
+            PeerOptions::new(Some(codec), true),
+        )
+        .await
+        .expect("publisher connects");
+        let whep = url(&server, &format!("/whep/{name}"));
+        let mut lossy = Viewer::connect_with(
+            &whep,
+            PeerOptions::new(Some(codec), true).losing_video_every(10),
+        )
+        .await
+        .expect("lossy viewer connects");
+        let mut clean = Viewer::connect_with(&whep, PeerOptions::new(Some(codec), true))
+            .await
+            .expect("clean viewer connects");
+        assert!(
+            eventually(Duration::from_secs(5), || viewers(&server, &name) == 2).await,
+            "two viewers subscribed"
+        );
+        publisher.play(&video, &audio).await.expect("plays");
+        // A loss is noticed when a later packet arrives: one more frame, so
+        // the last frame's packets are not the last the viewer sees.
+        let after = video.last().map_or(0, |f| f.rtp_time) + 3000;
+        publisher
+            .send_video(video[0].data.clone(), after)
+            .await
+            .expect("sends");
+        for (label, v) in [("lossy", &mut lossy), ("clean", &mut clean)] {
+            let (got_video, got_audio) = collect(v, video.len()).await;
+            let label = format!("{codec:?} {label} viewer");
+            assert_eq!(got_video.len(), video.len(), "{label}: every video frame");
+            assert!(
+                got_video.iter().all(|f| f.contiguous),
+                "{label}: no frame was given up on"
+            );
+            assert_same_sequence(&format!("{label} video"), &got_video, &video);
+            assert_same_sequence(&format!("{label} audio"), &got_audio, &audio);
+        }
+        let lost = lossy.video_packets_lost();
+        assert!(lost >= 5, "{codec:?}: the link lost packets ({lost})");
+        assert_eq!(clean.video_packets_lost(), 0);
+        // str0m's statistics reach the counters every 2 s.
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                server
+                    .engine()
+                    .counters()
+                    .nacks_received
+                    .load(Ordering::Relaxed)
+                    > 0
+            })
+            .await,
+            "{codec:?}: the gateway saw the NACKs"
+        );
+        server.shutdown().await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_viewers_get_every_frame_byte_for_byte() {

@@ -278,6 +278,7 @@ mod tests {
             sender_clock: sr,
             after_loss: false,
             data: Arc::from(vec![0u8]),
+            rtp_payloads: Vec::new(),
         }
     }
 

@@ -7,10 +7,12 @@
 //! its sink queue receives. Nothing above this folder sees str0m.
 
 pub mod codecs;
+mod forward;
 pub mod limits;
 mod memory;
 pub mod net;
 mod outbox;
+pub mod payloads;
 pub mod router;
 pub mod sdp;
 mod session;
@@ -499,7 +501,16 @@ impl Engine {
                 )));
             }
         }
-        let mut builder = self.rtc_builder().set_extension_map(viewer_extensions());
+        // Streams whose every track is cut once are forwarded as shared RTP
+        // payloads (str0m's RTP mode); others are packetized per viewer.
+        let forward = stream
+            .tracks()
+            .iter()
+            .all(|t| payloads::is_cut_once(t.codec));
+        let mut builder = self
+            .rtc_builder()
+            .set_extension_map(viewer_extensions())
+            .set_rtp_mode(forward);
         for t in stream.tracks() {
             let (pt, rtx) = match t.codec.kind() {
                 MediaKind::Video => (96, Some(97)),
@@ -558,7 +569,7 @@ impl Engine {
                 key,
             }),
         ));
-        let role = Role::Viewer(ViewerState::new(queue));
+        let role = Role::Viewer(ViewerState::new(queue, forward));
         self.start_session(
             shard,
             key,

@@ -18,6 +18,8 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use super::Counters;
 use super::codecs;
+use super::forward::RtpForwarder;
+use super::payloads::PayloadCutter;
 use crate::stream::{
     Frame, KeyframePacer, LiveStream, MediaKind, SenderClock, SinkKind, SinkQueue, Subscription,
 };
@@ -37,6 +39,9 @@ pub struct PublisherState {
     periodic: Duration,
     video_mid: Option<Mid>,
     limits: super::limits::PublisherLimits,
+    /// Per track: cuts its frames into RTP payloads once for every viewer
+    /// (`None` for codecs that are not cut once).
+    cutters: HashMap<MediaKind, Option<PayloadCutter>>,
 }
 
 impl PublisherState {
@@ -53,6 +58,7 @@ impl PublisherState {
             periodic,
             video_mid: None,
             limits,
+            cutters: HashMap::new(),
         }
     }
 }
@@ -66,12 +72,18 @@ pub struct ViewerState {
     scratch: Vec<Arc<Frame>>,
     last_forwarded_pli: Option<Instant>,
     joined: bool,
+    /// Set when the session runs in str0m's RTP mode and forwards the
+    /// stream's shared payloads; `None` when str0m packetizes the frames.
+    forward: Option<RtpForwarder>,
 }
 
 impl ViewerState {
-    /// A viewer that will read frames from `queue` once connected.
-    pub fn new(queue: Arc<SinkQueue>) -> ViewerState {
+    /// A viewer that will read frames from `queue` once connected, and
+    /// forward their shared RTP payloads when `forward` (its `Rtc` must then
+    /// be in RTP mode) or have str0m packetize them.
+    pub fn new(queue: Arc<SinkQueue>, forward: bool) -> ViewerState {
         ViewerState {
+            forward: forward.then(RtpForwarder::default),
             queue,
             subscription: None,
             mids: HashMap::new(),
@@ -274,6 +286,18 @@ impl Session {
             let Some(mid) = v.mids.get(&kind).copied() else {
                 continue;
             };
+            if let Some(forward) = &mut v.forward {
+                match forward.write(&mut self.rtc, mid, &frame) {
+                    Ok(bytes) => {
+                        sent += bytes;
+                        self.figures.frames += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed")
+                    }
+                }
+                continue;
+            }
             let Some(writer) = self.rtc.writer(mid) else {
                 continue;
             };
@@ -472,6 +496,13 @@ impl Session {
             send_keyframe_request(&mut self.rtc, p.video_mid);
         }
         let time = data.time.rebase(frequency(params.clock_rate));
+        let rtp_payloads = p
+            .cutters
+            .entry(kind)
+            .or_insert_with(|| PayloadCutter::for_codec(params.codec))
+            .as_mut()
+            .map(|c| c.cut(&data.data))
+            .unwrap_or_default();
         let frame = Frame {
             params,
             keyframe,
@@ -483,6 +514,7 @@ impl Session {
             }),
             after_loss: !data.contiguous,
             data: data.data,
+            rtp_payloads,
         };
         self.figures.frames += 1;
         self.stream.publish(frame);

@@ -135,6 +135,11 @@ pub struct Frame {
     pub after_loss: bool,
     /// The encoded bytes (Annex-B for H.264, OBUs for AV1), shared by all sinks.
     pub data: Arc<[u8]>,
+    /// The same frame cut into RTP payloads once, for every viewer of the
+    /// stream: viewers send (and keep for retransmission) these shared bytes
+    /// instead of each cutting and holding its own copy. Empty for codecs
+    /// that are not cut once (VP9, AV1): their viewers packetize themselves.
+    pub rtp_payloads: Vec<Arc<[u8]>>,
 }
 
 impl Frame {

@@ -292,6 +292,7 @@ mod tests {
             sender_clock: None,
             after_loss: false,
             data: Arc::from(vec![1u8, 2, 3]),
+            rtp_payloads: Vec::new(),
         }
     }
 

@@ -199,6 +199,7 @@ mod tests {
             sender_clock: None,
             after_loss: false,
             data: Arc::from(vec![t as u8]),
+            rtp_payloads: Vec::new(),
         })
     }
 

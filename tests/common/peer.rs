@@ -62,6 +62,10 @@ pub struct PeerOptions {
     /// ICE-TCP only: one active TCP candidate, connected to the server's
     /// passive TCP candidate; no UDP socket, so UDP candidates cannot be used.
     pub tcp: bool,
+    /// Viewer only: throw away every n-th RTP packet of the video's primary
+    /// payload type before str0m sees it (a lossy link), so str0m must NACK
+    /// and the gateway retransmit.
+    pub lose_video_every: Option<u32>,
 }
 
 impl Default for PeerOptions {
@@ -80,12 +84,20 @@ impl PeerOptions {
             audio,
             bind: std::net::Ipv4Addr::LOCALHOST.into(),
             tcp: false,
+            lose_video_every: None,
         }
     }
 
     /// The same options over ICE-TCP only (see [`PeerOptions::tcp`]).
     pub fn over_tcp(mut self) -> Self {
         self.tcp = true;
+        self
+    }
+
+    /// The same options for a viewer that loses every n-th video packet
+    /// (see [`PeerOptions::lose_video_every`]).
+    pub fn losing_video_every(mut self, n: u32) -> Self {
+        self.lose_video_every = Some(n.max(2));
         self
     }
 
@@ -559,6 +571,38 @@ enum State {
 struct Counters {
     keyframe_requests: AtomicU64,
     frames_dropped: AtomicU64,
+    video_packets_lost: AtomicU64,
+}
+
+/// A simulated lossy link: every `every`-th RTP packet of payload type `pt`.
+struct Loss {
+    every: u32,
+    pt: u8,
+    seen: u32,
+}
+
+impl Loss {
+    /// Whether this datagram is lost (counted among the packets of `pt`).
+    fn drops(&mut self, datagram: &[u8]) -> bool {
+        let rtp = datagram.len() >= 12 && datagram[0] >> 6 == 2;
+        // RTCP's packet types (200–207) never equal a dynamic payload type.
+        if !rtp || datagram[1] & 0x7f != self.pt {
+            return false;
+        }
+        self.seen += 1;
+        self.seen.is_multiple_of(self.every)
+    }
+}
+
+/// The first payload type of the answer's video section (its primary codec).
+fn video_payload_type(answer_sdp: &str) -> Option<u8> {
+    answer_sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("m=video "))?
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
 }
 
 /// A request to a peer's task.
@@ -635,7 +679,13 @@ impl Peer {
         };
 
         let started = match offer.accept_answer(&info.answer_sdp) {
-            Ok(()) => Peer::spawn(offer, &info.answer_sdp, frames).await,
+            Ok(()) => {
+                let loss = opts
+                    .lose_video_every
+                    .zip(video_payload_type(&info.answer_sdp))
+                    .map(|(every, pt)| Loss { every, pt, seen: 0 });
+                Peer::spawn(offer, &info.answer_sdp, frames, loss).await
+            }
             Err(e) => Err(e),
         };
         let (cmd, state, counters, task) = match started {
@@ -686,6 +736,7 @@ impl Peer {
         offer: Offer,
         answer_sdp: &str,
         frames: Option<mpsc::Sender<ReceivedFrame>>,
+        loss: Option<Loss>,
     ) -> anyhow::Result<(
         mpsc::Sender<Command>,
         watch::Receiver<State>,
@@ -705,6 +756,7 @@ impl Peer {
             state: state_tx,
             frames,
             counters: counters.clone(),
+            loss,
         };
         let handle = tokio::spawn(task.run(cmd_rx));
         Ok((cmd_tx, state_rx, counters, handle))
@@ -786,6 +838,7 @@ struct PeerTask {
     state: watch::Sender<State>,
     frames: Option<mpsc::Sender<ReceivedFrame>>,
     counters: Arc<Counters>,
+    loss: Option<Loss>,
 }
 
 impl PeerTask {
@@ -830,6 +883,10 @@ impl PeerTask {
                         // UDP errors are transient (e.g. ICMP port unreachable): ignore them.
                         Err(_) => continue,
                     };
+                    if self.loss.as_mut().is_some_and(|l| l.drops(&data)) {
+                        self.counters.video_packets_lost.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
                     // Datagrams that are not STUN/DTLS/RTP are not ours: ignore them.
                     let Ok(contents) = data.as_slice().try_into() else { continue };
                     let input = Input::Receive(
@@ -1181,6 +1238,14 @@ impl Viewer {
     /// Frames dropped because the queue ([`FRAME_QUEUE`]) was full.
     pub fn frames_dropped(&self) -> u64 {
         self.peer.counters.frames_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Video packets thrown away by [`PeerOptions::losing_video_every`].
+    pub fn video_packets_lost(&self) -> u64 {
+        self.peer
+            .counters
+            .video_packets_lost
+            .load(Ordering::Relaxed)
     }
 
     /// True once the server closed the session (DTLS close_notify, ICE gone, or the

@@ -1,0 +1,100 @@
+//! Sending a stream's shared RTP payloads to one viewer.
+//!
+//! A viewer of a stream whose tracks are all cut once ([`super::payloads`])
+//! runs its str0m [`Rtc`] in RTP mode and writes those payloads itself: the
+//! bytes are the publisher's shared pieces, only the RTP header (sequence
+//! number, payload type, SSRC) is the viewer's own. str0m's retransmission
+//! buffer then keeps references to the shared pieces, not copies.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use str0m::Rtc;
+use str0m::media::{Mid, Pt};
+use str0m::rtp::{RtpWrite, SeqNo};
+
+use super::codecs;
+use crate::stream::{Frame, MediaKind};
+
+/// Per-track sending state of one viewer in RTP mode.
+#[derive(Debug)]
+struct Track {
+    mid: Mid,
+    pt: Pt,
+    /// Extended sequence number of the next packet.
+    next_seq: u64,
+}
+
+/// Writes shared payloads to one viewer's send streams.
+#[derive(Debug, Default)]
+pub struct RtpForwarder {
+    tracks: Vec<Track>,
+}
+
+/// Why a frame was not written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The viewer's session has no send stream for the track (declined or
+    /// not negotiated).
+    #[error("no send stream for the track")]
+    NoStream,
+    /// The negotiated payload types do not include the frame's format.
+    #[error("the frame's format was not negotiated")]
+    NoPayloadType,
+    /// The frame has no shared payloads (its codec is not cut once, or the
+    /// cutter refused it).
+    #[error("the frame has no RTP payloads")]
+    NotCut,
+}
+
+impl RtpForwarder {
+    /// Writes every payload of `frame` to the send stream of `mid`, returning
+    /// how many bytes of payload went out.
+    pub fn write(&mut self, rtc: &mut Rtc, mid: Mid, frame: &Frame) -> Result<usize, ForwardError> {
+        if frame.rtp_payloads.is_empty() {
+            return Err(ForwardError::NotCut);
+        }
+        let track = match self.tracks.iter().position(|t| t.mid == mid) {
+            Some(i) => &mut self.tracks[i],
+            None => {
+                let pt = rtc
+                    .codec_config()
+                    .match_params(codecs::payload_params(&frame.params))
+                    .map(|p| p.pt())
+                    .ok_or(ForwardError::NoPayloadType)?;
+                self.tracks.push(Track {
+                    mid,
+                    pt,
+                    // Random, and low enough that the rollover counter starts
+                    // at 0, which the receiver assumes (RFC 3711 3.3.1).
+                    next_seq: rand::rng().random_range(0..0x8000),
+                });
+                self.tracks.last_mut().ok_or(ForwardError::NoStream)?
+            }
+        };
+        let mut api = rtc.direct_api();
+        let stream = api
+            .stream_tx_by_mid(mid, None)
+            .ok_or(ForwardError::NoStream)?;
+        let video = frame.kind() == MediaKind::Video;
+        // RTP time is the low 32 bits of the publisher's extended time.
+        let time = frame.rtp_time as u32;
+        let last = frame.rtp_payloads.len() - 1;
+        let mut bytes = 0;
+        for (i, payload) in frame.rtp_payloads.iter().enumerate() {
+            bytes += payload.len();
+            let seq = SeqNo::from(track.next_seq);
+            track.next_seq += 1;
+            stream.write_rtp(
+                RtpWrite::new(track.pt, seq, time, frame.arrival, Arc::clone(payload))
+                    // As str0m's packetizers mark: the last packet of a
+                    // video frame; audio unmarked.
+                    .marker(video && i == last)
+                    // Video answers NACKs from the retransmission buffer;
+                    // audio is not worth resending.
+                    .nackable(video),
+            );
+        }
+        Ok(bytes)
+    }
+}
