@@ -6,6 +6,7 @@
 //! number, payload type, SSRC) is the viewer's own. str0m's retransmission
 //! buffer then keeps references to the shared pieces, not copies.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -48,10 +49,19 @@ pub enum ForwardError {
 }
 
 impl RtpForwarder {
-    /// Writes every payload of `frame` to the send stream of `mid`, returning
-    /// how many bytes of payload went out.
-    pub fn write(&mut self, rtc: &mut Rtc, mid: Mid, frame: &Frame) -> Result<usize, ForwardError> {
-        if frame.rtp_payloads.is_empty() {
+    /// Writes the payloads `pieces` of `frame` (all of them: `0..len`) to
+    /// the send stream of `mid`, returning how many payload bytes went out.
+    pub fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        mid: Mid,
+        frame: &Frame,
+        pieces: Range<usize>,
+    ) -> Result<usize, ForwardError> {
+        let Some(payloads) = frame.rtp_payloads.get(pieces.clone()) else {
+            return Err(ForwardError::NotCut);
+        };
+        if payloads.is_empty() {
             return Err(ForwardError::NotCut);
         }
         let track = match self.tracks.iter().position(|t| t.mid == mid) {
@@ -81,7 +91,8 @@ impl RtpForwarder {
         let time = frame.rtp_time as u32;
         let last = frame.rtp_payloads.len() - 1;
         let mut bytes = 0;
-        for (i, payload) in frame.rtp_payloads.iter().enumerate() {
+        for (i, payload) in payloads.iter().enumerate() {
+            let i = pieces.start + i;
             bytes += payload.len();
             let seq = SeqNo::from(track.next_seq);
             track.next_seq += 1;

@@ -99,6 +99,10 @@ impl ViewerState {
 /// one viewer on a lossy link cannot make everyone's stream keyframe-heavy.
 const VIEWER_PLI_INTERVAL: Duration = Duration::from_secs(2);
 
+/// Most shared RTP packets written to a viewer's str0m before they are
+/// polled out (see [`Session::forward_frame`]).
+const FORWARD_RUN: usize = 16;
+
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndReason {
@@ -273,61 +277,118 @@ impl Session {
         }
     }
 
-    /// Sends queued frames to a viewer.
-    pub fn feed_viewer(&mut self) {
+    /// Sends queued frames to a viewer. What str0m transmits meanwhile goes
+    /// to `out` (the caller drives the session afterwards, which flushes it).
+    pub fn feed_viewer(&mut self, out: &mut Outbox, counters: &Counters) {
         let Role::Viewer(v) = &mut self.role else {
             return;
         };
         let mut frames = std::mem::take(&mut v.scratch);
         let open = v.queue.drain(&mut frames);
+        let mut forward = v.forward.take();
         let mut sent = 0usize;
         for frame in frames.drain(..) {
-            let kind = frame.kind();
-            let Some(mid) = v.mids.get(&kind).copied() else {
-                continue;
+            sent += match &mut forward {
+                Some(f) => self.forward_frame(f, &frame, out, counters),
+                None => self.write_frame(&frame),
             };
-            if let Some(forward) = &mut v.forward {
-                match forward.write(&mut self.rtc, mid, &frame) {
-                    Ok(bytes) => {
-                        sent += bytes;
-                        self.figures.frames += 1;
-                    }
-                    Err(e) => {
-                        tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed")
-                    }
-                }
-                continue;
-            }
-            let Some(writer) = self.rtc.writer(mid) else {
-                continue;
-            };
-            let pt = match v.pts.get(&kind) {
-                Some(pt) => *pt,
-                None => match writer.match_params(codecs::payload_params(&frame.params)) {
-                    Some(pt) => {
-                        v.pts.insert(kind, pt);
-                        pt
-                    }
-                    None => continue,
-                },
-            };
-            let Some(freq) = Frequency::new(frame.params.clock_rate) else {
-                continue;
-            };
-            let time = MediaTime::new(frame.rtp_time, freq);
-            sent += frame.data.len();
-            self.figures.frames += 1;
-            if let Err(e) = writer.write(pt, frame.arrival, time, frame.data.clone()) {
-                tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
-            }
         }
-        v.scratch = frames;
+        if let Role::Viewer(v) = &mut self.role {
+            v.scratch = frames;
+            v.forward = forward;
+        }
         if sent > 0 {
             self.stream.add_bytes_out(sent);
         }
         if !open {
             self.end(EndReason::StreamEnded);
         }
+    }
+
+    /// The viewer's track (mid) for frames of `kind`.
+    fn viewer_mid(&self, kind: MediaKind) -> Option<Mid> {
+        match &self.role {
+            Role::Viewer(v) => v.mids.get(&kind).copied(),
+            Role::Publisher(_) => None,
+        }
+    }
+
+    /// Writes one frame's shared RTP payloads (RTP mode) and sends them, in
+    /// runs of at most [`FORWARD_RUN`] packets, each sent before the next is
+    /// written:
+    /// str0m's send queue keeps every queued packet at its largest (≈ 400
+    /// bytes of header state each) for the session's life, so a keyframe
+    /// written whole would cost each viewer its size again. Returns the
+    /// payload bytes written.
+    fn forward_frame(
+        &mut self,
+        forward: &mut RtpForwarder,
+        frame: &Frame,
+        out: &mut Outbox,
+        counters: &Counters,
+    ) -> usize {
+        let Some(mid) = self.viewer_mid(frame.kind()) else {
+            return 0;
+        };
+        let count = frame.rtp_payloads.len();
+        let (mut start, mut bytes) = (0, 0);
+        loop {
+            let end = (start + FORWARD_RUN).min(count);
+            match forward.write(&mut self.rtc, mid, frame, start..end) {
+                Ok(b) => bytes += b,
+                Err(e) => {
+                    tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
+                    return bytes;
+                }
+            }
+            // Packets written to str0m leave on its next clock tick: tick
+            // now and send them, rather than on the shard's next timer round.
+            if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                tracing::warn!(session = %short(&self.id), error = %e, "session failed");
+                self.end(EndReason::Failed);
+                return bytes;
+            }
+            self.poll(out, counters);
+            if end >= count {
+                break;
+            }
+            start = end;
+        }
+        self.figures.frames += 1;
+        bytes
+    }
+
+    /// Hands one frame to str0m to packetize (frame mode). Returns its bytes.
+    fn write_frame(&mut self, frame: &Frame) -> usize {
+        let kind = frame.kind();
+        let Role::Viewer(v) = &mut self.role else {
+            return 0;
+        };
+        let Some(mid) = v.mids.get(&kind).copied() else {
+            return 0;
+        };
+        let Some(writer) = self.rtc.writer(mid) else {
+            return 0;
+        };
+        let pt = match v.pts.get(&kind) {
+            Some(pt) => *pt,
+            None => match writer.match_params(codecs::payload_params(&frame.params)) {
+                Some(pt) => {
+                    v.pts.insert(kind, pt);
+                    pt
+                }
+                None => return 0,
+            },
+        };
+        let Some(freq) = Frequency::new(frame.params.clock_rate) else {
+            return 0;
+        };
+        let time = MediaTime::new(frame.rtp_time, freq);
+        self.figures.frames += 1;
+        if let Err(e) = writer.write(pt, frame.arrival, time, frame.data.clone()) {
+            tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
+        }
+        frame.data.len()
     }
 
     /// Polls str0m until it wants a timeout, sending what it transmits and

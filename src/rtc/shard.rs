@@ -278,7 +278,10 @@ impl Shard {
     }
 
     fn feed(&mut self, key: u64) {
-        self.with_session(key, |s| s.feed_viewer());
+        if let Some(s) = self.sessions.get_mut(&key) {
+            s.feed_viewer(&mut self.outbox, &self.shared.counters);
+            s.drive(&mut self.outbox, &self.shared.counters);
+        }
     }
 
     fn handle(&mut self, cmd: Command) {
