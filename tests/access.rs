@@ -269,7 +269,7 @@ async fn query_token_on_downloads_listings_and_hls() {
     let dir = temp_dir("access-rec");
     let secret_id = fake_recording(&dir, "secret-cam", b"secret bytes");
     let public_id = fake_recording(&dir, "public", b"public bytes");
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let server = start(move |c| {
         c.record.dir = d;
         c.auth.jwt_secret = Some(SECRET.into());
@@ -403,11 +403,12 @@ async fn repeated_failures_are_rate_limited_per_client_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_command_mints_a_token_the_server_accepts() {
     let bin = env!("CARGO_BIN_EXE_castgate");
+    let cwd = temp_dir("token-cmd");
     let run = |secret: Option<&str>| {
         let mut cmd = std::process::Command::new(bin);
         cmd.args(["token", "--role", "view", "--stream", "demo", "--ttl", "1h"])
             .env_remove("CASTGATE_JWT_SECRET")
-            .current_dir(temp_dir("token-cmd"));
+            .current_dir(cwd.path());
         if let Some(s) = secret {
             cmd.env("CASTGATE_JWT_SECRET", s);
         }
@@ -516,7 +517,7 @@ async fn whip_over_https_with_a_self_signed_certificate() {
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
     std::fs::write(dir.join("key.pem"), &key_pem).unwrap();
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let server = start(move |c| {
         c.http.tls_cert = Some(d.join("cert.pem"));
         c.http.tls_key = Some(d.join("key.pem"));
@@ -635,7 +636,7 @@ async fn hls_playlist_and_segments_with_a_query_token() {
     .await
     .unwrap();
     let dir = temp_dir("access-hls");
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let server = start(move |c| {
         c.restream.hls_dir = d;
         c.restream.hls_time_secs = 1.0;

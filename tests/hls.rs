@@ -88,7 +88,7 @@ async fn hls_window_slides_decodes_and_is_removed() {
     // A folder left by a "previous run" is cleaned at startup.
     std::fs::create_dir_all(dir.join("s999")).unwrap();
     std::fs::write(dir.join("s999/seg1.ts"), b"x").unwrap();
-    let d2 = dir.clone();
+    let d2 = dir.to_path_buf();
     let server = gateway::start(move |c| {
         c.restream.hls_dir = d2;
         c.restream.hls_time_secs = 1.0;
@@ -213,7 +213,7 @@ async fn hls_from_config_starts_with_the_stream_and_api_delete_removes_it() {
             .await
             .unwrap();
     let dir = temp_dir("config");
-    let d2 = dir.clone();
+    let d2 = dir.to_path_buf();
     let server = gateway::start(move |c| {
         c.restream.hls_dir = d2;
         c.restream.hls_time_secs = 1.0;

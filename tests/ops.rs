@@ -20,7 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_present_and_move_while_a_publisher_sends() {
     let dir = temp_dir("metrics");
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let server = gateway::start(move |c| {
         c.record.enabled = true;
         c.record.dir = d;
@@ -173,7 +173,7 @@ async fn readyz(server: &Server) -> (u16, serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_200_when_ready_and_503_with_the_reason_otherwise() {
     let dir = temp_dir("ready");
-    let d = dir.clone();
+    let d = dir.to_path_buf();
     let server = gateway::start(move |c| {
         c.record.enabled = true;
         c.record.dir = d;
@@ -205,9 +205,10 @@ async fn readyz_is_200_when_ready_and_503_with_the_reason_otherwise() {
 
     // Less free space than record.min_free_mib.
     let dir = temp_dir("ready-disk");
+    let d = dir.to_path_buf();
     let server = gateway::start(move |c| {
         c.record.enabled = true;
-        c.record.dir = dir;
+        c.record.dir = d;
         c.record.min_free_mib = 1 << 40;
     })
     .await;
@@ -502,7 +503,7 @@ async fn sigterm_tells_peers_finalizes_the_recording_and_exits_0() {
         .arg(&config)
         .args(["--udp-listen", &format!("127.0.0.1:{}", free_udp_port())])
         .arg("--record-dir")
-        .arg(&dir)
+        .arg(dir.path())
         .args(["--log-format", "json", "--shutdown-timeout", "20"])
         .env("RUST_LOG", "castgate=info")
         .stdout(Stdio::null())

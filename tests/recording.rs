@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use castgate::config::Config;
 use castgate::server::Server;
-use common::files::{decodes_cleanly, duration, free_port, packets, probe, temp_dir};
+use common::files::{TempDir, decodes_cleanly, duration, free_port, packets, probe, temp_dir};
 use common::gateway::{self, publisher, recordings_idle, url, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
@@ -67,11 +67,13 @@ fn recordings_in(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Publishes `seconds` of media to a recording gateway and returns its one
+/// recording, with the scratch folder that holds it (removed when dropped).
 async fn record(
     codec: Option<VideoCodec>,
     audio: bool,
     seconds: u32,
-) -> (PathBuf, Vec<EncodedFrame>, usize) {
+) -> (TempDir, PathBuf, Vec<EncodedFrame>, usize) {
     let video = codec.map(|c| video_frames(c, seconds)).unwrap_or_default();
     let sound = if audio { opus_packets(seconds) } else { vec![] };
     let dir = temp_dir("codec");
@@ -88,12 +90,13 @@ async fn record(
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 1, "one recording: {files:?}");
     server.shutdown().await;
-    (files[0].clone(), video, sound.len())
+    let file = files[0].clone();
+    (dir, file, video, sound.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_seconds_of_vp8_and_opus_become_a_complete_webm() {
-    let (file, video, audio) = record(Some(VideoCodec::Vp8), true, 10).await;
+    let (_dir, file, video, audio) = record(Some(VideoCodec::Vp8), true, 10).await;
     assert!(
         file.to_string_lossy().ends_with(".webm"),
         "{}",
@@ -126,7 +129,7 @@ async fn ten_seconds_of_vp8_and_opus_become_a_complete_webm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp9_av1_h264_and_audio_only_record_too() {
     for codec in [VideoCodec::Vp9, VideoCodec::Av1, VideoCodec::H264] {
-        let (file, video, _) = record(Some(codec), true, 3).await;
+        let (_dir, file, video, _) = record(Some(codec), true, 3).await;
         let ext = if codec == VideoCodec::H264 {
             ".mkv"
         } else {
@@ -153,12 +156,12 @@ async fn vp9_av1_h264_and_audio_only_record_too() {
             "{codec:?}: {streams}"
         );
     }
-    let (file, _, audio) = record(None, true, 3).await;
+    let (_dir, file, _, audio) = record(None, true, 3).await;
     assert_eq!(packets(&file, "v"), 0);
     let a = packets(&file, "a");
     assert!(a + 2 >= audio && a <= audio, "audio-only: {a} of {audio}");
     decodes_cleanly(&file);
-    let (file, video, _) = record(Some(VideoCodec::Vp8), false, 2).await;
+    let (_dir, file, video, _) = record(Some(VideoCodec::Vp8), false, 2).await;
     assert_eq!(packets(&file, "v"), video.len(), "video-only");
     decodes_cleanly(&file);
 }
@@ -659,7 +662,7 @@ async fn a_full_disk_fails_the_recording_but_not_the_stream() {
     let dir = temp_dir("full");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=400k", "tmpfs"])
-        .arg(&dir)
+        .arg(dir.path())
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
@@ -673,7 +676,7 @@ async fn a_full_disk_fails_the_recording_but_not_the_stream() {
             let _ = Command::new("umount").arg(&self.0).status();
         }
     }
-    let _guard = Unmount(dir.clone());
+    let _guard = Unmount(dir.to_path_buf());
     let server = start(&dir).await;
     let publisher = publisher(&server, "full", Some(VideoCodec::Vp8), true).await;
     let mut viewer = common::peer::Viewer::connect(&url(&server, "/whep/full"), None)

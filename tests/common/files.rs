@@ -4,15 +4,47 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A new, empty scratch folder under the OS temp folder.
-pub fn temp_dir(label: &str) -> PathBuf {
+/// A scratch folder under the OS temp folder, removed with everything in it
+/// when dropped (so a test run leaves nothing behind; keep the value alive as
+/// long as the folder is used).
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// The folder's path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A new, empty scratch folder under the OS temp folder (see [`TempDir`]).
+pub fn temp_dir(label: &str) -> TempDir {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
     let dir = std::env::temp_dir().join(format!("castgate-{label}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// A loopback TCP port nobody listens on (bound, then released).
