@@ -330,11 +330,12 @@ pub struct RtcConfig {
     pub turn_credential_ttl_secs: u64,
     /// Number of media worker shards; 0 means one per CPU core.
     pub workers: usize,
-    /// Packets kept per viewer video track to answer NACKs (RTX). 300 packets
-    /// are ~1 s of a 2.5 Mbit/s stream, about what libwebrtc keeps for the
-    /// same purpose. For VP8/H.264 streams the payloads are shared by every
-    /// viewer and each entry costs ≈ 430 bytes of str0m bookkeeping; for
-    /// VP9/AV1 each viewer holds its own copy (≈ 1.6 KB per packet).
+    /// Most packets kept per viewer video track to answer NACKs (RTX); none
+    /// is kept longer than 1 s either. 300 packets are ~1 s of a 2.5 Mbit/s
+    /// stream, about what libwebrtc keeps for the same purpose. For VP8/H.264
+    /// streams the payloads are shared by every viewer and each entry costs
+    /// ≈ 430 bytes of str0m bookkeeping; for VP9/AV1 each viewer holds its own
+    /// copy (≈ 1.6 KB per packet).
     pub send_buffer_video: usize,
     /// ICE-TCP (RFC 6544): also listen on TCP on `udp_listen`'s address and
     /// port and offer passive TCP candidates (UDP stays preferred), for

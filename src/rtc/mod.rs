@@ -569,7 +569,11 @@ impl Engine {
                 key,
             }),
         ));
-        let role = Role::Viewer(ViewerState::new(queue, forward));
+        let role = Role::Viewer(ViewerState::new(
+            queue,
+            forward,
+            self.config.rtc.send_buffer_video,
+        ));
         self.start_session(
             shard,
             key,

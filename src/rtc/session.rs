@@ -75,14 +75,18 @@ pub struct ViewerState {
     /// Set when the session runs in str0m's RTP mode and forwards the
     /// stream's shared payloads; `None` when str0m packetizes the frames.
     forward: Option<RtpForwarder>,
+    /// Most video packets kept for retransmission (`rtc.send_buffer_video`).
+    retransmit_packets: usize,
 }
 
 impl ViewerState {
     /// A viewer that will read frames from `queue` once connected, and
     /// forward their shared RTP payloads when `forward` (its `Rtc` must then
-    /// be in RTP mode) or have str0m packetize them.
-    pub fn new(queue: Arc<SinkQueue>, forward: bool) -> ViewerState {
+    /// be in RTP mode) or have str0m packetize them; it keeps at most
+    /// `retransmit_packets` video packets (and [`RETRANSMIT_WINDOW`]) for NACKs.
+    pub fn new(queue: Arc<SinkQueue>, forward: bool, retransmit_packets: usize) -> ViewerState {
         ViewerState {
+            retransmit_packets,
             forward: forward.then(RtpForwarder::default),
             queue,
             subscription: None,
@@ -98,6 +102,18 @@ impl ViewerState {
 /// A viewer's own keyframe requests reach the publisher at most this often, so
 /// one viewer on a lossy link cannot make everyone's stream keyframe-heavy.
 const VIEWER_PLI_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a viewer's video packets are kept to answer NACKs (and at most
+/// `rtc.send_buffer_video` of them). A NACK comes a round trip after the
+/// loss, and again a round trip later if the resend was lost too; after ~1 s
+/// the receiver's jitter buffer has moved on (libwebrtc's sender keeps
+/// max(1 s, 3 × RTT)). str0m's default is 3 s: for a 1 Mbit/s stream that
+/// held three times the packets (and their memory) for nothing.
+pub const RETRANSMIT_WINDOW: Duration = Duration::from_secs(1);
+
+/// str0m's default cap on retransmissions (their share of what is sent),
+/// kept: it stops one viewer's NACKs from making castgate resend without bound.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 
 /// Most shared RTP packets written to a viewer's str0m before they are
 /// polled out (see [`Session::forward_frame`]).
@@ -511,6 +527,16 @@ impl Session {
                     }
                     Role::Viewer(v) => {
                         v.mids.entry(kind).or_insert(m.mid);
+                        if kind == MediaKind::Video
+                            && let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(m.mid, None)
+                        {
+                            // Before the first packet: setting it empties the buffer.
+                            tx.set_rtx_cache(
+                                v.retransmit_packets,
+                                RETRANSMIT_WINDOW,
+                                RTX_RATIO_CAP,
+                            );
+                        }
                     }
                 }
             }
