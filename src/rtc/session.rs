@@ -331,11 +331,10 @@ impl Session {
 
     /// Writes one frame's shared RTP payloads (RTP mode) and sends them, in
     /// runs of at most [`FORWARD_RUN`] packets, each sent before the next is
-    /// written:
-    /// str0m's send queue keeps every queued packet at its largest (≈ 400
-    /// bytes of header state each) for the session's life, so a keyframe
-    /// written whole would cost each viewer its size again. Returns the
-    /// payload bytes written.
+    /// written. str0m's send queue keeps the size it once grew to (≈ 400
+    /// bytes of header state per packet) for the session's life, so writing
+    /// a keyframe whole would cost every viewer that much for good. Returns
+    /// the payload bytes written.
     fn forward_frame(
         &mut self,
         forward: &mut RtpForwarder,
