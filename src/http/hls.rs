@@ -32,7 +32,6 @@ fn not_found() -> ApiError {
         (status = 201, description = "Started", body = HlsInfo),
         (status = 200, description = "Already running", body = HlsInfo),
         (status = 400, description = "Invalid stream name"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
         (status = 403, description = "The token does not grant admin on this stream, or restreaming (and HLS) is disabled"),
         (status = 404, description = "The stream is not live"),
         (status = 429, description = "Too many requests or failed attempts from this address"),
@@ -104,8 +103,6 @@ pub async fn get(
     responses(
         (status = 200, description = "The output's last state", body = HlsInfo),
         (status = 400, description = "Invalid stream name"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
-        (status = 403, description = "The token does not grant admin on this stream"),
         (status = 404, description = "No HLS output for this stream"),
         (status = 429, description = "Too many requests or failed attempts from this address"),
         (status = 500, description = "The output could not be stopped"),
@@ -141,10 +138,7 @@ pub async fn stop(
     ),
     responses(
         (status = 200, description = "The playlist (`application/vnd.apple.mpegurl`, `no-cache`) or a segment (`video/mp2t`)", body = [u8], content_type = "application/vnd.apple.mpegurl"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
-        (status = 403, description = "The token does not allow viewing this stream"),
         (status = 404, description = "No such file"),
-        (status = 429, description = "Too many failed attempts from this address"),
     ),
     security(("bearer" = ["view"]), ("query_token" = ["view"])),
 )]

@@ -5,8 +5,10 @@
 //!
 //! What every operation shares is added here once ([`Finish`]): the document's
 //! title, version and license, the two ways to send a token (the
-//! `Authorization: Bearer` header, or `?token=`), and the body of every error
-//! (one readable sentence as `text/plain`, see [`super::error`]).
+//! `Authorization: Bearer` header, or `?token=`), the access guard's 401, 403
+//! and 429 on every guarded operation (an attribute lists them only when it
+//! has more to say), and the body of every error (one readable sentence as
+//! `text/plain`, see [`super::error`]).
 //!
 //! Tests keep it complete: every `.route(` in `src/` must be an operation here
 //! and every operation a route (unit test below), and the methods and roles
@@ -117,6 +119,7 @@ impl Modify for Finish {
     fn modify(&self, doc: &mut Document) {
         info(doc);
         security_schemes(doc);
+        guard_refusals(doc);
         error_bodies(doc);
     }
 }
@@ -163,6 +166,48 @@ fn security_schemes(doc: &mut Document) {
                  `auth.query_token`)",
         ))),
     );
+}
+
+/// The refusals of the access guard, on every guarded operation (one whose
+/// `security` names a role) that does not describe its own: 401, 403 for the
+/// role the guard checks, 429 for failed attempts.
+fn guard_refusals(doc: &mut Document) {
+    for item in doc.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            let Some(role) = guarded_role(op) else {
+                continue;
+            };
+            let forbidden = match role.as_str() {
+                "publish" => "The token does not allow publishing this stream",
+                "view" => "The token does not allow viewing this stream",
+                _ => "The token does not grant admin on this stream",
+            };
+            for (status, description) in [
+                ("401", "A token is required, or the one given is not valid"),
+                ("403", forbidden),
+                ("429", "Too many failed attempts from this address"),
+            ] {
+                op.responses
+                    .responses
+                    .entry(status.into())
+                    .or_insert_with(|| RefOr::T(utoipa::openapi::Response::new(description)));
+            }
+        }
+    }
+}
+
+/// The role (scope) an operation's `security` names, if any.
+fn guarded_role(op: &utoipa::openapi::path::Operation) -> Option<String> {
+    // utoipa keeps a requirement's scopes private; its JSON form shows them.
+    let security = serde_json::to_value(op.security.as_ref()?).ok()?;
+    security
+        .as_array()?
+        .iter()
+        .filter_map(|requirement| requirement.as_object())
+        .flat_map(|schemes| schemes.values())
+        .filter_map(|scopes| scopes.as_array()?.first()?.as_str())
+        .map(str::to_owned)
+        .next()
 }
 
 /// Every refusal's body (one sentence as `text/plain`, [`super::error`]),

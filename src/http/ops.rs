@@ -28,10 +28,8 @@ use super::error::ApiError;
     summary = "Prometheus metrics",
     responses(
         (status = 200, description = "Every figure in the Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
         (status = 403, description = "The token does not grant admin on every stream"),
         (status = 404, description = "Metrics are turned off (`metrics.enabled = false`)"),
-        (status = 429, description = "Too many failed attempts from this address"),
         (status = 500, description = "The metrics could not be rendered"),
     ),
     security(("bearer" = ["admin"]), ("query_token" = ["admin"])),
@@ -206,9 +204,7 @@ fn disk_space(dir: &Path, min: u64) -> Check {
     description = "Each event has `event:` its type (e.g. `stream_started`, `recording_finalized`, `restream_state`, `config_reloaded`), `id:` its sequence number and `data:` the event as JSON; `lagged` (data: how many were missed) when the client fell behind. Ends when the server shuts down. At most `events.max_sse_clients` clients at once.",
     responses(
         (status = 200, description = "A `text/event-stream` that stays open", body = String, content_type = "text/event-stream"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
         (status = 403, description = "The token does not grant admin on every stream"),
-        (status = 429, description = "Too many failed attempts from this address"),
         (status = 503, description = "Too many event stream clients (`events.max_sse_clients`); `Retry-After` says when to try again"),
     ),
     security(("bearer" = ["admin"]), ("query_token" = ["admin"])),

@@ -81,7 +81,6 @@ fn parse_body(body: &[u8]) -> Result<AddBody, ApiError> {
             ("Location" = String, description = "The target, `/api/streams/{name}/restreams/{id}`"),
         )),
         (status = 400, description = "Invalid stream name, JSON body, label or URL (scheme, host not allowed)"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
         (status = 403, description = "The token does not grant admin on this stream, or restreaming is disabled (`restream.enabled = false`)"),
         (status = 404, description = "The stream is not live"),
         (status = 409, description = "The stream has the most targets allowed"),
@@ -213,8 +212,6 @@ pub async fn list_all(State(state): State<AppState>) -> Json<TargetList> {
     responses(
         (status = 200, description = "The target's last state", body = TargetInfo),
         (status = 400, description = "Invalid stream name"),
-        (status = 401, description = "A token is required, or the one given is not valid"),
-        (status = 403, description = "The token does not grant admin on this stream"),
         (status = 404, description = "No such target"),
         (status = 429, description = "Too many requests or failed attempts from this address"),
         (status = 500, description = "The target could not be stopped"),
