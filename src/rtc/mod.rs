@@ -12,7 +12,7 @@ pub mod limits;
 mod memory;
 pub mod net;
 mod outbox;
-pub mod payloads;
+mod payloads;
 pub mod router;
 pub mod sdp;
 mod session;
