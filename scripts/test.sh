@@ -15,6 +15,9 @@ echo "== cargo test"
 cargo test --locked --all-targets 2>&1 | tee /tmp/castgate-cargo-test.log
 if [[ -f tests/browser/package.json ]]; then
   echo "== browser tests"
-  cargo build --locked --bin castgate
+  # They run target/debug/castgate, which `cargo test` just built for the
+  # integration tests (a separate `cargo build --bin` would rebuild str0m and
+  # castgate without the dev-dependencies' features: 1.5 min for nothing).
+  [[ -x target/debug/castgate ]] || cargo build --locked --bin castgate
   (cd tests/browser && { [[ -d node_modules/playwright-core ]] || PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund; } && node --test)
 fi
