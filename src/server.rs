@@ -125,7 +125,7 @@ impl Server {
                 recorder: recorder.clone(),
                 restreamer: restreamer.clone(),
                 // Always: webhooks may come with a later reload.
-                webhooks: Some(webhooks.stats().clone()),
+                webhooks: webhooks.stats().clone(),
                 per_stream: config.metrics.per_stream,
             }))
         });

@@ -152,7 +152,7 @@ pub struct GatewayCollector {
     pub restreamer: Arc<Restreamer>,
     /// Webhook deliveries (zero until a webhook is configured, at start or
     /// by a reload).
-    pub webhooks: Option<Arc<WebhookStats>>,
+    pub webhooks: Arc<WebhookStats>,
     /// Export per-stream series (labelled with the stream name).
     pub per_stream: bool,
 }
@@ -429,26 +429,25 @@ impl prometheus_client::collector::Collector for GatewayCollector {
         gauge(e, "castgate_hls_outputs", "HLS outputs running", hls as i64)?;
 
         // Webhooks.
-        if let Some(w) = &self.webhooks {
-            labelled(
-                e,
-                "castgate_webhook_events",
-                "Webhook events by outcome: delivered, given_up (after the last attempt), dropped (the deliverer fell behind)",
-                MetricType::Counter,
-                "result",
-                &[
-                    ("delivered", ld(&w.delivered) as f64),
-                    ("given_up", ld(&w.given_up) as f64),
-                    ("dropped", ld(&w.dropped) as f64),
-                ],
-            )?;
-            counter(
-                e,
-                "castgate_webhook_failed_attempts",
-                "Webhook attempts that failed (retried or not)",
-                ld(&w.failed_attempts),
-            )?;
-        }
+        let w = &self.webhooks;
+        labelled(
+            e,
+            "castgate_webhook_events",
+            "Webhook events by outcome: delivered, given_up (after the last attempt), dropped (the deliverer fell behind)",
+            MetricType::Counter,
+            "result",
+            &[
+                ("delivered", ld(&w.delivered) as f64),
+                ("given_up", ld(&w.given_up) as f64),
+                ("dropped", ld(&w.dropped) as f64),
+            ],
+        )?;
+        counter(
+            e,
+            "castgate_webhook_failed_attempts",
+            "Webhook attempts that failed (retried or not)",
+            ld(&w.failed_attempts),
+        )?;
 
         if self.per_stream {
             let by = |f: &dyn Fn(&crate::stream::StreamInfo) -> f64| -> Vec<(String, f64)> {
