@@ -4,7 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  expectPlaying, launchBrowser, openPage, startCastgate, startPublishing, stopPublishing, waitFor,
+  expectPlaying, finish, launchBrowser, openPage, startCastgate, startPublishing, stopPublishing, waitFor
 } from './lib.mjs';
 
 /** Chromium profile preferences: WebRTC uses TCP only, never plain UDP. */
@@ -35,12 +35,7 @@ describe('ICE-TCP in Chromium', { timeout: 120000 }, () => {
     ]);
   });
 
-  after(async () => {
-    const errors = pages.flatMap((p) => p.errors);
-    await Promise.all([publisher?.close(), viewer?.close()]);
-    await server?.stop();
-    assert.deepEqual(errors, [], 'the pages logged errors');
-  });
+  after(() => finish({ pages, browsers: [publisher, viewer], server }));
 
   test('a browser that may not use UDP publishes and another watches, over TCP', async () => {
     const pub = await openPage(publisher, 'publish over tcp');

@@ -1,6 +1,7 @@
 // Helpers for the browser tests: a castgate process on free loopback ports,
 // Debian's Chromium launched the way ../../../shared/TESTING.md says, and polling.
 import { chromium } from 'playwright-core';
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
@@ -185,6 +186,17 @@ export async function openPage(browser, label) {
     if (m.type() === 'error' && !/Failed to load resource/.test(m.text())) page.errors.push(`${label}: console ${m.text()}`);
   });
   return page;
+}
+
+/**
+ * Ends a suite: closes its browsers, stops its castgate, then fails if any of
+ * its pages (from openPage) logged an error.
+ */
+export async function finish({ pages, browsers, server }) {
+  const errors = pages.flatMap((p) => p.errors);
+  await Promise.all(browsers.map((b) => b?.close()));
+  await server?.stop();
+  assert.deepEqual(errors, [], 'the pages logged errors');
 }
 
 /** Saves a screenshot as test-artifacts/screenshots/<name>.png. */

@@ -4,8 +4,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  DESKTOP, PHONE, expectPlaying, launchBrowser, liveStreams, openPage, screenshot, screenshotDir,
-  startCastgate, startPublishing, stopPublishing, waitFor, watchFigures,
+  DESKTOP, PHONE, expectPlaying, finish, launchBrowser, liveStreams, openPage, screenshot, screenshotDir,
+  startCastgate, startPublishing, stopPublishing, waitFor, watchFigures
 } from './lib.mjs';
 
 const CODECS = ['VP8', 'VP9', 'H264', 'AV1'];
@@ -29,12 +29,7 @@ describe('castgate pages in Chromium', { timeout: 300000 }, () => {
     pages.push(pub);
   });
 
-  after(async () => {
-    const errors = pages.flatMap((p) => p.errors);
-    await Promise.all([publisher?.close(), viewer?.close()]);
-    await server?.stop();
-    assert.deepEqual(errors, [], 'the pages logged errors');
-  });
+  after(() => finish({ pages, browsers: [publisher, viewer], server }));
 
   test('home page with nothing live', async () => {
     const home = await openPage(viewer, 'home');

@@ -9,8 +9,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  DESKTOP, PHONE, launchBrowser, openPage, screenshot, screenshotDir, sleep,
-  startCastgate, startPublishing, stopPublishing, waitFor,
+  DESKTOP, PHONE, finish, launchBrowser, openPage, screenshot, screenshotDir, sleep,
+  startCastgate, startPublishing, stopPublishing, waitFor
 } from './lib.mjs';
 
 /** GET /api/recordings (all pages of one stream, or everything). */
@@ -88,12 +88,7 @@ describe('the recordings page in Chromium', { timeout: 300000 }, () => {
     pages.push(pub);
   });
 
-  after(async () => {
-    const errors = pages.flatMap((p) => p.errors);
-    await Promise.all([publisher?.close(), viewer?.close()]);
-    await server?.stop();
-    assert.deepEqual(errors, [], 'the pages logged errors');
-  });
+  after(() => finish({ pages, browsers: [publisher, viewer], server }));
 
   test('with no recordings the page says so', async () => {
     const page = await openPage(viewer, 'recordings empty');
