@@ -81,7 +81,9 @@ min_free_mib = 0
 [restream]
 enabled = true
 EOF
-  RUST_LOG=warn "$GATE" serve --config "$OUT/$name.toml" >"$OUT/$name.server.log" 2>&1 &
+  # As scripts/run.sh and the Docker image run it (README "Deploying").
+  RUST_LOG=warn GLIBC_TUNABLES=glibc.malloc.tcache_count=0 \
+    "$GATE" serve --config "$OUT/$name.toml" >"$OUT/$name.server.log" 2>&1 &
   SERVER_PID=$!
   URL="http://127.0.0.1:$http"
   for _ in $(seq 100); do
@@ -153,7 +155,7 @@ if [[ " $ONLY " == *" 3 "* ]]; then
   echo "bench: rounds: 3 × castgate-load with $n viewers" >&2
   for r in 1 2 3; do
     "$LOAD" --url "$URL" --server-pid "$SERVER_PID" --json --publishers 1 --viewers-per-stream "$n" \
-      --duration 5 --ramp-per-sec 0 --connect-concurrency 32 --settle 8 --stream-prefix "round$r" \
+      --duration 5 --ramp-per-sec 0 --connect-concurrency 32 --settle 16 --stream-prefix "round$r" \
       >"$OUT/rounds-$r.json" 2>"$OUT/rounds-$r.load.log" || echo '{}' >"$OUT/rounds-$r.json"
   done
   stop_server

@@ -110,7 +110,8 @@ pub struct Report {
     /// Highest server resident memory sampled during the run (KiB, every 200 ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_peak_rss_kb: Option<u64>,
-    /// Server resident memory after every session ended and `--settle` passed (KiB).
+    /// Server resident memory after every session ended, the tool's HTTP
+    /// connections closed and `--settle` passed (KiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_rss_end_kb: Option<u64>,
     /// (peak RSS − RSS before viewers) / most viewers connected at once (KiB).

@@ -208,6 +208,9 @@ pub async fn run(args: &Args, fixture: Arc<Fixture>) -> anyhow::Result<Report> {
     if let Some(p) = progress {
         let _ = p.await;
     }
+    // Every session has ended: close the HTTP connections too, as browsers
+    // that left would, so the end figure is a server with nothing open.
+    drop(client);
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let end = read_server()?;
     let _ = sampler_stop.send(true);
