@@ -6,9 +6,11 @@
 # castgate-load (--server-pid: the server's own CPU and memory from /proc) and prints
 # one table. Needs ffmpeg, ffprobe, curl and jq (scripts/setup.sh --test).
 #
-# Usage: scripts/bench.sh [--scale F] [--duration SECS] [--only "1 2 3 4 5"] [--out DIR]
+# Usage: scripts/bench.sh [--scale F] [--duration SECS] [--repeat N] [--only "1 2 3 4 5"] [--out DIR]
 #   --scale F       multiply viewer/publisher counts (default 1; 0.2 for a quick look)
 #   --duration S    seconds of steady load per scenario (default 15)
+#   --repeat N      run each fan-out scenario N times and show the run with the median
+#                   µs/packet, with the spread of all N (default 1)
 #   --only LIST     run only these scenarios (1 fan-out, 2 rooms, 3 churn + setup burst,
 #                   4 recording, 5 restream)
 #   --out DIR       keep every JSON report and server log there (default: a temp dir)
@@ -16,15 +18,17 @@ set -euo pipefail
 
 SCALE=1
 DURATION=15
+REPEAT=1
 ONLY="1 2 3 4 5"
 OUT=""
 while (($#)); do
   case "$1" in
     --scale) SCALE="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -137,8 +141,20 @@ D="$DURATION"
 if [[ " $ONLY " == *" 1 "* ]]; then
   for v in 10 100 300; do
     n=$(scaled "$v")
-    load "fanout-$n" --publishers 1 --viewers-per-stream "$n" --duration "$D" --ramp-per-sec 50
-    row "1 fan-out 1→$n" "fanout-$n" "720p30 VP8 2.5 Mbit/s + Opus"
+    runs=()
+    for k in $(seq "$REPEAT"); do
+      load "fanout-$n-run$k" --publishers 1 --viewers-per-stream "$n" --duration "$D" --ramp-per-sec 50
+      runs+=("$OUT/fanout-$n-run$k.json")
+    done
+    # The run with the median µs/packet stands for the scenario; the note gives all runs.
+    median=$(jq -rs 'to_entries | map(select(.value.server_cpu_us_per_packet != null))
+      | sort_by(.value.server_cpu_us_per_packet) | if length == 0 then 1 else .[(length - 1) / 2 | floor].key + 1 end' "${runs[@]}")
+    cp "$OUT/fanout-$n-run$median.json" "$OUT/fanout-$n.json"
+    note="720p30 VP8 2.5 Mbit/s + Opus"
+    if ((REPEAT > 1)); then
+      note+="; run $median of $REPEAT (median); all runs µs/packet $(jq -rs 'map(.server_cpu_us_per_packet // "–" | tostring) | join(", ")' "${runs[@]}"), KiB/viewer $(jq -rs 'map(.server_rss_per_viewer_kb // "–" | if type == "number" then round else . end | tostring) | join(", ")' "${runs[@]}")"
+    fi
+    row "1 fan-out 1→$n" "fanout-$n" "$note"
   done
 fi
 if [[ " $ONLY " == *" 2 "* ]]; then

@@ -65,6 +65,10 @@ impl Routes {
         t.by_ufrag.retain(|_, v| *v != target);
         t.by_addr.retain(|_, v| *v != target);
         t.addr_count.remove(&target);
+        // After a crowd left, give the tables' room back too (as the shards do).
+        shrink_if_sparse(&mut t.by_ufrag);
+        shrink_if_sparse(&mut t.by_addr);
+        shrink_if_sparse(&mut t.addr_count);
     }
 
     /// Number of (ufrag, address) routes, for leak checks.
@@ -116,6 +120,13 @@ impl Routes {
             *c = c.saturating_sub(1);
         }
         *t.addr_count.entry(target).or_default() += 1;
+    }
+}
+
+/// Shrinks a table that holds less than a quarter of its room.
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
     }
 }
 
@@ -249,5 +260,29 @@ mod tests {
             r.learn(SocketAddr::from(([127, 0, 0, 1], 1000 + port)), t);
         }
         assert_eq!(r.len().1, MAX_ADDRS_PER_SESSION);
+    }
+
+    #[test]
+    fn tables_give_room_back_after_a_crowd_left() {
+        let r = Routes::default();
+        let crowd: Vec<Target> = (0..500).map(|key| Target { shard: 0, key }).collect();
+        for (i, t) in crowd.iter().enumerate() {
+            r.add_ufrag(&format!("u{i}"), *t);
+            r.learn(SocketAddr::from(([127, 0, 0, 1], 2000 + i as u16)), *t);
+        }
+        let peak = r.table.read().by_addr.capacity();
+        for t in &crowd[..495] {
+            r.remove_target(*t);
+        }
+        let t = r.table.read();
+        assert_eq!(
+            (t.by_ufrag.len(), t.by_addr.len(), t.addr_count.len()),
+            (5, 5, 5)
+        );
+        assert!(
+            t.by_addr.capacity() <= 64 && t.by_ufrag.capacity() <= 64,
+            "peak {peak}"
+        );
+        assert!(peak >= 500);
     }
 }
