@@ -126,3 +126,18 @@ fn dockerfile_runtime_has_every_ffmpeg_library_the_binary_links() {
     assert!(text.contains("RUN bash scripts/setup.sh"));
     assert!(text.contains("cargo build --release --locked --bin castgate"));
 }
+
+/// Every way the README starts castgate (and the benchmarks) turns glibc's
+/// per-thread caches off, so memory goes back after sessions end (README
+/// "Deploying", BENCHMARKS.md "Memory after sessions end").
+#[test]
+fn every_launcher_turns_glibc_per_thread_caches_off() {
+    for file in ["Dockerfile", "scripts/run.sh", "scripts/bench.sh"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(
+            text.contains("GLIBC_TUNABLES") && text.contains("glibc.malloc.tcache_count=0"),
+            "{file} does not set GLIBC_TUNABLES=glibc.malloc.tcache_count=0"
+        );
+    }
+    assert!(runtime_stage().contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=0"));
+}
