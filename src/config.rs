@@ -468,7 +468,9 @@ pub struct KeyframeConfig {
     pub periodic_secs: f64,
     /// How a new viewer starts: `auto`, `fresh` or `cached`.
     pub viewer_start: ViewerStart,
-    /// Largest group of pictures kept for `cached` starts, in bytes.
+    /// Largest group of pictures kept for `cached` starts, in bytes of memory
+    /// (each frame's bytes and the RTP payloads cut from them, ≈ twice the
+    /// encoded size for VP8 and H.264).
     pub gop_cache_bytes: usize,
 }
 

@@ -147,4 +147,48 @@ impl Frame {
     pub fn kind(&self) -> MediaKind {
         self.params.codec.kind()
     }
+
+    /// Bytes the frame holds: its data and its RTP payloads (a payload that
+    /// is the data itself, as an Opus frame's, counts once). What keeping the
+    /// frame costs, e.g. in the GOP cache.
+    pub fn held_bytes(&self) -> usize {
+        let pieces: usize = self
+            .rtp_payloads
+            .iter()
+            .filter(|p| !Arc::ptr_eq(p, &self.data))
+            .map(|p| p.len())
+            .sum();
+        self.data.len() + pieces
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(codec: Codec, data: &[u8]) -> Frame {
+        Frame {
+            params: CodecParams::new(codec, 90_000),
+            keyframe: true,
+            rtp_time: 0,
+            arrival: Instant::now(),
+            sender_clock: None,
+            after_loss: false,
+            data: Arc::from(data),
+            rtp_payloads: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn held_bytes_count_the_data_and_its_pieces_once() {
+        let mut vp8 = frame(Codec::Vp8, &[7; 2000]);
+        assert_eq!(vp8.held_bytes(), 2000);
+        // Cut into two pieces, each with a 1-byte descriptor: held twice over.
+        vp8.rtp_payloads = vec![Arc::from(vec![0; 1001]), Arc::from(vec![0; 1001])];
+        assert_eq!(vp8.held_bytes(), 4002);
+        // An Opus frame is its own payload: the same bytes, counted once.
+        let mut opus = frame(Codec::Opus, &[1; 120]);
+        opus.rtp_payloads = vec![opus.data.clone()];
+        assert_eq!(opus.held_bytes(), 120);
+    }
 }

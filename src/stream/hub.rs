@@ -383,6 +383,36 @@ mod tests {
     }
 
     #[test]
+    fn the_gop_cache_counts_the_rtp_payloads_it_holds() {
+        let hub = Hub::new(StreamPolicy {
+            viewer_start: ViewerStart::Cached,
+            gop_cache_bytes: 100,
+        });
+        let publisher = Arc::new(FakePublisher::default());
+        let s = hub
+            .publish(
+                StreamName::parse("g").unwrap(),
+                tracks(),
+                publisher.clone(),
+                false,
+            )
+            .unwrap();
+        // Two frames of 40 bytes fit in 100 bytes; with their pieces they do not.
+        for (keyframe, t) in [(true, 1), (false, 2)] {
+            let mut f = video(keyframe, t);
+            f.data = Arc::from(vec![5u8; 40]);
+            f.rtp_payloads = vec![Arc::from(vec![0u8; 41])];
+            s.publish(f);
+        }
+        let q = Arc::new(SinkQueue::new(16, Box::new(NoWake)));
+        s.subscribe(SinkKind::Viewer, q.clone()).unwrap();
+        let mut out = vec![];
+        q.drain(&mut out);
+        assert!(out.is_empty(), "the oversized cache was dropped");
+        assert_eq!(publisher.keyframe_requests.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn totals_keep_ended_streams_and_drops_per_sink_kind() {
         let hub = hub(ViewerStart::Fresh);
         let mut rx = hub.events().subscribe();

@@ -88,7 +88,8 @@ struct SinkEntry {
 pub struct StreamPolicy {
     /// How new viewers start.
     pub viewer_start: ViewerStart,
-    /// Largest cached group of pictures, in bytes.
+    /// Largest cached group of pictures, in bytes held: the frames and their
+    /// RTP payloads ([`Frame::held_bytes`]).
     pub gop_cache_bytes: usize,
 }
 
@@ -363,7 +364,7 @@ impl LiveStream {
         if !gop.valid {
             return;
         }
-        gop.bytes += frame.data.len();
+        gop.bytes += frame.held_bytes();
         if gop.bytes > self.policy.gop_cache_bytes {
             gop.frames.clear();
             gop.bytes = 0;
