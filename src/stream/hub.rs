@@ -283,6 +283,12 @@ mod tests {
         ]
     }
 
+    /// Starts stream `name` on `hub` for `publisher` (no takeover).
+    fn start(hub: &Hub, name: &str, publisher: Arc<FakePublisher>) -> Arc<LiveStream> {
+        hub.publish(StreamName::parse(name).unwrap(), tracks(), publisher, false)
+            .unwrap()
+    }
+
     fn video(keyframe: bool, t: u64) -> Frame {
         Frame {
             params: CodecParams::new(Codec::Vp8, 90_000),
@@ -335,14 +341,7 @@ mod tests {
     fn viewer_join_asks_for_keyframe_and_end_closes_queues() {
         let hub = hub(ViewerStart::Fresh);
         let publisher = Arc::new(FakePublisher::default());
-        let s = hub
-            .publish(
-                StreamName::parse("a").unwrap(),
-                tracks(),
-                publisher.clone(),
-                false,
-            )
-            .unwrap();
+        let s = start(&hub, "a", publisher.clone());
         let q = Arc::new(SinkQueue::new(16, Box::new(NoWake)));
         let sub = s.subscribe(SinkKind::Viewer, q.clone()).unwrap();
         assert_eq!(publisher.keyframe_requests.load(Ordering::Relaxed), 1);
@@ -362,14 +361,7 @@ mod tests {
     fn cached_start_replays_the_gop() {
         let hub = hub(ViewerStart::Cached);
         let publisher = Arc::new(FakePublisher::default());
-        let s = hub
-            .publish(
-                StreamName::parse("a").unwrap(),
-                tracks(),
-                publisher.clone(),
-                false,
-            )
-            .unwrap();
+        let s = start(&hub, "a", publisher.clone());
         s.publish(video(true, 1));
         s.publish(video(false, 2));
         s.publish(video(false, 3));
@@ -389,14 +381,7 @@ mod tests {
             gop_cache_bytes: 100,
         });
         let publisher = Arc::new(FakePublisher::default());
-        let s = hub
-            .publish(
-                StreamName::parse("g").unwrap(),
-                tracks(),
-                publisher.clone(),
-                false,
-            )
-            .unwrap();
+        let s = start(&hub, "g", publisher.clone());
         // Two frames of 40 bytes fit in 100 bytes; with their pieces they do not.
         for (keyframe, t) in [(true, 1), (false, 2)] {
             let mut f = video(keyframe, t);
@@ -416,14 +401,7 @@ mod tests {
     fn totals_keep_ended_streams_and_drops_per_sink_kind() {
         let hub = hub(ViewerStart::Fresh);
         let mut rx = hub.events().subscribe();
-        let s = hub
-            .publish(
-                StreamName::parse("t").unwrap(),
-                tracks(),
-                Arc::new(FakePublisher::default()),
-                false,
-            )
-            .unwrap();
+        let s = start(&hub, "t", Arc::new(FakePublisher::default()));
         // A recorder queue of 16 frames that nobody drains overflows.
         let q = Arc::new(SinkQueue::new(16, Box::new(NoWake)));
         let sub = s.subscribe(SinkKind::Recorder, q).unwrap();
