@@ -9,6 +9,8 @@
 //! connections that set them up close later: their buffers were ≈ 2.5 MiB
 //! after 100 viewers left).
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +63,14 @@ impl TrimSchedule {
         };
         self.last = sessions;
         trim
+    }
+}
+
+/// Shrinks a table that holds less than a quarter of its room, so a crowd
+/// that left does not keep its size (the shards' session tables, the router's).
+pub(super) fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to_fit();
     }
 }
 

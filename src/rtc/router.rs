@@ -17,6 +17,7 @@ use str0m::ice::StunMessage;
 use tokio::sync::{mpsc, watch};
 
 use super::Counters;
+use super::memory::shrink_if_sparse;
 use super::shard::Command;
 
 /// Where a session lives: its shard and its key within the shard.
@@ -120,13 +121,6 @@ impl Routes {
             *c = c.saturating_sub(1);
         }
         *t.addr_count.entry(target).or_default() += 1;
-    }
-}
-
-/// Shrinks a table that holds less than a quarter of its room.
-fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-        map.shrink_to_fit();
     }
 }
 

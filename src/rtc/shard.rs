@@ -407,9 +407,7 @@ impl Shard {
             }
         }
         // After a crowd left, give the table's room back too.
-        if self.sessions.capacity() > 64 && self.sessions.len() < self.sessions.capacity() / 4 {
-            self.sessions.shrink_to_fit();
-        }
+        super::memory::shrink_if_sparse(&mut self.sessions);
     }
 }
 
