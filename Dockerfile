@@ -3,7 +3,13 @@
 #
 #   docker build -t castgate .
 #   docker run --rm -p 8080:8080 -p 8189:8189/udp -p 8189:8189/tcp -v castgate-rec:/recordings \
-#     -e CASTGATE_ANNOUNCE=203.0.113.10 castgate
+#     -e CASTGATE_ANNOUNCE=203.0.113.10 -e CASTGATE_ADMIN_TOKEN=$(openssl rand -hex 24) \
+#     -e CASTGATE_PUBLISH_TOKEN=$(openssl rand -hex 24) castgate
+#
+# An admin token is required (the entry point refuses to serve without one):
+# from outside the container no client is "this machine", so without a token
+# nobody could use the API's writes. Publishing stays open unless
+# CASTGATE_PUBLISH_TOKEN is set (README "Security").
 #
 # The media port is UDP and must be published as such (`-p 8189:8189/udp`),
 # and as TCP too for ICE-TCP clients whose networks block UDP (`-p 8189:8189/tcp`);
@@ -27,6 +33,7 @@ RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/castgate cast
  && mkdir -p /recordings \
  && chown castgate:castgate /recordings
 COPY --from=build /src/target/release/castgate /usr/local/bin/castgate
+COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 USER castgate
 WORKDIR /var/lib/castgate
 VOLUME ["/recordings"]
@@ -40,5 +47,5 @@ ENV CASTGATE_HTTP_LISTEN=0.0.0.0:8080 \
 EXPOSE 8080/tcp 8189/udp 8189/tcp
 # SIGTERM finalizes recordings; give it up to shutdown.timeout_secs (30 s).
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["castgate"]
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 CMD ["serve"]

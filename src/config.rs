@@ -84,6 +84,69 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Limits against abuse.
     pub limits: LimitsConfig,
+    /// Where castgate may connect for a request (restream targets from the
+    /// API, webhooks, the access callback).
+    pub outbound: OutboundConfig,
+}
+
+/// An IP network in CIDR form (`10.0.0.0/8`, `fd00::/8`) or one address
+/// (`127.0.0.1`, read as `/32`). Written and read as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Network(pub ipnet::IpNet);
+
+impl Network {
+    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as
+    /// the IPv4 address it is).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.contains(&crate::outbound::canonical(ip))
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Network, String> {
+        let s = s.trim();
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(n) => n,
+            Err(_) => s
+                .parse::<IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| format!("{s:?} is not a network such as 10.0.0.0/8 or an address"))?,
+        };
+        Ok(Network(net.trunc()))
+    }
+}
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Network, String> {
+        s.parse()
+    }
+}
+
+impl From<Network> for String {
+    fn from(n: Network) -> String {
+        n.0.to_string()
+    }
+}
+
+/// Whether `ip` is in any of `networks`.
+pub fn in_networks(networks: &[Network], ip: IpAddr) -> bool {
+    networks.iter().any(|n| n.contains(ip))
+}
+
+/// Outbound connections made for a request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Internal networks (loopback, private, link-local, …) that restream
+    /// targets added through the API, webhooks and the access callback may
+    /// connect to anyway, e.g. the network of a compose file's own RTMP
+    /// server. Public addresses need no entry.
+    pub allow_networks: Vec<Network>,
 }
 
 /// Limits against abuse; 0 means no limit.
@@ -267,16 +330,42 @@ pub struct HttpConfig {
     pub rate_limit_per_sec: u32,
     /// Burst of POST/PATCH/DELETE requests allowed per client address.
     pub rate_limit_burst: u32,
-    /// Value of `Access-Control-Allow-Origin`: `*` or a list of origins.
+    /// Origins whose pages may call WHIP, WHEP, HLS and the API's reads
+    /// (`Access-Control-Allow-Origin`): `*` or a list of origins.
     pub cors_origins: Vec<String>,
+    /// Origins (`https://dashboard.example.com`) whose pages may call the
+    /// admin routes (the API's writes, `/api/events`) from another site;
+    /// by default none may, and castgate's own pages need no entry.
+    pub admin_origins: Vec<String>,
     /// PEM certificate chain: with `tls_key`, HTTP is served as HTTPS.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Take the client address from `X-Forwarded-For` (its last entry) and the
-    /// scheme from `X-Forwarded-Proto`: only behind a reverse proxy that sets
-    /// them, or clients could pick their own address.
-    pub trust_forwarded_headers: bool,
+    /// Networks of the reverse proxies in front of castgate. Only a
+    /// connection from one of them may say who the client is
+    /// (`X-Forwarded-For` or `Forwarded`, and the scheme with
+    /// `X-Forwarded-Proto`); its connections also do not count against
+    /// `max_connections_per_client`.
+    pub trusted_proxies: Vec<Network>,
+    /// The old on/off switch that `trusted_proxies` replaced: still read so
+    /// that a config which sets it is refused with a pointer to the new key.
+    #[serde(skip_serializing)]
+    pub trust_forwarded_headers: Option<bool>,
+    /// Seconds a client has to send a whole request head, counted from the
+    /// connection's start or the end of the previous answer; then the
+    /// connection is closed (slow-header clients).
+    pub header_timeout_secs: f64,
+    /// Seconds an idle keep-alive connection (no request in progress, no
+    /// byte of a new one) stays open; at most `header_timeout_secs`.
+    pub idle_timeout_secs: f64,
+    /// Seconds a request body may take to arrive once its head has; a slower
+    /// one gets `408` and the connection is closed.
+    pub body_timeout_secs: f64,
+    /// HTTP connections open at once; more are answered `503` and closed.
+    pub max_connections: usize,
+    /// HTTP connections one client address may have open at once; more are
+    /// answered `503` and closed.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -287,9 +376,16 @@ impl Default for HttpConfig {
             rate_limit_per_sec: 20,
             rate_limit_burst: 60,
             cors_origins: vec!["*".into()],
+            admin_origins: vec![],
             tls_cert: None,
             tls_key: None,
-            trust_forwarded_headers: false,
+            trusted_proxies: vec![],
+            trust_forwarded_headers: None,
+            header_timeout_secs: 10.0,
+            idle_timeout_secs: 5.0,
+            body_timeout_secs: 10.0,
+            max_connections: 4096,
+            max_connections_per_client: 128,
         }
     }
 }
@@ -520,6 +616,12 @@ pub struct MetricsConfig {
     /// Also export per-stream series labelled with the stream name. Off by
     /// default: one series per name is unbounded when anyone may publish.
     pub per_stream: bool,
+    /// Bearer token a scraper (Prometheus) sends to read `/metrics`; it
+    /// grants nothing else. A secret: never logged or shown.
+    pub token: Option<String>,
+    /// Networks whose clients may read `/metrics` without a token (e.g. the
+    /// Prometheus server's address).
+    pub allow_networks: Vec<Network>,
 }
 
 impl Default for MetricsConfig {
@@ -527,6 +629,8 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             per_stream: false,
+            token: None,
+            allow_networks: vec![],
         }
     }
 }
@@ -695,9 +799,45 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "CASTGATE_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Trust X-Forwarded-For/-Proto from a reverse proxy [default: false].
-    #[arg(long, env = "CASTGATE_TRUST_FORWARDED_HEADERS", value_name = "BOOL")]
+    /// Replaced by --trusted-proxies; refused with a pointer to it.
+    #[arg(
+        long,
+        env = "CASTGATE_TRUST_FORWARDED_HEADERS",
+        value_name = "BOOL",
+        hide = true
+    )]
     pub trust_forwarded_headers: Option<bool>,
+    /// Networks of reverse proxies whose X-Forwarded-For / Forwarded name
+    /// the client, comma-separated (e.g. 127.0.0.1,10.0.0.0/8) [default: none].
+    #[arg(
+        long,
+        env = "CASTGATE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "NET"
+    )]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Who may use the admin role (API writes, /api/events) without a token:
+    /// local = clients on this machine, protected = nobody, open = anyone
+    /// [default: local].
+    #[arg(long, env = "CASTGATE_ADMIN_ACCESS", value_enum)]
+    pub admin_access: Option<Access>,
+    /// Bearer token that lets a scraper read /metrics (and nothing else) [default: none].
+    #[arg(
+        long,
+        env = "CASTGATE_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub metrics_token: Option<String>,
+    /// Internal networks that restream targets, webhooks and the access
+    /// callback may reach anyway, comma-separated [default: none].
+    #[arg(
+        long,
+        env = "CASTGATE_OUTBOUND_ALLOW_NETWORKS",
+        value_delimiter = ',',
+        value_name = "NET"
+    )]
+    pub outbound_allow_networks: Option<Vec<String>>,
     /// Video codecs accepted, most preferred first [default: vp8,h264,vp9,av1].
     #[arg(
         long,
@@ -742,6 +882,13 @@ fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
             format!("{s:?} is not an address:port such as 127.0.0.1:8080"),
         )
     })
+}
+
+fn parse_networks(key: &'static str, list: &[String]) -> Result<Vec<Network>, ConfigError> {
+    list.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.parse().map_err(|e: String| invalid(key, e)))
+        .collect()
 }
 
 fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
@@ -843,7 +990,19 @@ impl Config {
             self.http.tls_key = Some(v.clone());
         }
         if let Some(v) = a.trust_forwarded_headers {
-            self.http.trust_forwarded_headers = v;
+            self.http.trust_forwarded_headers = Some(v);
+        }
+        if let Some(v) = &a.trusted_proxies {
+            self.http.trusted_proxies = parse_networks("http.trusted_proxies", v)?;
+        }
+        if let Some(v) = a.admin_access {
+            self.auth.admin = v;
+        }
+        if let Some(v) = &a.metrics_token {
+            self.metrics.token = Some(v.clone());
+        }
+        if let Some(v) = &a.outbound_allow_networks {
+            self.outbound.allow_networks = parse_networks("outbound.allow_networks", v)?;
         }
         if let Some(v) = &a.video_codecs {
             self.codecs.video = v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
@@ -877,6 +1036,7 @@ impl Config {
 
     /// Checks every value that types alone cannot; the first problem wins.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_http()?;
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }
@@ -1047,6 +1207,7 @@ impl Config {
         self.validate_restream()?;
         self.validate_ops()?;
         self.auth.validate()?;
+        self.validate_outbound()?;
         match (&self.http.tls_cert, &self.http.tls_key) {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(invalid(
@@ -1060,6 +1221,99 @@ impl Config {
                 }
             }
             (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// Webhook and callback URLs written with an internal address are
+    /// refused now rather than at every delivery (names are checked when
+    /// they are resolved).
+    fn validate_outbound(&self) -> Result<(), ConfigError> {
+        let policy = crate::outbound::OutboundPolicy::new(
+            self.outbound.allow_networks.iter().map(|n| n.0).collect(),
+        );
+        for (i, w) in self.events.webhooks.iter().enumerate() {
+            if let Err(e) = policy.check_url(&w.url) {
+                return Err(invalid(
+                    "events.webhooks",
+                    format!("webhook {}: {e}", i + 1),
+                ));
+            }
+        }
+        if let Some(u) = &self.auth.callback_url
+            && let Err(e) = policy.check_url(u)
+        {
+            return Err(invalid("auth.callback_url", e.to_string()));
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), ConfigError> {
+        let h = &self.http;
+        if h.trust_forwarded_headers.is_some() {
+            return Err(invalid(
+                "http.trust_forwarded_headers",
+                "replaced by http.trusted_proxies: list the networks of your reverse proxies \
+                 (e.g. [\"127.0.0.1\"] for one on this machine); forwarding headers from \
+                 anywhere else are ignored",
+            ));
+        }
+        if !(1.0..=300.0).contains(&h.header_timeout_secs) {
+            return Err(invalid(
+                "http.header_timeout_secs",
+                "must be between 1 and 300 seconds",
+            ));
+        }
+        if !(0.5..=h.header_timeout_secs).contains(&h.idle_timeout_secs) {
+            return Err(invalid(
+                "http.idle_timeout_secs",
+                "must be between 0.5 seconds and http.header_timeout_secs (the wait for a \
+                 new request's head ends there anyway)",
+            ));
+        }
+        if !(1.0..=3600.0).contains(&h.body_timeout_secs) {
+            return Err(invalid(
+                "http.body_timeout_secs",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        if !(1..=1_000_000).contains(&h.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=h.max_connections).contains(&h.max_connections_per_client) {
+            return Err(invalid(
+                "http.max_connections_per_client",
+                "must be between 1 and http.max_connections",
+            ));
+        }
+        for o in &h.admin_origins {
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .unwrap_or("");
+            let ok = !rest.is_empty()
+                && !rest.contains(['/', '?', '#', '@'])
+                && rest.chars().all(|c| c.is_ascii_graphic());
+            if !ok {
+                return Err(invalid(
+                    "http.admin_origins",
+                    format!(
+                        "{o:?} is not an origin such as https://dashboard.example.com \
+                         (scheme, host and port only)"
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = &self.metrics.token
+            && (t.is_empty() || !t.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "metrics.token",
+                "must be non-empty printable ASCII without spaces",
+            ));
         }
         Ok(())
     }
@@ -1357,6 +1611,97 @@ mod tests {
             .collect();
         assert_eq!(secrets, vec![None, Some("s3cret"), Some("s3cret")]);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn secure_defaults_and_their_keys_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.auth.admin, Access::Local, "admin: this machine only");
+        assert!(c.http.trusted_proxies.is_empty() && c.outbound.allow_networks.is_empty());
+        assert_eq!(c.http.header_timeout_secs, 10.0);
+
+        let c = Config::from_toml("[http]\ntrust_forwarded_headers = true\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("http.trust_forwarded_headers:") && e.contains("trusted_proxies"),
+            "{e}"
+        );
+        let c = Config::from_toml(
+            "[http]\ntrusted_proxies = [\"127.0.0.1\", \"10.1.2.3/8\", \"fd00::/8\"]\n\
+             [outbound]\nallow_networks = [\"192.168.1.20\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let shown: Vec<String> = c
+            .http
+            .trusted_proxies
+            .iter()
+            .map(|n| n.0.to_string())
+            .collect();
+        assert_eq!(shown, ["127.0.0.1/32", "10.0.0.0/8", "fd00::/8"]);
+        assert!(c.http.trusted_proxies[0].contains("::ffff:127.0.0.1".parse().unwrap()));
+        let e = Config::from_toml("[http]\ntrusted_proxies = [\"nope\"]\n").unwrap_err();
+        assert!(e.contains("\"nope\" is not a network"), "{e}");
+
+        let mut c = Config::default();
+        c.http.idle_timeout_secs = 20.0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("http.idle_timeout_secs:"), "{e}");
+        let mut c = Config::default();
+        c.http.max_connections_per_client = c.http.max_connections + 1;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("http.max_connections_per_client:"), "{e}");
+        for bad in ["dash.example", "https://dash.example/path", "https://"] {
+            let mut c = Config::default();
+            c.http.admin_origins = vec![bad.into()];
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.starts_with("http.admin_origins:"), "{bad}: {e}");
+        }
+        let mut c = Config::default();
+        c.metrics.token = Some("has space".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("metrics.token:") && !e.contains("has space"),
+            "{e}"
+        );
+
+        let mut c = Config::default();
+        c.apply(&ServeArgs {
+            trusted_proxies: Some(vec!["127.0.0.1".into(), "10.0.0.0/8".into()]),
+            admin_access: Some(Access::Open),
+            outbound_allow_networks: Some(vec!["172.31.250.10/32".into()]),
+            metrics_token: Some("scrape".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.http.trusted_proxies.len(), 2);
+        assert_eq!(c.auth.admin, Access::Open);
+        assert_eq!(c.metrics.token.as_deref(), Some("scrape"));
+        let e = c
+            .apply(&ServeArgs {
+                outbound_allow_networks: Some(vec!["10.0.0.0/33".into()]),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("outbound.allow_networks:"), "{e}");
+    }
+
+    #[test]
+    fn webhook_and_callback_urls_at_internal_addresses_are_refused() {
+        let mut c = Config::default();
+        c.events.webhooks.push(WebhookConfig {
+            url: "http://user:pw@10.0.0.9/hook".into(),
+            ..Default::default()
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("events.webhooks:") && e.contains("private"),
+            "{e}"
+        );
+        assert!(!e.contains("pw"), "{e}");
+        c.outbound.allow_networks = vec!["10.0.0.0/24".parse().unwrap()];
+        c.validate().expect("allowed network");
     }
 
     #[test]

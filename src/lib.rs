@@ -3,13 +3,15 @@
 //! Data moves one way through the crate: [`http`] takes WHIP/WHEP requests,
 //! [`rtc`] runs the WebRTC sessions on one UDP port, and [`stream`] fans each
 //! publisher's frames out to its viewers, [`record`]ers and [`restream`] targets.
-//! [`server`] wires them together; [`config`] says how.
+//! [`server`] wires them together; [`config`] says how. [`outbound`] decides
+//! where castgate may connect on a request's behalf.
 
 pub mod config;
 pub mod events;
 pub mod ffmpeg_log;
 pub mod http;
 pub mod metrics;
+pub mod outbound;
 pub mod record;
 pub mod restream;
 pub mod rtc;

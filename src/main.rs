@@ -127,6 +127,33 @@ fn main() -> ExitCode {
     code
 }
 
+/// Raises the soft limit on open files to the hard one: every HTTP
+/// connection, ICE-TCP connection and recording is a descriptor, and the
+/// usual soft default (1024) is below `http.max_connections`. Says so when
+/// even the hard limit is lower.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    let limit = lim.rlim_cur;
+    if !raised || limit < max_connections as u64 + 256 {
+        tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open-file limit is low for http.max_connections: raise it (ulimit -n, \
+             LimitNOFILE=) or lower http.max_connections"
+        );
+    }
+}
+
 /// Logs to stderr, as text or one JSON object per line; levels from `RUST_LOG`.
 fn init_logs(format: LogFormat) {
     let filter =
@@ -157,6 +184,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         "http"
     };
+    raise_open_file_limit(config.http.max_connections);
     let server = Server::start(config).await?;
     println!(
         "castgate: serving on {scheme}://{} (media on UDP {})",
@@ -354,6 +382,9 @@ fn config_reference() -> String {
 fn redact(c: &mut Config) {
     let hide = |s: &mut String| *s = "<redacted>".into();
     c.auth.redact();
+    if let Some(t) = c.metrics.token.as_mut() {
+        hide(t);
+    }
     for t in &mut c.restream.targets {
         // Keep scheme, host and app; hide the stream key.
         t.url = castgate::restream::TargetUrl::parse(&t.url, &[])

@@ -15,6 +15,7 @@ use crate::events::{Event, Events};
 use crate::http::auth::{Gate, GateError, GateRules};
 use crate::http::{self, AppState};
 use crate::metrics::{GatewayCollector, Metrics};
+use crate::outbound::OutboundPolicy;
 use crate::record::Recorder;
 use crate::restream::Restreamer;
 use crate::rtc::Engine;
@@ -64,6 +65,8 @@ pub struct Server {
     webhooks: parking_lot::Mutex<Webhooks>,
     metrics: Option<Arc<Metrics>>,
     grace: std::time::Duration,
+    /// Where castgate may connect for a request (fixed at start-up).
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl Server {
@@ -72,8 +75,11 @@ impl Server {
         crate::ffmpeg_log::install();
         let config = Arc::new(config);
         let events = Events::new(config.events.buffer);
+        let outbound = Arc::new(OutboundPolicy::new(
+            config.outbound.allow_networks.iter().map(|n| n.0).collect(),
+        ));
         // Webhooks subscribe before anything can happen.
-        let webhooks = Webhooks::start(&events, webhook_settings(&config));
+        let webhooks = Webhooks::start(&events, webhook_settings(&config), outbound.clone());
         let hub = Arc::new(Hub::with_events(
             StreamPolicy {
                 viewer_start: config.keyframes.viewer_start,
@@ -100,7 +106,7 @@ impl Server {
             }
             hub.add_observer(recorder.clone());
         }
-        let restreamer = Arc::new(Restreamer::new(config.restream.clone()));
+        let restreamer = Arc::new(Restreamer::new(config.restream.clone(), outbound.clone()));
         hub.add_observer(restreamer.clone());
         let retention = {
             let r = recorder.clone();
@@ -118,6 +124,7 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let http_stats = Arc::new(http::serve::HttpStats::default());
         let metrics = config.metrics.enabled.then(|| {
             Arc::new(Metrics::new(GatewayCollector {
                 hub: hub.clone(),
@@ -126,6 +133,7 @@ impl Server {
                 restreamer: restreamer.clone(),
                 // Always: webhooks may come with a later reload.
                 webhooks: webhooks.stats().clone(),
+                http: http_stats.clone(),
                 per_stream: config.metrics.per_stream,
             }))
         });
@@ -133,7 +141,7 @@ impl Server {
             (Some(cert), Some(key)) => Some(http::tls::load(cert, key)?),
             _ => None,
         };
-        let gate = Arc::new(Gate::new(&config.auth)?);
+        let gate = Arc::new(Gate::new(&config.auth, &outbound)?);
         let app = http::router(AppState {
             config: config.clone(),
             hub: hub.clone(),
@@ -145,9 +153,16 @@ impl Server {
             sse_clients: Arc::new(tokio::sync::Semaphore::new(config.events.max_sse_clients)),
         });
         let (stop, mut stop_rx) = watch::channel(false);
-        let http_task = tokio::spawn(http::tls::serve(listener, tls, app, async move {
-            let _ = stop_rx.changed().await;
-        }));
+        let http_task = tokio::spawn(http::serve::serve(
+            listener,
+            tls,
+            app,
+            http::serve::Limits::from_config(&config.http),
+            http_stats,
+            async move {
+                let _ = stop_rx.changed().await;
+            },
+        ));
         tracing::info!(http = %http_addr, udp = %engine.local_addr(), "castgate is serving");
         // What is in force: the addresses actually bound (a port 0 was picked).
         let mut in_force = (*config).clone();
@@ -169,6 +184,7 @@ impl Server {
             webhooks: parking_lot::Mutex::new(webhooks),
             metrics,
             grace: std::time::Duration::from_secs_f64(config.shutdown.timeout_secs),
+            outbound,
         })
     }
 
@@ -191,9 +207,10 @@ impl Server {
     pub async fn reload(&self, new: Config) -> Result<ReloadReport, ReloadError> {
         let _one = self.reloading.lock().await;
         // Checking reads files (TLS, JWT keys): not on the async workers.
+        let outbound = self.outbound.clone();
         let checked = tokio::task::spawn_blocking(move || {
             new.validate()?;
-            let rules = GateRules::new(&new.auth)?;
+            let rules = GateRules::new(&new.auth, &outbound)?;
             Ok::<_, ReloadError>((new, rules))
         })
         .await

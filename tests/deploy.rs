@@ -18,7 +18,9 @@ fn compose_config(env: &[(&str, &str)]) -> Output {
     cmd.current_dir(root())
         .args(["-f", "docker-compose.yml", "config"])
         .env_remove("PUBLIC_IP")
-        .env_remove("TURN_SECRET");
+        .env_remove("TURN_SECRET")
+        .env_remove("ADMIN_TOKEN")
+        .env_remove("PUBLISH_TOKEN");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -26,9 +28,17 @@ fn compose_config(env: &[(&str, &str)]) -> Output {
         .expect("docker-compose runs (scripts/setup.sh --test installs it)")
 }
 
+/// Every value the compose file needs from `.env`.
+const ENV: [(&str, &str); 4] = [
+    ("PUBLIC_IP", "203.0.113.10"),
+    ("TURN_SECRET", "t0ps3cret"),
+    ("ADMIN_TOKEN", "adm1n-t0ken"),
+    ("PUBLISH_TOKEN", "pub-t0ken"),
+];
+
 #[test]
 fn compose_file_validates_and_publishes_the_media_port_as_udp() {
-    let out = compose_config(&[("PUBLIC_IP", "203.0.113.10"), ("TURN_SECRET", "t0ps3cret")]);
+    let out = compose_config(&ENV);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "docker-compose config: {stderr}");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -63,21 +73,94 @@ fn compose_file_validates_and_publishes_the_media_port_as_udp() {
         "--external-ip=203.0.113.10",
         "image: tiangolo/nginx-rtmp",
         "published: 1935",
+        "CASTGATE_ADMIN_TOKEN: adm1n-t0ken",
+        "CASTGATE_PUBLISH_TOKEN: pub-t0ken",
     ] {
         assert!(text.contains(want), "{want:?} in:\n{text}");
     }
+    // The RTMP sink's fixed address is the one internal network castgate
+    // may restream to, so `rtmp://nginx-rtmp:1935/…` works and nothing else
+    // internal does.
+    let sink = text
+        .split("ipv4_address:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the sink has a fixed address");
+    let allowed = text
+        .split("CASTGATE_OUTBOUND_ALLOW_NETWORKS:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("castgate allows the sink's network");
+    let net: castgate::config::Network = allowed.trim_matches('\'').parse().unwrap();
+    assert!(net.contains(sink.parse().unwrap()), "{sink} in {allowed}");
+    assert_eq!(
+        net.0.prefix_len(),
+        32,
+        "only the sink, not the whole network"
+    );
     // The grace period outlasts castgate's own bound on a clean stop.
     assert!(defaults.shutdown.timeout_secs < 40.0);
 }
 
 #[test]
-fn compose_file_refuses_to_start_without_the_public_address_and_turn_secret() {
-    let out = compose_config(&[("TURN_SECRET", "x")]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PUBLIC_IP"));
-    let out = compose_config(&[("PUBLIC_IP", "203.0.113.10")]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TURN_SECRET"));
+fn compose_file_refuses_to_start_without_its_address_and_secrets() {
+    for (missing, _) in ENV {
+        let rest: Vec<(&str, &str)> = ENV.into_iter().filter(|(k, _)| *k != missing).collect();
+        let out = compose_config(&rest);
+        assert!(!out.status.success(), "starts without {missing}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // docker-compose ends with the message of the variable it missed.
+        let reason = stderr.trim_end().rsplit("\": ").next().unwrap_or("");
+        assert!(
+            reason.starts_with(&format!("set {missing}")),
+            "names {missing}: {stderr}"
+        );
+    }
+}
+
+/// The image's entry point refuses `serve` without an admin token (or a
+/// JWT secret or config file that can hold one) and runs castgate otherwise.
+#[test]
+fn the_image_requires_an_admin_token() {
+    let dir = std::env::temp_dir().join(format!("castgate-entry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A stand-in castgate that shows how it was called.
+    let stub = dir.join("castgate");
+    std::fs::write(&stub, "#!/bin/sh\necho \"ran castgate $*\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new("sh");
+        c.arg(root().join("scripts/docker-entrypoint.sh"))
+            .args(args)
+            .env_clear()
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&["serve"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CASTGATE_ADMIN_TOKEN"));
+    for (args, env) in [
+        (&["serve"][..], &[("CASTGATE_ADMIN_TOKEN", "t")][..]),
+        (&["serve", "-c", "/etc/castgate.toml"][..], &[][..]),
+        (&["repair", "f.webm"][..], &[][..]),
+    ] {
+        let out = run(args, env);
+        assert!(out.status.success(), "{args:?} {env:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("ran castgate {}", args.join(" "))
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let stage = runtime_stage();
+    assert!(
+        stage.contains("COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh")
+    );
+    assert!(stage.contains("ENTRYPOINT [\"/usr/local/bin/docker-entrypoint.sh\"]"));
 }
 
 /// The runtime stage of the Dockerfile (after the last `FROM`).

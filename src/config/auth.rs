@@ -68,13 +68,29 @@ pub enum Access {
     /// Anyone may.
     #[default]
     Open,
+    /// Clients on this machine may without a credential (a loopback
+    /// connection, no forwarding headers, a loopback `Host`); everyone else
+    /// needs one, as with `protected`. The admin role's default.
+    Local,
     /// A static token of the matching rule, a JWT granting the role for the
     /// stream, or (for the legacy keys) the configured token is required.
     Protected,
 }
 
-/// One access rule: for `role` on streams matching `streams`, either open or
-/// protected by `tokens` (and any JWT that grants the role for the stream).
+impl Access {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Open => "open",
+            Access::Local => "local",
+            Access::Protected => "protected",
+        }
+    }
+}
+
+/// One access rule: for `role` on streams matching `streams`, either open,
+/// local (open to this machine) or protected by `tokens` (and any JWT that
+/// grants the role for the stream).
 /// The first rule matching a request's role and stream decides.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,11 +120,15 @@ fn protected() -> Access {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Publishing when no rule matches: `open` or `protected`.
+    /// Publishing when no rule matches: `open`, `local` or `protected`.
     pub publish: Access,
-    /// Viewing (WHEP, HLS, recordings) when no rule matches: `open` or `protected`.
+    /// Viewing (WHEP, HLS, recordings) when no rule matches: `open`,
+    /// `local` or `protected`.
     pub view: Access,
-    /// The API's writes when no rule matches: `open` or `protected`.
+    /// The admin role (the API's writes, `/api/events`) when no rule
+    /// matches: `local` (the default: this machine only, a token from
+    /// anywhere else), `protected` (a token always) or `open` (anyone: a
+    /// warning is logged at start-up).
     pub admin: Access,
     /// Rules per role and stream name pattern; the first match decides, before
     /// the per-stream and shared tokens below.
@@ -152,7 +172,7 @@ impl Default for AuthConfig {
         Self {
             publish: Access::Open,
             view: Access::Open,
-            admin: Access::Open,
+            admin: Access::Local,
             rules: vec![],
             publish_token: None,
             view_token: None,

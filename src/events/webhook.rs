@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{Envelope, Events};
+use crate::outbound::{OutboundError, OutboundPolicy};
 
 /// Header carrying `sha256=<hex HMAC-SHA256 of the body with the secret>`.
 pub const SIGNATURE_HEADER: &str = "x-castgate-signature";
@@ -64,6 +65,8 @@ pub struct Webhooks {
     /// Deliverers a reload removed: finishing what they had queued.
     retiring: Vec<JoinHandle<()>>,
     stats: Arc<WebhookStats>,
+    /// Where receivers may be (no internal address unless allowed).
+    outbound: Arc<OutboundPolicy>,
 }
 
 struct Running {
@@ -110,12 +113,18 @@ fn origin(url: &str) -> String {
 }
 
 impl Webhooks {
-    /// Starts one deliverer per receiver, each subscribed to `events` now.
-    pub fn start(events: &Events, hooks: Vec<WebhookSettings>) -> Webhooks {
+    /// Starts one deliverer per receiver, each subscribed to `events` now;
+    /// deliveries go only where `outbound` allows (and follow no redirect).
+    pub fn start(
+        events: &Events,
+        hooks: Vec<WebhookSettings>,
+        outbound: Arc<OutboundPolicy>,
+    ) -> Webhooks {
         let mut w = Webhooks {
             running: Vec::new(),
             retiring: Vec::new(),
             stats: Arc::new(WebhookStats::default()),
+            outbound,
         };
         for hook in hooks {
             w.spawn(events, hook);
@@ -124,7 +133,9 @@ impl Webhooks {
     }
 
     fn spawn(&mut self, events: &Events, hook: WebhookSettings) {
-        let client = match reqwest::Client::builder()
+        let client = match self
+            .outbound
+            .http_client()
             .timeout(hook.timeout)
             .user_agent(concat!("castgate/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -140,6 +151,7 @@ impl Webhooks {
             client,
             hook: hook.clone(),
             stats: self.stats.clone(),
+            outbound: self.outbound.clone(),
         };
         let task = tokio::spawn(d.run(events.subscribe(), stop_rx));
         self.running.push(Running {
@@ -217,6 +229,7 @@ struct Deliverer {
     client: reqwest::Client,
     hook: WebhookSettings,
     stats: Arc<WebhookStats>,
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl Deliverer {
@@ -293,7 +306,17 @@ impl Deliverer {
             if let Some(sig) = &signature {
                 req = req.header(SIGNATURE_HEADER, sig);
             }
-            let (retry, why) = match req.send().await {
+            // An address in the URL is checked here (the client's resolver
+            // checks names); an internal one is refused for good.
+            let sent = match self.outbound.check_url(&self.hook.url) {
+                Ok(()) => req.send().await.map_err(|e| match refused_address(&e) {
+                    Some(refusal) => (false, refusal.to_string()),
+                    // Without the URL: it may carry credentials.
+                    None => (true, e.without_url().to_string()),
+                }),
+                Err(refusal) => Err((false, refusal.to_string())),
+            };
+            let (retry, why) = match sent {
                 Ok(resp) if resp.status().is_success() => {
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(url = %origin(&self.hook.url), event = env.event.kind(),
@@ -307,8 +330,7 @@ impl Deliverer {
                         || s == http::StatusCode::REQUEST_TIMEOUT;
                     (retry, format!("status {s}"))
                 }
-                // Without the URL: it may carry credentials.
-                Err(e) => (true, e.without_url().to_string()),
+                Err(failure) => failure,
             };
             self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
             if !retry || attempt == attempts {
@@ -324,6 +346,19 @@ impl Deliverer {
             backoff = (backoff * 2).min(self.hook.backoff_max);
         }
     }
+}
+
+/// The outbound refusal behind a failed request, if that is why it failed
+/// (the resolver refused an internal address).
+pub fn refused_address(e: &reqwest::Error) -> Option<&OutboundError> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(refusal) = s.downcast_ref::<OutboundError>() {
+            return Some(refusal);
+        }
+        source = s.source();
+    }
+    None
 }
 
 #[cfg(test)]

@@ -66,22 +66,22 @@ impl From<NegotiateError> for ApiError {
             NegotiateError::BadOffer(_) => StatusCode::BAD_REQUEST,
             NegotiateError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
             NegotiateError::Busy(_) | NegotiateError::Ended(_) => StatusCode::CONFLICT,
-            NegotiateError::ShuttingDown | NegotiateError::StreamFull(..) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            NegotiateError::ShuttingDown
+            | NegotiateError::StreamFull(..)
+            | NegotiateError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             NegotiateError::TooManySessions(_) => StatusCode::TOO_MANY_REQUESTS,
         };
-        let retry = matches!(
-            e,
+        let retry = match e {
             NegotiateError::StreamFull(..)
-                | NegotiateError::TooManySessions(_)
-                | NegotiateError::ShuttingDown
-        );
+            | NegotiateError::TooManySessions(_)
+            | NegotiateError::ShuttingDown => Some("10"),
+            NegotiateError::Overloaded => Some("2"),
+            _ => None,
+        };
         let err = ApiError::new(status, e.to_string());
-        if retry {
-            err.with_header(axum::http::header::RETRY_AFTER, "10")
-        } else {
-            err
+        match retry {
+            Some(secs) => err.with_header(axum::http::header::RETRY_AFTER, secs),
+            None => err,
         }
     }
 }
@@ -92,7 +92,13 @@ impl From<PatchError> for ApiError {
             PatchError::NotFound => StatusCode::NOT_FOUND,
             PatchError::Stale => StatusCode::PRECONDITION_FAILED,
             PatchError::BadCandidate(_) => StatusCode::BAD_REQUEST,
+            PatchError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
-        ApiError::new(status, e.to_string())
+        let err = ApiError::new(status, e.to_string());
+        if matches!(e, PatchError::Overloaded) {
+            err.with_header(header::RETRY_AFTER, "2")
+        } else {
+            err
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod crosssite;
 pub mod error;
 pub mod hls;
 pub mod openapi;
@@ -13,6 +14,7 @@ pub mod pages;
 pub mod ratelimit;
 pub mod recordings;
 pub mod restreams;
+pub mod serve;
 pub mod session;
 pub mod tls;
 pub mod whep;
@@ -57,9 +59,9 @@ pub struct AppState {
     pub sse_clients: Arc<tokio::sync::Semaphore>,
 }
 
-/// Builds the router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-/// (rate limits and access decisions key on the client address), e.g. with
-/// [`tls::serve`].
+/// Builds the router. Serve it with [`serve::serve`], which gives every
+/// request its connection's address (`ConnectInfo<SocketAddr>`: rate limits
+/// and access decisions key on it) and bounds connections in time and number.
 pub fn router(state: AppState) -> Router {
     let limiter = Arc::new(RateLimiter::new(
         state.config.http.rate_limit_per_sec,
@@ -71,7 +73,12 @@ pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let clients = client::ClientConfig {
         tls: state.config.http.tls_cert.is_some(),
-        trust_forwarded: state.config.http.trust_forwarded_headers,
+        trusted_proxies: state.config.http.trusted_proxies.clone().into(),
+    };
+    let admin_origins = crosssite::AdminOrigins::new(&state.config.http.admin_origins);
+    let metrics_access = auth::MetricsAccess {
+        token: state.config.metrics.token.as_deref().map(Arc::from),
+        networks: state.config.metrics.allow_networks.clone().into(),
     };
     let g = state.gate.clone();
     warn_if_admin_is_open(&state.config);
@@ -105,7 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi::serve))
         .route(
             "/metrics",
-            get(ops::metrics.layer(g.guard(Role::Admin, Scope::Server, false))),
+            get(ops::metrics.layer(g.metrics_guard(metrics_access))),
         )
         .route(
             "/api/events",
@@ -153,6 +160,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(clients, client::layer))
         .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
+            admin_origins,
+            crosssite::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             rtc_config,
             advertise_post,
         ))
@@ -177,22 +188,20 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
-/// The API's writes are open by default (as before roles existed): say so
-/// loudly when the port is reachable from other machines.
+/// Opening the admin role to everyone must be a deliberate choice: say so
+/// loudly at start-up.
 fn warn_if_admin_is_open(config: &Config) {
-    let admin_rules = config
+    let open_rule = config
         .auth
         .effective_rules()
         .iter()
-        .any(|r| r.role == Role::Admin);
-    if !config.http.listen.ip().is_loopback()
-        && !admin_rules
-        && config.auth.admin == crate::config::Access::Open
-    {
+        .any(|r| r.role == Role::Admin && r.access == crate::config::Access::Open);
+    if config.auth.admin == crate::config::Access::Open || open_rule {
         tracing::warn!(
             listen = %config.http.listen,
-            "the API's writes (restream targets, HLS, deleting recordings) are open to anyone \
-             who can reach this port: set auth.admin_token or auth.admin = \"protected\""
+            "the admin role (the API's writes: restream targets, HLS, deleting recordings; \
+             /api/events) is open to anyone who can reach this port (auth.admin = \"open\"): \
+             set auth.admin_token and auth.admin = \"protected\" (or \"local\") unless that is meant"
         );
     }
 }
@@ -219,12 +228,19 @@ async fn advertise_post(
     resp
 }
 
+/// CORS for what players and publishers on other sites need; admin routes
+/// are kept to `http.admin_origins` by [`crosssite::guard`] before this runs.
 fn cors(config: &Config) -> CorsLayer {
     let origins = &config.http.cors_origins;
     let allow = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+        AllowOrigin::list(
+            origins
+                .iter()
+                .chain(&config.http.admin_origins)
+                .filter_map(|o| o.parse().ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(allow)

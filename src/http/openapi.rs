@@ -180,13 +180,22 @@ fn guard_refusals(doc: &mut Document) {
             let forbidden = match role.as_str() {
                 "publish" => "The token does not allow publishing this stream",
                 "view" => "The token does not allow viewing this stream",
-                _ => "The token does not grant admin on this stream",
+                _ => {
+                    "The token does not grant admin on this stream; or, without a token, the \
+                     client is not on this machine (`auth.admin = \"local\"`, the default) and \
+                     no admin credential is configured; or a page on another site asked \
+                     (`http.admin_origins`)"
+                }
             };
-            for (status, description) in [
+            let mut refusals = vec![
                 ("401", "A token is required, or the one given is not valid"),
                 ("403", forbidden),
                 ("429", "Too many failed attempts from this address"),
-            ] {
+            ];
+            if role == "admin" && op.request_body.is_some() {
+                refusals.push(("415", "The body is not `application/json`"));
+            }
+            for (status, description) in refusals {
                 op.responses
                     .responses
                     .entry(status.into())

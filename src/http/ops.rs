@@ -28,7 +28,8 @@ use super::error::ApiError;
     summary = "Prometheus metrics",
     responses(
         (status = 200, description = "Every figure in the Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
-        (status = 403, description = "The token does not grant admin on every stream"),
+        (status = 401, description = "From another machine without `metrics.token`, an admin token or a network in `metrics.allow_networks`"),
+        (status = 403, description = "The token does not grant admin on every stream, or a page on another site asked (`http.admin_origins`)"),
         (status = 404, description = "Metrics are turned off (`metrics.enabled = false`)"),
         (status = 500, description = "The metrics could not be rendered"),
     ),

@@ -44,6 +44,7 @@ impl From<RestreamError> for ApiError {
             RestreamError::Ffmpeg { .. } | RestreamError::Codec(_) | RestreamError::Thread(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            RestreamError::Outbound(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())
     }
@@ -85,6 +86,8 @@ fn parse_body(body: &[u8]) -> Result<AddBody, ApiError> {
         (status = 404, description = "The stream is not live"),
         (status = 409, description = "The stream has the most targets allowed"),
         (status = 413, description = "The body is larger than `http.max_body_bytes`"),
+        (status = 415, description = "The body is not `application/json`"),
+        (status = 422, description = "The target's host is, or resolves to, an internal address (loopback, private, link-local, …) that `outbound.allow_networks` does not allow, or it does not resolve"),
         (status = 429, description = "Too many requests or failed attempts from this address"),
         (status = 500, description = "A thread could not be started"),
         (status = 503, description = "Shutting down"),
@@ -104,9 +107,11 @@ pub async fn add(
         ));
     }
     let body = parse_body(&body)?;
-    // Check the URL before the stream, so a bad body is a 400 whatever is live.
-    crate::restream::TargetUrl::parse(&body.url, &state.config.restream.allowed_hosts)
+    // Check the URL before the stream, so a bad body is a 400 (an address
+    // castgate may not connect to a 422) whatever is live.
+    let url = crate::restream::TargetUrl::parse(&body.url, &state.config.restream.allowed_hosts)
         .map_err(RestreamError::from)?;
+    state.restreamer.check_address(&url).await?;
     let stream = state
         .hub
         .get(&name)

@@ -245,7 +245,7 @@ pub async fn delete(
     stream: &StreamName,
     id: &str,
 ) -> Result<Response, ApiError> {
-    if state.engine.delete(id, role, stream).await {
+    if state.engine.delete(id, role, stream).await? {
         Ok(StatusCode::OK.into_response())
     } else {
         Err(ApiError::not_found("no such session"))

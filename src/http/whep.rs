@@ -37,7 +37,7 @@ use crate::rtc::RoleKind;
         (status = 415, description = "The Content-Type is not `application/sdp`"),
         (status = 422, description = "The offer cannot receive the publisher's codecs"),
         (status = 429, description = "Too many requests, failed attempts or sessions from this address"),
-        (status = 503, description = "The stream has the most viewers allowed (`Retry-After`), shutting down, or the access callback is unavailable"),
+        (status = 503, description = "The stream has the most viewers allowed (`Retry-After`), the media engine is overloaded (`Retry-After`), shutting down, or the access callback is unavailable"),
     ),
     security(("bearer" = ["view"]), ("query_token" = ["view"])),
 )]

@@ -34,7 +34,7 @@ use crate::rtc::RoleKind;
         (status = 415, description = "The Content-Type is not `application/sdp`"),
         (status = 422, description = "A valid offer asking for something castgate does not do (codecs, track counts)"),
         (status = 429, description = "Too many requests, failed attempts or sessions from this address"),
-        (status = 503, description = "Shutting down, or the access callback is unavailable"),
+        (status = 503, description = "Shutting down, the media engine is overloaded (`Retry-After`; the name is not kept), or the access callback is unavailable"),
     ),
     security(("bearer" = ["publish"]), ("query_token" = ["publish"])),
 )]

@@ -153,6 +153,8 @@ pub struct GatewayCollector {
     /// Webhook deliveries (zero until a webhook is configured, at start or
     /// by a reload).
     pub webhooks: Arc<WebhookStats>,
+    /// HTTP connections: open, refused, closed for time limits.
+    pub http: Arc<crate::http::serve::HttpStats>,
     /// Export per-stream series (labelled with the stream name).
     pub per_stream: bool,
 }
@@ -447,6 +449,38 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "castgate_webhook_failed_attempts",
             "Webhook attempts that failed (retried or not)",
             ld(&w.failed_attempts),
+        )?;
+
+        // HTTP connections.
+        let h = &self.http;
+        gauge(
+            e,
+            "castgate_http_connections",
+            "HTTP connections open",
+            h.open.load(Ordering::Relaxed) as i64,
+        )?;
+        labelled(
+            e,
+            "castgate_http_connections_refused",
+            "HTTP connections refused by cap: total (http.max_connections), per_client (http.max_connections_per_client)",
+            MetricType::Counter,
+            "reason",
+            &[
+                ("total", ld(&h.refused_total) as f64),
+                ("per_client", ld(&h.refused_per_client) as f64),
+            ],
+        )?;
+        labelled(
+            e,
+            "castgate_http_timeouts",
+            "HTTP connections closed or requests refused for time: header (no request head in time), idle (keep-alive), body (408)",
+            MetricType::Counter,
+            "kind",
+            &[
+                ("header", ld(&h.header_timeouts) as f64),
+                ("idle", ld(&h.idle_closed) as f64),
+                ("body", ld(&h.body_timeouts) as f64),
+            ],
         )?;
 
         if self.per_stream {

@@ -24,6 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::RestreamConfig;
+use crate::outbound::{OutboundError, OutboundPolicy};
 use crate::record::glob;
 use crate::stream::{LiveStream, MediaKind, SinkKind, SinkQueue, StreamObserver, Wake};
 use hls::{Hls, HlsSettings};
@@ -76,15 +77,20 @@ pub enum RestreamError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The target's address may not be connected to (internal), or its
+    /// name did not resolve.
+    #[error(transparent)]
+    Outbound(#[from] OutboundError),
 }
 
 impl RestreamError {
     /// Errors retrying cannot fix.
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            RestreamError::Codec(_) | RestreamError::Unsupported(_) | RestreamError::Url(_)
-        )
+        match self {
+            RestreamError::Codec(_) | RestreamError::Unsupported(_) | RestreamError::Url(_) => true,
+            RestreamError::Outbound(e) => e.is_internal(),
+            _ => false,
+        }
     }
 }
 
@@ -124,6 +130,7 @@ pub struct Restreamer {
     inner: Mutex<Inner>,
     closed: AtomicBool,
     next_id: AtomicU64,
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl std::fmt::Debug for Restreamer {
@@ -133,15 +140,36 @@ impl std::fmt::Debug for Restreamer {
 }
 
 impl Restreamer {
-    /// A manager with no targets.
-    pub fn new(config: RestreamConfig) -> Restreamer {
+    /// A manager with no targets; targets added through the API connect
+    /// only where `outbound` allows.
+    pub fn new(config: RestreamConfig, outbound: Arc<OutboundPolicy>) -> Restreamer {
         hls::clean_dir(&config.hls_dir);
         Restreamer {
             config: parking_lot::RwLock::new(Arc::new(config)),
             inner: Mutex::new(Inner::default()),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            outbound,
         }
+    }
+
+    /// Checks, before a target is added through the API, that `url` may be
+    /// connected to: its host, resolved, is no internal address (unless the
+    /// host is named in `restream.allowed_hosts` or its network is allowed).
+    /// Checked again before every connection.
+    pub async fn check_address(&self, url: &TargetUrl) -> Result<(), RestreamError> {
+        if url.allowed_by_name() {
+            return Ok(());
+        }
+        self.outbound.resolve(url.host(), url.port()).await?;
+        Ok(())
+    }
+
+    /// The address rule of a target from `source` with `url`: operators'
+    /// targets (the config, or hosts named in `restream.allowed_hosts`) are
+    /// not checked.
+    fn outbound_for(&self, url: &TargetUrl, source: Source) -> Option<Arc<OutboundPolicy>> {
+        (source == Source::Api && !url.allowed_by_name()).then(|| self.outbound.clone())
     }
 
     /// The settings in force now.
@@ -222,6 +250,7 @@ impl Restreamer {
             config.queue_packets,
             stream.track(MediaKind::Video).is_some(),
         ));
+        let outbound = self.outbound_for(&url, source);
         let target = Arc::new(
             Target::new(
                 id.clone(),
@@ -232,6 +261,7 @@ impl Restreamer {
                 source,
                 queue.clone(),
             )
+            .with_outbound(outbound)
             .with_events(stream.events().clone()),
         );
         let audio = shared.audio.clone();

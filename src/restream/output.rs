@@ -110,6 +110,9 @@ pub struct OutputOptions {
     pub rw_timeout_us: i64,
     /// Verify TLS (rtmps) against this CA file.
     pub tls_ca_file: Option<String>,
+    /// The RTMP `tcUrl` to send, when the URL's host was replaced by the
+    /// checked address (the server still learns the name it was asked by).
+    pub tcurl: Option<String>,
 }
 
 /// An open RTMP/FLV output.
@@ -295,6 +298,9 @@ impl FlvOutput {
                 if let Some(ca) = &opts.tls_ca_file {
                     set(&mut io_opts, "tls_verify", "1");
                     set(&mut io_opts, "ca_file", ca);
+                }
+                if let Some(tcurl) = &opts.tcurl {
+                    set(&mut io_opts, "rtmp_tcurl", tcurl);
                 }
                 let rc = sys::avio_open2(
                     &mut (*out.ctx).pb,

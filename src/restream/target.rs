@@ -19,6 +19,7 @@ use super::RestreamError;
 use super::output::{AudioSetup, FlvOutput, Interrupt, OutputOptions, VideoSetup};
 use super::url::TargetUrl;
 use crate::events::{Event, Events};
+use crate::outbound::OutboundPolicy;
 use crate::record::catalog::rfc3339;
 
 /// One packet ready for the FLV muxer, shared by every target of a stream.
@@ -397,6 +398,9 @@ pub struct Target {
     /// Id of the stream instance it belongs to.
     pub stream_id: u64,
     url: TargetUrl,
+    /// The rule every connection's address is checked against (`None`:
+    /// an operator's target, from the config or allowed by name).
+    outbound: Option<Arc<OutboundPolicy>>,
     label: Option<String>,
     source: Source,
     created: SystemTime,
@@ -436,6 +440,7 @@ impl Target {
             stream,
             stream_id,
             url,
+            outbound: None,
             label,
             source,
             created: SystemTime::now(),
@@ -460,6 +465,12 @@ impl Target {
             thread: super::worker::Worker::default(),
             events: None,
         }
+    }
+
+    /// Checks the address of every connection against `policy`.
+    pub fn with_outbound(mut self, policy: Option<Arc<OutboundPolicy>>) -> Target {
+        self.outbound = policy;
+        self
     }
 
     /// Announces state changes on `events`.
@@ -669,13 +680,25 @@ fn session(
     let video = first.video_setup();
     let audio_setup = audio.get().cloned().flatten();
     t.status().attempts += 1;
+    // Checked again right before every connection: a name may resolve
+    // elsewhere now than when the target was added.
+    let (url, tcurl) = match &t.outbound {
+        Some(policy) => {
+            let ip = policy
+                .resolve_blocking(t.url.host(), t.url.port())
+                .map_err(RestreamError::Outbound)?;
+            t.url.connect_to(ip)
+        }
+        None => (t.url.secret_full().to_string(), None),
+    };
     let opts = OutputOptions {
         rw_timeout_us: settings.rw_timeout_us,
         tls_ca_file: (t.url.scheme() == super::url::Scheme::Rtmps)
             .then(|| settings.ca_file.clone()),
+        tcurl,
     };
     let mut out = FlvOutput::open(
-        t.url.secret_full(),
+        &url,
         video.as_deref(),
         audio_setup.as_deref(),
         &opts,

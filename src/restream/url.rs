@@ -1,6 +1,10 @@
-//! Restream target URLs: parsing, the allow-list check, and the masked form
-//! that is the only one ever shown in logs or the API (stream keys are secrets).
+//! Restream target URLs: parsing, the allow-list check, the masked form
+//! that is the only one ever shown in logs or the API (stream keys are
+//! secrets), and the URL FFmpeg connects with once the address is checked.
 
+use std::net::IpAddr;
+
+use crate::outbound;
 use crate::record::glob;
 
 /// Why a target URL was refused.
@@ -36,6 +40,12 @@ pub struct TargetUrl {
     masked: String,
     /// What `masked` hides: the path after the application (key, query).
     secret: String,
+    /// Everything after the authority (`/app/key?query`), as written.
+    path: String,
+    /// The host, when it is written as an address (any spelling), normalised.
+    literal: Option<IpAddr>,
+    /// The host matched a pattern of a non-empty `restream.allowed_hosts`.
+    named: bool,
 }
 
 impl std::fmt::Debug for TargetUrl {
@@ -94,6 +104,9 @@ impl TargetUrl {
             return Err(UrlError::Malformed("invalid characters in the host"));
         }
         let host = host.to_ascii_lowercase();
+        let literal = outbound::parse_address(&host)
+            .map_err(|_| UrlError::Malformed("the host is numeric but not a valid IP address"))?
+            .map(outbound::canonical);
         let (app, key) = path.split_once('/').unwrap_or((path, ""));
         let app = app.split(['?', '#']).next().unwrap_or("");
         if app.is_empty() {
@@ -138,7 +151,54 @@ impl TargetUrl {
             port,
             masked,
             secret,
+            path: format!("/{path}"),
+            literal,
+            named: !allowed_hosts.is_empty(),
         })
+    }
+
+    /// Whether the host was let in by name through a non-empty
+    /// `restream.allowed_hosts`: such a host may be internal.
+    pub fn allowed_by_name(&self) -> bool {
+        self.named
+    }
+
+    /// The host when written as an address (`127.1` read as 127.0.0.1).
+    pub fn literal(&self) -> Option<IpAddr> {
+        self.literal
+    }
+
+    /// What FFmpeg is given to connect to the checked address `ip`: the URL
+    /// (with its stream key: never to print) and, when the host was a name
+    /// replaced by `ip`, the `rtmp_tcurl` that keeps telling the server the
+    /// name (servers that route by it, like SRS's vhosts, still see it).
+    /// `rtmps://` keeps its host name, which TLS needs for SNI and to verify
+    /// the certificate (FFmpeg sends no SNI to a numeric host), unless the
+    /// host was an address to begin with.
+    pub fn connect_to(&self, ip: IpAddr) -> (String, Option<String>) {
+        let named_host = self.literal.is_none();
+        if self.scheme == Scheme::Rtmps && named_host {
+            return (self.full.clone(), None);
+        }
+        let scheme = match self.scheme {
+            Scheme::Rtmp => "rtmp",
+            Scheme::Rtmps => "rtmps",
+        };
+        let url = format!(
+            "{scheme}://{}:{}{}",
+            bracketed(&ip.to_string()),
+            self.port,
+            self.path
+        );
+        let tcurl = named_host.then(|| {
+            format!(
+                "rtmp://{}:{}/{}",
+                bracketed(&self.host),
+                self.port,
+                ffmpeg_app(&self.path)
+            )
+        });
+        (url, tcurl)
     }
 
     /// The URL with its stream key: only for FFmpeg, never to print.
@@ -170,6 +230,41 @@ impl TargetUrl {
     /// Port (explicit, or 1935 / 443).
     pub fn port(&self) -> u16 {
         self.port
+    }
+}
+
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+/// The RTMP application FFmpeg reads from a URL's path (`/app/key`,
+/// `/app/instance/key`, `/app/mp4:file`, `?slist=`, `/ondemand/`), as its
+/// RTMP client does when no `rtmp_app` is set, so the `tcUrl` given for a
+/// name is the one FFmpeg would have sent itself.
+fn ffmpeg_app(path: &str) -> String {
+    if let Some(q) = path.find('?')
+        && path[q..].contains("slist=")
+    {
+        return path.get(1..q).unwrap_or("").to_string();
+    }
+    if path.starts_with("/ondemand/") {
+        return "ondemand".into();
+    }
+    let next = path.strip_prefix('/').unwrap_or(path);
+    let Some(p) = next.find('/') else {
+        return String::new();
+    };
+    let after = &next[p + 1..];
+    let colon = after.find(':');
+    match after.find('/') {
+        // An application instance (`app/instance/key`), unless a `:`
+        // (`mp4:dir/file`) comes first.
+        Some(f) if colon.is_none_or(|c| c > f) => next[..p + 1 + f].to_string(),
+        _ => next[..p].to_string(),
     }
 }
 
@@ -247,5 +342,80 @@ mod tests {
             TargetUrl::parse("rtmp://10.0.0.1/live/k", &allow),
             Err(UrlError::HostNotAllowed("10.0.0.1".into()))
         );
+        assert!(
+            TargetUrl::parse("rtmp://127.0.0.1:1/live/k", &allow)
+                .unwrap()
+                .allowed_by_name()
+        );
+        assert!(
+            !TargetUrl::parse("rtmp://127.0.0.1:1/live/k", &[])
+                .unwrap()
+                .allowed_by_name()
+        );
+        assert!(TargetUrl::parse("rtmp://999.1.1.1/live/k", &[]).is_err());
+    }
+
+    #[test]
+    fn address_spellings_are_read_as_the_address() {
+        for host in [
+            "127.1",
+            "0177.0.0.1",
+            "2130706433",
+            "0x7f000001",
+            "[::ffff:127.0.0.1]",
+        ] {
+            let u = TargetUrl::parse(&format!("rtmp://{host}/live/k"), &[]).unwrap();
+            assert_eq!(u.literal(), Some("127.0.0.1".parse().unwrap()), "{host}");
+        }
+        assert_eq!(
+            TargetUrl::parse("rtmp://a.example/live/k", &[])
+                .unwrap()
+                .literal(),
+            None
+        );
+    }
+
+    #[test]
+    fn connects_to_the_checked_address_and_keeps_the_name_for_the_server() {
+        let ip: IpAddr = "203.0.113.5".parse().unwrap();
+        let u = TargetUrl::parse("rtmp://live.example.com/app/inst/key?x=1", &[]).unwrap();
+        let (url, tcurl) = u.connect_to(ip);
+        assert_eq!(url, "rtmp://203.0.113.5:1935/app/inst/key?x=1");
+        assert_eq!(
+            tcurl.as_deref(),
+            Some("rtmp://live.example.com:1935/app/inst")
+        );
+        let u = TargetUrl::parse("rtmp://live.example.com:1936/live2/key", &[]).unwrap();
+        assert_eq!(
+            u.connect_to("2001:db8::1".parse().unwrap()),
+            (
+                "rtmp://[2001:db8::1]:1936/live2/key".to_string(),
+                Some("rtmp://live.example.com:1936/live2".to_string())
+            )
+        );
+        // TLS needs the name (SNI, certificate): kept.
+        let u = TargetUrl::parse("rtmps://live.example.com/app/key", &[]).unwrap();
+        assert_eq!(u.connect_to(ip), (u.secret_full().to_string(), None));
+        // A written address is used in its normal form.
+        let u = TargetUrl::parse("rtmp://0x7f000001/live/key", &[]).unwrap();
+        assert_eq!(
+            u.connect_to("127.0.0.1".parse().unwrap()),
+            ("rtmp://127.0.0.1:1935/live/key".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn the_application_is_read_as_ffmpeg_reads_it() {
+        for (path, app) in [
+            ("/live2/key", "live2"),
+            ("/app/inst/key", "app/inst"),
+            ("/app/mp4:dir/file", "app"),
+            ("/app/key?x=1", "app"),
+            ("/ondemand/file", "ondemand"),
+            ("/app/x?slist=stream", "app/x"),
+            ("/app", ""),
+        ] {
+            assert_eq!(ffmpeg_app(path), app, "{path}");
+        }
     }
 }

@@ -161,6 +161,15 @@ pub enum NegotiateError {
     /// The stream has as many viewers as it may (503).
     #[error("stream {0:?} has {1} viewers, the most allowed (limits.max_viewers_per_stream)")]
     StreamFull(String, usize),
+    /// The media engine did not take the session within [`ENGINE_DEADLINE`] (503).
+    #[error("the media engine is overloaded and could not take the session in time; retry shortly")]
+    Overloaded,
+}
+
+/// Inbox places held by [`Engine::saturate_for_test`]; given back on drop.
+#[doc(hidden)]
+pub struct Saturation {
+    _permits: Vec<mpsc::OwnedPermit<Command>>,
 }
 
 /// Why the engine could not start.
@@ -232,6 +241,11 @@ impl std::fmt::Debug for Engine {
 
 /// Capacity of each shard's inbox (datagrams and commands).
 const SHARD_INBOX: usize = 8192;
+
+/// How long an HTTP request waits for a shard to take its command (a new
+/// session, a PATCH, a DELETE). A shard whose inbox stays full that long is
+/// overloaded: the request gets 503 + Retry-After instead of hanging.
+pub const ENGINE_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Binds the media socket and starts the router and worker shards.
@@ -637,15 +651,21 @@ impl Engine {
         for ufrag in &session.ufrags {
             self.shared.routes.add_ufrag(ufrag, target);
         }
-        if self.shards[shard]
+        if let Err(e) = self.shards[shard]
             .commands
-            .send(Command::Add(Box::new(session)))
+            .send_timeout(Command::Add(Box::new(session)), ENGINE_DEADLINE)
             .await
-            .is_err()
         {
+            // The session (its lease, its viewer place) goes with the command.
             self.shared.routes.remove_target(target);
             self.shared.sessions.lock().remove(&id);
-            return Err(NegotiateError::ShuttingDown);
+            return Err(match e {
+                mpsc::error::SendTimeoutError::Timeout(_) => {
+                    tracing::warn!(shard, stream = %stream.name(), "media shard overloaded: session refused");
+                    NegotiateError::Overloaded
+                }
+                mpsc::error::SendTimeoutError::Closed(_) => NegotiateError::ShuttingDown,
+            });
         }
         tracing::info!(
             session = %session::short(&id),
@@ -677,22 +697,34 @@ impl Engine {
     ) -> Result<PatchReply, PatchError> {
         let e = self.entry(id, role, stream).ok_or(PatchError::NotFound)?;
         let (reply, rx) = oneshot::channel();
-        self.shards[e.shard]
-            .commands
-            .send(Command::Patch {
-                key: e.key,
-                op,
-                reply,
-            })
+        let cmd = Command::Patch {
+            key: e.key,
+            op,
+            reply,
+        };
+        let asked = async {
+            self.shards[e.shard]
+                .commands
+                .send(cmd)
+                .await
+                .map_err(|_| PatchError::NotFound)?;
+            rx.await.map_err(|_| PatchError::NotFound)?
+        };
+        tokio::time::timeout(ENGINE_DEADLINE, asked)
             .await
-            .map_err(|_| PatchError::NotFound)?;
-        rx.await.map_err(|_| PatchError::NotFound)?
+            .unwrap_or(Err(PatchError::Overloaded))
     }
 
-    /// Ends a session (HTTP DELETE); false if there is no such session.
-    pub async fn delete(&self, id: &str, role: RoleKind, stream: &StreamName) -> bool {
+    /// Ends a session (HTTP DELETE): `Ok(false)` if there is no such session;
+    /// an error if its shard did not take the request in time.
+    pub async fn delete(
+        &self,
+        id: &str,
+        role: RoleKind,
+        stream: &StreamName,
+    ) -> Result<bool, NegotiateError> {
         let Some(e) = self.entry(id, role, stream) else {
-            return false;
+            return Ok(false);
         };
         let (done, rx) = oneshot::channel();
         let cmd = Command::Close {
@@ -700,10 +732,30 @@ impl Engine {
             reason: EndReason::Deleted,
             done: Some(done),
         };
-        if self.shards[e.shard].commands.send(cmd).await.is_err() {
-            return false;
+        let asked = async {
+            if self.shards[e.shard].commands.send(cmd).await.is_err() {
+                return false;
+            }
+            rx.await.is_ok()
+        };
+        tokio::time::timeout(ENGINE_DEADLINE, asked)
+            .await
+            .map_err(|_| NegotiateError::Overloaded)
+    }
+
+    /// Takes every free place of every shard's inbox and holds them while
+    /// the returned value lives, as an overloaded engine would: for tests of
+    /// what requests get then (503 within [`ENGINE_DEADLINE`]). Datagrams
+    /// that arrive meanwhile are dropped and counted, as in real overload.
+    #[doc(hidden)]
+    pub fn saturate_for_test(&self) -> Saturation {
+        let mut permits = Vec::new();
+        for shard in &self.shards {
+            while let Ok(p) = shard.commands.clone().try_reserve_owned() {
+                permits.push(p);
+            }
         }
-        rx.await.is_ok()
+        Saturation { _permits: permits }
     }
 
     /// Live sessions.

@@ -122,6 +122,9 @@ pub enum PatchError {
     /// A candidate line did not parse.
     #[error("bad candidate: {0}")]
     BadCandidate(String),
+    /// The session's shard did not take the request in time (503).
+    #[error("the media engine is overloaded; retry shortly")]
+    Overloaded,
 }
 
 /// Wakes a shard when a viewer's queue fills. At most one wake per viewer is

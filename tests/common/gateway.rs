@@ -9,10 +9,13 @@ use castgate::stream::{SinkKind, StreamName};
 
 use super::peer::{PeerOptions, Publisher, VideoCodec};
 
-/// Starts a gateway on 127.0.0.1 with free ports, no rate limit to speak of
-/// and recording off; `tweak` changes anything else.
+/// Starts a gateway on 127.0.0.1 with free ports, no rate limit to speak of,
+/// recording off, and outbound connections allowed to loopback (the tests'
+/// RTMP sinks, webhook receivers and callbacks are on this machine; the
+/// tests of that rule set it themselves); `tweak` changes anything else.
 pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     let mut c = Config::default();
+    c.outbound.allow_networks = vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
     c.http.listen = "127.0.0.1:0".parse().unwrap();
     c.rtc.udp_listen = "127.0.0.1:0".parse().unwrap();
     c.http.rate_limit_per_sec = 10_000;

@@ -10,9 +10,13 @@ pub mod gateway;
 pub mod hooks;
 /// Real encoded test media made with the ffmpeg CLI.
 pub mod media;
+/// Network namespaces made by a test: other hosts, addresses of their own.
+pub mod netns;
 /// Real WebRTC peers: WHIP publisher, WHEP viewer.
 pub mod peer;
 /// The real binary as a child process: signals, bounded exit waits.
 pub mod process;
+/// HTTP/1.1 by hand over std TCP streams.
+pub mod rawhttp;
 /// RTMP receivers and restream API calls.
 pub mod rtmp;

@@ -3,11 +3,13 @@
 //! anything else denies with the answer's text, and no answer in time
 //! denies too (fail closed).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::AuthConfig;
+use crate::outbound::OutboundPolicy;
 
 /// Longest part of a denial's body passed on to the client.
 const MAX_REASON: usize = 300;
@@ -59,18 +61,22 @@ pub enum Verdict {
 pub struct Callback {
     url: String,
     client: reqwest::Client,
+    outbound: Arc<OutboundPolicy>,
 }
 
 impl Callback {
-    /// The callback of the config, or `None` when no URL is set.
-    pub fn from_config(auth: &AuthConfig) -> Result<Option<Callback>, CallbackError> {
+    /// The callback of the config, or `None` when no URL is set; it is only
+    /// asked where `outbound` allows (no redirect is followed).
+    pub fn from_config(
+        auth: &AuthConfig,
+        outbound: &Arc<OutboundPolicy>,
+    ) -> Result<Option<Callback>, CallbackError> {
         let Some(url) = &auth.callback_url else {
             return Ok(None);
         };
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(auth.callback_timeout_secs))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
+        let mut builder = outbound
+            .http_client()
+            .timeout(Duration::from_secs_f64(auth.callback_timeout_secs));
         if let Some(path) = &auth.callback_ca_file {
             let ca = |reason: String| CallbackError::Ca {
                 path: path.display().to_string(),
@@ -89,18 +95,28 @@ impl Callback {
         Ok(Some(Callback {
             url: url.clone(),
             client,
+            outbound: outbound.clone(),
         }))
     }
 
     /// Asks the callback about one session.
     pub async fn ask(&self, q: &Question<'_>) -> Verdict {
+        let unreachable =
+            || Verdict::Unavailable("the access callback could not be reached".into());
+        if let Err(refusal) = self.outbound.check_url(&self.url) {
+            tracing::error!(error = %refusal, "access callback not asked");
+            return unreachable();
+        }
         let resp = match self.client.post(&self.url).json(q).send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
                 return Verdict::Unavailable("the access callback did not answer in time".into());
             }
-            Err(_) => {
-                return Verdict::Unavailable("the access callback could not be reached".into());
+            Err(e) => {
+                if let Some(refusal) = crate::events::webhook::refused_address(&e) {
+                    tracing::error!(error = %refusal, "access callback not asked");
+                }
+                return unreachable();
             }
         };
         let status = resp.status();

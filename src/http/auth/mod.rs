@@ -24,6 +24,7 @@ use super::client::Client;
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 use crate::config::{AuthConfig, Role};
+use crate::outbound::OutboundPolicy;
 use crate::record::catalog;
 use crate::stream::StreamName;
 use callback::{Callback, Question, Verdict};
@@ -60,12 +61,14 @@ pub enum Scope {
 #[derive(Clone, Default)]
 pub struct Caller {
     token: Option<Arc<str>>,
+    local: bool,
 }
 
 impl std::fmt::Debug for Caller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Caller")
             .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("local", &self.local)
             .finish()
     }
 }
@@ -105,8 +108,9 @@ impl std::fmt::Debug for GateRules {
 }
 
 impl GateRules {
-    /// The rules of `[auth]`; fails on a JWT key or callback that cannot be used.
-    pub fn new(auth: &AuthConfig) -> Result<GateRules, GateError> {
+    /// The rules of `[auth]`; fails on a JWT key or callback that cannot be
+    /// used. The callback is asked only where `outbound` allows.
+    pub fn new(auth: &AuthConfig, outbound: &Arc<OutboundPolicy>) -> Result<GateRules, GateError> {
         let failure_rate = (auth.failures_per_min, auth.failure_burst);
         Ok(GateRules {
             policy: Policy::new(auth)?,
@@ -115,7 +119,7 @@ impl GateRules {
                 f64::from(failure_rate.1),
             )),
             failure_rate,
-            callback: Callback::from_config(auth)?,
+            callback: Callback::from_config(auth, outbound)?,
             query_token: auth.query_token,
         })
     }
@@ -167,10 +171,10 @@ fn verb(role: Role) -> &'static str {
 }
 
 impl Gate {
-    /// The gate of `[auth]`.
-    pub fn new(auth: &AuthConfig) -> Result<Gate, GateError> {
+    /// The gate of `[auth]` (its callback asked only where `outbound` allows).
+    pub fn new(auth: &AuthConfig, outbound: &Arc<OutboundPolicy>) -> Result<Gate, GateError> {
         Ok(Gate {
-            current: parking_lot::RwLock::new(Arc::new(GateRules::new(auth)?)),
+            current: parking_lot::RwLock::new(Arc::new(GateRules::new(auth, outbound)?)),
         })
     }
 
@@ -209,7 +213,7 @@ impl Gate {
     pub fn may(&self, caller: &Caller, role: Role, stream: &str) -> bool {
         self.rules()
             .policy
-            .decide(role, stream, caller.token.as_deref())
+            .decide(role, stream, caller.token.as_deref(), caller.local)
             .is_ok()
     }
 
@@ -240,7 +244,7 @@ impl GateRules {
         ask_callback: bool,
     ) -> Result<Grant, ApiError> {
         let callback = self.callback.as_ref().filter(|_| ask_callback);
-        let open = self.policy.is_open(role, stream);
+        let open = self.policy.is_open(role, stream, client.local);
         if (!open || callback.is_some())
             && let Some(wait) = self.failures.wait(client.ip, Instant::now())
         {
@@ -251,7 +255,7 @@ impl GateRules {
             )
             .with_header(header::RETRY_AFTER, &secs.to_string()));
         }
-        let grant = match self.policy.decide(role, stream, token) {
+        let grant = match self.policy.decide(role, stream, token, client.local) {
             Ok(g) => g,
             Err(d) => return Err(self.refuse(client, role, stream, d)),
         };
@@ -293,6 +297,15 @@ impl GateRules {
             Denial::Invalid(reason) => ApiError::new(StatusCode::UNAUTHORIZED, reason)
                 .with_header(header::WWW_AUTHENTICATE, "Bearer"),
             Denial::Forbidden(reason) => ApiError::new(StatusCode::FORBIDDEN, reason),
+            Denial::NotLocal {
+                reason,
+                token_possible: true,
+            } => ApiError::new(StatusCode::UNAUTHORIZED, reason)
+                .with_header(header::WWW_AUTHENTICATE, "Bearer"),
+            Denial::NotLocal {
+                reason,
+                token_possible: false,
+            } => ApiError::new(StatusCode::FORBIDDEN, reason),
         };
         tracing::info!(
             client = %client.ip,
@@ -346,24 +359,127 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
             .and_then(|s| StreamName::parse(&s).ok())
             .map(|s| s.as_str().to_string()),
     };
+    let client = client_of(&parts.extensions);
     // No valid stream: the handler refuses the request itself (400/404)
     // before touching anything, or (a listing) filters by the caller.
-    if let Some(stream) = stream {
-        let client = parts.extensions.get::<Client>().copied().unwrap_or(Client {
-            ip: std::net::IpAddr::from([0, 0, 0, 0]),
-            https: false,
-        });
-        if let Err(e) = rules
+    if let Some(stream) = stream
+        && let Err(e) = rules
             .check(client, g.role, &stream, token.as_deref(), g.callback)
             .await
-        {
-            return e.into_response();
-        }
+    {
+        return e.into_response();
+    }
+    // An admin write's body is JSON: no "simple" cross-site form post.
+    if g.role == Role::Admin
+        && let Err(e) = super::crosssite::require_json(&parts.method, &parts.headers)
+    {
+        return e.into_response();
     }
     parts.extensions.insert(Caller {
         token: token.map(Arc::from),
+        local: client.local,
     });
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// The request's client (from the [`super::client`] layer); a router
+/// served without it sees an unknown remote client.
+fn client_of(extensions: &axum::http::Extensions) -> Client {
+    extensions.get::<Client>().copied().unwrap_or(Client {
+        ip: std::net::IpAddr::from([0, 0, 0, 0]),
+        https: false,
+        local: false,
+    })
+}
+
+/// Who may read `/metrics` besides an admin grant for every stream (which
+/// includes clients on this machine while the admin role is `local`): a
+/// scraper with its own token, or a client in an allowed network. Set at
+/// start-up (`[metrics]`).
+#[derive(Clone, Default)]
+pub struct MetricsAccess {
+    /// `metrics.token` (a secret).
+    pub token: Option<Arc<str>>,
+    /// `metrics.allow_networks`.
+    pub networks: Arc<[crate::config::Network]>,
+}
+
+impl std::fmt::Debug for MetricsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsAccess")
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("networks", &self.networks)
+            .finish()
+    }
+}
+
+/// The function of the `/metrics` guard layer.
+pub type MetricsGuardFn = fn(State<MetricsGuard>, Request, Next) -> GuardFuture;
+/// The route layer made by [`Gate::metrics_guard`].
+pub type MetricsGuardLayer =
+    axum::middleware::FromFnLayer<MetricsGuardFn, MetricsGuard, (State<MetricsGuard>, Request)>;
+
+/// The state of the `/metrics` guard.
+#[derive(Clone)]
+pub struct MetricsGuard {
+    gate: Arc<Gate>,
+    access: MetricsAccess,
+}
+
+impl Gate {
+    /// The route layer of `/metrics`: [`MetricsAccess`], else the admin role
+    /// for every stream.
+    pub fn metrics_guard(self: &Arc<Self>, access: MetricsAccess) -> MetricsGuardLayer {
+        axum::middleware::from_fn_with_state(
+            MetricsGuard {
+                gate: self.clone(),
+                access,
+            },
+            metrics_entry as MetricsGuardFn,
+        )
+    }
+}
+
+fn metrics_entry(State(g): State<MetricsGuard>, req: Request, next: Next) -> GuardFuture {
+    Box::pin(async move {
+        let client = client_of(req.extensions());
+        let rules = g.gate.rules();
+        let token = token_of(req.headers(), req.uri(), rules.query_token);
+        let by_token = match (&g.access.token, &token) {
+            (Some(want), Some(got)) => policy::constant_time_eq(want.as_bytes(), got.as_bytes()),
+            _ => false,
+        };
+        if by_token || crate::config::in_networks(&g.access.networks, client.ip) {
+            return next.run(req).await;
+        }
+        match rules
+            .check(client, Role::Admin, "*", token.as_deref(), false)
+            .await
+        {
+            Ok(_) => next.run(req).await,
+            Err(e) if matches!(e.status.as_u16(), 401 | 403) => {
+                // With a scraper token configured, a token is the way in.
+                let status = if g.access.token.is_some() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    e.status
+                };
+                let err = ApiError::new(
+                    status,
+                    "/metrics is readable from this machine (while auth.admin is \"local\"), \
+                     from a network in metrics.allow_networks, or with metrics.token or an admin \
+                     token as Authorization: Bearer",
+                );
+                if status == StatusCode::UNAUTHORIZED {
+                    err.with_header(header::WWW_AUTHENTICATE, "Bearer")
+                } else {
+                    err
+                }
+                .into_response()
+            }
+            Err(e) => e.into_response(),
+        }
+    })
 }
 
 /// Whether a raw query key means `token` once percent-decoded (`%74oken`

@@ -4,7 +4,8 @@
 //! The first rule matching the role and the stream decides (the `rules`
 //! list, then the per-stream tokens, then the shared tokens); the role's
 //! default applies when none matches. A protected rule accepts one of its
-//! static tokens or a JWT that grants the role for the stream.
+//! static tokens or a JWT that grants the role for the stream; a local one
+//! also lets clients on this machine in without a token.
 
 use crate::config::{Access, AccessRule, AuthConfig, Role};
 use crate::record::glob;
@@ -20,6 +21,14 @@ pub enum Denial {
     Invalid(String),
     /// The token is valid but does not allow this (403).
     Forbidden(String),
+    /// No token, and the role is open only to clients on this machine. With
+    /// `token_possible` some token could be accepted (401), else none (403).
+    NotLocal {
+        /// What to do about it, naming the setting.
+        reason: String,
+        /// Whether a token (static or JWT) could be accepted here.
+        token_possible: bool,
+    },
 }
 
 /// How a request was allowed (for logs; never the token).
@@ -27,6 +36,8 @@ pub enum Denial {
 pub enum Grant {
     /// The role is open for this stream.
     Open,
+    /// The role is open to this machine, and the client is on it.
+    ThisMachine,
     /// One of the matching rule's static tokens.
     StaticToken,
     /// A valid JWT granting the role for the stream.
@@ -50,7 +61,7 @@ fn verb(role: Role) -> &'static str {
 }
 
 /// Compares without an early exit, so timing does not reveal a token prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -73,24 +84,46 @@ impl Policy {
             .find(|r| r.role == role && r.streams.iter().any(|p| glob(p, stream)))
     }
 
-    /// Whether `role` on `stream` needs no credentials.
-    pub fn is_open(&self, role: Role, stream: &str) -> bool {
-        let access = match self.rule(role, stream) {
+    fn access(&self, role: Role, stream: &str) -> Access {
+        match self.rule(role, stream) {
             Some(r) => r.access,
             None => self.defaults[role as usize],
-        };
-        access == Access::Open
+        }
     }
 
-    /// Decides whether `token` (or none) may `role` the stream `stream`.
-    pub fn decide(&self, role: Role, stream: &str, token: Option<&str>) -> Result<Grant, Denial> {
-        if self.is_open(role, stream) {
-            return Ok(Grant::Open);
+    /// Whether `role` on `stream` needs no credentials from this client
+    /// (`local`: the client is on this machine).
+    pub fn is_open(&self, role: Role, stream: &str, local: bool) -> bool {
+        match self.access(role, stream) {
+            Access::Open => true,
+            Access::Local => local,
+            Access::Protected => false,
         }
+    }
+
+    /// Decides whether `token` (or none) may `role` the stream `stream`, for
+    /// a client on this machine (`local`) or elsewhere.
+    pub fn decide(
+        &self,
+        role: Role,
+        stream: &str,
+        token: Option<&str>,
+        local: bool,
+    ) -> Result<Grant, Denial> {
+        let access = self.access(role, stream);
+        match access {
+            Access::Open => return Ok(Grant::Open),
+            Access::Local if local => return Ok(Grant::ThisMachine),
+            _ => {}
+        }
+        let rule = self.rule(role, stream);
         let Some(token) = token else {
+            if access == Access::Local {
+                return Err(self.not_local(role, stream, rule));
+            }
             return Err(Denial::Missing);
         };
-        let statics = self.rule(role, stream).map_or(&[][..], |r| &r.tokens[..]);
+        let statics = rule.map_or(&[][..], |r| &r.tokens[..]);
         // Every candidate is compared, so the time taken does not depend on which matched.
         let matched = statics.iter().fold(false, |m, t| {
             constant_time_eq(t.as_bytes(), token.as_bytes()) | m
@@ -126,6 +159,32 @@ impl Policy {
             // credential (401), and a 403 would tell a guesser that the
             // string is some other role's token.
             _ => Err(Denial::Invalid(format!("the token is not valid to {what}"))),
+        }
+    }
+}
+
+impl Policy {
+    /// The refusal of a tokenless request from elsewhere to a local role.
+    fn not_local(&self, role: Role, stream: &str, rule: Option<&AccessRule>) -> Denial {
+        let token_possible = self.jwt.is_some() || rule.is_some_and(|r| !r.tokens.is_empty());
+        let source = match rule {
+            Some(_) => "an auth.rules entry with access = \"local\"".to_string(),
+            None => format!("auth.{role} = \"local\""),
+        };
+        let how = if token_possible {
+            "send a token (Authorization: Bearer)".to_string()
+        } else {
+            format!(
+                "set auth.{role}_token (or auth.jwt_secret) and send it as Authorization: Bearer"
+            )
+        };
+        Denial::NotLocal {
+            reason: format!(
+                "to {} stream {stream:?} without a token a client must be on this machine ({source}); \
+                 from elsewhere, {how}, or set auth.{role} = \"open\" to let anyone",
+                verb(role)
+            ),
+            token_possible,
         }
     }
 }
@@ -167,20 +226,23 @@ mod tests {
     fn shared_and_per_stream_tokens_as_before() {
         let p = policy();
         assert_eq!(
-            p.decide(Role::Publish, "demo", Some("secret")),
+            p.decide(Role::Publish, "demo", Some("secret"), false),
             Ok(Grant::StaticToken)
         );
-        assert_eq!(p.decide(Role::Publish, "demo", None), Err(Denial::Missing));
+        assert_eq!(
+            p.decide(Role::Publish, "demo", None, false),
+            Err(Denial::Missing)
+        );
         assert!(matches!(
-            p.decide(Role::Publish, "demo", Some("nope")),
+            p.decide(Role::Publish, "demo", Some("nope"), false),
             Err(Denial::Invalid(_))
         ));
         assert!(matches!(
-            p.decide(Role::Publish, "vip", Some("secret")),
+            p.decide(Role::Publish, "vip", Some("secret"), false),
             Err(Denial::Invalid(_))
         ));
         assert_eq!(
-            p.decide(Role::Publish, "vip", Some("vip-token")),
+            p.decide(Role::Publish, "vip", Some("vip-token"), false),
             Ok(Grant::StaticToken)
         );
     }
@@ -188,17 +250,41 @@ mod tests {
     #[test]
     fn rules_per_pattern_and_role_defaults() {
         let p = policy();
-        assert_eq!(p.decide(Role::View, "public-1", None), Ok(Grant::Open));
-        assert_eq!(p.decide(Role::View, "private", None), Err(Denial::Missing));
         assert_eq!(
-            p.decide(Role::Admin, "cam-7", Some("cam-admin")),
+            p.decide(Role::View, "public-1", None, false),
+            Ok(Grant::Open)
+        );
+        assert_eq!(
+            p.decide(Role::View, "private", None, false),
+            Err(Denial::Missing)
+        );
+        assert_eq!(
+            p.decide(Role::Admin, "cam-7", Some("cam-admin"), false),
             Ok(Grant::StaticToken)
         );
-        assert_eq!(p.decide(Role::Admin, "cam-7", None), Err(Denial::Missing));
         assert_eq!(
-            p.decide(Role::Admin, "other", None),
-            Ok(Grant::Open),
-            "admin is open by default outside the rule"
+            p.decide(Role::Admin, "cam-7", None, false),
+            Err(Denial::Missing)
+        );
+        assert_eq!(
+            p.decide(Role::Admin, "other", None, true),
+            Ok(Grant::ThisMachine),
+            "outside the rule, admin is open to this machine by default"
+        );
+        let Err(Denial::NotLocal {
+            reason,
+            token_possible,
+        }) = p.decide(Role::Admin, "other", None, false)
+        else {
+            panic!("admin from elsewhere without a token must be refused");
+        };
+        assert!(token_possible, "a JWT secret is configured");
+        assert!(reason.contains("auth.admin = \"local\""), "{reason}");
+        assert!(reason.contains("auth.admin = \"open\""), "{reason}");
+        assert_eq!(
+            p.decide(Role::Admin, "cam-7", None, true),
+            Err(Denial::Missing),
+            "a protected rule wants a token even on this machine"
         );
     }
 
@@ -207,24 +293,27 @@ mod tests {
         let p = policy();
         let hour = Duration::from_secs(3600);
         let view_a = jwt::mint(SECRET, &[Role::View], "a", hour).unwrap();
-        assert_eq!(p.decide(Role::View, "a", Some(&view_a)), Ok(Grant::Jwt));
-        let Err(Denial::Forbidden(why)) = p.decide(Role::View, "b", Some(&view_a)) else {
+        assert_eq!(
+            p.decide(Role::View, "a", Some(&view_a), false),
+            Ok(Grant::Jwt)
+        );
+        let Err(Denial::Forbidden(why)) = p.decide(Role::View, "b", Some(&view_a), false) else {
             panic!("wrong stream must be forbidden");
         };
         assert!(why.contains("other streams"), "{why}");
-        let Err(Denial::Forbidden(why)) = p.decide(Role::Publish, "a", Some(&view_a)) else {
+        let Err(Denial::Forbidden(why)) = p.decide(Role::Publish, "a", Some(&view_a), false) else {
             panic!("wrong role must be forbidden");
         };
         assert!(why.contains("publish"), "{why}");
         let pattern = jwt::mint(SECRET, &[Role::Publish, Role::View], "cam-*", hour).unwrap();
         assert_eq!(
-            p.decide(Role::Publish, "cam-1", Some(&pattern)),
+            p.decide(Role::Publish, "cam-1", Some(&pattern), false),
             Ok(Grant::Jwt)
         );
         let forged =
             jwt::mint("another-secret-another-secret-xx", &[Role::View], "a", hour).unwrap();
         assert_eq!(
-            p.decide(Role::View, "a", Some(&forged)),
+            p.decide(Role::View, "a", Some(&forged), false),
             Err(Denial::Invalid("the token's signature is not valid".into()))
         );
     }
