@@ -535,3 +535,106 @@ async fn webhooks_and_the_callback_do_not_reach_internal_addresses() {
     accept.abort();
     server.shutdown().await;
 }
+
+#[test]
+fn a_target_is_checked_again_before_every_connection() {
+    // "flip.test" first resolves to an allowed address, whose listener takes
+    // each connection and drops it (so the target reconnects), then — as a
+    // rebinding DNS server would make it — to an internal one.
+    let ns = NetNs::new("flip");
+    ns.add_loopback_address("10.0.0.1/32");
+    ns.add_loopback_address("10.0.0.2/32");
+    let hosts = |addr: &str| format!("127.0.0.1 localhost\n{addr} flip.test\n");
+    ns.hosts_file(&hosts("10.0.0.2"));
+    let (allowed, internal) = ns.run(|| {
+        let l = |a: &str| {
+            let l = TcpListener::bind(a).expect("listener in the namespace");
+            l.set_nonblocking(true).unwrap();
+            l
+        };
+        (l("10.0.0.2:1935"), l("10.0.0.1:1935"))
+    });
+    let port = 18100;
+    let _castgate = castgate_in(&ns, port, &["--outbound-allow-networks", "10.0.0.2/32"]);
+    let frames = common::media::video_frames(VideoCodec::H264, 4);
+    let flip = move || {
+        // Takes (and drops) connections on the allowed address until one came.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match allowed.accept() {
+                Ok((s, _)) => {
+                    drop(s);
+                    return true;
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => return false,
+            }
+        }
+    };
+    let hosts_path = std::path::PathBuf::from("/etc/netns")
+        .join(ns.name())
+        .join("hosts");
+    let last = ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let base = format!("http://127.0.0.1:{port}");
+            let publisher = common::peer::Publisher::connect(
+                &format!("{base}/whip/flip"),
+                common::peer::PeerOptions::new(Some(VideoCodec::H264), false),
+            )
+            .await
+            .expect("publishes");
+            let client = common::peer::http_client().unwrap();
+            let r = client
+                .post(format!("{base}/api/streams/flip/restreams"))
+                .header("content-type", "application/json")
+                .body(r#"{"url": "rtmp://flip.test:1935/live/k"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "an allowed address is accepted");
+            let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let playing = tokio::spawn(async move {
+                loop {
+                    if publisher.play(&frames, &[]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let connected = tokio::task::spawn_blocking(flip).await.unwrap();
+            assert!(connected, "the target connected to the allowed address");
+            std::fs::write(&hosts_path, hosts("10.0.0.1")).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                let t: serde_json::Value = client
+                    .get(format!("{base}/api/streams/flip/restreams/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if t["state"] == "failed" || Instant::now() > deadline {
+                    playing.abort();
+                    return t;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    });
+    assert_eq!(last["state"], "failed", "{last}");
+    let error = last["error"].as_str().unwrap_or_default();
+    assert!(error.contains("private"), "{error}");
+    match internal.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the internal address saw a connection attempt: {other:?}"),
+    }
+}
