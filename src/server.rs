@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -120,8 +119,7 @@ impl Server {
             })
         };
         let engine = Arc::new(Engine::start(config.clone(), hub.clone()).await?);
-        let listener = TcpListener::bind(config.http.listen)
-            .await
+        let listener = http::serve::listen(config.http.listen)
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let http_stats = Arc::new(http::serve::HttpStats::default());

@@ -12,22 +12,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use castgate::config::Config;
-use castgate::server::Server;
 use common::files::{free_port, free_udp_port, temp_dir};
 use common::gateway;
 use common::peer::{PeerOptions, VideoCodec, make_offer};
 use common::rawhttp::{self, closed_by_server, read_reply};
-
-fn gateway(tweak: impl FnOnce(&mut Config) + Send + 'static) -> (tokio::runtime::Runtime, Server) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(gateway::start(tweak));
-    (rt, server)
-}
 
 fn host(addr: SocketAddr) -> String {
     format!("127.0.0.1:{}", addr.port())
@@ -40,7 +28,7 @@ fn metric(addr: SocketAddr, series: &str) -> f64 {
 
 #[test]
 fn an_oversized_body_gets_413_with_connection_close_and_the_connection_ends() {
-    let (rt, server) = gateway(|_| {});
+    let (rt, server) = gateway::start_blocking(|_| {});
     let addr = server.http_addr();
     let mut s = rawhttp::connect(addr);
     // A bad offer first: 400, and the connection stays usable (keep-alive).
@@ -69,12 +57,12 @@ fn an_oversized_body_gets_413_with_connection_close_and_the_connection_ends() {
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(closed_by_server(&mut s), "the server closes the connection");
-    rt.block_on(server.shutdown());
+    gateway::stop_blocking(rt, server);
 }
 
 #[test]
 fn idle_half_sent_and_slow_body_requests_are_ended_in_time() {
-    let (rt, server) = gateway(|c| {
+    let (rt, server) = gateway::start_blocking(|c| {
         c.http.header_timeout_secs = 1.0;
         c.http.idle_timeout_secs = 0.5;
         c.http.body_timeout_secs = 1.0;
@@ -107,12 +95,12 @@ fn idle_half_sent_and_slow_body_requests_are_ended_in_time() {
         metric(addr, "castgate_http_timeouts_total{kind=\"body\"}"),
         1.0
     );
-    rt.block_on(server.shutdown());
+    gateway::stop_blocking(rt, server);
 }
 
 #[test]
 fn one_address_gets_no_more_connections_than_allowed() {
-    let (rt, server) = gateway(|c| c.http.max_connections_per_client = 8);
+    let (rt, server) = gateway::start_blocking(|c| c.http.max_connections_per_client = 8);
     let addr = server.http_addr();
     let held: Vec<TcpStream> = (0..8).map(|_| rawhttp::connect(addr)).collect();
     // Wait until the server has taken all eight (accepting is asynchronous).
@@ -151,12 +139,12 @@ fn one_address_gets_no_more_connections_than_allowed() {
         assert!(Instant::now() < deadline, "places never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
-    rt.block_on(server.shutdown());
+    gateway::stop_blocking(rt, server);
 }
 
 #[test]
 fn a_busy_media_engine_answers_503_and_leaves_the_name_free() {
-    let (rt, server) = gateway(|_| {});
+    let (rt, server) = gateway::start_blocking(|_| {});
     let addr = server.http_addr();
     let offer = make_offer(&PeerOptions::new(Some(VideoCodec::Vp8), true), false).unwrap();
     let post = |sdp: &str| {
@@ -191,7 +179,7 @@ fn a_busy_media_engine_answers_503_and_leaves_the_name_free() {
         "the same name publishes once the engine has room: {}",
         r.body
     );
-    rt.block_on(server.shutdown());
+    gateway::stop_blocking(rt, server);
 }
 
 /// The open file descriptors of process `pid`.

@@ -12,10 +12,9 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use castgate::config::Config;
-use castgate::server::Server;
 use common::files::temp_dir;
 use common::gateway::{self, publisher};
-use common::netns::{NetNs, Pair};
+use common::netns::{NetNs, Pair, untouched};
 use common::peer::VideoCodec;
 use common::rawhttp::{self, Reply};
 use common::rtmp::{Receiver, post_target, wait_target};
@@ -24,24 +23,9 @@ use common::rtmp::{Receiver, post_target, wait_target};
 /// guard gets 404, one refused by it 401 or 403.
 const RECORDING: &str = "/api/recordings/demo~2026-01-01T00-00-00Z";
 
-/// A gateway on its own runtime, so the test thread can make blocking calls.
-fn gateway(tweak: impl FnOnce(&mut Config) + Send + 'static) -> (tokio::runtime::Runtime, Server) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(gateway::start(tweak));
-    (rt, server)
-}
-
-fn stop(rt: tokio::runtime::Runtime, server: Server) {
-    rt.block_on(server.shutdown());
-}
-
 #[test]
 fn admin_is_granted_to_this_machine_only() {
-    let (rt, server) = gateway(|_| {});
+    let (rt, server) = gateway::start_blocking(|_| {});
     let addr = server.http_addr();
     let host = format!("127.0.0.1:{}", addr.port());
     let delete = |host: &str, extra: &[(&str, &str)]| {
@@ -97,12 +81,13 @@ fn admin_is_granted_to_this_machine_only() {
         ),
     );
     assert!(!matches!(r.status, 401 | 403), "{} {}", r.status, r.body);
-    stop(rt, server);
+    gateway::stop_blocking(rt, server);
 }
 
 #[test]
 fn a_trusted_proxy_names_the_client() {
-    let (rt, server) = gateway(|c| c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]);
+    let (rt, server) =
+        gateway::start_blocking(|c| c.http.trusted_proxies = vec!["127.0.0.1".parse().unwrap()]);
     let addr = server.http_addr();
     let host = format!("127.0.0.1:{}", addr.port());
     let delete = |xff: &str| {
@@ -129,12 +114,12 @@ fn a_trusted_proxy_names_the_client() {
         "the proxy's own entry is the one believed: {}",
         r.body
     );
-    stop(rt, server);
+    gateway::stop_blocking(rt, server);
 }
 
 #[test]
 fn metrics_take_their_own_token_which_grants_nothing_else() {
-    let (rt, server) = gateway(|c| c.metrics.token = Some("scrape-token".into()));
+    let (rt, server) = gateway::start_blocking(|c| c.metrics.token = Some("scrape-token".into()));
     let addr = server.http_addr();
     let forwarded = [("X-Forwarded-For", "203.0.113.7")];
     let host = format!("127.0.0.1:{}", addr.port());
@@ -157,12 +142,13 @@ fn metrics_take_their_own_token_which_grants_nothing_else() {
         "the scraper's token is no admin token: {}",
         r.body
     );
-    stop(rt, server);
+    gateway::stop_blocking(rt, server);
 }
 
 #[test]
 fn cross_site_calls_to_the_admin_api_are_refused() {
-    let (rt, server) = gateway(|c| c.http.admin_origins = vec!["https://dash.example".into()]);
+    let (rt, server) =
+        gateway::start_blocking(|c| c.http.admin_origins = vec!["https://dash.example".into()]);
     let addr = server.http_addr();
     let host = format!("127.0.0.1:{}", addr.port());
     let call = |method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
@@ -237,7 +223,7 @@ fn cross_site_calls_to_the_admin_api_are_refused() {
         "",
     );
     assert_eq!(r.status, 404, "{}", r.body);
-    stop(rt, server);
+    gateway::stop_blocking(rt, server);
 }
 
 /// The castgate binary running in a namespace; killed on drop.
@@ -382,21 +368,12 @@ fn restream_targets_at_internal_addresses_are_refused_without_connecting() {
     ns.hosts_file(
         "127.0.0.1 localhost\n::1 localhost\n10.0.0.1 internal.test\n169.254.169.254 metadata.test\n",
     );
-    let listeners: Vec<TcpListener> = ns.run(|| {
-        [
-            "127.0.0.1:1935",
-            "[::1]:1935",
-            "10.0.0.1:1935",
-            "169.254.169.254:1935",
-        ]
-        .iter()
-        .map(|a| {
-            let l = TcpListener::bind(a).expect("listener in the namespace");
-            l.set_nonblocking(true).unwrap();
-            l
-        })
-        .collect()
-    });
+    let listeners = ns.listeners(&[
+        "127.0.0.1:1935",
+        "[::1]:1935",
+        "10.0.0.1:1935",
+        "169.254.169.254:1935",
+    ]);
     let port = 18090;
     let _castgate = castgate_in(&ns, port, &[]);
     let answers: Vec<(String, Reply)> = ns.run(move || {
@@ -436,13 +413,11 @@ fn restream_targets_at_internal_addresses_are_refused_without_connecting() {
         answers[11].1.body
     );
     for l in &listeners {
-        match l.accept() {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            other => panic!(
-                "{:?} saw a connection attempt: {other:?}",
-                l.local_addr().unwrap()
-            ),
-        }
+        assert!(
+            untouched(l),
+            "{:?} saw a connection attempt",
+            l.local_addr().unwrap()
+        );
     }
 }
 
@@ -546,14 +521,10 @@ fn a_target_is_checked_again_before_every_connection() {
     ns.add_loopback_address("10.0.0.2/32");
     let hosts = |addr: &str| format!("127.0.0.1 localhost\n{addr} flip.test\n");
     ns.hosts_file(&hosts("10.0.0.2"));
-    let (allowed, internal) = ns.run(|| {
-        let l = |a: &str| {
-            let l = TcpListener::bind(a).expect("listener in the namespace");
-            l.set_nonblocking(true).unwrap();
-            l
-        };
-        (l("10.0.0.2:1935"), l("10.0.0.1:1935"))
-    });
+    let [allowed, internal]: [TcpListener; 2] = ns
+        .listeners(&["10.0.0.2:1935", "10.0.0.1:1935"])
+        .try_into()
+        .unwrap();
     let port = 18100;
     let _castgate = castgate_in(&ns, port, &["--outbound-allow-networks", "10.0.0.2/32"]);
     let frames = common::media::video_frames(VideoCodec::H264, 4);
@@ -633,8 +604,8 @@ fn a_target_is_checked_again_before_every_connection() {
     assert_eq!(last["state"], "failed", "{last}");
     let error = last["error"].as_str().unwrap_or_default();
     assert!(error.contains("private"), "{error}");
-    match internal.accept() {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        other => panic!("the internal address saw a connection attempt: {other:?}"),
-    }
+    assert!(
+        untouched(&internal),
+        "the internal address saw a connection attempt"
+    );
 }

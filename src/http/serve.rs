@@ -51,6 +51,24 @@ use crate::outbound::canonical;
 
 /// How long connections get to finish when the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Connections the kernel may queue before they are accepted (capped by
+/// `net.core.somaxconn`): a burst of new connections (thousands of
+/// viewers arriving, or a flood) waits there instead of being dropped.
+const BACKLOG: i32 = 4096;
+
+/// The HTTP listening socket on `addr` (address reuse on, a deep backlog).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
 
 /// The limits of [`serve`], from `[http]`.
 #[derive(Debug, Clone)]
@@ -343,6 +361,10 @@ async fn answer(
     let busy = Busy::new(activity);
     let timed_out = Arc::new(AtomicBool::new(false));
     let mut req = req.map(|b| {
+        if hyper::body::Body::is_end_stream(&b) {
+            // No body (most GETs): nothing to wait for, no timer.
+            return Body::new(b);
+        }
         Body::new(TimedBody {
             inner: b,
             deadline: Box::pin(tokio::time::sleep(shared.limits.body_timeout)),

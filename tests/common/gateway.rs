@@ -26,6 +26,26 @@ pub async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
     Server::start(c).await.expect("server starts")
 }
 
+/// A gateway as [`start`] makes it, on a runtime of its own, for tests whose
+/// client calls block (raw sockets, threads in a network namespace); stop
+/// it with [`stop_blocking`].
+pub fn start_blocking(
+    tweak: impl FnOnce(&mut Config) + Send + 'static,
+) -> (tokio::runtime::Runtime, Server) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(start(tweak));
+    (rt, server)
+}
+
+/// Stops a gateway made by [`start_blocking`].
+pub fn stop_blocking(rt: tokio::runtime::Runtime, server: Server) {
+    rt.block_on(server.shutdown());
+}
+
 /// `GET /metrics` (open): the Prometheus text, checked to be served as such.
 pub async fn scrape(server: &Server) -> String {
     let resp = reqwest::get(url(server, "/metrics")).await.unwrap();

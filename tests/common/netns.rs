@@ -4,7 +4,7 @@
 //! so nothing ever leaves the machine. Needs root (CI runs as root) and
 //! `ip` (iproute2). Every namespace is deleted when its value is dropped.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -82,6 +82,29 @@ impl NetNs {
         .join()
         .expect("the thread in the namespace panicked")
     }
+}
+
+impl NetNs {
+    /// Non-blocking TCP listeners on `addrs` inside the namespace (they stay
+    /// there), to see whether anything tries to connect.
+    pub fn listeners(&self, addrs: &[&'static str]) -> Vec<TcpListener> {
+        let addrs = addrs.to_vec();
+        self.run(move || {
+            addrs
+                .iter()
+                .map(|a| {
+                    let l = TcpListener::bind(a).expect("listener in the namespace");
+                    l.set_nonblocking(true).unwrap();
+                    l
+                })
+                .collect()
+        })
+    }
+}
+
+/// Whether nothing has connected to `listener` (one from [`NetNs::listeners`]).
+pub fn untouched(listener: &TcpListener) -> bool {
+    matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 impl Drop for NetNs {
