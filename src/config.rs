@@ -5,16 +5,30 @@
 //! no file at all. [`Config::validate`] turns a bad value into a
 //! [`ConfigError`] that names the key and the reason; `main` prints it on one
 //! line and exits with code 2.
+//!
+//! Here: the types and their defaults. Beside it: `load` (file and
+//! defaults), `cli` (flags and environment), `validate` (values), `auth`
+//! (the `[auth]` section), `live` (what a reload may change). The config
+//! reads no certificate, key or URL: the parts that use them do, at start
+//! and on reload (`server::check`).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::address::{Network, in_networks};
+pub use crate::names::Pattern;
+
 mod auth;
+mod cli;
 pub mod live;
+mod load;
+mod validate;
 pub use auth::{Access, AccessRule, AuthConfig, MIN_JWT_SECRET, Role};
+pub use cli::ServeArgs;
+pub use load::DEFAULT_CONFIG_FILE;
 
 /// A configuration value that cannot be used, with the key it came from.
 #[derive(Debug, thiserror::Error)]
@@ -89,55 +103,6 @@ pub struct Config {
     pub outbound: OutboundConfig,
 }
 
-/// An IP network in CIDR form (`10.0.0.0/8`, `fd00::/8`) or one address
-/// (`127.0.0.1`, read as `/32`). Written and read as a string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Network(pub ipnet::IpNet);
-
-impl Network {
-    /// Whether `ip` is in the network (an IPv4-mapped IPv6 address counts as
-    /// the IPv4 address it is).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.0.contains(&crate::outbound::canonical(ip))
-    }
-}
-
-impl std::str::FromStr for Network {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Network, String> {
-        let s = s.trim();
-        let net = match s.parse::<ipnet::IpNet>() {
-            Ok(n) => n,
-            Err(_) => s
-                .parse::<IpAddr>()
-                .map(ipnet::IpNet::from)
-                .map_err(|_| format!("{s:?} is not a network such as 10.0.0.0/8 or an address"))?,
-        };
-        Ok(Network(net.trunc()))
-    }
-}
-
-impl TryFrom<String> for Network {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Network, String> {
-        s.parse()
-    }
-}
-
-impl From<Network> for String {
-    fn from(n: Network) -> String {
-        n.0.to_string()
-    }
-}
-
-/// Whether `ip` is in any of `networks`.
-pub fn in_networks(networks: &[Network], ip: IpAddr) -> bool {
-    networks.iter().any(|n| n.contains(ip))
-}
-
 /// Outbound connections made for a request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,7 +139,7 @@ pub struct LimitsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StandingTarget {
     /// Stream name patterns (`*` and `?` wildcards) this target applies to.
-    pub streams: Vec<String>,
+    pub streams: Vec<Pattern>,
     /// `rtmp://host/app/KEY` or `rtmps://…` (the key is a secret: never logged).
     pub url: String,
     /// Free-form label shown in the API.
@@ -192,7 +157,7 @@ pub struct RestreamConfig {
     /// Hosts targets may point at (`*` and `?` wildcards, e.g.
     /// `*.rtmp.youtube.com`); empty allows any host. Set it when untrusted
     /// users can add targets, so a URL cannot reach internal services.
-    pub allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<Pattern>,
     /// AAC bitrate (bits/s) of the Opus → AAC transcode.
     pub audio_bitrate: u32,
     /// H.264 bitrate (bits/s) when VP8/VP9/AV1 video is transcoded (libx264).
@@ -222,7 +187,7 @@ pub struct RestreamConfig {
     pub resume_secs: f64,
     /// Stream name patterns (`*` and `?` wildcards) that get HLS output when
     /// they go live; empty (the default) = none (the API can still start it).
-    pub hls_streams: Vec<String>,
+    pub hls_streams: Vec<Pattern>,
     /// Folder of the HLS outputs (one `s<id>` folder per live stream, removed
     /// when it ends; stale ones are removed at startup).
     pub hls_dir: PathBuf,
@@ -266,9 +231,9 @@ pub struct RecordConfig {
     /// Folder for recordings (relative to the working directory).
     pub dir: PathBuf,
     /// Stream name patterns to record (`*` and `?` wildcards).
-    pub streams: Vec<String>,
+    pub streams: Vec<Pattern>,
     /// Stream name patterns never to record (wins over `streams`).
-    pub exclude: Vec<String>,
+    pub exclude: Vec<Pattern>,
     /// Longest Matroska cluster in ms: at most this much is lost on a crash.
     pub cluster_ms: u32,
     /// Seconds between forced writes to the disk (bounds power-loss damage).
@@ -713,776 +678,7 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// Command-line and environment overrides for `castgate serve`. Each flag can
-/// also be set as the environment variable shown in `--help`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct ServeArgs {
-    /// TOML configuration file [default: ./castgate.toml if it exists].
-    #[arg(long, short = 'c', env = "CASTGATE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "CASTGATE_HTTP_LISTEN", value_name = "ADDR:PORT")]
-    pub http_listen: Option<String>,
-    /// The one UDP address:port for all WebRTC media [default: 0.0.0.0:8189].
-    #[arg(long, env = "CASTGATE_UDP_LISTEN", value_name = "ADDR:PORT")]
-    pub udp_listen: Option<String>,
-    /// Extra IPs to announce in ICE candidates (public / NAT 1:1), comma-separated.
-    #[arg(
-        long,
-        env = "CASTGATE_ANNOUNCE",
-        value_delimiter = ',',
-        value_name = "IP"
-    )]
-    pub announce: Option<Vec<String>>,
-    /// Announce this machine's interface addresses [default: true].
-    #[arg(long, env = "CASTGATE_AUTO_DETECT_ADDRESSES", value_name = "BOOL")]
-    pub auto_detect_addresses: Option<bool>,
-    /// ICE-TCP: also take media over TCP on the UDP port's number [default: true].
-    #[arg(long, env = "CASTGATE_ICE_TCP", value_name = "BOOL")]
-    pub ice_tcp: Option<bool>,
-    /// STUN/TURN URLs handed to clients in Link headers, comma-separated.
-    #[arg(
-        long,
-        env = "CASTGATE_ICE_SERVERS",
-        value_delimiter = ',',
-        value_name = "URL"
-    )]
-    pub ice_servers: Option<Vec<String>>,
-    /// TURN REST shared secret (coturn `static-auth-secret`) for every
-    /// `turn:`/`turns:` server that has no user name and password: each client
-    /// gets credentials of its own (see `rtc.ice_servers` `secret`).
-    #[arg(
-        long,
-        env = "CASTGATE_TURN_SECRET",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub turn_secret: Option<String>,
-    /// Media worker shards; 0 = one per core [default: 0].
-    #[arg(long, env = "CASTGATE_WORKERS", value_name = "N")]
-    pub workers: Option<usize>,
-    /// Bearer token required to publish [default: none, publishing is open].
-    #[arg(
-        long,
-        env = "CASTGATE_PUBLISH_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub publish_token: Option<String>,
-    /// Bearer token required to view: WHEP, HLS, recordings [default: none, open].
-    #[arg(
-        long,
-        env = "CASTGATE_VIEW_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub view_token: Option<String>,
-    /// Bearer token required for the API's writes [default: none, open].
-    #[arg(
-        long,
-        env = "CASTGATE_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
-    /// Shared secret of HS256 JWTs, at least 32 bytes [default: none].
-    #[arg(
-        long,
-        env = "CASTGATE_JWT_SECRET",
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
-    pub jwt_secret: Option<String>,
-    /// PEM certificate chain; with --tls-key, serve HTTPS [default: plain HTTP].
-    #[arg(long, env = "CASTGATE_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "CASTGATE_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Replaced by --trusted-proxies; refused with a pointer to it.
-    #[arg(
-        long,
-        env = "CASTGATE_TRUST_FORWARDED_HEADERS",
-        value_name = "BOOL",
-        hide = true
-    )]
-    pub trust_forwarded_headers: Option<bool>,
-    /// Networks of reverse proxies whose X-Forwarded-For / Forwarded name
-    /// the client, comma-separated (e.g. 127.0.0.1,10.0.0.0/8) [default: none].
-    #[arg(
-        long,
-        env = "CASTGATE_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        value_name = "NET"
-    )]
-    pub trusted_proxies: Option<Vec<String>>,
-    /// Who may use the admin role (API writes, /api/events) without a token:
-    /// local = clients on this machine, protected = nobody, open = anyone
-    /// [default: local].
-    #[arg(long, env = "CASTGATE_ADMIN_ACCESS", value_enum)]
-    pub admin_access: Option<Access>,
-    /// Bearer token that lets a scraper read /metrics (and nothing else) [default: none].
-    #[arg(
-        long,
-        env = "CASTGATE_METRICS_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub metrics_token: Option<String>,
-    /// Internal networks that restream targets, webhooks and the access
-    /// callback may reach anyway, comma-separated [default: none].
-    #[arg(
-        long,
-        env = "CASTGATE_OUTBOUND_ALLOW_NETWORKS",
-        value_delimiter = ',',
-        value_name = "NET"
-    )]
-    pub outbound_allow_networks: Option<Vec<String>>,
-    /// Video codecs accepted, most preferred first [default: vp8,h264,vp9,av1].
-    #[arg(
-        long,
-        env = "CASTGATE_VIDEO_CODECS",
-        value_delimiter = ',',
-        value_name = "CODEC"
-    )]
-    pub video_codecs: Option<Vec<String>>,
-    /// Second publisher on a live name [default: reject].
-    #[arg(long, env = "CASTGATE_ON_CONFLICT", value_enum)]
-    pub on_conflict: Option<OnConflict>,
-    /// Viewer before publisher [default: reject].
-    #[arg(long, env = "CASTGATE_NO_PUBLISHER", value_enum)]
-    pub no_publisher: Option<NoPublisher>,
-    /// How a new viewer starts [default: auto].
-    #[arg(long, env = "CASTGATE_VIEWER_START", value_enum)]
-    pub viewer_start: Option<ViewerStart>,
-    /// Record streams [default: true].
-    #[arg(long, env = "CASTGATE_RECORD", value_name = "BOOL")]
-    pub record: Option<bool>,
-    /// Folder for recordings [default: ./recordings].
-    #[arg(long, env = "CASTGATE_RECORD_DIR", value_name = "DIR")]
-    pub record_dir: Option<PathBuf>,
-    /// Seconds of publisher silence before its stream ends [default: 10].
-    #[arg(long, env = "CASTGATE_PUBLISHER_TIMEOUT", value_name = "SECS")]
-    pub publisher_timeout: Option<f64>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "CASTGATE_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Seconds allowed for a clean stop on SIGTERM/SIGINT [default: 30].
-    #[arg(long, env = "CASTGATE_SHUTDOWN_TIMEOUT", value_name = "SECS")]
-    pub shutdown_timeout: Option<f64>,
-}
-
-/// The file read when `--config` is not given, if it exists.
-pub const DEFAULT_CONFIG_FILE: &str = "castgate.toml";
-
-fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse().map_err(|_| {
-        invalid(
-            key,
-            format!("{s:?} is not an address:port such as 127.0.0.1:8080"),
-        )
-    })
-}
-
-fn parse_networks(key: &'static str, list: &[String]) -> Result<Vec<Network>, ConfigError> {
-    list.iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.parse().map_err(|e: String| invalid(key, e)))
-        .collect()
-}
-
-fn parse_ip(key: &'static str, s: &str) -> Result<IpAddr, ConfigError> {
-    s.trim()
-        .parse()
-        .map_err(|_| invalid(key, format!("{s:?} is not an IP address")))
-}
-
 impl Config {
-    /// Loads defaults, the TOML file (explicit or `./castgate.toml`), then the
-    /// environment and flags carried by `args`, and validates the result.
-    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
-        let mut config = match &args.config {
-            Some(path) => Config::from_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
-                Config::from_file(Path::new(DEFAULT_CONFIG_FILE))?
-            }
-            None => Config::default(),
-        };
-        config.apply(args)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Parses a TOML file; unknown keys are errors, so typos do not pass silently.
-    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
-            path: path.to_owned(),
-            message,
-        })
-    }
-
-    /// Parses TOML text; the error is the parser's one-line message.
-    pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.message().to_string() + &location(text, e.span()))
-    }
-
-    /// Applies flag and environment overrides on top of the file.
-    pub fn apply(&mut self, a: &ServeArgs) -> Result<(), ConfigError> {
-        if let Some(v) = &a.http_listen {
-            self.http.listen = parse_addr("http.listen", v)?;
-        }
-        if let Some(v) = &a.udp_listen {
-            self.rtc.udp_listen = parse_addr("rtc.udp_listen", v)?;
-        }
-        if let Some(v) = &a.announce {
-            self.rtc.announce = v
-                .iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| parse_ip("rtc.announce", s))
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(v) = a.auto_detect_addresses {
-            self.rtc.auto_detect_addresses = v;
-        }
-        if let Some(v) = a.ice_tcp {
-            self.rtc.ice_tcp = v;
-        }
-        if let Some(v) = &a.ice_servers {
-            self.rtc.ice_servers = v
-                .iter()
-                .filter(|s| !s.trim().is_empty())
-                .map(|url| IceServer {
-                    url: url.trim().to_string(),
-                    ..IceServer::default()
-                })
-                .collect();
-        }
-        if let Some(secret) = a.turn_secret.as_ref().filter(|s| !s.is_empty()) {
-            for s in &mut self.rtc.ice_servers {
-                if s.url.starts_with("turn") && s.username.is_none() && s.credential.is_none() {
-                    s.secret = Some(secret.clone());
-                }
-            }
-        }
-        if let Some(v) = a.workers {
-            self.rtc.workers = v;
-        }
-        if let Some(v) = &a.publish_token {
-            self.auth.publish_token = Some(v.clone());
-        }
-        if let Some(v) = &a.view_token {
-            self.auth.view_token = Some(v.clone());
-        }
-        if let Some(v) = &a.admin_token {
-            self.auth.admin_token = Some(v.clone());
-        }
-        if let Some(v) = &a.jwt_secret {
-            self.auth.jwt_secret = Some(v.clone());
-        }
-        if let Some(v) = &a.tls_cert {
-            self.http.tls_cert = Some(v.clone());
-        }
-        if let Some(v) = &a.tls_key {
-            self.http.tls_key = Some(v.clone());
-        }
-        if let Some(v) = a.trust_forwarded_headers {
-            self.http.trust_forwarded_headers = Some(v);
-        }
-        if let Some(v) = &a.trusted_proxies {
-            self.http.trusted_proxies = parse_networks("http.trusted_proxies", v)?;
-        }
-        if let Some(v) = a.admin_access {
-            self.auth.admin = v;
-        }
-        if let Some(v) = &a.metrics_token {
-            self.metrics.token = Some(v.clone());
-        }
-        if let Some(v) = &a.outbound_allow_networks {
-            self.outbound.allow_networks = parse_networks("outbound.allow_networks", v)?;
-        }
-        if let Some(v) = &a.video_codecs {
-            self.codecs.video = v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
-        }
-        if let Some(v) = a.on_conflict {
-            self.whip.on_conflict = v;
-        }
-        if let Some(v) = a.no_publisher {
-            self.whep.no_publisher = v;
-        }
-        if let Some(v) = a.viewer_start {
-            self.keyframes.viewer_start = v;
-        }
-        if let Some(v) = a.record {
-            self.record.enabled = v;
-        }
-        if let Some(v) = &a.record_dir {
-            self.record.dir = v.clone();
-        }
-        if let Some(v) = a.publisher_timeout {
-            self.whip.publisher_timeout_secs = v;
-        }
-        if let Some(v) = a.log_format {
-            self.log.format = v;
-        }
-        if let Some(v) = a.shutdown_timeout {
-            self.shutdown.timeout_secs = v;
-        }
-        Ok(())
-    }
-
-    /// Checks every value that types alone cannot; the first problem wins.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_http()?;
-        if self.http.max_body_bytes < 1024 {
-            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
-        }
-        if self.http.rate_limit_per_sec == 0 || self.http.rate_limit_burst == 0 {
-            return Err(invalid(
-                "http.rate_limit_per_sec",
-                "rate limits must be at least 1",
-            ));
-        }
-        if self.rtc.udp_listen.port() == 0 {
-            return Err(invalid(
-                "rtc.udp_listen",
-                "port 0 is not allowed: clients must be told a fixed media port",
-            ));
-        }
-        if !self.rtc.auto_detect_addresses
-            && self.rtc.announce.is_empty()
-            && self.rtc.udp_listen.ip().is_unspecified()
-        {
-            return Err(invalid(
-                "rtc.announce",
-                "no address to announce: set rtc.announce, bind rtc.udp_listen to an IP, or enable rtc.auto_detect_addresses",
-            ));
-        }
-        for ip in &self.rtc.announce {
-            if ip.is_unspecified() || ip.is_multicast() {
-                return Err(invalid("rtc.announce", format!("{ip} cannot be announced")));
-            }
-        }
-        for s in &self.rtc.ice_servers {
-            let ok = ["stun:", "stuns:", "turn:", "turns:"]
-                .iter()
-                .any(|p| s.url.starts_with(p));
-            if !ok || s.url.contains(['\r', '\n', '<', '>', '"']) {
-                return Err(invalid(
-                    "rtc.ice_servers",
-                    format!("{:?} is not a stun:, stuns:, turn: or turns: URL", s.url),
-                ));
-            }
-            if s.secret.is_some() && (s.username.is_some() || s.credential.is_some()) {
-                return Err(invalid(
-                    "rtc.ice_servers",
-                    format!(
-                        "{:?}: give either a secret or a username and credential",
-                        s.url
-                    ),
-                ));
-            }
-            if s.secret.as_ref().is_some_and(|x| x.is_empty())
-                || (s.secret.is_some() && !s.url.starts_with("turn"))
-            {
-                return Err(invalid(
-                    "rtc.ice_servers",
-                    format!(
-                        "{:?}: a secret needs a turn: or turns: URL and must not be empty",
-                        s.url
-                    ),
-                ));
-            }
-        }
-        if !(60..=7 * 86_400).contains(&self.rtc.turn_credential_ttl_secs) {
-            return Err(invalid(
-                "rtc.turn_credential_ttl_secs",
-                "must be between 60 and 604800 seconds",
-            ));
-        }
-        if self.rtc.ice_tcp && self.rtc.ice_tcp_max_connections == 0 {
-            return Err(invalid(
-                "rtc.ice_tcp_max_connections",
-                "must be at least 1 (or set rtc.ice_tcp = false)",
-            ));
-        }
-        if self.rtc.send_buffer_video == 0 {
-            return Err(invalid("rtc.send_buffer_video", "must be at least 1"));
-        }
-        if self.codecs.video.is_empty() {
-            return Err(invalid(
-                "codecs.video",
-                "at least one video codec is needed",
-            ));
-        }
-        for c in &self.codecs.video {
-            if !matches!(c.as_str(), "vp8" | "vp9" | "h264" | "av1") {
-                return Err(invalid(
-                    "codecs.video",
-                    format!("unknown codec {c:?}; choose from vp8, vp9, h264, av1"),
-                ));
-            }
-        }
-        let secs = self.whip.publisher_timeout_secs;
-        if !(1.0..=3600.0).contains(&secs) {
-            return Err(invalid(
-                "whip.publisher_timeout_secs",
-                "must be between 1 and 3600 seconds",
-            ));
-        }
-        if !(0.0..=3600.0).contains(&self.whep.wait_secs) {
-            return Err(invalid(
-                "whep.wait_secs",
-                "must be between 0 and 3600 seconds",
-            ));
-        }
-        if self.whep.viewer_queue_frames < 16 {
-            return Err(invalid("whep.viewer_queue_frames", "must be at least 16"));
-        }
-        if !(0.5..=60.0).contains(&self.keyframes.periodic_secs) {
-            return Err(invalid(
-                "keyframes.periodic_secs",
-                "must be between 0.5 and 60 seconds",
-            ));
-        }
-        if self.keyframes.min_interval_ms > 10_000 {
-            return Err(invalid(
-                "keyframes.min_interval_ms",
-                "must be at most 10000",
-            ));
-        }
-        if !(100..=10_000).contains(&self.record.cluster_ms) {
-            return Err(invalid(
-                "record.cluster_ms",
-                "must be between 100 and 10000",
-            ));
-        }
-        if !(0.1..=3600.0).contains(&self.record.fsync_secs) {
-            return Err(invalid(
-                "record.fsync_secs",
-                "must be between 0.1 and 3600 seconds",
-            ));
-        }
-        if self.record.reserve_index_kib > 16 * 1024 {
-            return Err(invalid("record.reserve_index_kib", "must be at most 16384"));
-        }
-        if !(0.0..=7.0 * 86_400.0).contains(&self.record.max_file_secs)
-            || (self.record.max_file_secs > 0.0 && self.record.max_file_secs < 1.0)
-        {
-            return Err(invalid(
-                "record.max_file_secs",
-                "must be 0 (off) or between 1 second and 7 days",
-            ));
-        }
-        if !(0.0..=10.0).contains(&self.record.sync_wait_secs) {
-            return Err(invalid(
-                "record.sync_wait_secs",
-                "must be between 0 and 10 seconds",
-            ));
-        }
-        if (self.limits.max_publish_width == 0) != (self.limits.max_publish_height == 0) {
-            return Err(invalid(
-                "limits.max_publish_width",
-                "set both max_publish_width and max_publish_height, or neither",
-            ));
-        }
-        if self.record.stream_quota_gib < 0.0 || !self.record.stream_quota_gib.is_finite() {
-            return Err(invalid(
-                "record.stream_quota_gib",
-                "must be 0 (no limit) or a positive size in GiB",
-            ));
-        }
-        if self.record.retention_days < 0.0 || self.record.retention_max_gib < 0.0 {
-            return Err(invalid(
-                "record.retention_days",
-                "retention limits cannot be negative",
-            ));
-        }
-        if self.record.dir.as_os_str().is_empty() {
-            return Err(invalid("record.dir", "must not be empty"));
-        }
-        self.validate_restream()?;
-        self.validate_ops()?;
-        self.auth.validate()?;
-        self.validate_outbound()?;
-        match (&self.http.tls_cert, &self.http.tls_key) {
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(invalid(
-                    "http.tls_cert",
-                    "tls_cert and tls_key go together: set both or neither",
-                ));
-            }
-            (Some(cert), Some(key)) => {
-                if let Err(e) = crate::http::tls::load(cert, key) {
-                    return Err(invalid("http.tls_cert", e.to_string()));
-                }
-            }
-            (None, None) => {}
-        }
-        Ok(())
-    }
-
-    /// Webhook and callback URLs written with an internal address are
-    /// refused now rather than at every delivery (names are checked when
-    /// they are resolved).
-    fn validate_outbound(&self) -> Result<(), ConfigError> {
-        let policy = crate::outbound::OutboundPolicy::new(
-            self.outbound.allow_networks.iter().map(|n| n.0).collect(),
-        );
-        for (i, w) in self.events.webhooks.iter().enumerate() {
-            if let Err(e) = policy.check_url(&w.url) {
-                return Err(invalid(
-                    "events.webhooks",
-                    format!("webhook {}: {e}", i + 1),
-                ));
-            }
-        }
-        if let Some(u) = &self.auth.callback_url
-            && let Err(e) = policy.check_url(u)
-        {
-            return Err(invalid("auth.callback_url", e.to_string()));
-        }
-        Ok(())
-    }
-
-    fn validate_http(&self) -> Result<(), ConfigError> {
-        let h = &self.http;
-        if h.trust_forwarded_headers.is_some() {
-            return Err(invalid(
-                "http.trust_forwarded_headers",
-                "replaced by http.trusted_proxies: list the networks of your reverse proxies \
-                 (e.g. [\"127.0.0.1\"] for one on this machine); forwarding headers from \
-                 anywhere else are ignored",
-            ));
-        }
-        if !(1.0..=300.0).contains(&h.header_timeout_secs) {
-            return Err(invalid(
-                "http.header_timeout_secs",
-                "must be between 1 and 300 seconds",
-            ));
-        }
-        if !(0.5..=h.header_timeout_secs).contains(&h.idle_timeout_secs) {
-            return Err(invalid(
-                "http.idle_timeout_secs",
-                "must be between 0.5 seconds and http.header_timeout_secs (the wait for a \
-                 new request's head ends there anyway)",
-            ));
-        }
-        if !(1.0..=3600.0).contains(&h.body_timeout_secs) {
-            return Err(invalid(
-                "http.body_timeout_secs",
-                "must be between 1 and 3600 seconds",
-            ));
-        }
-        if !(1..=1_000_000).contains(&h.max_connections) {
-            return Err(invalid(
-                "http.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-        if !(1..=h.max_connections).contains(&h.max_connections_per_client) {
-            return Err(invalid(
-                "http.max_connections_per_client",
-                "must be between 1 and http.max_connections",
-            ));
-        }
-        for o in &h.admin_origins {
-            let rest = o
-                .strip_prefix("https://")
-                .or_else(|| o.strip_prefix("http://"))
-                .unwrap_or("");
-            let ok = !rest.is_empty()
-                && !rest.contains(['/', '?', '#', '@'])
-                && rest.chars().all(|c| c.is_ascii_graphic());
-            if !ok {
-                return Err(invalid(
-                    "http.admin_origins",
-                    format!(
-                        "{o:?} is not an origin such as https://dashboard.example.com \
-                         (scheme, host and port only)"
-                    ),
-                ));
-            }
-        }
-        if let Some(t) = &self.metrics.token
-            && (t.is_empty() || !t.chars().all(|c| c.is_ascii_graphic()))
-        {
-            return Err(invalid(
-                "metrics.token",
-                "must be non-empty printable ASCII without spaces",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_ops(&self) -> Result<(), ConfigError> {
-        let e = &self.events;
-        if !(16..=1_000_000).contains(&e.buffer) {
-            return Err(invalid("events.buffer", "must be between 16 and 1000000"));
-        }
-        if !(1..=100_000).contains(&e.max_sse_clients) {
-            return Err(invalid(
-                "events.max_sse_clients",
-                "must be between 1 and 100000",
-            ));
-        }
-        if !(0.5..=300.0).contains(&e.webhook_timeout_secs) {
-            return Err(invalid(
-                "events.webhook_timeout_secs",
-                "must be between 0.5 and 300 seconds",
-            ));
-        }
-        if !(1..=100).contains(&e.webhook_max_attempts) {
-            return Err(invalid(
-                "events.webhook_max_attempts",
-                "must be between 1 and 100",
-            ));
-        }
-        if !(0.01..=600.0).contains(&e.webhook_backoff_min_secs)
-            || !(e.webhook_backoff_min_secs..=3600.0).contains(&e.webhook_backoff_max_secs)
-        {
-            return Err(invalid(
-                "events.webhook_backoff_min_secs",
-                "need 0.01 <= webhook_backoff_min_secs <= 600 and webhook_backoff_min_secs <= webhook_backoff_max_secs <= 3600",
-            ));
-        }
-        for (i, w) in e.webhooks.iter().enumerate() {
-            let ok = (w.url.starts_with("http://") || w.url.starts_with("https://"))
-                && w.url.len() > "https://".len()
-                && !w.url.contains(char::is_whitespace);
-            if !ok {
-                // Not the URL itself: it may carry credentials.
-                return Err(invalid(
-                    "events.webhooks",
-                    format!("webhook {}: url must be an http:// or https:// URL", i + 1),
-                ));
-            }
-            if w.secret.as_ref().is_some_and(|s| s.is_empty()) {
-                return Err(invalid(
-                    "events.webhooks",
-                    format!("webhook {}: secret must not be empty", i + 1),
-                ));
-            }
-            if let Some(bad) = w.events.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
-                return Err(invalid(
-                    "events.webhooks",
-                    format!(
-                        "webhook {}: unknown event type {bad:?}; choose from {}",
-                        i + 1,
-                        EVENT_TYPES.join(", ")
-                    ),
-                ));
-            }
-        }
-        if !(1.0..=3600.0).contains(&self.shutdown.timeout_secs) {
-            return Err(invalid(
-                "shutdown.timeout_secs",
-                "must be between 1 and 3600 seconds",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_restream(&self) -> Result<(), ConfigError> {
-        let r = &self.restream;
-        if !(32_000..=512_000).contains(&r.audio_bitrate) {
-            return Err(invalid(
-                "restream.audio_bitrate",
-                "must be between 32000 and 512000 bits/s",
-            ));
-        }
-        if !(16..=8192).contains(&r.max_width) || !(16..=8192).contains(&r.max_height) {
-            return Err(invalid(
-                "restream.max_width",
-                "max_width and max_height must be between 16 and 8192 pixels",
-            ));
-        }
-        if r.video_encoder.trim().is_empty() {
-            return Err(invalid(
-                "restream.video_encoder",
-                "must name an FFmpeg H.264 encoder, e.g. libx264",
-            ));
-        }
-        if !(100_000..=50_000_000).contains(&r.video_bitrate) {
-            return Err(invalid(
-                "restream.video_bitrate",
-                "must be between 100000 and 50000000 bits/s",
-            ));
-        }
-        if !(1.0..=300.0).contains(&r.rw_timeout_secs) {
-            return Err(invalid(
-                "restream.rw_timeout_secs",
-                "must be between 1 and 300 seconds",
-            ));
-        }
-        if !(0.1..=600.0).contains(&r.backoff_min_secs)
-            || !(r.backoff_min_secs..=3600.0).contains(&r.backoff_max_secs)
-        {
-            return Err(invalid(
-                "restream.backoff_min_secs",
-                "need 0.1 <= backoff_min_secs <= 600 and backoff_min_secs <= backoff_max_secs <= 3600",
-            ));
-        }
-        if !(0.0..=3600.0).contains(&r.resume_secs) {
-            return Err(invalid(
-                "restream.resume_secs",
-                "must be between 0 and 3600 seconds",
-            ));
-        }
-        if !(0.5..=60.0).contains(&r.hls_time_secs) {
-            return Err(invalid(
-                "restream.hls_time_secs",
-                "must be between 0.5 and 60 seconds",
-            ));
-        }
-        if !(1..=100).contains(&r.hls_list_size) {
-            return Err(invalid(
-                "restream.hls_list_size",
-                "must be between 1 and 100",
-            ));
-        }
-        if r.hls_dir.as_os_str().is_empty() || r.hls_dir.to_str().is_none() {
-            return Err(invalid(
-                "restream.hls_dir",
-                "must be a non-empty UTF-8 path",
-            ));
-        }
-        if !(64..=65_536).contains(&r.queue_packets) {
-            return Err(invalid(
-                "restream.queue_packets",
-                "must be between 64 and 65536",
-            ));
-        }
-        if r.allowed_hosts.iter().any(|h| h.trim().is_empty()) {
-            return Err(invalid(
-                "restream.allowed_hosts",
-                "host patterns must not be empty",
-            ));
-        }
-        for (i, t) in r.targets.iter().enumerate() {
-            if t.streams.is_empty() || t.streams.iter().any(|p| p.is_empty()) {
-                return Err(invalid(
-                    "restream.targets",
-                    format!(
-                        "target {}: `streams` needs at least one non-empty pattern",
-                        i + 1
-                    ),
-                ));
-            }
-            // The error never repeats the URL: it holds a stream key.
-            if let Err(e) = crate::restream::TargetUrl::parse(&t.url, &r.allowed_hosts) {
-                return Err(invalid(
-                    "restream.targets",
-                    format!("target {}: {e}", i + 1),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Number of media worker shards to run.
     pub fn worker_count(&self) -> usize {
         if self.rtc.workers > 0 {
@@ -1492,17 +688,6 @@ impl Config {
             .map(|n| n.get())
             .unwrap_or(1)
     }
-}
-
-fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    let Some(span) = span else {
-        return String::new();
-    };
-    let line = text
-        .get(..span.start)
-        .map(|s| s.matches('\n').count() + 1)
-        .unwrap_or(1);
-    format!(" (line {line})")
 }
 
 #[cfg(test)]
@@ -1532,7 +717,7 @@ mod tests {
     }
 
     #[test]
-    fn restream_section_is_validated_without_leaking_keys() {
+    fn restream_section_is_validated() {
         let mut c = Config::from_toml(
             "[restream]\nallowed_hosts = [\"*.youtube.com\"]\n\
              [[restream.targets]]\nstreams = [\"studio-*\"]\n\
@@ -1540,14 +725,9 @@ mod tests {
         )
         .expect("parses");
         c.validate().expect("valid");
-        c.restream.targets[0].url = "rtmp://10.0.0.1/live/SECRET".into();
+        c.restream.targets[0].streams.clear();
         let err = c.validate().unwrap_err().to_string();
-        assert!(
-            err.contains("restream.targets") && !err.contains("SECRET"),
-            "{err}"
-        );
-        c.restream.targets[0].url = "http://x/live/SECRET".into();
-        assert!(c.validate().is_err());
+        assert!(err.starts_with("restream.targets"), "{err}");
         c.restream.targets.clear();
         c.restream.backoff_max_secs = 0.5;
         assert!(c.validate().is_err());
@@ -1685,23 +865,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("outbound.allow_networks:"), "{e}");
-    }
-
-    #[test]
-    fn webhook_and_callback_urls_at_internal_addresses_are_refused() {
-        let mut c = Config::default();
-        c.events.webhooks.push(WebhookConfig {
-            url: "http://user:pw@10.0.0.9/hook".into(),
-            ..Default::default()
-        });
-        let e = c.validate().unwrap_err().to_string();
-        assert!(
-            e.starts_with("events.webhooks:") && e.contains("private"),
-            "{e}"
-        );
-        assert!(!e.contains("pw"), "{e}");
-        c.outbound.allow_networks = vec!["10.0.0.0/24".parse().unwrap()];
-        c.validate().expect("allowed network");
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! [`server`] wires them together; [`config`] says how. [`outbound`] decides
 //! where castgate may connect on a request's behalf.
 
+pub mod address;
 pub mod config;
 pub mod events;
 pub mod ffmpeg_log;
 pub mod http;
+pub mod media;
 pub mod metrics;
+pub mod names;
 pub mod outbound;
 pub mod record;
 pub mod restream;

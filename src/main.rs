@@ -95,6 +95,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Certificates, keys, callback and target URLs: checked where they are
+    // used, before anything starts, with the same one-line errors.
+    let outbound = castgate::server::outbound_policy(&config);
+    let checked = match castgate::server::check(&config, &outbound) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("castgate: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logs(config.log.format);
     if check_only {
         let mut shown = config.clone();
@@ -115,7 +125,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(serve(config, args)) {
+    let code = match runtime.block_on(serve(config, checked, outbound, args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("castgate: {e:#}");
@@ -176,7 +186,12 @@ fn init_logs(format: LogFormat) {
 /// 1 when time ran out, 130 when a second signal cut the stop short. SIGHUP
 /// reloads the configuration from the same sources (`args`: file, the
 /// environment read at start, the same flags).
-async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn serve(
+    config: Config,
+    checked: castgate::server::Checked,
+    outbound: std::sync::Arc<castgate::outbound::OutboundPolicy>,
+    args: ServeArgs,
+) -> anyhow::Result<ExitCode> {
     let limit = Duration::from_secs_f64(config.shutdown.timeout_secs);
     let mut signals = Signals::new()?;
     let scheme = if config.http.tls_cert.is_some() {
@@ -185,7 +200,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<ExitCode> {
         "http"
     };
     raise_open_file_limit(config.http.max_connections);
-    let server = Server::start(config).await?;
+    let server = Server::start_checked(config, checked, outbound).await?;
     println!(
         "castgate: serving on {scheme}://{} (media on UDP {})",
         server.http_addr(),
@@ -344,7 +359,7 @@ fn token(t: TokenArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = castgate::stream::StreamName::parse(&t.stream.replace(['*', '?'], "x")) {
+    if let Err(e) = castgate::names::StreamName::parse(&t.stream.replace(['*', '?'], "x")) {
         eprintln!("castgate: --stream {:?}: {e}", t.stream);
         return ExitCode::from(2);
     }

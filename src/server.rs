@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ConfigError, live};
 use crate::events::webhook::{WebhookChanges, WebhookSettings, Webhooks};
 use crate::events::{Event, Events};
-use crate::http::auth::{Gate, GateError, GateRules};
+use crate::http::auth::Gate;
 use crate::http::{self, AppState};
 use crate::metrics::{GatewayCollector, Metrics};
 use crate::outbound::OutboundPolicy;
@@ -20,15 +20,17 @@ use crate::restream::Restreamer;
 use crate::rtc::Engine;
 use crate::stream::{Hub, StreamPolicy};
 
+mod check;
+
+pub use check::{Checked, check, outbound_policy};
+
 /// Why a reload was refused (the config in force stays as it was, whole).
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// A value of the new config is not acceptable (names the key).
+    /// The new config cannot be put in force: a value, a key file, the
+    /// callback, a target URL (names the key).
     #[error(transparent)]
     Invalid(#[from] ConfigError),
-    /// The new `[auth]` cannot be put in force (a key file, the callback).
-    #[error(transparent)]
-    Auth(#[from] GateError),
     /// The check itself could not run.
     #[error("the new configuration could not be checked")]
     Check,
@@ -69,14 +71,30 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the HTTP and UDP ports and starts serving.
+    /// Checks `config` ([`check`]), binds the HTTP and UDP ports and starts
+    /// serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
+        let outbound = outbound_policy(&config);
+        let (config, checked) = {
+            let outbound = outbound.clone();
+            tokio::task::spawn_blocking(move || {
+                let checked = check(&config, &outbound)?;
+                Ok::<_, ConfigError>((config, checked))
+            })
+            .await??
+        };
+        Server::start_checked(config, checked, outbound).await
+    }
+
+    /// Starts serving a config that [`check`] made ready with `outbound`.
+    pub async fn start_checked(
+        config: Config,
+        checked: Checked,
+        outbound: Arc<OutboundPolicy>,
+    ) -> anyhow::Result<Server> {
         crate::ffmpeg_log::install();
         let config = Arc::new(config);
         let events = Events::new(config.events.buffer);
-        let outbound = Arc::new(OutboundPolicy::new(
-            config.outbound.allow_networks.iter().map(|n| n.0).collect(),
-        ));
         // Webhooks subscribe before anything can happen.
         let webhooks = Webhooks::start(&events, webhook_settings(&config), outbound.clone());
         let hub = Arc::new(Hub::with_events(
@@ -135,11 +153,8 @@ impl Server {
                 per_stream: config.metrics.per_stream,
             }))
         });
-        let tls = match (&config.http.tls_cert, &config.http.tls_key) {
-            (Some(cert), Some(key)) => Some(http::tls::load(cert, key)?),
-            _ => None,
-        };
-        let gate = Arc::new(Gate::new(&config.auth, &outbound)?);
+        let Checked { tls, gate } = checked;
+        let gate = Arc::new(Gate::from_rules(gate));
         let app = http::router(AppState {
             config: config.clone(),
             hub: hub.clone(),
@@ -193,7 +208,7 @@ impl Server {
     }
 
     /// Reloads the configuration (what SIGHUP does). `new` is checked whole
-    /// first (values, JWT keys, callback); if anything is wrong, nothing
+    /// first ([`check`]: values, key files, callback, target URLs); if anything is wrong, nothing
     /// changes and the error names the key. Otherwise what can change live
     /// is put in force: access control (requests already being decided
     /// finish with the old rules), webhooks (unchanged ones keep running,
@@ -207,8 +222,7 @@ impl Server {
         // Checking reads files (TLS, JWT keys): not on the async workers.
         let outbound = self.outbound.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            new.validate()?;
-            let rules = GateRules::new(&new.auth, &outbound)?;
+            let rules = check(&new, &outbound)?.gate;
             Ok::<_, ReloadError>((new, rules))
         })
         .await

@@ -21,7 +21,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 fn rule(role: Role, streams: &[&str], access: Access, tokens: &[&str]) -> AccessRule {
     AccessRule {
         role,
-        streams: streams.iter().map(|s| s.to_string()).collect(),
+        streams: streams.iter().map(|s| (*s).into()).collect(),
         access,
         tokens: tokens.iter().map(|s| s.to_string()).collect(),
     }

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use castgate::names::StreamName;
 use castgate::server::Server;
-use castgate::stream::{SinkKind, StreamName};
+use castgate::stream::SinkKind;
 use common::gateway::{publisher, start, url};
 use common::media::video_frames;
 use common::peer::{Kind, PeerOptions, Publisher, VideoCodec, Viewer, make_offer, sdp_attr};

@@ -167,7 +167,7 @@ fn a_busy_media_engine_answers_503_and_leaves_the_name_free() {
     assert!(
         server
             .hub()
-            .get(&castgate::stream::StreamName::parse("busy").unwrap())
+            .get(&castgate::names::StreamName::parse("busy").unwrap())
             .is_none(),
         "the name is not left claimed"
     );

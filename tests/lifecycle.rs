@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use castgate::events::Event;
-use castgate::stream::StreamName;
+use castgate::names::StreamName;
 use common::gateway::{self, publisher, url};
 use common::peer::{PeerOptions, VideoCodec, http_client, make_offer, post_offer};
 

@@ -44,7 +44,7 @@ async fn a_stream_takes_no_more_viewers_than_allowed() {
     // leaves the stream.
     let stream = server
         .hub()
-        .get(&castgate::stream::StreamName::parse("full").unwrap())
+        .get(&castgate::names::StreamName::parse("full").unwrap())
         .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || gateway::viewers(&server, "full")
@@ -102,7 +102,7 @@ async fn a_publisher_over_the_bitrate_limit_is_told_and_then_ended() {
         eventually(Duration::from_secs(12), || {
             server
                 .hub()
-                .get(&castgate::stream::StreamName::parse("hog").unwrap())
+                .get(&castgate::names::StreamName::parse("hog").unwrap())
                 .is_none()
         })
         .await
@@ -136,7 +136,7 @@ async fn a_publisher_over_the_picture_size_limit_is_ended() {
     assert!(
         server
             .hub()
-            .get(&castgate::stream::StreamName::parse("wide").unwrap())
+            .get(&castgate::names::StreamName::parse("wide").unwrap())
             .is_none()
     );
     ok.delete().await.unwrap();

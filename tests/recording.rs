@@ -682,7 +682,7 @@ async fn a_full_disk_fails_the_recording_but_not_the_stream() {
     let mut viewer = common::peer::Viewer::connect(&url(&server, "/whep/full"), None)
         .await
         .unwrap();
-    let name = castgate::stream::StreamName::parse("full").unwrap();
+    let name = castgate::names::StreamName::parse("full").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while server
         .hub()

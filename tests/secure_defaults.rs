@@ -460,19 +460,20 @@ async fn a_host_named_in_allowed_hosts_still_restreams_even_when_internal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_and_the_callback_do_not_reach_internal_addresses() {
     // Refused at start-up when written as an address …
+    let check = |c: &Config| castgate::server::check(c, &castgate::server::outbound_policy(c));
     let mut c = Config::default();
     c.events.webhooks.push(castgate::config::WebhookConfig {
         url: "http://169.254.169.254/latest".into(),
         ..Default::default()
     });
-    let e = c.validate().unwrap_err().to_string();
+    let e = check(&c).unwrap_err().to_string();
     assert!(
         e.starts_with("events.webhooks") && e.contains("link-local"),
         "{e}"
     );
     let mut c = Config::default();
     c.auth.callback_url = Some("http://0x7f000001:9000/decide".into());
-    let e = c.validate().unwrap_err().to_string();
+    let e = check(&c).unwrap_err().to_string();
     assert!(
         e.starts_with("auth.callback_url") && e.contains("loopback"),
         "{e}"

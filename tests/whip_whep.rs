@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use castgate::config::OnConflict;
-use castgate::stream::StreamName;
+use castgate::names::StreamName;
 use common::gateway::{eventually, publisher, start, url, viewers};
 use common::media::{opus_packets, video_frames};
 use common::peer::{

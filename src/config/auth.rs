@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, invalid};
+use crate::names::Pattern;
 
 /// What a request wants to do with a stream.
 #[derive(
@@ -99,7 +100,7 @@ pub struct AccessRule {
     pub role: Role,
     /// Stream name patterns (`*` and `?` wildcards); default: every stream.
     #[serde(default = "every_stream")]
-    pub streams: Vec<String>,
+    pub streams: Vec<Pattern>,
     /// `open` or `protected` (the default).
     #[serde(default = "protected")]
     pub access: Access,
@@ -108,7 +109,7 @@ pub struct AccessRule {
     pub tokens: Vec<String>,
 }
 
-fn every_stream() -> Vec<String> {
+fn every_stream() -> Vec<Pattern> {
     vec!["*".into()]
 }
 
@@ -202,17 +203,17 @@ impl AuthConfig {
     /// (`publish`, `view`, `admin`) apply when none matches.
     pub fn effective_rules(&self) -> Vec<AccessRule> {
         let mut rules = self.rules.clone();
-        let legacy = |role, streams: Vec<String>, token: &String| AccessRule {
+        let legacy = |role, streams: Vec<Pattern>, token: &String| AccessRule {
             role,
             streams,
             access: Access::Protected,
             tokens: vec![token.clone()],
         };
         for (name, t) in &self.stream_publish_tokens {
-            rules.push(legacy(Role::Publish, vec![name.clone()], t));
+            rules.push(legacy(Role::Publish, vec![name.as_str().into()], t));
         }
         for (name, t) in &self.stream_view_tokens {
-            rules.push(legacy(Role::View, vec![name.clone()], t));
+            rules.push(legacy(Role::View, vec![name.as_str().into()], t));
         }
         let shared = [
             (Role::Publish, &self.publish_token),
@@ -286,7 +287,7 @@ impl AuthConfig {
             .keys()
             .chain(self.stream_view_tokens.keys())
         {
-            if let Err(e) = crate::stream::StreamName::parse(name) {
+            if let Err(e) = crate::names::StreamName::parse(name) {
                 return Err(invalid("auth.stream_*_tokens", format!("{name:?}: {e}")));
             }
         }
@@ -314,11 +315,6 @@ impl AuthConfig {
                 "auth.jwt_secret",
                 format!("must be at least {MIN_JWT_SECRET} bytes"),
             ));
-        }
-        if let Some(p) = &self.jwt_public_key
-            && let Err(e) = crate::http::auth::jwt::load_public_key(p)
-        {
-            return Err(invalid("auth.jwt_public_key", e.to_string()));
         }
         if !(1..=10_000).contains(&self.failure_burst)
             || !(1..=100_000).contains(&self.failures_per_min)
@@ -369,8 +365,8 @@ mod tests {
         let rules = a.effective_rules();
         assert_eq!(rules.len(), 3);
         assert_eq!(rules[0].role, Role::View);
-        assert_eq!(rules[1].streams, vec!["vip".to_string()]);
-        assert_eq!(rules[2].streams, vec!["*".to_string()]);
+        assert_eq!(rules[1].streams, vec![Pattern::from("vip")]);
+        assert_eq!(rules[2].streams, vec![Pattern::from("*")]);
         assert_eq!(rules[2].tokens, vec!["shared".to_string()]);
     }
 
@@ -383,7 +379,7 @@ mod tests {
         )
         .expect("parses");
         c.auth.validate().expect("valid");
-        assert_eq!(c.auth.rules[1].streams, vec!["*".to_string()]);
+        assert_eq!(c.auth.rules[1].streams, vec![Pattern::from("*")]);
         assert_eq!(c.auth.rules[0].access, Access::Protected);
         assert_eq!(c.auth.admin, Access::Protected);
 

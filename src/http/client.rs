@@ -21,8 +21,8 @@ use axum::http::{HeaderMap, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::config::{Network, in_networks};
-use crate::outbound::canonical;
+use crate::address::canonical;
+use crate::address::{Network, in_networks};
 
 /// The client of a request, put in the request's extensions by [`layer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,8 +46,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::config::{HttpConfig, Network, in_networks};
-use crate::outbound::canonical;
+use crate::address::canonical;
+use crate::address::{Network, in_networks};
+use crate::config::HttpConfig;
 
 /// How long connections get to finish when the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use crate::config::IceServer;
+use crate::names::StreamName;
 use crate::rtc::{Answer, PatchOp, PatchReply, RoleKind};
-use crate::stream::StreamName;
 
 /// Media type of an SDP offer or answer.
 pub const SDP: &str = "application/sdp";

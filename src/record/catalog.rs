@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stream::{Codec, StreamName};
+use crate::media::Codec;
+use crate::names::StreamName;
 
 /// Where a recording is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

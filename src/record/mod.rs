@@ -8,17 +8,18 @@
 pub mod catalog;
 pub mod muxer;
 pub mod recording;
-pub mod timeline;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::RecordConfig;
-use crate::stream::{LiveStream, MediaKind, SinkKind, SinkQueue, StreamObserver, Wake};
+use crate::media::MediaKind;
+use crate::names::any_matches;
+use crate::stream::{Doorbell, LiveStream, SinkKind, SinkQueue, StreamObserver};
 use catalog::{Meta, State};
 use muxer::MuxOptions;
 use recording::{RecordingJob, RecordingSettings};
@@ -63,14 +64,6 @@ pub struct Recorder {
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder").field("dir", &self.dir).finish()
-    }
-}
-
-struct ThreadWake(mpsc::SyncSender<()>);
-
-impl Wake for ThreadWake {
-    fn wake(&self) {
-        let _ = self.0.try_send(());
     }
 }
 
@@ -196,9 +189,7 @@ impl Recorder {
 
     fn wants(&self, name: &str) -> bool {
         let config = self.config();
-        config.enabled
-            && config.streams.iter().any(|p| glob(p, name))
-            && !config.exclude.iter().any(|p| glob(p, name))
+        config.enabled && any_matches(&config.streams, name) && !any_matches(&config.exclude, name)
     }
 
     fn start(&self, stream: &Arc<LiveStream>) {
@@ -222,8 +213,8 @@ impl Recorder {
             error: None,
             sha256: None,
         };
-        let (tx, rx) = mpsc::sync_channel(1);
-        let queue = Arc::new(SinkQueue::new(QUEUE_FRAMES, Box::new(ThreadWake(tx))));
+        let bell = Doorbell::new();
+        let queue = Arc::new(SinkQueue::new(QUEUE_FRAMES, Box::new(bell.clone())));
         if stream
             .subscribe(SinkKind::Recorder, queue.clone())
             .is_none()
@@ -235,7 +226,7 @@ impl Recorder {
         let job = RecordingJob {
             stream: stream.clone(),
             queue: queue.clone(),
-            wakes: rx,
+            wakes: bell,
             dir: self.dir.join(stream.name().as_str()),
             ext,
             min_free_bytes: config.min_free_mib * 1024 * 1024,
@@ -524,45 +515,4 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     // SAFETY: c is a valid NUL-terminated path; s is a valid out pointer.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
     (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
-}
-
-/// `*` matches any run of characters, `?` one; everything else itself.
-pub fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ni;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ni = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn globs() {
-        assert!(glob("*", "demo"));
-        assert!(glob("cam-*", "cam-1"));
-        assert!(!glob("cam-*", "demo"));
-        assert!(glob("a?c", "abc"));
-        assert!(glob("*-test", "x-test"));
-        assert!(!glob("", "x"));
-    }
 }

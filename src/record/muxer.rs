@@ -6,7 +6,7 @@
 //! * `reserve_index_space` keeps room before the first cluster, so at a clean
 //!   stop the Cues land at the front without rewriting the file;
 //! * frames are written with `av_write_frame` (no muxer-side interleaving):
-//!   [`super::timeline::Interleaver`] has already ordered them, so audio is
+//!   [`crate::media::timeline::Interleaver`] has already ordered them, so audio is
 //!   never held back waiting for video.
 
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::path::Path;
 use ffmpeg_next as ff;
 use ffmpeg_sys_next as sys;
 
-use crate::stream::{Codec, CodecParams};
+use crate::media::{Codec, CodecParams, extradata, opus};
 
 /// Why writing failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,43 +108,6 @@ fn codec_id(c: Codec) -> sys::AVCodecID {
     }
 }
 
-/// Copies `data` into FFmpeg-owned, padded extradata of `par`.
-///
-/// # Safety
-/// `par` must be a valid codec parameters pointer without extradata.
-unsafe fn set_extradata(par: *mut sys::AVCodecParameters, data: &[u8]) -> Result<(), MuxError> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let len = data.len();
-    let pad = sys::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-    // SAFETY: av_mallocz returns zeroed memory of the asked size or null.
-    let buf = unsafe { sys::av_mallocz(len + pad) } as *mut u8;
-    if buf.is_null() {
-        return Err(MuxError::Unsupported("out of memory for codec data".into()));
-    }
-    // SAFETY: buf has len + pad bytes; data has len bytes; they do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, len);
-        (*par).extradata = buf;
-        (*par).extradata_size = len as i32;
-    }
-    Ok(())
-}
-
-/// The 19-byte OpusHead (RFC 7845 §5.1) FFmpeg writes as CodecPrivate.
-fn opus_head(channels: u8) -> Vec<u8> {
-    let mut h = Vec::with_capacity(19);
-    h.extend_from_slice(b"OpusHead");
-    h.push(1);
-    h.push(channels);
-    h.extend_from_slice(&OPUS_PRE_SKIP.to_le_bytes());
-    h.extend_from_slice(&48_000u32.to_le_bytes());
-    h.extend_from_slice(&0i16.to_le_bytes());
-    h.push(0);
-    h
-}
-
 impl Muxer {
     /// Creates the file and writes its header.
     pub fn create(
@@ -170,7 +133,8 @@ impl Muxer {
                 (*par).codec_id = codec_id(v.params.codec);
                 (*par).width = v.width as i32;
                 (*par).height = v.height as i32;
-                set_extradata(par, &v.extradata)?;
+                extradata::set(par, &v.extradata)
+                    .map_err(|e| MuxError::Unsupported(e.to_string()))?;
                 (*st.as_mut_ptr()).time_base = sys::AVRational { num: 1, den: 1000 };
             }
         }
@@ -193,7 +157,8 @@ impl Muxer {
                 (*par).sample_rate = 48_000;
                 sys::av_channel_layout_default(&mut (*par).ch_layout, i32::from(a.channels));
                 (*par).initial_padding = i32::from(OPUS_PRE_SKIP);
-                set_extradata(par, &opus_head(a.channels))?;
+                extradata::set(par, &opus::head(a.channels, OPUS_PRE_SKIP))
+                    .map_err(|e| MuxError::Unsupported(e.to_string()))?;
                 (*st.as_mut_ptr()).time_base = sys::AVRational { num: 1, den: 1000 };
             }
         }

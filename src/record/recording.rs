@@ -8,15 +8,15 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::catalog::{self, AudioMeta, Meta, State, VideoMeta};
 use super::muxer::{AudioTrack, MuxOptions, Muxer, VideoTrack};
-use super::timeline::{Interleaver, Placed, Timeline};
 use crate::events::Event;
-use crate::stream::{Codec, Frame, LiveStream, MediaKind, SinkQueue, probe};
+use crate::media::timeline::{Interleaver, Placed, Timeline};
+use crate::media::{Codec, Frame, MediaKind, av1, h264, opus, probe};
+use crate::stream::{Doorbell, LiveStream, SinkQueue};
 
 /// Audio kept from before the first video keyframe, at most.
 const AUDIO_LEAD: Duration = Duration::from_secs(2);
@@ -48,7 +48,7 @@ pub struct RecordingJob {
     /// Its queue.
     pub queue: Arc<SinkQueue>,
     /// Wake-ups from the queue.
-    pub wakes: Receiver<()>,
+    pub wakes: Arc<Doorbell>,
     /// The stream's folder; the file name is chosen when the thread starts.
     pub dir: PathBuf,
     /// `webm` or `mkv`.
@@ -168,7 +168,7 @@ pub fn run(job: RecordingJob) {
     let mut last_sync = Instant::now();
     let mut failure: Option<String> = None;
     loop {
-        let woken = job.wakes.recv_timeout(Duration::from_millis(250));
+        job.wakes.wait(Duration::from_millis(250));
         let open = job.queue.drain(&mut frames);
         for f in frames.drain(..) {
             if failure.is_some() {
@@ -195,8 +195,7 @@ pub fn run(job: RecordingJob) {
             last_sync = Instant::now();
             update_progress(&job, &phase);
         }
-        if !open || job.stop.load(Ordering::Acquire) || woken == Err(RecvTimeoutError::Disconnected)
-        {
+        if !open || job.stop.load(Ordering::Acquire) {
             break;
         }
     }
@@ -412,7 +411,7 @@ fn handle(
             // an H.264 file's avcC cannot change, so new parameter sets get a new file.
             let new_parameters =
                 f.keyframe && f.params.codec == Codec::H264 && !w.parameter_sets.is_empty() && {
-                    let sets = h264_parameter_sets(&f.data);
+                    let sets = h264::parameter_sets(&f.data);
                     !sets.is_empty() && sets != w.parameter_sets
                 };
             if starts_file && (full || new_parameters) {
@@ -430,14 +429,9 @@ fn handle(
 /// Browsers start small and raise the resolution as bandwidth allows; the
 /// catalog shows the size of the latest keyframe, not of the first one.
 fn note_picture_size(job: &Job, f: &Frame) {
-    let size = match f.params.codec {
-        Codec::Vp8 => probe::vp8_size(&f.data),
-        Codec::Vp9 => probe::vp9_size(&f.data),
-        Codec::H264 => probe::h264_size(&f.data),
-        Codec::Av1 => probe::av1_size(&f.data),
-        Codec::Opus => None,
+    let Some((width, height)) = probe::picture_size(f.params.codec, &f.data) else {
+        return;
     };
-    let Some((width, height)) = size else { return };
     let mut m = lock(&job.meta);
     if let Some(v) = m.video.as_mut()
         && (v.width, v.height) != (width, height)
@@ -458,19 +452,14 @@ fn open(
     let stream = &job.stream;
     let video = match stream.track(MediaKind::Video) {
         Some(params) if first.kind() == MediaKind::Video => {
-            let size = match params.codec {
-                Codec::Vp8 => probe::vp8_size(&first.data),
-                Codec::Vp9 => probe::vp9_size(&first.data),
-                Codec::H264 => probe::h264_size(&first.data),
-                Codec::Av1 => probe::av1_size(&first.data),
-                Codec::Opus => None,
-            };
-            let Some((width, height)) = size else {
+            let Some((width, height)) = probe::picture_size(params.codec, &first.data) else {
                 return Ok(None);
             };
             let extradata = match params.codec {
-                Codec::H264 => h264_parameter_sets(&first.data),
-                Codec::Av1 => av1_sequence_header(&first.data),
+                Codec::H264 => h264::parameter_sets(&first.data),
+                Codec::Av1 => av1::sequence_header_obu(&first.data)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
                 _ => Vec::new(),
             };
             Some(VideoTrack {
@@ -489,7 +478,7 @@ fn open(
     };
     let audio_track = stream.track(MediaKind::Audio).map(|params| AudioTrack {
         params,
-        channels: first_audio.map_or(2, |a| opus_channels(&a.data)),
+        channels: first_audio.map_or(2, |a| opus::channels(&a.data)),
     });
     if let Some(dir) = part.parent() {
         std::fs::create_dir_all(dir)
@@ -604,115 +593,4 @@ fn finish(job: &Job, part: &std::path::Path, mut w: Writing) -> Result<f64, Stri
         let _ = d.sync_all();
     }
     Ok(duration)
-}
-
-/// Opus TOC byte: bit 2 says stereo.
-fn opus_channels(packet: &[u8]) -> u8 {
-    match packet.first() {
-        Some(toc) if toc & 0x04 != 0 => 2,
-        Some(_) => 1,
-        None => 2,
-    }
-}
-
-/// The SPS and PPS NAL units of an Annex-B access unit, with start codes.
-pub fn h264_parameter_sets(au: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for nal in annexb_nals(au) {
-        if let Some(h) = nal.first()
-            && matches!(h & 0x1f, 7 | 8)
-        {
-            out.extend_from_slice(&[0, 0, 0, 1]);
-            out.extend_from_slice(nal);
-        }
-    }
-    out
-}
-
-fn annexb_nals(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nals = Vec::new();
-    for (n, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(n + 1).map_or(data.len(), |next| next - 3);
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        if end > s {
-            nals.push(&data[s..end]);
-        }
-    }
-    nals
-}
-
-/// The sequence header OBU (with its header) of an AV1 temporal unit.
-pub fn av1_sequence_header(tu: &[u8]) -> Vec<u8> {
-    let mut i = 0;
-    while i < tu.len() {
-        let header = tu[i];
-        let obu_type = (header >> 3) & 0x0f;
-        let has_ext = header & 0x04 != 0;
-        let has_size = header & 0x02 != 0;
-        let mut p = i + 1 + usize::from(has_ext);
-        let size = if has_size {
-            let mut v: usize = 0;
-            let mut ok = false;
-            for k in 0..8 {
-                let Some(&b) = tu.get(p) else {
-                    return Vec::new();
-                };
-                p += 1;
-                v |= usize::from(b & 0x7f) << (7 * k);
-                if b & 0x80 == 0 {
-                    ok = true;
-                    break;
-                }
-            }
-            if !ok {
-                return Vec::new();
-            }
-            v
-        } else {
-            tu.len().saturating_sub(p)
-        };
-        let end = p.saturating_add(size);
-        if end > tu.len() {
-            return Vec::new();
-        }
-        if obu_type == 1 {
-            return tu[i..end].to_vec();
-        }
-        i = end;
-    }
-    Vec::new()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_parameter_sets_and_sequence_headers() {
-        let au = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9, 9,
-        ];
-        assert_eq!(
-            h264_parameter_sets(&au),
-            vec![0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3]
-        );
-        // temporal delimiter (type 2, size 0), then sequence header (type 1, size 2).
-        let tu = [0x12, 0x00, 0x0a, 0x02, 0xaa, 0xbb, 0x32, 0x01, 0xcc];
-        assert_eq!(av1_sequence_header(&tu), vec![0x0a, 0x02, 0xaa, 0xbb]);
-        assert!(av1_sequence_header(&[0x0a, 0x7f]).is_empty(), "truncated");
-        assert_eq!(opus_channels(&[0x7c]), 2);
-        assert_eq!(opus_channels(&[0x78]), 1);
-    }
 }

@@ -11,6 +11,7 @@
 use ffmpeg_sys_next as sys;
 
 use super::RestreamError;
+use crate::media::{extradata, opus};
 
 /// Sample rate in and out.
 pub const RATE: i64 = 48_000;
@@ -36,19 +37,6 @@ fn err(what: &'static str, code: i32) -> RestreamError {
         what,
         source: ffmpeg_next::Error::from(code),
     }
-}
-
-/// The 19-byte OpusHead the decoder reads its channel count from.
-fn opus_head() -> Vec<u8> {
-    let mut h = Vec::with_capacity(19);
-    h.extend_from_slice(b"OpusHead");
-    h.push(1);
-    h.push(2);
-    h.extend_from_slice(&0u16.to_le_bytes());
-    h.extend_from_slice(&48_000u32.to_le_bytes());
-    h.extend_from_slice(&0i16.to_le_bytes());
-    h.push(0);
-    h
 }
 
 /// Decoder + sample buffer + encoder. Lives on one thread (FFmpeg pointers).
@@ -117,15 +105,13 @@ impl Transcoder {
             }
             (*t.dec).sample_rate = RATE as i32;
             sys::av_channel_layout_default(&mut (*t.dec).ch_layout, 2);
-            let head = opus_head();
-            let pad = sys::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-            let buf = sys::av_mallocz(head.len() + pad) as *mut u8;
-            if buf.is_null() {
-                return Err(RestreamError::Codec("out of memory".into()));
+            // Stereo, no pre-skip: the decoder's output starts at the first sample.
+            if let Some((buf, len)) = extradata::copy(&opus::head(2, 0))
+                .map_err(|e| RestreamError::Codec(e.to_string()))?
+            {
+                (*t.dec).extradata = buf;
+                (*t.dec).extradata_size = len;
             }
-            std::ptr::copy_nonoverlapping(head.as_ptr(), buf, head.len());
-            (*t.dec).extradata = buf;
-            (*t.dec).extradata_size = head.len() as i32;
             let rc = sys::avcodec_open2(t.dec, dcodec, std::ptr::null_mut());
             if rc < 0 {
                 return Err(err("opening the Opus decoder", rc));

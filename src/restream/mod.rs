@@ -19,14 +19,15 @@ pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::RestreamConfig;
+use crate::media::MediaKind;
+use crate::names::any_matches;
 use crate::outbound::{OutboundError, OutboundPolicy};
-use crate::record::glob;
-use crate::stream::{LiveStream, MediaKind, SinkKind, SinkQueue, StreamObserver, Wake};
+use crate::stream::{Doorbell, LiveStream, SinkKind, SinkQueue, StreamObserver};
 use hls::{Hls, HlsSettings};
 pub use hls::{HlsInfo, HlsState};
 use pipeline::PipelineShared;
@@ -113,14 +114,6 @@ struct Inner {
     pipelines: HashMap<u64, Pipeline>,
     targets: Vec<Arc<Target>>,
     hls: Vec<Arc<Hls>>,
-}
-
-struct ThreadWake(mpsc::SyncSender<()>);
-
-impl Wake for ThreadWake {
-    fn wake(&self) {
-        let _ = self.0.try_send(());
-    }
 }
 
 /// Starts, tracks and stops restream targets.
@@ -297,8 +290,8 @@ impl Restreamer {
 
     fn start_pipeline(&self, stream: &Arc<LiveStream>) -> Result<Pipeline, RestreamError> {
         let config = self.config();
-        let (tx, rx) = mpsc::sync_channel(1);
-        let queue = Arc::new(SinkQueue::new(SUB_QUEUE_FRAMES, Box::new(ThreadWake(tx))));
+        let bell = Doorbell::new();
+        let queue = Arc::new(SinkQueue::new(SUB_QUEUE_FRAMES, Box::new(bell.clone())));
         let sub = stream
             .subscribe(SinkKind::Restream, queue.clone())
             .ok_or_else(|| RestreamError::NotLive(stream.name().to_string()))?;
@@ -322,7 +315,7 @@ impl Restreamer {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("rs-pipe-{}", stream.name()))
-            .spawn(move || pipeline::run(s, rx));
+            .spawn(move || pipeline::run(s, bell));
         match thread {
             Ok(h) => Ok(Pipeline {
                 shared,
@@ -652,7 +645,7 @@ impl StreamObserver for Restreamer {
         let name = stream.name().as_str();
         self.resume(stream);
         for st in &config.targets {
-            if !st.streams.iter().any(|p| glob(p, name)) {
+            if !any_matches(&st.streams, name) {
                 continue;
             }
             let req = AddTarget {
@@ -663,7 +656,7 @@ impl StreamObserver for Restreamer {
                 tracing::warn!(stream = %name, error = %e, "standing restream target not started");
             }
         }
-        if config.hls_streams.iter().any(|p| glob(p, name))
+        if any_matches(&config.hls_streams, name)
             && let Err(e) = self.start_hls(stream, Source::Config)
         {
             tracing::warn!(stream = %name, error = %e, "HLS not started");

@@ -21,6 +21,7 @@ use std::time::Instant;
 use ffmpeg_sys_next as sys;
 
 use super::RestreamError;
+use crate::media::extradata;
 
 /// Lets another thread (or a deadline) break FFmpeg out of any blocking call.
 #[derive(Debug)]
@@ -147,32 +148,6 @@ fn set(dict: &mut *mut sys::AVDictionary, k: &str, v: &str) {
     }
 }
 
-/// Copies `data` into FFmpeg-owned, padded extradata of `par`.
-///
-/// # Safety
-/// `par` must be valid codec parameters without extradata.
-unsafe fn set_extradata(
-    par: *mut sys::AVCodecParameters,
-    data: &[u8],
-) -> Result<(), RestreamError> {
-    if data.is_empty() {
-        return Ok(());
-    }
-    let pad = sys::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-    // SAFETY: zeroed allocation of the asked size, or null (checked).
-    let buf = unsafe { sys::av_mallocz(data.len() + pad) } as *mut u8;
-    if buf.is_null() {
-        return Err(RestreamError::Codec("out of memory".into()));
-    }
-    // SAFETY: buf has room for data; par is valid per the contract.
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
-        (*par).extradata = buf;
-        (*par).extradata_size = data.len() as i32;
-    }
-    Ok(())
-}
-
 impl Drop for FlvOutput {
     fn drop(&mut self) {
         // SAFETY: we own ctx and pkt; pb is closed once (avio_closep nulls it).
@@ -269,7 +244,8 @@ impl FlvOutput {
                 (*par).codec_id = sys::AVCodecID::AV_CODEC_ID_H264;
                 (*par).width = v.width as i32;
                 (*par).height = v.height as i32;
-                set_extradata(par, &v.extradata)?;
+                extradata::set(par, &v.extradata)
+                    .map_err(|e| RestreamError::Codec(e.to_string()))?;
                 (*st).time_base = sys::AVRational { num: 1, den: 1000 };
                 out.video = Some(((*st).index, (*st).time_base));
             }
@@ -285,7 +261,8 @@ impl FlvOutput {
                 (*par).bit_rate = i64::from(a.bitrate);
                 (*par).frame_size = 1024;
                 sys::av_channel_layout_default(&mut (*par).ch_layout, 2);
-                set_extradata(par, &a.extradata)?;
+                extradata::set(par, &a.extradata)
+                    .map_err(|e| RestreamError::Codec(e.to_string()))?;
                 (*st).time_base = sys::AVRational { num: 1, den: 1000 };
                 out.audio = Some(((*st).index, (*st).time_base));
             }

@@ -4,16 +4,16 @@
 //! to AAC once, and offers every packet to each target's own bounded queue.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::audio::{RATE, Transcoder};
 use super::output::{AudioSetup, VideoSetup};
 use super::target::{OutPacket, TargetQueue};
 use super::video::{H264Out, VideoSettings, VideoTranscoder};
-use crate::record::recording::h264_parameter_sets;
-use crate::record::timeline::{Interleaver, Placed, Timeline};
-use crate::stream::{Codec, Frame, LiveStream, MediaKind, SinkQueue, probe};
+use crate::media::timeline::{Interleaver, Placed, Timeline};
+use crate::media::{Codec, Frame, MediaKind, h264, probe};
+use crate::stream::{Doorbell, LiveStream, SinkQueue};
 
 /// IDR interval of transcoded video (µs).
 pub const KEYINT_US: i64 = 2_000_000;
@@ -86,7 +86,7 @@ impl PipelineShared {
 }
 
 /// The pipeline thread's body; ends when the stream ends or the subscription is dropped.
-pub fn run(shared: Arc<PipelineShared>, wakes: mpsc::Receiver<()>) {
+pub fn run(shared: Arc<PipelineShared>, wakes: Arc<Doorbell>) {
     let stream = shared.stream.clone();
     let video_codec = stream.track(MediaKind::Video).map(|t| t.codec);
     let mut transcoder = None;
@@ -133,10 +133,7 @@ pub fn run(shared: Arc<PipelineShared>, wakes: mpsc::Receiver<()>) {
         if !open {
             break;
         }
-        match wakes.recv_timeout(Duration::from_millis(500)) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
+        wakes.wait(Duration::from_millis(500));
     }
     state.interleaver.drain(&mut state.out);
     state.emit(&shared);
@@ -234,7 +231,7 @@ impl State {
         arrival: std::time::Instant,
     ) {
         if keyframe {
-            let sets = h264_parameter_sets(&data);
+            let sets = h264::parameter_sets(&data);
             if !sets.is_empty() && self.video.as_ref().is_none_or(|v| v.extradata != sets) {
                 let (width, height) = probe::h264_size(&data).unwrap_or((0, 0));
                 self.video = Some(Arc::new(VideoSetup {

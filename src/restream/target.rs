@@ -7,9 +7,7 @@
 //! when the stream ends; `failed` on an error retrying cannot fix. Every
 //! (re)connection starts at a video keyframe, with timestamps from zero.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,7 +18,7 @@ use super::output::{AudioSetup, FlvOutput, Interrupt, OutputOptions, VideoSetup}
 use super::url::TargetUrl;
 use crate::events::{Event, Events};
 use crate::outbound::OutboundPolicy;
-use crate::record::catalog::rfc3339;
+use crate::stream::{Doorbell, Keyed, KeyframeQueue, Popped};
 
 /// One packet ready for the FLV muxer, shared by every target of a stream.
 #[derive(Debug, Clone)]
@@ -64,33 +62,27 @@ impl OutPacket {
             OutPacket::Audio { .. } => None,
         }
     }
+}
+
+impl Keyed for OutPacket {
+    fn is_video(&self) -> bool {
+        matches!(self, OutPacket::Video { .. })
+    }
 
     fn is_keyframe(&self) -> bool {
         matches!(self, OutPacket::Video { keyframe: true, .. })
     }
-    fn is_video(&self) -> bool {
-        matches!(self, OutPacket::Video { .. })
-    }
 }
 
-struct QueueInner {
-    packets: VecDeque<Arc<OutPacket>>,
-    need_keyframe: bool,
-    accepting: bool,
-    closed: bool,
-    /// Why the stream's pipeline could not feed this queue (it is closed).
-    failure: Option<String>,
-}
-
-/// A target's bounded queue: the stream's pipeline never waits on it. On
-/// overflow everything queued is dropped (and counted) and the queue resumes
-/// at the next keyframe.
+/// An output's bounded queue (an RTMP target's, or HLS's): the stream's
+/// pipeline never waits on it. On overflow everything queued is dropped
+/// (and counted) and the queue resumes at the next keyframe; the output's
+/// thread waits on it with a [`Doorbell`].
 pub struct TargetQueue {
-    inner: Mutex<QueueInner>,
-    cv: Condvar,
-    capacity: usize,
-    has_video: bool,
-    dropped: AtomicU64,
+    queue: KeyframeQueue<OutPacket>,
+    bell: Arc<Doorbell>,
+    /// Why the stream's pipeline could not feed this queue (it is closed).
+    failure: Mutex<Option<String>>,
 }
 
 /// What [`TargetQueue::pop`] found.
@@ -105,74 +97,37 @@ pub enum Pop {
 }
 
 impl TargetQueue {
-    /// A queue of at most `capacity` packets; `has_video` makes it start at keyframes.
+    /// A queue of at most `capacity` packets; with `has_video` it starts at
+    /// a keyframe, audio included (an output begins with a picture).
     pub fn new(capacity: usize, has_video: bool) -> TargetQueue {
+        let bell = Doorbell::new();
         TargetQueue {
-            inner: Mutex::new(QueueInner {
-                packets: VecDeque::new(),
-                need_keyframe: true,
-                accepting: true,
-                closed: false,
-                failure: None,
-            }),
-            cv: Condvar::new(),
-            capacity: capacity.max(16),
-            has_video,
-            dropped: AtomicU64::new(0),
+            queue: KeyframeQueue::new(capacity.max(16), Box::new(bell.clone()))
+                .holding_audio(has_video),
+            bell,
+            failure: Mutex::new(None),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Offers a packet; never blocks beyond a short lock.
     pub fn push(&self, p: &Arc<OutPacket>) {
-        let mut q = self.lock();
-        if q.closed || !q.accepting {
-            return;
-        }
-        if self.has_video && q.need_keyframe {
-            if !p.is_keyframe() {
-                return;
-            }
-            q.need_keyframe = false;
-        }
-        if q.packets.len() >= self.capacity {
-            let n = q.packets.len() as u64;
-            q.packets.clear();
-            self.dropped.fetch_add(n, Ordering::Relaxed);
-            if self.has_video && !p.is_keyframe() {
-                q.need_keyframe = true;
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        q.packets.push_back(p.clone());
-        drop(q);
-        self.cv.notify_one();
+        let _ = self.queue.push(p);
     }
 
     /// Waits up to `wait` for a packet.
     pub fn pop(&self, wait: Duration) -> Pop {
-        let mut q = self.lock();
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(p) = q.packets.pop_front() {
-                return Pop::Packet(p);
-            }
-            if q.closed {
-                return Pop::Closed;
+            match self.queue.pop() {
+                Popped::Item(p) => return Pop::Packet(p),
+                Popped::Closed => return Pop::Closed,
+                Popped::Empty => {}
             }
             let now = Instant::now();
             if now >= deadline {
                 return Pop::Empty;
             }
-            q = self
-                .cv
-                .wait_timeout(q, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            self.bell.wait(deadline - now);
         }
     }
 
@@ -190,58 +145,51 @@ impl TargetQueue {
     /// Waits up to `wait` unless the queue is closed first; true if closed.
     pub fn wait_closed(&self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;
-        let mut q = self.lock();
-        while !q.closed {
+        while !self.queue.is_closed() {
             let now = Instant::now();
             if now >= deadline {
                 return false;
             }
-            q = self
-                .cv
-                .wait_timeout(q, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
+            self.bell.wait(deadline - now);
         }
         true
     }
 
     /// Stops or resumes taking packets; resuming starts at the next keyframe.
     pub fn set_accepting(&self, on: bool) {
-        let mut q = self.lock();
-        q.accepting = on;
-        q.packets.clear();
-        q.need_keyframe = true;
+        self.queue.set_accepting(on);
     }
 
     /// No more packets; wakes the target.
     pub fn close(&self) {
-        self.lock().closed = true;
-        self.cv.notify_all();
+        self.queue.close();
     }
 
     /// Closes the queue because its source failed (e.g. the stream's video
     /// cannot be transcoded): the output ends in state `failed` with `reason`.
     pub fn fail(&self, reason: &str) {
-        let mut q = self.lock();
-        q.failure.get_or_insert_with(|| reason.to_string());
-        q.closed = true;
-        drop(q);
-        self.cv.notify_all();
+        self.lock_failure()
+            .get_or_insert_with(|| reason.to_string());
+        self.queue.close();
+    }
+
+    fn lock_failure(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why the source failed, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.lock().failure.clone()
+        self.lock_failure().clone()
     }
 
     /// Whether closed.
     pub fn is_closed(&self) -> bool {
-        self.lock().closed
+        self.queue.is_closed()
     }
 
     /// Packets dropped because the target fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.queue.dropped()
     }
 }
 
@@ -259,6 +207,11 @@ pub fn new_parameter_sets<'a>(
         }
         _ => None,
     }
+}
+
+/// A time as the API shows it (RFC 3339, seconds).
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Where a target came from.

@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use crate::outbound;
-use crate::record::glob;
+use crate::address;
+use crate::names::Pattern;
 
 /// Why a target URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +64,7 @@ impl std::fmt::Display for TargetUrl {
 impl TargetUrl {
     /// Parses `url` and checks its host against `allowed_hosts` (patterns with
     /// `*` and `?`; empty allows any host).
-    pub fn parse(url: &str, allowed_hosts: &[String]) -> Result<TargetUrl, UrlError> {
+    pub fn parse(url: &str, allowed_hosts: &[Pattern]) -> Result<TargetUrl, UrlError> {
         let url = url.trim();
         if url.len() > 2048 {
             return Err(UrlError::Malformed("longer than 2048 characters"));
@@ -104,9 +104,9 @@ impl TargetUrl {
             return Err(UrlError::Malformed("invalid characters in the host"));
         }
         let host = host.to_ascii_lowercase();
-        let literal = outbound::parse_address(&host)
+        let literal = address::parse_address(&host)
             .map_err(|_| UrlError::Malformed("the host is numeric but not a valid IP address"))?
-            .map(outbound::canonical);
+            .map(address::canonical);
         let (app, key) = path.split_once('/').unwrap_or((path, ""));
         let app = app.split(['?', '#']).next().unwrap_or("");
         if app.is_empty() {
@@ -115,9 +115,7 @@ impl TargetUrl {
             ));
         }
         if !allowed_hosts.is_empty()
-            && !allowed_hosts
-                .iter()
-                .any(|p| glob(&p.to_ascii_lowercase(), &host))
+            && !allowed_hosts.iter().any(|p| p.matches_ignoring_case(&host))
         {
             return Err(UrlError::HostNotAllowed(host));
         }
@@ -335,7 +333,7 @@ mod tests {
         ] {
             assert!(TargetUrl::parse(bad, &[]).is_err(), "{bad}");
         }
-        let allow = vec!["*.youtube.com".to_string(), "127.0.0.1".to_string()];
+        let allow: Vec<Pattern> = vec!["*.youtube.com".into(), "127.0.0.1".into()];
         assert!(TargetUrl::parse("rtmp://a.rtmp.youtube.com/live2/k", &allow).is_ok());
         assert!(TargetUrl::parse("rtmp://127.0.0.1:1/live/k", &allow).is_ok());
         assert_eq!(

@@ -18,7 +18,7 @@ use std::ffi::CString;
 use ffmpeg_sys_next as sys;
 
 use super::RestreamError;
-use crate::stream::Codec;
+use crate::media::Codec;
 
 /// One encoded H.264 access unit.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use str0m::format::{Codec as S0Codec, CodecConfig, FormatParams, PayloadParams};
 use str0m::media::{Frequency, MediaKind as S0Kind, Pt};
 
 use super::sdp::{MediaSection, OfferedCodec};
-use crate::stream::{Codec, CodecParams, MediaKind};
+use crate::media::{Codec, CodecParams, MediaKind};
 
 /// H.264 profiles castgate forwards: Constrained Baseline, Baseline, Main,
 /// High and Constrained High (all share these `profile_idc` values).

@@ -15,7 +15,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::{RtpWrite, SeqNo};
 
 use super::codecs;
-use crate::stream::{Frame, MediaKind};
+use crate::media::{Frame, MediaKind};
 
 /// Per-track sending state of one viewer in RTP mode.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //!
 //! Data flow: [`router`] reads the socket and hands each datagram to the
 //! [`shard`] owning its session; a publisher [`session`] turns str0m frames into
-//! hub [`Frame`](crate::stream::Frame)s, and a viewer session writes the frames
+//! hub [`Frame`](crate::media::Frame)s, and a viewer session writes the frames
 //! its sink queue receives. Nothing above this folder sees str0m.
 
 pub mod codecs;
@@ -35,9 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, OnConflict};
-use crate::stream::{
-    Codec, CodecParams, Hub, LiveStream, MediaKind, PublishError, SinkQueue, StreamName,
-};
+use crate::media::{Codec, CodecParams, MediaKind};
+use crate::names::StreamName;
+use crate::stream::{Hub, LiveStream, PublishError, SinkQueue};
 use limits::{ClientLimits, Lease, PublisherLimits, ViewerLimits};
 use net::MediaSocket;
 use router::{Destinations, Routes};

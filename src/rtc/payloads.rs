@@ -5,7 +5,7 @@
 //! viewers that is 300 copies of the same bytes. The publisher's session
 //! instead cuts each VP8, H.264 and Opus frame here, once, with str0m's own
 //! packetizers (so the payloads are exactly what str0m would have sent), and
-//! the [`Frame`](crate::stream::Frame) carries the pieces as shared bytes.
+//! the [`Frame`](crate::media::Frame) carries the pieces as shared bytes.
 //! Viewers then forward them ([`super::forward`]).
 //!
 //! VP9 and AV1 are not cut here (str0m 0.25 has no public packetizer for
@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use str0m::unversioned::{H264Packetizer, OpusPacketizer, Packetizer, Vp8Packetizer};
 
-use crate::stream::Codec;
+use crate::media::Codec;
 
 /// Largest RTP payload, in bytes: what str0m cuts to by default (its 1150-byte
 /// datagram target, less the 16-byte SRTP tag, rounded down to the 16-byte

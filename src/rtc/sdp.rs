@@ -6,7 +6,7 @@
 //! str0m does the real parsing and negotiation; this scan never decides
 //! anything str0m would decide differently, it only adds policy.
 
-use crate::stream::{Codec, CodecParams};
+use crate::media::{Codec, CodecParams};
 
 /// One `m=` section of an offer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,9 +20,8 @@ use super::Counters;
 use super::codecs;
 use super::forward::RtpForwarder;
 use super::payloads::PayloadCutter;
-use crate::stream::{
-    Frame, KeyframePacer, LiveStream, MediaKind, SenderClock, SinkKind, SinkQueue, Subscription,
-};
+use crate::media::{Frame, MediaKind, SenderClock};
+use crate::stream::{KeyframePacer, LiveStream, SinkKind, SinkQueue, Subscription};
 
 /// What a session does.
 pub enum Role {

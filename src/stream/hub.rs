@@ -9,10 +9,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::frame::CodecParams;
 use super::live::{LiveStream, PublisherControl, StreamCounters, StreamInfo, StreamPolicy};
-use super::name::StreamName;
 use crate::events::{Event, Events};
+use crate::media::frame::CodecParams;
+use crate::names::StreamName;
 
 /// Why a publisher could not claim a name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,10 +125,10 @@ impl Hub {
             stream: stream.name().to_string(),
             stream_id: stream.id(),
             video: stream
-                .track(super::MediaKind::Video)
+                .track(crate::media::MediaKind::Video)
                 .map(|t| t.codec.name().to_string()),
             audio: stream
-                .track(super::MediaKind::Audio)
+                .track(crate::media::MediaKind::Audio)
                 .map(|t| t.codec.name().to_string()),
         });
         for o in self.observers.read().iter() {
@@ -244,7 +244,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::config::ViewerStart;
-    use crate::stream::frame::{Codec, Frame};
+    use crate::media::frame::{Codec, Frame};
     use crate::stream::live::SinkKind;
     use crate::stream::sink::{SinkQueue, Wake};
     use std::sync::atomic::AtomicUsize;

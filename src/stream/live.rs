@@ -11,12 +11,12 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use super::frame::{Codec, CodecParams, Frame, MediaKind};
-use super::name::StreamName;
-use super::probe;
 use super::sink::{Pushed, SinkQueue};
 use crate::config::ViewerStart;
 use crate::events::{Event, Events};
+use crate::media::frame::{Codec, CodecParams, Frame, MediaKind};
+use crate::media::probe;
+use crate::names::StreamName;
 
 /// What the hub may ask of a publisher's session, whatever engine runs it.
 pub trait PublisherControl: Send + Sync {
@@ -342,13 +342,7 @@ impl LiveStream {
                 }
             }
         }
-        let size = match frame.params.codec {
-            Codec::Vp8 => probe::vp8_size(&frame.data),
-            Codec::Vp9 => probe::vp9_size(&frame.data),
-            Codec::H264 => probe::h264_size(&frame.data),
-            Codec::Av1 => probe::av1_size(&frame.data),
-            Codec::Opus => None,
-        };
+        let size = probe::picture_size(frame.params.codec, &frame.data);
         if size.is_some() {
             *self.video_size.lock() = size;
         }

@@ -1,22 +1,17 @@
 //! The stream hub: live streams by name, each with one publisher and any
-//! number of sinks, exchanging castgate's own [`Frame`]s.
+//! number of sinks, exchanging castgate's own [`Frame`](crate::media::Frame)s.
 //!
 //! Nothing here knows about WebRTC or HTTP; `rtc/` feeds frames in and
 //! consumes them, and later `record/` and `restream/` consume them too.
 
-pub mod frame;
 pub mod hub;
 pub mod keyframe;
 pub mod live;
-pub mod name;
-pub mod probe;
 pub mod sink;
 
-pub use frame::{Codec, CodecParams, Frame, MediaKind, SenderClock};
 pub use hub::{Hub, PublishError, StreamObserver};
 pub use keyframe::KeyframePacer;
 pub use live::{
     LiveStream, PublisherControl, SinkKind, StreamCounters, StreamInfo, StreamPolicy, Subscription,
 };
-pub use name::{NameError, StreamName};
-pub use sink::{Pushed, SinkQueue, Wake};
+pub use sink::{Doorbell, Keyed, KeyframeQueue, Popped, Pushed, SinkQueue, Wake};

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use castgate::config::Config;
+use castgate::names::StreamName;
 use castgate::server::Server;
-use castgate::stream::{SinkKind, StreamName};
+use castgate::stream::SinkKind;
 
 use super::peer::{PeerOptions, Publisher, VideoCodec};
 

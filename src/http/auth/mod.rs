@@ -24,9 +24,9 @@ use super::client::Client;
 use super::error::ApiError;
 use super::ratelimit::RateLimiter;
 use crate::config::{AuthConfig, Role};
+use crate::names::StreamName;
 use crate::outbound::OutboundPolicy;
 use crate::record::catalog;
-use crate::stream::StreamName;
 use callback::{Callback, Question, Verdict};
 use policy::{Denial, Grant, Policy};
 
@@ -173,9 +173,14 @@ fn verb(role: Role) -> &'static str {
 impl Gate {
     /// The gate of `[auth]` (its callback asked only where `outbound` allows).
     pub fn new(auth: &AuthConfig, outbound: &Arc<OutboundPolicy>) -> Result<Gate, GateError> {
-        Ok(Gate {
-            current: parking_lot::RwLock::new(Arc::new(GateRules::new(auth, outbound)?)),
-        })
+        Ok(Gate::from_rules(GateRules::new(auth, outbound)?))
+    }
+
+    /// The gate of rules made ready beforehand.
+    pub fn from_rules(rules: GateRules) -> Gate {
+        Gate {
+            current: parking_lot::RwLock::new(Arc::new(rules)),
+        }
     }
 
     /// The rules in force now (a snapshot: a reload does not change it).
@@ -401,7 +406,7 @@ pub struct MetricsAccess {
     /// `metrics.token` (a secret).
     pub token: Option<Arc<str>>,
     /// `metrics.allow_networks`.
-    pub networks: Arc<[crate::config::Network]>,
+    pub networks: Arc<[crate::address::Network]>,
 }
 
 impl std::fmt::Debug for MetricsAccess {
@@ -449,7 +454,7 @@ fn metrics_entry(State(g): State<MetricsGuard>, req: Request, next: Next) -> Gua
             (Some(want), Some(got)) => policy::constant_time_eq(want.as_bytes(), got.as_bytes()),
             _ => false,
         };
-        if by_token || crate::config::in_networks(&g.access.networks, client.ip) {
+        if by_token || crate::address::in_networks(&g.access.networks, client.ip) {
             return next.run(req).await;
         }
         match rules

@@ -8,7 +8,7 @@
 //! also lets clients on this machine in without a token.
 
 use crate::config::{Access, AccessRule, AuthConfig, Role};
-use crate::record::glob;
+use crate::names;
 
 use super::jwt::{self, KeyError, Verifier};
 
@@ -81,7 +81,7 @@ impl Policy {
     fn rule(&self, role: Role, stream: &str) -> Option<&AccessRule> {
         self.rules
             .iter()
-            .find(|r| r.role == role && r.streams.iter().any(|p| glob(p, stream)))
+            .find(|r| r.role == role && names::any_matches(&r.streams, stream))
     }
 
     fn access(&self, role: Role, stream: &str) -> Access {
@@ -148,7 +148,7 @@ impl Policy {
                         "the token names no stream (claim \"stream\")".into(),
                     ));
                 }
-                if !patterns.iter().any(|p| glob(p, stream)) {
+                if !patterns.iter().any(|p| names::matches(p, stream)) {
                     return Err(Denial::Forbidden(format!(
                         "the token is for other streams; it does not allow to {what}"
                     )));

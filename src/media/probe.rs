@@ -17,6 +17,21 @@
 //! hands over, i.e. untrusted network data: every function here returns
 //! `None` for non-keyframes, truncated or malformed input and never panics.
 
+use super::frame::Codec;
+use super::{av1, h264};
+
+/// The picture size of a video keyframe of `codec` (see the per-codec
+/// functions); `None` for audio, inter frames and malformed input.
+pub fn picture_size(codec: Codec, frame: &[u8]) -> Option<(u32, u32)> {
+    match codec {
+        Codec::Vp8 => vp8_size(frame),
+        Codec::Vp9 => vp9_size(frame),
+        Codec::H264 => h264_size(frame),
+        Codec::Av1 => av1_size(frame),
+        Codec::Opus => None,
+    }
+}
+
 /// Reads a VP8 key frame's picture size.
 ///
 /// `frame` is one complete VP8 frame as reassembled from RTP (RFC 7741), i.e.
@@ -106,14 +121,14 @@ pub fn vp9_size(frame: &[u8]) -> Option<(u32, u32)> {
 /// `None` when there is no SPS (the usual case for non-IDR access units) or it
 /// is malformed.
 pub fn h264_size(access_unit: &[u8]) -> Option<(u32, u32)> {
-    AnnexB::new(access_unit)
-        .filter(|nal| nal.first().is_some_and(|header| header & 0x1f == 7))
+    h264::nal_units(access_unit)
+        .filter(|nal| h264::nal_type(nal) == Some(7))
         .find_map(|nal| {
             // Enough for any SPS up to the cropping fields, even with
             // maximal scaling lists; bounds the work on garbage input.
             const MAX_SPS_BYTES: usize = 4096;
             let body = nal.get(1..)?;
-            let rbsp = unescape_rbsp(body.get(..MAX_SPS_BYTES).unwrap_or(body));
+            let rbsp = h264::unescape_rbsp(body.get(..MAX_SPS_BYTES).unwrap_or(body));
             h264_sps_size(&rbsp)
         })
 }
@@ -128,19 +143,15 @@ pub fn h264_size(access_unit: &[u8]) -> Option<(u32, u32)> {
 /// overrides or superres. Returns `None` when there is no sequence header,
 /// when the first frame in the unit is not a key frame, or on malformed input.
 pub fn av1_size(temporal_unit: &[u8]) -> Option<(u32, u32)> {
-    const OBU_SEQUENCE_HEADER: u8 = 1;
-    const OBU_FRAME_HEADER: u8 = 3;
-    const OBU_FRAME: u8 = 6;
-
     let mut sequence: Option<Av1Sequence> = None;
     let mut rest = temporal_unit;
     while !rest.is_empty() {
-        let (obu_type, payload, next) = split_obu(rest)?;
+        let (obu_type, payload, next) = av1::split_obu(rest)?;
         match obu_type {
-            OBU_SEQUENCE_HEADER if sequence.is_none() => {
-                sequence = Some(av1_sequence_header(payload)?);
+            av1::OBU_SEQUENCE_HEADER if sequence.is_none() => {
+                sequence = Some(parse_sequence_header(payload)?);
             }
-            OBU_FRAME_HEADER | OBU_FRAME => {
+            av1::OBU_FRAME_HEADER | av1::OBU_FRAME => {
                 // The first frame decides: only a key frame makes this a
                 // keyframe temporal unit. A frame before any sequence header
                 // cannot start a coded video sequence.
@@ -270,63 +281,6 @@ fn vp9_first_frame(data: &[u8]) -> Option<&[u8]> {
         return None;
     }
     data.get(..size)
-}
-
-/// Iterator over the NAL units of an Annex B byte stream, without their start
-/// codes; bytes before the first start code are ignored.
-struct AnnexB<'a> {
-    data: &'a [u8],
-    /// Start of the next NAL unit, `None` when exhausted.
-    next: Option<usize>,
-}
-
-impl<'a> AnnexB<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Self {
-            data,
-            next: find_after_start_code(data, 0),
-        }
-    }
-}
-
-impl<'a> Iterator for AnnexB<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let start = self.next?;
-        let following = find_after_start_code(self.data, start);
-        self.next = following;
-        // The next NAL's start code is 3 bytes before its payload.
-        let end = following.map_or(self.data.len(), |f| f.saturating_sub(3));
-        let nal = self.data.get(start..end.max(start))?;
-        // Drop trailing zero bytes (the leading zero of a 4-byte start code,
-        // or trailing_zero_8bits).
-        let trimmed = nal.len() - nal.iter().rev().take_while(|&&b| b == 0).count();
-        nal.get(..trimmed)
-    }
-}
-
-/// Index of the first byte after the next `00 00 01` at or after `from`.
-fn find_after_start_code(data: &[u8], from: usize) -> Option<usize> {
-    data.get(from..)?
-        .windows(3)
-        .position(|w| w == [0, 0, 1])
-        .map(|p| from + p + 3)
-}
-
-/// Removes H.264 emulation prevention bytes (`00 00 03` becomes `00 00`).
-fn unescape_rbsp(nal: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nal.len());
-    let mut zeros = 0;
-    for &byte in nal {
-        if zeros >= 2 && byte == 3 {
-            zeros = 0;
-            continue;
-        }
-        zeros = if byte == 0 { zeros + 1 } else { 0 };
-        out.push(byte);
-    }
-    out
 }
 
 /// Parses an H.264 `seq_parameter_set_rbsp()` (after the NAL header byte, with
@@ -460,41 +414,8 @@ struct Av1Sequence {
     reduced_still_picture_header: bool,
 }
 
-/// Splits the first OBU off `data`: returns its type, its payload and the
-/// remaining bytes.
-fn split_obu(data: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let &header = data.first()?;
-    if header & 0x80 != 0 {
-        return None; // obu_forbidden_bit
-    }
-    let obu_type = (header >> 3) & 0x0f;
-    let has_extension = header & 0x04 != 0;
-    let has_size = header & 0x02 != 0;
-    let body = data.get(1 + usize::from(has_extension)..)?;
-    if !has_size {
-        return Some((obu_type, body, &[]));
-    }
-    let (size, size_len) = read_leb128(body)?;
-    let body = body.get(size_len..)?;
-    let payload = body.get(..size)?;
-    let rest = body.get(size..)?;
-    Some((obu_type, payload, rest))
-}
-
-/// Reads an AV1 `leb128()` value (at most 8 bytes); returns it and its length.
-fn read_leb128(data: &[u8]) -> Option<(usize, usize)> {
-    let mut value: u64 = 0;
-    for (i, &byte) in data.iter().take(8).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((usize::try_from(value).ok()?, i + 1));
-        }
-    }
-    None
-}
-
 /// Parses `sequence_header_obu()` up to `max_frame_height_minus_1`.
-fn av1_sequence_header(payload: &[u8]) -> Option<Av1Sequence> {
+fn parse_sequence_header(payload: &[u8]) -> Option<Av1Sequence> {
     let mut r = BitReader::new(payload);
     if r.bits(3)? > 2 {
         return None; // seq_profile: 3..7 are reserved

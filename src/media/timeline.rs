@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
-use crate::stream::{Frame, MediaKind, SenderClock};
+use crate::media::{Frame, MediaKind, SenderClock};
 
 /// A sender-report correction larger than this is treated as a jump in the
 /// sender's wall clock, not as drift, and ignored.
@@ -264,7 +264,7 @@ impl Interleaver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Codec, CodecParams};
+    use crate::media::{Codec, CodecParams};
     use std::sync::Arc;
     use std::time::Duration;
 
