@@ -140,7 +140,7 @@ impl Server {
         let listener = http::serve::listen(config.http.listen)
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
-        let http_stats = Arc::new(http::serve::HttpStats::default());
+        let http_stats = Arc::new(crate::metrics::HttpStats::default());
         let metrics = config.metrics.enabled.then(|| {
             Arc::new(Metrics::new(GatewayCollector {
                 hub: hub.clone(),

@@ -32,6 +32,9 @@
  */
 
 // ---- shared session core: kept identical in whip.js and whep.js ----
+// Duplicated on purpose: each file is copied alone next to someone's page, with
+// no import and no build step, so neither may depend on the other.
+// tests/browser/modules.test.mjs fails when the two copies differ.
 
 /** A refusal from the server (or the network): `status` is the HTTP status (0 for network
  *  errors), `message` the server's reason in words, `retryAfter` its Retry-After in seconds. */

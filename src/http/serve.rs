@@ -49,6 +49,7 @@ use tower::ServiceExt;
 use crate::address::canonical;
 use crate::address::{Network, in_networks};
 use crate::config::HttpConfig;
+use crate::metrics::HttpStats;
 
 /// How long connections get to finish when the server stops.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -100,23 +101,6 @@ impl Limits {
             exempt: http.trusted_proxies.clone().into(),
         }
     }
-}
-
-/// What the server loop counts, for metrics.
-#[derive(Debug, Default)]
-pub struct HttpStats {
-    /// Connections open now.
-    pub open: AtomicUsize,
-    /// Connections refused because `max_connections` were open.
-    pub refused_total: AtomicU64,
-    /// Connections refused because their address had `max_connections_per_client` open.
-    pub refused_per_client: AtomicU64,
-    /// Connections closed because a request head did not arrive in time.
-    pub header_timeouts: AtomicU64,
-    /// Idle keep-alive connections closed.
-    pub idle_closed: AtomicU64,
-    /// Requests whose body did not arrive in time (answered 408).
-    pub body_timeouts: AtomicU64,
 }
 
 /// Serves `app` on `listener` (plain HTTP, or HTTPS with `tls`) within

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -50,6 +50,24 @@ fn latency_histogram() -> Histogram {
     Histogram::new([
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ])
+}
+
+/// What the HTTP server loop (`http::serve`) counts: connections open,
+/// refused over a cap, and closed for time.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// Connections open now.
+    pub open: AtomicUsize,
+    /// Connections refused because `max_connections` were open.
+    pub refused_total: AtomicU64,
+    /// Connections refused because their address had `max_connections_per_client` open.
+    pub refused_per_client: AtomicU64,
+    /// Connections closed because a request head did not arrive in time.
+    pub header_timeouts: AtomicU64,
+    /// Idle keep-alive connections closed.
+    pub idle_closed: AtomicU64,
+    /// Requests whose body did not arrive in time (answered 408).
+    pub body_timeouts: AtomicU64,
 }
 
 /// The registry of one gateway and the metrics updated as requests happen.
@@ -154,7 +172,7 @@ pub struct GatewayCollector {
     /// by a reload).
     pub webhooks: Arc<WebhookStats>,
     /// HTTP connections: open, refused, closed for time limits.
-    pub http: Arc<crate::http::serve::HttpStats>,
+    pub http: Arc<HttpStats>,
     /// Export per-stream series (labelled with the stream name).
     pub per_stream: bool,
 }

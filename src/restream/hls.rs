@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::RestreamError;
-use super::output::{AudioSetup, FlvOutput, Interrupt};
+use super::output::{AudioSetup, Interrupt, MuxOutput};
 use super::target::{OutPacket, Source, TargetQueue, new_parameter_sets};
 
 /// The playlist's file name.
@@ -243,7 +243,7 @@ fn session(
         ("hls_segment_type", "mpegts".to_string()),
         ("hls_segment_filename", segments.to_string()),
     ];
-    let mut out = FlvOutput::open_hls(
+    let mut out = MuxOutput::hls(
         playlist,
         video.as_deref(),
         audio_setup.as_deref(),

@@ -1,4 +1,6 @@
-//! One FLV push over RTMP/RTMPS through FFmpeg, set up for the network:
+//! One FFmpeg output of a stream's H.264 + AAC packets: an FLV push over
+//! RTMP/RTMPS ([`MuxOutput::rtmp`]) or an HLS playlist with its segments
+//! ([`MuxOutput::hls`]). The RTMP push is set up for the network:
 //!
 //! * an interrupt callback on the output's `AVFormatContext` (set before the
 //!   connection is opened), so a target can be stopped at any moment, even in
@@ -116,8 +118,8 @@ pub struct OutputOptions {
     pub tcurl: Option<String>,
 }
 
-/// An open RTMP/FLV output.
-pub struct FlvOutput {
+/// An open output: an FLV push (RTMP/RTMPS) or HLS.
+pub struct MuxOutput {
     ctx: *mut sys::AVFormatContext,
     interrupt: Arc<Interrupt>,
     video: Option<(i32, sys::AVRational)>,
@@ -126,9 +128,9 @@ pub struct FlvOutput {
     io_open: bool,
 }
 
-impl std::fmt::Debug for FlvOutput {
+impl std::fmt::Debug for MuxOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlvOutput").finish_non_exhaustive()
+        f.debug_struct("MuxOutput").finish_non_exhaustive()
     }
 }
 
@@ -148,7 +150,7 @@ fn set(dict: &mut *mut sys::AVDictionary, k: &str, v: &str) {
     }
 }
 
-impl Drop for FlvOutput {
+impl Drop for MuxOutput {
     fn drop(&mut self) {
         // SAFETY: we own ctx and pkt; pb is closed once (avio_closep nulls it).
         unsafe {
@@ -164,16 +166,16 @@ impl Drop for FlvOutput {
     }
 }
 
-impl FlvOutput {
-    /// Connects to `url` and writes the FLV header and sequence headers.
-    /// Blocks (bounded by `rw_timeout` and `interrupt`).
-    pub fn open(
+impl MuxOutput {
+    /// Connects to `url` (RTMP/RTMPS) and writes the FLV header and
+    /// sequence headers. Blocks (bounded by `rw_timeout` and `interrupt`).
+    pub fn rtmp(
         url: &str,
         video: Option<&VideoSetup>,
         audio: Option<&AudioSetup>,
         opts: &OutputOptions,
         interrupt: Arc<Interrupt>,
-    ) -> Result<FlvOutput, RestreamError> {
+    ) -> Result<MuxOutput, RestreamError> {
         Self::open_format(
             c"flv",
             url,
@@ -188,13 +190,13 @@ impl FlvOutput {
     /// Starts FFmpeg's `hls` muxer writing `playlist` (its segments next to
     /// it) with the muxer options `mux` (`hls_time`, `hls_flags`, …). The
     /// muxer opens its files itself; I/O is local, so no network options.
-    pub fn open_hls(
+    pub fn hls(
         playlist: &str,
         video: Option<&VideoSetup>,
         audio: Option<&AudioSetup>,
         mux: &[(&str, String)],
         interrupt: Arc<Interrupt>,
-    ) -> Result<FlvOutput, RestreamError> {
+    ) -> Result<MuxOutput, RestreamError> {
         Self::open_format(c"hls", playlist, video, audio, None, mux, interrupt)
     }
 
@@ -206,10 +208,10 @@ impl FlvOutput {
         io: Option<&OutputOptions>,
         mux: &[(&str, String)],
         interrupt: Arc<Interrupt>,
-    ) -> Result<FlvOutput, RestreamError> {
+    ) -> Result<MuxOutput, RestreamError> {
         let _ = ffmpeg_next::init();
         let c_url = CString::new(url).map_err(|_| RestreamError::Codec("bad URL".into()))?;
-        let mut out = FlvOutput {
+        let mut out = MuxOutput {
             ctx: std::ptr::null_mut(),
             interrupt,
             video: None,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::RestreamError;
-use super::output::{AudioSetup, FlvOutput, Interrupt, OutputOptions, VideoSetup};
+use super::output::{AudioSetup, Interrupt, MuxOutput, OutputOptions, VideoSetup};
 use super::url::TargetUrl;
 use crate::events::{Event, Events};
 use crate::outbound::OutboundPolicy;
@@ -650,7 +650,7 @@ fn session(
             .then(|| settings.ca_file.clone()),
         tcurl,
     };
-    let mut out = FlvOutput::open(
+    let mut out = MuxOutput::rtmp(
         &url,
         video.as_deref(),
         audio_setup.as_deref(),

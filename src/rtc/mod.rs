@@ -11,6 +11,7 @@ mod forward;
 pub mod limits;
 mod memory;
 pub mod net;
+mod offer;
 mod outbox;
 mod payloads;
 pub mod router;
@@ -28,20 +29,16 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::Serialize;
-use str0m::change::SdpOffer;
-use str0m::media::Mid;
 use str0m::{Candidate, Rtc};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, OnConflict};
-use crate::media::{Codec, CodecParams, MediaKind};
 use crate::names::StreamName;
 use crate::stream::{Hub, LiveStream, PublishError, SinkQueue};
 use limits::{ClientLimits, Lease, PublisherLimits, ViewerLimits};
 use net::MediaSocket;
 use router::{Destinations, Routes};
-use sdp::{MediaSection, OfferSummary};
 pub use session::EndReason;
 use session::{PublisherState, Role, Session, ViewerState};
 use shard::{Command, Shard, ShardPublisher, ShardWaker};
@@ -378,66 +375,16 @@ impl Engine {
             .client_limits
             .acquire(client)
             .map_err(NegotiateError::TooManySessions)?;
-        let summary =
-            OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
-        let audio = one_section(&summary, "audio")?;
-        let video = one_section(&summary, "video")?;
-        if audio.is_none() && video.is_none() {
-            return Err(NegotiateError::Unsupported(
-                "the offer has no audio or video track to publish".into(),
-            ));
-        }
-        for s in audio.iter().chain(video.iter()) {
-            if !s.direction.sends() {
-                return Err(NegotiateError::Unsupported(format!(
-                    "the {} track does not send (direction {:?}); a WHIP offer must be sendonly",
-                    s.kind, s.direction
-                )));
-            }
-            if s.simulcast {
-                return Err(NegotiateError::Unsupported(
-                    "simulcast publishing is not supported; send a single layer".into(),
-                ));
-            }
-        }
-        let preference: Vec<Codec> = self
-            .config
-            .codecs
-            .video
-            .iter()
-            .filter_map(|c| Codec::from_name(c))
-            .collect();
-        let mut builder = self.rtc_builder();
-        let mut tracks: Vec<CodecParams> = Vec::new();
-        if let Some(v) = video {
-            let picked = codecs::pick_video(v, &preference).map_err(NegotiateError::Unsupported)?;
-            codecs::add(
-                builder.codec_config(),
-                &picked.params,
-                picked.pt,
-                picked.rtx,
-            );
-            tracks.push(picked.params);
-        }
-        if let Some(a) = audio {
-            let picked = codecs::pick_audio(a).map_err(NegotiateError::Unsupported)?;
-            codecs::add(builder.codec_config(), &picked.params, picked.pt, None);
-            tracks.push(picked.params);
-        }
-        let mut rtc = builder.build(Instant::now());
-        let mut answer = negotiate(&mut rtc, offer, &self.shared.ice_candidates)?;
-        for s in audio.iter().chain(video.iter()) {
-            require_negotiated(&rtc, s)?;
-        }
-        if self.config.limits.max_publish_kbps > 0 {
-            answer = sdp::limit_video_bitrate(&answer, self.config.limits.max_publish_kbps);
-        }
-        // Record what str0m actually agreed (level may differ from the offer).
-        let tracks = tracks
-            .into_iter()
-            .map(|t| negotiated_params(&rtc, t))
-            .collect::<Vec<_>>();
-
+        let offer::Negotiated {
+            rtc,
+            answer,
+            tracks,
+        } = offer::publisher(
+            self.rtc_builder(),
+            offer,
+            &self.shared.ice_candidates,
+            &self.config,
+        )?;
         let shard = self.pick_shard();
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let control = Arc::new(ShardPublisher {
@@ -503,71 +450,16 @@ impl Engine {
             .acquire(client)
             .map_err(NegotiateError::TooManySessions)?
             .with_viewer_slot(slot);
-        let summary =
-            OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
-        let audio = one_section(&summary, "audio")?;
-        let video = one_section(&summary, "video")?;
-        for s in audio.iter().chain(video.iter()) {
-            if !s.direction.receives() {
-                return Err(NegotiateError::Unsupported(format!(
-                    "the {} track does not receive (direction {:?}); a WHEP offer must be recvonly",
-                    s.kind, s.direction
-                )));
-            }
-        }
-        // Streams whose every track is cut once are forwarded as shared RTP
-        // payloads (str0m's RTP mode); others are packetized per viewer.
-        let forward = stream
-            .tracks()
-            .iter()
-            .all(|t| payloads::is_cut_once(t.codec));
-        let mut builder = self
-            .rtc_builder()
-            .set_extension_map(viewer_extensions())
-            .set_rtp_mode(forward);
-        for t in stream.tracks() {
-            let (pt, rtx) = match t.codec.kind() {
-                MediaKind::Video => (96, Some(97)),
-                MediaKind::Audio => (111, None),
-            };
-            codecs::add(builder.codec_config(), t, pt, rtx);
-        }
-        let mut rtc = builder.build(Instant::now());
-        let answer = negotiate(&mut rtc, offer, &self.shared.ice_candidates)?;
-        let mut receivable = 0;
-        for t in stream.tracks() {
-            let section = match t.codec.kind() {
-                MediaKind::Video => video,
-                MediaKind::Audio => audio,
-            };
-            let Some(section) = section else { continue };
-            if require_negotiated(&rtc, section).is_err() {
-                return Err(NegotiateError::Unsupported(format!(
-                    "the stream's {} is {} but the offer cannot receive it (offered: {})",
-                    section.kind,
-                    describe(t),
-                    section
-                        .codecs
-                        .iter()
-                        .filter(|c| c.params().is_some())
-                        .map(|c| c.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            receivable += 1;
-        }
-        if receivable == 0 {
-            return Err(NegotiateError::Unsupported(format!(
-                "the offer receives none of the stream's tracks ({})",
-                stream
-                    .tracks()
-                    .iter()
-                    .map(describe)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        let offer::Viewing {
+            rtc,
+            answer,
+            forward,
+        } = offer::viewer(
+            self.rtc_builder(),
+            offer,
+            &self.shared.ice_candidates,
+            &stream,
+        )?;
         if stream.is_ended() {
             if self.shared.hub.is_closed() {
                 return Err(NegotiateError::ShuttingDown);
@@ -850,97 +742,7 @@ fn bind_media(
     }
 }
 
-fn one_section<'a>(
-    s: &'a OfferSummary,
-    kind: &str,
-) -> Result<Option<&'a MediaSection>, NegotiateError> {
-    let mut it = s.active(kind);
-    let first = it.next();
-    let extra = it.count();
-    if extra > 0 {
-        return Err(NegotiateError::Unsupported(format!(
-            "the offer has {} {kind} tracks; castgate takes at most one audio and one video track per session",
-            extra + 1
-        )));
-    }
-    Ok(first)
-}
-
-fn negotiate(
-    rtc: &mut Rtc,
-    offer: &str,
-    candidates: &[Candidate],
-) -> Result<String, NegotiateError> {
-    for c in candidates {
-        rtc.add_local_candidate(c.clone());
-    }
-    let offer = SdpOffer::from_sdp_string(offer)
-        .map_err(|e| NegotiateError::BadOffer(format!("the SDP offer does not parse: {e}")))?;
-    let answer = rtc
-        .sdp_api()
-        .accept_offer(offer)
-        .map_err(|e| NegotiateError::Unsupported(format!("the offer cannot be answered: {e}")))?;
-    Ok(answer.to_sdp_string())
-}
-
-fn require_negotiated(rtc: &Rtc, section: &MediaSection) -> Result<(), NegotiateError> {
-    let ok = section
-        .mid
-        .as_deref()
-        .map(Mid::from)
-        .and_then(|mid| rtc.media(mid))
-        .is_some_and(|m| !m.remote_pts().is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(NegotiateError::Unsupported(format!(
-            "no common codec for the {} track",
-            section.kind
-        )))
-    }
-}
-
-fn negotiated_params(rtc: &Rtc, want: CodecParams) -> CodecParams {
-    rtc.codec_config()
-        .params()
-        .iter()
-        .filter_map(codecs::from_payload_params)
-        .find(|p| p.codec == want.codec)
-        .map(|p| CodecParams {
-            // Keep what the publisher said about itself where str0m has no opinion.
-            stereo: want.stereo,
-            ..p
-        })
-        .unwrap_or(want)
-}
-
-fn describe(p: &CodecParams) -> String {
-    match (p.codec, p.profile_level_id) {
-        (Codec::H264, Some(pli)) => format!("h264 profile-level-id {pli:06x}"),
-        (Codec::Vp9, Some(_)) | (Codec::Vp9, None) => {
-            format!("vp9 profile {}", p.vp9_profile_id.unwrap_or(0))
-        }
-        (c, _) => c.name().to_string(),
-    }
-}
-
 /// 128 random bits as 32 hex characters: session ids and ETags.
-/// The RTP header extensions offered to viewers: the standard set without
-/// transport-wide congestion control. castgate forwards what the publisher
-/// sends and runs no bandwidth estimation towards viewers, so TWCC feedback
-/// would go unused while every viewer paid for a 1,000-entry send history
-/// (about 90 KB) and an extra header extension on every packet.
-fn viewer_extensions() -> str0m::rtp::ExtensionMap {
-    use str0m::rtp::{Extension, ExtensionMap};
-    let mut exts = ExtensionMap::empty();
-    for (id, ext) in ExtensionMap::standard().iter() {
-        if *ext != Extension::TransportSequenceNumber {
-            exts.set(id, ext.clone());
-        }
-    }
-    exts
-}
-
 fn random_hex() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
 }

@@ -1,5 +1,5 @@
 // Helpers for the browser tests: a castgate process on free loopback ports,
-// Debian's Chromium launched the way ../../../shared/TESTING.md says, and polling.
+// Debian's Chromium (never a downloaded browser) with the flags below, and polling.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -14,19 +14,26 @@ export const repoRoot = path.resolve(fileURLToPath(new URL('../..', import.meta.
 export const binary = path.join(repoRoot, 'target', 'debug', 'castgate');
 export const screenshotDir = path.join(repoRoot, 'test-artifacts', 'screenshots');
 
-/** Chromium flags; each one matters (see TESTING.md). */
+/** Chromium flags; each one matters. */
 export const CHROMIUM_ARGS = [
   '--headless',
-  '--no-sandbox',
+  '--no-sandbox', // CI runs as root
   '--disable-gpu',
   '--disable-quic',
   '--no-first-run',
+  // No calls to Google's services: the test machines have no network beyond
+  // loopback, and those calls are refused many at a time.
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  // The fake camera (640x480, a moving pattern) and microphone (beeps), granted
+  // without a prompt; without the fake UI a page that never called
+  // getUserMedia (a viewer) may gather no candidates at all.
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
+  // Without it Chromium offers no 127.0.0.1 candidate.
   '--allow-loopback-in-peer-connection',
+  // Host candidates as addresses, not mDNS `.local` names castgate cannot resolve.
   '--disable-features=WebRtcHideLocalIpsWithMdns',
 ];
 
