@@ -71,8 +71,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Checks `config` ([`check`]), binds the HTTP and UDP ports and starts
-    /// serving.
+    /// Makes ready what `config` names ([`check`]: certificates, keys,
+    /// callback, target URLs; its values are the caller's to validate, as
+    /// `Config::load` does), binds the HTTP and UDP ports and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         let outbound = outbound_policy(&config);
         let (config, checked) = {
@@ -222,6 +223,7 @@ impl Server {
         // Checking reads files (TLS, JWT keys): not on the async workers.
         let outbound = self.outbound.clone();
         let checked = tokio::task::spawn_blocking(move || {
+            new.validate()?;
             let rules = check(&new, &outbound)?.gate;
             Ok::<_, ReloadError>((new, rules))
         })

@@ -46,10 +46,10 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Checks `config` whole (its values first) and makes its parts ready; the
-/// access callback will connect only where `outbound` allows.
+/// Checks what `config` names beyond its values (those are
+/// [`Config::validate`]'s) and makes its parts ready; the access callback
+/// will connect only where `outbound` allows.
 pub fn check(config: &Config, outbound: &Arc<OutboundPolicy>) -> Result<Checked, ConfigError> {
-    config.validate()?;
     let tls = match (&config.http.tls_cert, &config.http.tls_key) {
         (Some(cert), Some(key)) => Some(
             crate::http::tls::load(cert, key)
@@ -99,6 +99,7 @@ mod tests {
     use crate::config::WebhookConfig;
 
     fn checked(c: &Config) -> Result<Checked, ConfigError> {
+        c.validate()?;
         check(c, &outbound_policy(c))
     }
 
