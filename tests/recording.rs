@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use castgate::config::Config;
 use castgate::server::Server;
-use common::files::{TempDir, decodes_cleanly, duration, free_port, packets, probe, temp_dir};
+use common::files::{
+    TempDir, decodes_cleanly, duration, free_port, free_udp_port, packets, probe, temp_dir,
+};
 use common::gateway::{self, publisher, recordings_idle, url, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
@@ -170,14 +172,6 @@ async fn vp9_av1_h264_and_audio_only_record_too() {
 struct Child {
     child: std::process::Child,
     http: String,
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn spawn_castgate(dir: &Path) -> Child {

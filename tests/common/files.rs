@@ -53,10 +53,16 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// A loopback UDP port nobody uses (bound, then released).
+/// A loopback port nobody uses for UDP nor TCP (castgate's media port takes
+/// both: UDP, and TCP for ICE-TCP), bound, then released.
 pub fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `ffprobe -show_entries ENTRIES` as `key=value` lines.
