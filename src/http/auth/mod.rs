@@ -171,12 +171,7 @@ fn verb(role: Role) -> &'static str {
 }
 
 impl Gate {
-    /// The gate of `[auth]` (its callback asked only where `outbound` allows).
-    pub fn new(auth: &AuthConfig, outbound: &Arc<OutboundPolicy>) -> Result<Gate, GateError> {
-        Ok(Gate::from_rules(GateRules::new(auth, outbound)?))
-    }
-
-    /// The gate of rules made ready beforehand.
+    /// The gate of rules made ready beforehand (`GateRules::new`).
     pub fn from_rules(rules: GateRules) -> Gate {
         Gate {
             current: parking_lot::RwLock::new(Arc::new(rules)),
