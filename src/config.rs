@@ -614,7 +614,7 @@ pub struct WebhookConfig {
 }
 
 /// The event types there are (`type` of an event).
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "stream_started",
     "stream_ended",
     "viewer_joined",
@@ -622,6 +622,7 @@ pub const EVENT_TYPES: [&str; 10] = [
     "recording_started",
     "recording_finalized",
     "recording_failed",
+    "recording_interrupted",
     "restream_state",
     "config_reloaded",
     "config_rejected",

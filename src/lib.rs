@@ -9,6 +9,7 @@
 pub mod address;
 pub mod config;
 pub mod events;
+pub mod failpoint;
 pub mod ffmpeg_log;
 pub mod http;
 pub mod media;

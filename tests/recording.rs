@@ -5,18 +5,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use castgate::config::Config;
 use castgate::server::Server;
-use common::files::{
-    TempDir, decodes_cleanly, duration, free_port, free_udp_port, packets, probe, temp_dir,
-};
+use common::files::{TempDir, decodes_cleanly, duration, packets, probe, recordings_in, temp_dir};
 use common::gateway::{self, publisher, recordings_idle, url, wait_received};
 use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
-use common::process::{signal, wait_exit};
+use common::process::{serve_recordings, signal, wait_exit};
 
 async fn start(dir: &Path) -> Server {
     start_with(dir, |_| {}).await
@@ -52,21 +50,6 @@ fn video_packets(file: &Path) -> Vec<Vec<u8>> {
         .filter(|(s, _)| Some(s.index()) == v)
         .map(|(_, p)| p.data().unwrap_or_default().to_vec())
         .collect()
-}
-
-fn recordings_in(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for s in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
-            let p = f.path();
-            let name = p.to_string_lossy().to_string();
-            if name.ends_with(".webm") || name.ends_with(".mkv") || name.ends_with(".part") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Publishes `seconds` of media to a recording gateway and returns its one
@@ -169,35 +152,10 @@ async fn vp9_av1_h264_and_audio_only_record_too() {
 }
 
 /// A castgate child process recording into `dir`.
-struct Child {
-    child: std::process::Child,
-    http: String,
-}
-
-async fn spawn_castgate(dir: &Path) -> Child {
-    let http = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_castgate"))
-        .args(["serve", "--http-listen", &http])
-        .args(["--udp-listen", &format!("127.0.0.1:{}", free_udp_port())])
-        .arg("--record-dir")
-        .arg(dir)
-        .env("RUST_LOG", "castgate=warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("castgate starts");
-    let base = format!("http://{http}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "castgate never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Child { child, http: base }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leaves_a_playable_file_that_restart_repairs() {
     let dir = temp_dir("crash");
-    let mut gw = spawn_castgate(&dir).await;
+    let mut gw = serve_recordings(env!("CARGO_BIN_EXE_castgate"), &dir, &[]).await;
     let video = video_frames(VideoCodec::Vp8, 8);
     let audio = opus_packets(8);
     let publisher = Publisher::connect(
@@ -231,7 +189,7 @@ async fn sigkill_leaves_a_playable_file_that_restart_repairs() {
 
     // Restart: the file is repaired (Cues, Duration) and listed.
     let started = Instant::now();
-    let mut gw = spawn_castgate(&dir).await;
+    let mut gw = serve_recordings(env!("CARGO_BIN_EXE_castgate"), &dir, &[]).await;
     println!(
         "figure: restart_with_repair_ms={}",
         started.elapsed().as_millis()
@@ -267,7 +225,7 @@ async fn sigkill_leaves_a_playable_file_that_restart_repairs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finalizes_without_losing_frames() {
     let dir = temp_dir("term");
-    let mut gw = spawn_castgate(&dir).await;
+    let mut gw = serve_recordings(env!("CARGO_BIN_EXE_castgate"), &dir, &[]).await;
     let video = video_frames(VideoCodec::Vp8, 3);
     let audio = opus_packets(3);
     let publisher = Publisher::connect(

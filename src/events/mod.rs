@@ -95,6 +95,14 @@ pub enum Event {
         /// SHA-256 of the file, hex (absent if the file could not be read).
         sha256: Option<String>,
     },
+    /// A recording could not open its next file (low disk); it tries again
+    /// while the stream lives (a `recording_started` follows when it can).
+    RecordingInterrupted {
+        /// Stream name.
+        stream: String,
+        /// Why no file could be opened.
+        reason: String,
+    },
     /// A recording stopped on an error (what was written is kept).
     RecordingFailed {
         /// Stream name.
@@ -147,6 +155,7 @@ impl Event {
             Event::RecordingStarted { .. } => "recording_started",
             Event::RecordingFinalized { .. } => "recording_finalized",
             Event::RecordingFailed { .. } => "recording_failed",
+            Event::RecordingInterrupted { .. } => "recording_interrupted",
             Event::RestreamState { .. } => "restream_state",
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::ConfigRejected { .. } => "config_rejected",

@@ -426,6 +426,12 @@ impl prometheus_client::collector::Collector for GatewayCollector {
         )?;
         counter(
             e,
+            "castgate_recordings_interrupted",
+            "Times a recording could not open its next file (low disk) and waited for room",
+            ld(&r.interrupted),
+        )?;
+        counter(
+            e,
             "castgate_recording_bytes_written",
             "Bytes of recording files finished (finalized or failed)",
             ld(&r.bytes_written),

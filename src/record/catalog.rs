@@ -82,6 +82,28 @@ pub struct Meta {
     pub sha256: Option<String>,
 }
 
+impl Meta {
+    /// The entry of a recording of `stream` whose file is not chosen yet
+    /// (empty id: not listed).
+    pub fn pending(stream: &str) -> Meta {
+        Meta {
+            id: String::new(),
+            stream: stream.to_string(),
+            file: String::new(),
+            started_at: now_rfc3339(),
+            ended_at: None,
+            duration_secs: None,
+            size_bytes: None,
+            state: State::Recording,
+            video: None,
+            audio: None,
+            dropped_frames: 0,
+            error: None,
+            sha256: None,
+        }
+    }
+}
+
 /// RFC 3339 (seconds, UTC) of a time.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()

@@ -42,6 +42,8 @@ pub struct RecorderStats {
     pub finalized: AtomicU64,
     /// Recordings stopped by an error.
     pub failed: AtomicU64,
+    /// Times a recording could not open its next file (low disk) and waited.
+    pub interrupted: AtomicU64,
     /// Bytes of the files finished (finalized or failed).
     pub bytes_written: AtomicU64,
 }
@@ -169,18 +171,50 @@ impl Recorder {
         active.len()
     }
 
-    /// Repairs every `.part` file a crash left behind (run at start-up, before
-    /// any recording starts). Returns the repaired files.
+    /// Puts right what a crash left behind (run at start-up, before any
+    /// recording starts): a `.part` whose finalization got as far as its
+    /// sidecar (state `finalized`, the same SHA-256) is committed (renamed);
+    /// any other `.part` is repaired (Cues, Duration: state `repaired`); a
+    /// complete file whose sidecar still says `recording` (finalized by an
+    /// older version that renamed first) is marked finalized with its hash.
+    /// Returns the files repaired by remuxing.
     pub fn repair_all(&self) -> Vec<PathBuf> {
         let mut repaired = Vec::new();
         for (_, path) in catalog::scan(&self.dir) {
-            if path.extension().is_some_and(|e| e == "part") {
+            let target = final_path(&path);
+            let meta = catalog::read_meta(&target);
+            if path != target {
+                if meta.as_ref().is_some_and(|m| finalized_as(m, &path)) {
+                    match commit(&path, &target) {
+                        Ok(()) => {
+                            tracing::info!(file = %target.display(), "completed a finalization a crash interrupted");
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(file = %path.display(), error = %e, "cannot complete a finalization")
+                        }
+                    }
+                }
                 match repair_file(&path, self.mux_options()) {
                     Ok(p) => {
                         tracing::info!(file = %p.display(), "repaired a recording left by a crash");
                         repaired.push(p);
                     }
                     Err(e) => tracing::error!(error = %e, "could not repair a recording"),
+                }
+            } else if let Some(mut m) = meta.filter(|m| m.state == State::Recording) {
+                m.state = State::Finalized;
+                m.sha256 = recording::sha256_file(&path).ok();
+                m.size_bytes = std::fs::metadata(&path).map(|md| md.len()).ok();
+                m.duration_secs = probe_duration(&path).or(m.duration_secs);
+                m.ended_at.get_or_insert_with(catalog::now_rfc3339);
+                match catalog::write_meta(&path, &m) {
+                    Ok(()) => {
+                        tracing::info!(file = %path.display(), "a complete recording is now listed as finalized")
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot update a sidecar")
+                    }
                 }
             }
         }
@@ -198,21 +232,7 @@ impl Recorder {
             return;
         }
         let ext = muxer::container_for(stream.track(MediaKind::Video).map(|t| t.codec)).1;
-        let meta = Meta {
-            id: String::new(),
-            stream: stream.name().to_string(),
-            file: String::new(),
-            started_at: catalog::now_rfc3339(),
-            ended_at: None,
-            duration_secs: None,
-            size_bytes: None,
-            state: State::Recording,
-            video: None,
-            audio: None,
-            dropped_frames: 0,
-            error: None,
-            sha256: None,
-        };
+        let meta = Meta::pending(stream.name().as_str());
         let bell = Doorbell::new();
         let queue = Arc::new(SinkQueue::new(QUEUE_FRAMES, Box::new(bell.clone())));
         if stream
@@ -498,6 +518,25 @@ pub fn repair_file(path: &Path, opts: MuxOptions) -> Result<PathBuf, RepairError
         let _ = catalog::write_meta(&target, &m);
     }
     Ok(target)
+}
+
+/// Whether `part` is the complete file its sidecar `m` describes: the
+/// finalization wrote the sidecar (with the file's hash) but crashed before
+/// the rename.
+fn finalized_as(m: &Meta, part: &Path) -> bool {
+    m.state == State::Finalized
+        && m.sha256.is_some()
+        && recording::sha256_file(part).ok() == m.sha256
+}
+
+/// Renames a complete `.part` to its final name and syncs the folder: the
+/// last steps of a finalization.
+fn commit(part: &Path, target: &Path) -> std::io::Result<()> {
+    std::fs::rename(part, target)?;
+    if let Some(dir) = target.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Duration of a finished file, as FFmpeg reads it.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::catalog::{self, AudioMeta, Meta, State, VideoMeta};
 use super::muxer::{AudioTrack, MuxOptions, Muxer, VideoTrack};
 use crate::events::Event;
+use crate::failpoint;
 use crate::media::timeline::{Interleaver, Placed, Timeline};
 use crate::media::{Codec, Frame, MediaKind, av1, h264, opus, probe};
 use crate::stream::{Doorbell, LiveStream, SinkQueue};
@@ -66,13 +67,43 @@ pub struct RecordingJob {
 }
 
 enum Phase {
-    /// Waiting for the first video keyframe (or audio, if audio-only).
-    Waiting { audio: VecDeque<Arc<Frame>> },
-    /// Writing.
+    /// No file is open: waiting for the frame a file can start with (the
+    /// first video keyframe, or audio if the stream has no video), keeping
+    /// the audio just before it.
+    Waiting {
+        audio: VecDeque<Arc<Frame>>,
+        /// Set while a new file cannot be opened (low disk): retried at
+        /// the next starting frame once `next_try` has passed.
+        blocked: Option<Blocked>,
+    },
+    /// Writing a file.
     Writing(Box<Writing>),
 }
 
+impl Phase {
+    fn waiting() -> Phase {
+        Phase::Waiting {
+            audio: VecDeque::new(),
+            blocked: None,
+        }
+    }
+}
+
+/// Why no file is open although frames arrive, and since when.
+struct Blocked {
+    reason: String,
+    since: Instant,
+    next_try: Instant,
+}
+
+/// How often a blocked recording tries to open a new file.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
 struct Writing {
+    /// The file's final name (written as `.part` until finalized).
+    path: PathBuf,
+    /// The queue's drop count when the file started (drops are per file).
+    dropped_at_start: u64,
     /// Frames held at the start until both tracks can be placed on the
     /// sender's clock; `None` once placing has begun.
     pending: Option<Vec<Arc<Frame>>>,
@@ -90,27 +121,16 @@ struct Writing {
     last_us: i64,
 }
 
-/// A recording with its file chosen.
-struct Job {
-    inner: RecordingJob,
-    path: PathBuf,
-}
-
-impl std::ops::Deref for Job {
-    type Target = RecordingJob;
-    fn deref(&self) -> &RecordingJob {
-        &self.inner
+/// Picks a file name that no recording has, and takes it at once by
+/// creating its `.part` (so two recordings of one name started in the same
+/// second cannot pick the same file), after checking the disk. File-system
+/// work stays off the async runtime: this runs on the recording's thread.
+fn reserve(dir: &std::path::Path, ext: &str, min_free_bytes: u64) -> Result<PathBuf, String> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Err(format!("cannot create {}: {e}", dir.display()));
     }
-}
-
-/// Picks a free file name and checks the disk; file-system work stays off the
-/// async runtime because it runs here, on the recording's own thread.
-fn prepare(job: &RecordingJob) -> Result<PathBuf, String> {
-    if let Err(e) = std::fs::create_dir_all(&job.dir) {
-        return Err(format!("cannot create {}: {e}", job.dir.display()));
-    }
-    if let Some(free) = super::free_bytes(&job.dir)
-        && free < job.min_free_bytes
+    if let Some(free) = super::free_bytes(dir)
+        && free < min_free_bytes
     {
         return Err(format!(
             "only {} MiB free, below record.min_free_mib",
@@ -118,52 +138,33 @@ fn prepare(job: &RecordingJob) -> Result<PathBuf, String> {
         ));
     }
     let base = catalog::stem_for(SystemTime::now());
-    let pick = (0..1000)
-        .map(|n| {
-            if n == 0 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
-            }
-        })
-        .find(|stem| {
-            let p = job.dir.join(format!("{stem}.{}", job.ext));
-            !p.exists() && !part_path(&p).exists() && !catalog::meta_path(&p).exists()
-        });
-    let Some(stem) = pick else {
-        return Err("no free file name".into());
-    };
-    let path = job.dir.join(format!("{stem}.{}", job.ext));
-    {
-        let mut m = lock(&job.meta);
-        m.id = format!("{}~{stem}", job.stream.name());
-        m.file = format!("{stem}.{}", job.ext);
+    for n in 0..1000 {
+        let stem = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        let path = dir.join(format!("{stem}.{ext}"));
+        if path.exists() || catalog::meta_path(&path).exists() {
+            continue;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(part_path(&path))
+        {
+            Ok(_) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+        }
     }
-    Ok(path)
+    Err("no free file name".into())
 }
 
 /// Runs a recording to its end; called on its own thread.
 pub fn run(job: RecordingJob) {
-    let mut job = match prepare(&job) {
-        Ok(path) => Job { inner: job, path },
-        Err(error) => {
-            tracing::error!(stream = %job.stream.name(), %error, "not recording");
-            job.queue.close();
-            lock(&job.meta).state = State::Failed;
-            job.stats.failed.fetch_add(1, Ordering::Relaxed);
-            job.stream.events().emit(Event::RecordingFailed {
-                stream: job.stream.name().to_string(),
-                id: String::new(),
-                path: None,
-                error,
-            });
-            return;
-        }
-    };
     let has_video = job.stream.track(MediaKind::Video).is_some();
-    let mut phase = Phase::Waiting {
-        audio: VecDeque::new(),
-    };
+    let mut phase = Phase::waiting();
     let mut frames = Vec::new();
     let mut last_sync = Instant::now();
     let mut failure: Option<String> = None;
@@ -175,7 +176,7 @@ pub fn run(job: RecordingJob) {
                 break;
             }
             let result = match handle(&job, has_video, &mut phase, f) {
-                Ok(Some(keyframe)) => rotate(&mut job, has_video, &mut phase, keyframe),
+                Ok(Some(keyframe)) => rotate(&job, has_video, &mut phase, keyframe),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             };
@@ -200,52 +201,80 @@ pub fn run(job: RecordingJob) {
         }
     }
     job.queue.close();
-    let dropped = job.queue.dropped();
-    let part = part_path(&job.path);
     match (failure, phase) {
-        (Some(error), _) => fail(&job, &part, error),
-        (None, Phase::Waiting { .. }) => {
-            // Nothing was ever written: no file, no catalog entry.
-            let _ = std::fs::remove_file(&part);
-            catalog::remove_meta(&job.path);
-            tracing::info!(stream = %job.stream.name(), "nothing to record");
+        (Some(error), Phase::Writing(w)) => fail(&job, &w.path, error),
+        (Some(error), Phase::Waiting { .. }) => {
+            tracing::error!(stream = %job.stream.name(), %error, "recording failed");
+        }
+        (None, Phase::Waiting { blocked, .. }) => {
+            if let Some(b) = blocked {
+                tracing::warn!(stream = %job.stream.name(), reason = %b.reason,
+                    gap_secs = b.since.elapsed().as_secs_f64(),
+                    "the stream ended while recording was interrupted");
+            } else {
+                tracing::debug!(stream = %job.stream.name(), "nothing more to record");
+            }
         }
         (None, Phase::Writing(w)) => {
-            if let Err(e) = close_file(&job, *w, dropped) {
-                fail(&job, &part, e);
+            let path = w.path.clone();
+            if let Err(e) = close_file(&job, *w) {
+                fail(&job, &path, e);
             }
         }
     }
 }
 
-/// Finishes the current file and records it as finalized in its sidecar.
-fn close_file(job: &Job, w: Writing, dropped: u64) -> Result<(), String> {
-    let part = part_path(&job.path);
-    let duration = finish(job, &part, w)?;
+/// Finishes the current file and commits it as finalized. The order makes
+/// every crash point safe: trailer → fsync → hash the `.part` → sidecar
+/// `finalized` with its hash → rename to the final name (the commit) →
+/// fsync the folder. A crash before the sidecar leaves a `.part` repaired at
+/// start-up; after it, a `.part` whose hash matches its sidecar is renamed
+/// at start-up (see `Recorder::repair_all`).
+fn close_file(job: &RecordingJob, w: Writing) -> Result<(), String> {
+    let path = w.path.clone();
+    let part = part_path(&path);
+    let dropped = job.queue.dropped().saturating_sub(w.dropped_at_start);
+    let duration = finish(w)?;
+    failpoint::hit("finalize:after_fsync");
     // Hashing reads the whole file: it happens here, on the recording's own
     // thread, never on the async runtime.
-    let sha256 = match sha256_file(&job.path) {
+    let sha256 = match sha256_file(&part) {
         Ok(h) => Some(h),
         Err(e) => {
-            tracing::warn!(file = %job.path.display(), error = %e, "cannot hash the recording");
+            tracing::warn!(file = %part.display(), error = %e, "cannot hash the recording");
             None
         }
     };
-    let mut m = lock(&job.meta);
-    m.state = State::Finalized;
-    m.ended_at = Some(catalog::now_rfc3339());
-    m.duration_secs = Some(duration);
-    m.dropped_frames = dropped;
-    m.size_bytes = std::fs::metadata(&job.path).map(|m| m.len()).ok();
-    m.sha256 = sha256.clone();
-    let _ = catalog::write_meta(&job.path, &m);
+    failpoint::hit("finalize:after_hash");
+    let m = {
+        let mut m = lock(&job.meta);
+        m.state = State::Finalized;
+        m.ended_at = Some(catalog::now_rfc3339());
+        m.duration_secs = Some(duration);
+        m.dropped_frames = dropped;
+        m.size_bytes = std::fs::metadata(&part).map(|m| m.len()).ok();
+        m.sha256 = sha256.clone();
+        m.clone()
+    };
+    catalog::write_meta(&path, &m).map_err(|e| format!("writing the sidecar: {e}"))?;
+    failpoint::hit("finalize:after_sidecar");
+    std::fs::rename(&part, &path).map_err(|e| format!("rename: {e}"))?;
+    failpoint::hit("finalize:after_rename");
+    if let Some(dir) = path.parent()
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    // The file is done: the live entry no longer names it (so retention and
+    // DELETE may take it while the stream goes on).
+    *lock(&job.meta) = Meta::pending(job.stream.name().as_str());
     let size_bytes = m.size_bytes.unwrap_or(0);
     job.stats.finalized.fetch_add(1, Ordering::Relaxed);
     job.stats
         .bytes_written
         .fetch_add(size_bytes, Ordering::Relaxed);
     tracing::info!(
-        file = %job.path.display(),
+        file = %path.display(),
         duration_secs = duration,
         size_bytes,
         dropped_frames = dropped,
@@ -255,7 +284,7 @@ fn close_file(job: &Job, w: Writing, dropped: u64) -> Result<(), String> {
     job.stream.events().emit(Event::RecordingFinalized {
         stream: job.stream.name().to_string(),
         id: m.id.clone(),
-        path: job.path.display().to_string(),
+        path: path.display().to_string(),
         duration_secs: duration,
         size_bytes,
         sha256,
@@ -264,32 +293,16 @@ fn close_file(job: &Job, w: Writing, dropped: u64) -> Result<(), String> {
 }
 
 /// Closes the current file and starts the next one with `keyframe`, so no
-/// frame falls between the two.
+/// frame falls between the two (unless the next file cannot open: then the
+/// recording waits, blocked, for one that can).
 fn rotate(
-    job: &mut Job,
+    job: &RecordingJob,
     has_video: bool,
     phase: &mut Phase,
     keyframe: Arc<Frame>,
 ) -> Result<(), String> {
-    let old = std::mem::replace(
-        phase,
-        Phase::Waiting {
-            audio: VecDeque::new(),
-        },
-    );
-    if let Phase::Writing(w) = old {
-        close_file(job, *w, job.queue.dropped())?;
-    }
-    let path = prepare(&job.inner)?;
-    job.path = path;
-    {
-        let mut m = lock(&job.meta);
-        m.state = State::Recording;
-        m.started_at = catalog::now_rfc3339();
-        m.ended_at = None;
-        m.duration_secs = None;
-        m.size_bytes = None;
-        m.error = None;
+    if let Phase::Writing(w) = std::mem::replace(phase, Phase::waiting()) {
+        close_file(job, *w)?;
     }
     match handle(job, has_video, phase, keyframe)? {
         None => Ok(()),
@@ -301,15 +314,17 @@ fn lock(m: &Mutex<Meta>) -> std::sync::MutexGuard<'_, Meta> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn fail(job: &Job, part: &std::path::Path, error: String) {
+/// Marks the file at `path` (still `.part`) as failed, with what was written kept.
+fn fail(job: &RecordingJob, path: &std::path::Path, error: String) {
+    let part = part_path(path);
     tracing::error!(stream = %job.stream.name(), file = %part.display(), %error, "recording failed");
     let mut m = lock(&job.meta);
     m.state = State::Failed;
     m.error = Some(error.clone());
     m.ended_at = Some(catalog::now_rfc3339());
-    let _ = catalog::write_meta(&job.path, &m);
-    let size = std::fs::metadata(part)
-        .or_else(|_| std::fs::metadata(&job.path))
+    let _ = catalog::write_meta(path, &m);
+    let size = std::fs::metadata(&part)
+        .or_else(|_| std::fs::metadata(path))
         .map(|md| md.len())
         .unwrap_or(0);
     job.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -339,13 +354,11 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn update_progress(job: &Job, phase: &Phase) {
+fn update_progress(job: &RecordingJob, phase: &Phase) {
     if let Phase::Writing(w) = phase {
         let mut m = lock(&job.meta);
         m.duration_secs = Some(w.last_us as f64 / 1e6);
-        m.size_bytes = std::fs::metadata(part_path(&job.path))
-            .map(|m| m.len())
-            .ok();
+        m.size_bytes = std::fs::metadata(part_path(&w.path)).map(|m| m.len()).ok();
     }
 }
 
@@ -359,14 +372,13 @@ pub fn part_path(path: &std::path::Path) -> PathBuf {
 /// Handles one frame. `Ok(Some(frame))`: the current file is full; rotate,
 /// then start the next file with this frame.
 fn handle(
-    job: &Job,
+    job: &RecordingJob,
     has_video: bool,
     phase: &mut Phase,
     f: Arc<Frame>,
 ) -> Result<Option<Arc<Frame>>, String> {
-    let part = part_path(&job.path);
     match phase {
-        Phase::Waiting { audio } => {
+        Phase::Waiting { audio, blocked } => {
             let video = f.kind() == MediaKind::Video;
             if video && !f.keyframe {
                 return Ok(None);
@@ -382,11 +394,27 @@ fn handle(
                 }
                 return Ok(None);
             }
-            let Some(w) = open(job, &part, &f, audio)? else {
+            if blocked
+                .as_ref()
+                .is_some_and(|b| Instant::now() < b.next_try)
+            {
                 return Ok(None);
+            }
+            let w = match open(job, &f, audio)? {
+                Opened::Writing(w) => w,
+                Opened::NotYet => return Ok(None),
+                Opened::Blocked(reason) => {
+                    block(job, blocked, reason);
+                    return Ok(None);
+                }
             };
+            if let Some(b) = blocked.take() {
+                let gap_secs = b.since.elapsed().as_secs_f64();
+                tracing::info!(stream = %job.stream.name(), gap_secs, file = %w.path.display(),
+                    "recording resumed");
+            }
             let lead: Vec<Arc<Frame>> = audio.drain(..).collect();
-            *phase = Phase::Writing(Box::new(w));
+            *phase = Phase::Writing(w);
             if let Phase::Writing(w) = phase {
                 for a in lead {
                     write(w, a)?;
@@ -426,9 +454,36 @@ fn handle(
     }
 }
 
+/// No new file can be opened (`reason`): the first time, says so (log,
+/// count, event); then tries again at the next starting frame after
+/// [`RETRY_EVERY`].
+fn block(job: &RecordingJob, blocked: &mut Option<Blocked>, reason: String) {
+    let now = Instant::now();
+    match blocked {
+        Some(b) => {
+            b.next_try = now + RETRY_EVERY;
+            b.reason = reason;
+        }
+        None => {
+            tracing::warn!(stream = %job.stream.name(), %reason,
+                "recording interrupted: no new file can be opened; trying again while the stream lives");
+            job.stats.interrupted.fetch_add(1, Ordering::Relaxed);
+            job.stream.events().emit(Event::RecordingInterrupted {
+                stream: job.stream.name().to_string(),
+                reason: reason.clone(),
+            });
+            *blocked = Some(Blocked {
+                reason,
+                since: now,
+                next_try: now + RETRY_EVERY,
+            });
+        }
+    }
+}
+
 /// Browsers start small and raise the resolution as bandwidth allows; the
 /// catalog shows the size of the latest keyframe, not of the first one.
-fn note_picture_size(job: &Job, f: &Frame) {
+fn note_picture_size(job: &RecordingJob, f: &Frame) {
     let Some((width, height)) = probe::picture_size(f.params.codec, &f.data) else {
         return;
     };
@@ -441,19 +496,24 @@ fn note_picture_size(job: &Job, f: &Frame) {
     }
 }
 
-/// Opens the file at the first decodable frame; `None` if the keyframe's
-/// picture size cannot be read yet (wait for the next one).
-fn open(
-    job: &Job,
-    part: &std::path::Path,
-    first: &Frame,
-    audio: &VecDeque<Arc<Frame>>,
-) -> Result<Option<Writing>, String> {
+/// What [`open`] did.
+enum Opened {
+    /// A new file is being written.
+    Writing(Box<Writing>),
+    /// The keyframe's picture size cannot be read: wait for the next one.
+    NotYet,
+    /// No file can be opened now (low disk, no name): the reason.
+    Blocked(String),
+}
+
+/// Opens a new file at the first decodable frame; an error fails the
+/// recording (FFmpeg could not create the file).
+fn open(job: &RecordingJob, first: &Frame, audio: &VecDeque<Arc<Frame>>) -> Result<Opened, String> {
     let stream = &job.stream;
     let video = match stream.track(MediaKind::Video) {
         Some(params) if first.kind() == MediaKind::Video => {
             let Some((width, height)) = probe::picture_size(params.codec, &first.data) else {
-                return Ok(None);
+                return Ok(Opened::NotYet);
             };
             let extradata = match params.codec {
                 Codec::H264 => h264::parameter_sets(&first.data),
@@ -480,13 +540,36 @@ fn open(
         params,
         channels: first_audio.map_or(2, |a| opus::channels(&a.data)),
     });
-    if let Some(dir) = part.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = match reserve(&job.dir, job.ext, job.min_free_bytes) {
+        Ok(p) => p,
+        Err(reason) => return Ok(Opened::Blocked(reason)),
+    };
+    let part = part_path(&path);
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A fresh entry for this file: nothing of the previous one carries over.
+    {
+        let mut m = lock(&job.meta);
+        *m = Meta::pending(stream.name().as_str());
+        m.id = format!("{}~{stem}", stream.name());
+        m.file = format!("{stem}.{}", job.ext);
     }
-    let muxer = Muxer::create(part, video.as_ref(), audio_track.as_ref(), job.settings.mux)
-        .map_err(|e| e.to_string())?;
-    let file = File::open(part).ok();
+    let muxer = match Muxer::create(
+        &part,
+        video.as_ref(),
+        audio_track.as_ref(),
+        job.settings.mux,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            let error = e.to_string();
+            fail(job, &path, error.clone());
+            return Err(error);
+        }
+    };
+    let file = File::open(&part).ok();
     let origin = audio
         .front()
         .map_or(first.arrival, |a| a.arrival.min(first.arrival));
@@ -502,16 +585,18 @@ fn open(
             channels: a.channels,
         });
         m.started_at = catalog::rfc3339(SystemTime::now());
-        let _ = catalog::write_meta(&job.path, &m);
+        let _ = catalog::write_meta(&path, &m);
     }
-    tracing::info!(stream = %stream.name(), file = %job.path.display(), "recording started");
+    tracing::info!(stream = %stream.name(), file = %path.display(), "recording started");
     job.stats.started.fetch_add(1, Ordering::Relaxed);
     stream.events().emit(Event::RecordingStarted {
         stream: stream.name().to_string(),
         id: lock(&job.meta).id.clone(),
-        path: job.path.display().to_string(),
+        path: path.display().to_string(),
     });
-    Ok(Some(Writing {
+    Ok(Opened::Writing(Box::new(Writing {
+        path,
+        dropped_at_start: job.queue.dropped(),
         pending: Some(Vec::new()),
         pending_since: Instant::now(),
         sync_wait: job.settings.sync_wait,
@@ -528,7 +613,7 @@ fn open(
         out: Vec::new(),
         file,
         last_us: 0,
-    }))
+    })))
 }
 
 fn write(w: &mut Writing, f: Arc<Frame>) -> Result<(), String> {
@@ -575,22 +660,45 @@ fn emit(w: &mut Writing) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes what is held, the trailer, syncs, and renames `.part` away.
-fn finish(job: &Job, part: &std::path::Path, mut w: Writing) -> Result<f64, String> {
+/// Writes what is held and the trailer, and syncs the `.part` to the disk;
+/// the file's duration.
+fn finish(mut w: Writing) -> Result<f64, String> {
     release_pending(&mut w)?;
     w.interleaver.drain(&mut w.out);
     emit(&mut w)?;
     let duration = w.last_us as f64 / 1e6;
     let file = w.file.take();
     w.muxer.finish().map_err(|e| e.to_string())?;
+    failpoint::hit("finalize:after_trailer");
     if let Some(f) = file {
         f.sync_all().map_err(|e| format!("fsync: {e}"))?;
     }
-    std::fs::rename(part, &job.path).map_err(|e| format!("rename: {e}"))?;
-    if let Some(dir) = job.path.parent()
-        && let Ok(d) = File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
     Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recordings_started_in_the_same_second_get_different_files() {
+        let dir = std::env::temp_dir().join(format!("castgate-reserve-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || reserve(&dir, "webm", 0).unwrap())
+            })
+            .collect();
+        let mut paths: Vec<PathBuf> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        paths.sort();
+        paths.dedup();
+        assert_eq!(paths.len(), 8, "{paths:?}");
+        for p in &paths {
+            assert!(part_path(p).exists(), "each name is taken by its .part");
+        }
+        let err = reserve(&dir, "webm", u64::MAX).unwrap_err();
+        assert!(err.contains("record.min_free_mib"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

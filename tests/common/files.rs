@@ -119,3 +119,19 @@ pub fn decodes_cleanly(file: &Path) {
         file.display()
     );
 }
+
+/// The recording files (final or `.part`) under a recordings folder, sorted.
+pub fn recordings_in(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for s in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
+            let p = f.path();
+            let name = p.to_string_lossy().to_string();
+            if name.ends_with(".webm") || name.ends_with(".mkv") || name.ends_with(".part") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

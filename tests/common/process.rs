@@ -1,8 +1,11 @@
 //! The real `castgate` binary as a child process: signals and a bounded wait
 //! for its exit.
 
-use std::process::{Child, ExitStatus};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+use super::files::{free_port, free_udp_port};
 
 /// Sends `signal` (e.g. `libc::SIGTERM`, `libc::SIGHUP`) to `child`.
 pub fn signal(child: &Child, signal: libc::c_int) {
@@ -25,4 +28,38 @@ pub async fn wait_exit(child: &mut Child, limit: Duration, after: &str) -> ExitS
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The castgate binary serving on free loopback ports.
+pub struct Castgate {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub http: String,
+}
+
+/// Starts the castgate binary `bin` (`env!("CARGO_BIN_EXE_castgate")`)
+/// recording into `dir`, with the extra environment `env` (e.g. a fail
+/// point), once `/healthz` answers.
+pub async fn serve_recordings(bin: &str, dir: &Path, env: &[(&str, &str)]) -> Castgate {
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--http-listen", &http])
+        .args(["--udp-listen", &format!("127.0.0.1:{}", free_udp_port())])
+        .arg("--record-dir")
+        .arg(dir)
+        .env("RUST_LOG", "castgate=warn")
+        .env_remove("CASTGATE_FAILPOINT")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("castgate starts");
+    let base = format!("http://{http}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(Instant::now() < deadline, "castgate never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Castgate { child, http: base }
 }
