@@ -111,17 +111,17 @@ impl Server {
                 config.record.dir.display()
             )
         })?);
+        // Files a crash left unfinished are put right before anything new
+        // is recorded next to them; then the catalog is read, once.
+        let r = recorder.clone();
+        let repaired = tokio::task::spawn_blocking(move || r.load_catalog()).await?;
+        if !repaired.is_empty() {
+            tracing::info!(
+                count = repaired.len(),
+                "repaired recordings left by a crash"
+            );
+        }
         if config.record.enabled {
-            // Files a crash left unfinished get Cues and Duration before
-            // anything new is recorded next to them.
-            let r = recorder.clone();
-            let repaired = tokio::task::spawn_blocking(move || r.repair_all()).await?;
-            if !repaired.is_empty() {
-                tracing::info!(
-                    count = repaired.len(),
-                    "repaired recordings left by a crash"
-                );
-            }
             hub.add_observer(recorder.clone());
         }
         let restreamer = Arc::new(Restreamer::new(config.restream.clone(), outbound.clone()));

@@ -223,3 +223,59 @@ async fn a_crash_after_the_sidecar_is_committed_at_restart_as_finalized() {
 async fn a_crash_after_the_rename_leaves_a_finalized_file() {
     finalization_crash_leaves_a_listed_playable_file("finalize:after_rename", "finalized").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_read_once_at_start_and_kept_by_the_recorder() {
+    let dir = temp_dir("index");
+    let d = dir.to_path_buf();
+    let start = move || {
+        let d = d.clone();
+        gateway::start(move |c| {
+            c.record.enabled = true;
+            c.record.dir = d;
+        })
+    };
+    let server = start().await;
+    let publisher = publisher(&server, "ix", Some(VideoCodec::Vp8), false).await;
+    publisher
+        .play(&video_frames(VideoCodec::Vp8, 2), &[])
+        .await
+        .unwrap();
+    publisher.delete().await.unwrap();
+    recordings_idle(&server).await;
+    let listed = server.recorder().list();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    let m = &listed[0];
+    // A recording put in the folder behind castgate's back …
+    let folder = dir.join("ix");
+    let copy_stem = "2020-01-01T00-00-00Z";
+    std::fs::copy(
+        folder.join(&m.file),
+        folder.join(format!("{copy_stem}.webm")),
+    )
+    .unwrap();
+    let mut copy = m.clone();
+    copy.id = format!("ix~{copy_stem}");
+    copy.file = format!("{copy_stem}.webm");
+    copy.started_at = "2020-01-01T00:00:00Z".into();
+    std::fs::write(
+        folder.join(format!("{copy_stem}.json")),
+        serde_json::to_vec(&copy).unwrap(),
+    )
+    .unwrap();
+    // … is not seen: requests read the catalog in memory, not the folder.
+    assert_eq!(server.recorder().list().len(), 1);
+    assert!(server.recorder().get(&copy.id).is_none());
+    // Deleting keeps the catalog current.
+    assert!(server.recorder().delete(&m.id).unwrap());
+    assert!(server.recorder().list().is_empty());
+    assert!(server.recorder().get(&m.id).is_none());
+    server.shutdown().await;
+    // The next start reads the folder: the copy is there.
+    let server = start().await;
+    let listed = server.recorder().list();
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(listed[0].id, copy.id);
+    assert!(server.recorder().get(&copy.id).is_some());
+    server.shutdown().await;
+}

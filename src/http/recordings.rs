@@ -87,31 +87,33 @@ pub async fn list(
         return Err(ApiError::bad_request("per_page must be between 1 and 500"));
     }
     let page = q.page.unwrap_or(1).max(1);
-    let recorder = state.recorder.clone();
-    let all = tokio::task::spawn_blocking(move || recorder.list())
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "listing failed"))?;
-    let mut viewable = std::collections::HashMap::new();
-    let matching: Vec<Meta> = all
-        .into_iter()
-        .filter(|m| q.stream.as_deref().is_none_or(|s| m.stream == s))
-        .filter(|m| {
-            *viewable
-                .entry(m.stream.clone())
-                .or_insert_with(|| state.gate.may(&caller, Role::View, &m.stream))
-        })
-        .filter(|m| {
-            let started = humantime::parse_rfc3339_weak(&m.started_at).ok();
-            since.is_none_or(|s| started.is_some_and(|t| t >= s))
-                && until.is_none_or(|u| started.is_some_and(|t| t < u))
-        })
-        .collect();
-    let total = matching.len();
-    let recordings = matching
-        .into_iter()
-        .skip((page - 1).saturating_mul(per_page))
-        .take(per_page)
-        .collect();
+    // The catalog is in memory: one walk in order, only the page copied.
+    let mut viewable: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut may_view = |stream: &str| match viewable.get(stream) {
+        Some(&v) => v,
+        None => {
+            let v = state.gate.may(&caller, Role::View, stream);
+            viewable.insert(stream.to_string(), v);
+            v
+        }
+    };
+    let in_window = |started_at: &str| {
+        if since.is_none() && until.is_none() {
+            return true;
+        }
+        let started = humantime::parse_rfc3339_weak(started_at).ok();
+        since.is_none_or(|s| started.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| started.is_some_and(|t| t < u))
+    };
+    let (total, recordings) = state.recorder.page(
+        |m| {
+            q.stream.as_deref().is_none_or(|s| m.stream == s)
+                && may_view(&m.stream)
+                && in_window(&m.started_at)
+        },
+        (page - 1).saturating_mul(per_page),
+        per_page,
+    );
     Ok(Json(RecordingList {
         recordings,
         total,

@@ -6,6 +6,7 @@
 //! the catalog. Nothing here knows about WebRTC or HTTP.
 
 pub mod catalog;
+pub mod index;
 pub mod muxer;
 pub mod recording;
 
@@ -21,6 +22,7 @@ use crate::media::MediaKind;
 use crate::names::any_matches;
 use crate::stream::{Doorbell, LiveStream, SinkKind, SinkQueue, StreamObserver};
 use catalog::{Meta, State};
+use index::{Index, Location};
 use muxer::MuxOptions;
 use recording::{RecordingJob, RecordingSettings};
 
@@ -61,6 +63,8 @@ pub struct Recorder {
     /// One retention pass at a time: two passes would each delete from their
     /// own view of the total.
     retention: Mutex<()>,
+    /// Every recording, kept in memory (built by [`Recorder::load_catalog`]).
+    index: Arc<Index>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -110,6 +114,7 @@ impl Recorder {
             next_key: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             retention: Mutex::new(()),
+            index: Arc::default(),
         })
     }
 
@@ -171,38 +176,70 @@ impl Recorder {
         active.len()
     }
 
-    /// Puts right what a crash left behind (run at start-up, before any
-    /// recording starts): a `.part` whose finalization got as far as its
-    /// sidecar (state `finalized`, the same SHA-256) is committed (renamed);
-    /// any other `.part` is repaired (Cues, Duration: state `repaired`); a
-    /// complete file whose sidecar still says `recording` (finalized by an
-    /// older version that renamed first) is marked finalized with its hash.
-    /// Returns the files repaired by remuxing.
-    pub fn repair_all(&self) -> Vec<PathBuf> {
+    /// Reads the recordings folder, once, at start-up (before any
+    /// recording starts): puts right what a crash left (when recording is
+    /// on) and builds the catalog in memory. A `.part` whose finalization got
+    /// as far as its sidecar (state `finalized`, the same SHA-256) is
+    /// committed (renamed); any other `.part` is repaired (Cues, Duration:
+    /// state `repaired`); a complete file whose sidecar still says
+    /// `recording` (finalized by an older version that renamed first) is
+    /// marked finalized with its hash. Returns the files repaired by
+    /// remuxing. Reads files: call it off the async runtime.
+    pub fn load_catalog(&self) -> Vec<PathBuf> {
+        let repair = self.enabled();
         let mut repaired = Vec::new();
+        let mut found = Vec::new();
         for (_, path) in catalog::scan(&self.dir) {
             let target = final_path(&path);
             let meta = catalog::read_meta(&target);
-            if path != target {
-                if meta.as_ref().is_some_and(|m| finalized_as(m, &path)) {
-                    match commit(&path, &target) {
-                        Ok(()) => {
-                            tracing::info!(file = %target.display(), "completed a finalization a crash interrupted");
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::error!(file = %path.display(), error = %e, "cannot complete a finalization")
-                        }
+            let (meta, file) = if repair {
+                self.put_right(path, target, meta, &mut repaired)
+            } else {
+                (meta, path)
+            };
+            if let Some(m) = meta {
+                found.push((m, file));
+            }
+        }
+        self.index.load(found);
+        repaired
+    }
+
+    /// What a crash left of the file `path` (sidecar `meta`), put right:
+    /// the sidecar and the file after.
+    fn put_right(
+        &self,
+        path: PathBuf,
+        target: PathBuf,
+        meta: Option<Meta>,
+        repaired: &mut Vec<PathBuf>,
+    ) -> (Option<Meta>, PathBuf) {
+        if path != target {
+            if meta.as_ref().is_some_and(|m| finalized_as(m, &path)) {
+                match commit(&path, &target) {
+                    Ok(()) => {
+                        tracing::info!(file = %target.display(), "completed a finalization a crash interrupted");
+                        return (meta, target);
+                    }
+                    Err(e) => {
+                        tracing::error!(file = %path.display(), error = %e, "cannot complete a finalization")
                     }
                 }
-                match repair_file(&path, self.mux_options()) {
-                    Ok(p) => {
-                        tracing::info!(file = %p.display(), "repaired a recording left by a crash");
-                        repaired.push(p);
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not repair a recording"),
+            }
+            return match repair_file(&path, self.mux_options()) {
+                Ok(p) => {
+                    tracing::info!(file = %p.display(), "repaired a recording left by a crash");
+                    repaired.push(p.clone());
+                    (catalog::read_meta(&p), p)
                 }
-            } else if let Some(mut m) = meta.filter(|m| m.state == State::Recording) {
+                Err(e) => {
+                    tracing::error!(error = %e, "could not repair a recording");
+                    (meta, path)
+                }
+            };
+        }
+        match meta {
+            Some(mut m) if m.state == State::Recording => {
                 m.state = State::Finalized;
                 m.sha256 = recording::sha256_file(&path).ok();
                 m.size_bytes = std::fs::metadata(&path).map(|md| md.len()).ok();
@@ -216,9 +253,10 @@ impl Recorder {
                         tracing::error!(file = %path.display(), error = %e, "cannot update a sidecar")
                     }
                 }
+                (Some(m), path)
             }
+            other => (other, path),
         }
-        repaired
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -253,6 +291,7 @@ impl Recorder {
             meta: meta.clone(),
             stop: stop.clone(),
             stats: self.stats.clone(),
+            index: self.index.clone(),
             settings: RecordingSettings {
                 mux: self.mux_options(),
                 fsync_every: Duration::from_secs_f64(config.fsync_secs),
@@ -282,50 +321,25 @@ impl Recorder {
 
     /// Recordings on disk and in progress, newest first.
     pub fn list(&self) -> Vec<Meta> {
-        let live: HashMap<String, Meta> = {
-            let mut active = self.active();
-            reap(&mut active);
-            active
-                .values()
-                .map(|a| a.meta.lock().unwrap_or_else(|p| p.into_inner()).clone())
-                .filter(|m| !m.id.is_empty())
-                .map(|m| (m.id.clone(), m))
-                .collect()
-        };
-        let mut out: Vec<Meta> = Vec::new();
-        for (id, path) in catalog::scan(&self.dir) {
-            if let Some(m) = live.get(&id) {
-                if m.video.is_some() || m.audio.is_some() {
-                    out.push(m.clone());
-                }
-                continue;
-            }
-            let final_path = final_path(&path);
-            let mut m = match catalog::read_meta(&final_path) {
-                Some(m) => m,
-                None => continue,
-            };
-            if m.state == State::Recording {
-                // Not being written by anyone: it stopped without finishing
-                // (e.g. the disk filled before the sidecar could be updated).
-                m.state = State::Failed;
-                m.error
-                    .get_or_insert_with(|| "stopped before it was finalized".into());
-            }
-            m.size_bytes = std::fs::metadata(&path).map(|md| md.len()).ok();
-            out.push(m);
-        }
-        out.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id)));
-        out.dedup_by(|a, b| a.id == b.id);
-        out
+        self.index.all()
+    }
+
+    /// Of the recordings `keep` accepts, newest first: how many there are,
+    /// and `take` of them after `skip` (one page of a listing). No disk access.
+    pub fn page(
+        &self,
+        keep: impl FnMut(&Meta) -> bool,
+        skip: usize,
+        take: usize,
+    ) -> (usize, Vec<Meta>) {
+        self.index.page(keep, skip, take)
     }
 
     /// One recording and the file that holds it now (final or `.part`).
     pub fn get(&self, id: &str) -> Option<(Meta, PathBuf)> {
-        let (stream, stem) = catalog::parse_id(id)?;
-        let meta = self.list().into_iter().find(|m| m.id == id)?;
-        let dir = self.dir.join(stream.as_str());
-        let path = dir.join(&meta.file);
+        let (_, stem) = catalog::parse_id(id)?;
+        let entry = self.index.get(id)?;
+        let meta = entry.meta;
         if meta
             .file
             .strip_suffix(".webm")
@@ -334,12 +348,11 @@ impl Recorder {
         {
             return None;
         }
-        for p in [path.clone(), recording::part_path(&path)] {
-            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_file()) {
-                return Some((meta, p));
-            }
-        }
-        None
+        let Location::Local(path) = entry.location;
+        // Still there, and a plain file (never a link to elsewhere).
+        std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file())
+            .then_some((meta, path))
     }
 
     /// Whether the recording is being written now.
@@ -358,6 +371,7 @@ impl Recorder {
         };
         std::fs::remove_file(&path)?;
         catalog::remove_meta(&final_path(&path));
+        self.index.remove(id);
         Ok(true)
     }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::catalog::{self, AudioMeta, Meta, State, VideoMeta};
+use super::index::{Index, Location};
 use super::muxer::{AudioTrack, MuxOptions, Muxer, VideoTrack};
 use crate::events::Event;
 use crate::failpoint;
@@ -62,6 +63,8 @@ pub struct RecordingJob {
     pub stop: Arc<AtomicBool>,
     /// The recorder's counters.
     pub stats: Arc<super::RecorderStats>,
+    /// The catalog, kept current as files open, grow and end.
+    pub index: Arc<Index>,
     /// Settings.
     pub settings: RecordingSettings,
 }
@@ -229,7 +232,7 @@ pub fn run(job: RecordingJob) {
 /// `finalized` with its hash → rename to the final name (the commit) →
 /// fsync the folder. A crash before the sidecar leaves a `.part` repaired at
 /// start-up; after it, a `.part` whose hash matches its sidecar is renamed
-/// at start-up (see `Recorder::repair_all`).
+/// at start-up (see `Recorder::load_catalog`).
 fn close_file(job: &RecordingJob, w: Writing) -> Result<(), String> {
     let path = w.path.clone();
     let part = part_path(&path);
@@ -260,6 +263,7 @@ fn close_file(job: &RecordingJob, w: Writing) -> Result<(), String> {
     failpoint::hit("finalize:after_sidecar");
     std::fs::rename(&part, &path).map_err(|e| format!("rename: {e}"))?;
     failpoint::hit("finalize:after_rename");
+    index(job, &m, &path);
     if let Some(dir) = path.parent()
         && let Ok(d) = File::open(dir)
     {
@@ -310,6 +314,12 @@ fn rotate(
     }
 }
 
+/// Shows the current entry in the catalog, its file at `file`.
+fn index(job: &RecordingJob, m: &Meta, file: &std::path::Path) {
+    job.index
+        .put(m.clone(), Location::Local(file.to_path_buf()));
+}
+
 fn lock(m: &Mutex<Meta>) -> std::sync::MutexGuard<'_, Meta> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -323,10 +333,15 @@ fn fail(job: &RecordingJob, path: &std::path::Path, error: String) {
     m.error = Some(error.clone());
     m.ended_at = Some(catalog::now_rfc3339());
     let _ = catalog::write_meta(path, &m);
-    let size = std::fs::metadata(&part)
-        .or_else(|_| std::fs::metadata(path))
-        .map(|md| md.len())
-        .unwrap_or(0);
+    let (size, file) = match std::fs::metadata(&part) {
+        Ok(md) => (md.len(), part.clone()),
+        Err(_) => (
+            std::fs::metadata(path).map(|md| md.len()).unwrap_or(0),
+            path.to_path_buf(),
+        ),
+    };
+    m.size_bytes = Some(size);
+    index(job, &m, &file);
     job.stats.failed.fetch_add(1, Ordering::Relaxed);
     job.stats.bytes_written.fetch_add(size, Ordering::Relaxed);
     job.stream.events().emit(Event::RecordingFailed {
@@ -356,9 +371,11 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
 
 fn update_progress(job: &RecordingJob, phase: &Phase) {
     if let Phase::Writing(w) = phase {
+        let part = part_path(&w.path);
         let mut m = lock(&job.meta);
         m.duration_secs = Some(w.last_us as f64 / 1e6);
-        m.size_bytes = std::fs::metadata(part_path(&w.path)).map(|m| m.len()).ok();
+        m.size_bytes = std::fs::metadata(&part).map(|m| m.len()).ok();
+        index(job, &m, &part);
     }
 }
 
@@ -586,6 +603,7 @@ fn open(job: &RecordingJob, first: &Frame, audio: &VecDeque<Arc<Frame>>) -> Resu
         });
         m.started_at = catalog::rfc3339(SystemTime::now());
         let _ = catalog::write_meta(&path, &m);
+        index(job, &m, &part);
     }
     tracing::info!(stream = %stream.name(), file = %path.display(), "recording started");
     job.stats.started.fetch_add(1, Ordering::Relaxed);
