@@ -719,3 +719,57 @@ async fn api_targets_resume_when_the_publisher_comes_back() {
     assert!(packets(&second.out, "v") >= video.len() - 30);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_targets_follow_the_stream_name_across_a_takeover() {
+    let (h264, audio) = tokio::task::spawn_blocking(|| media(3)).await.unwrap();
+    let vp8 = tokio::task::spawn_blocking(|| video_frames(VideoCodec::Vp8, 3))
+        .await
+        .unwrap();
+    let dir = temp_dir("takeover");
+    let mut first = Receiver::start(&dir, "first.flv").await;
+    let port = first.port;
+    let server =
+        gateway::start(|c| c.whip.on_conflict = castgate::config::OnConflict::Takeover).await;
+    let p1 = publisher(&server, "cam", Some(VideoCodec::H264), true).await;
+    let (s, body) = post_target(&server, "cam", &format!(r#"{{"url":"{}"}}"#, first.url())).await;
+    assert_eq!(s, 201, "{body}");
+    let id = id_of(&body);
+    p1.play(&h264, &audio).await.unwrap();
+    let t = target(&server, &id).await;
+    assert_eq!(t["state"], "live", "{t}");
+    // A new publisher takes the name over while the first is still connected.
+    let p2 = publisher(&server, "cam", Some(VideoCodec::Vp8), true).await;
+    // The old push ends (its receiver sees the end of its stream) before the
+    // new one connects: a platform takes one push per key.
+    assert!(
+        first.finished(Duration::from_secs(15)).await,
+        "the old push ended"
+    );
+    let mut second = Receiver::start_on(&dir, "second.flv", port).await;
+    p2.play(&vp8, &audio).await.unwrap();
+    let t = target(&server, &id).await;
+    assert_eq!(t["state"], "live", "the same target carries on: {t}");
+    assert_eq!(t["url"].as_str().map(|u| u.contains(KEY)), Some(false));
+    let list = get_json(&server, "/api/streams/cam/restreams").await;
+    assert_eq!(
+        list["restreams"].as_array().map(Vec::len),
+        Some(1),
+        "{list}"
+    );
+    p2.delete().await.unwrap();
+    assert!(second.finished(Duration::from_secs(15)).await);
+    server.shutdown().await;
+    decodes_cleanly(&first.out);
+    decodes_cleanly(&second.out);
+    // The new publisher's VP8 was transcoded: the decision is made again.
+    let streams = probe(&second.out, "stream=codec_name");
+    assert!(streams.contains("codec_name=h264"), "{streams}");
+    assert!(
+        packets(&second.out, "v") >= vp8.len() - 45,
+        "{}",
+        packets(&second.out, "v")
+    );
+    drop(p1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -216,7 +216,7 @@ impl Restreamer {
         url: TargetUrl,
         label: Option<String>,
         source: Source,
-        resume_id: Option<String>,
+        resumed: Option<Arc<Target>>,
     ) -> Result<TargetInfo, RestreamError> {
         let config = self.config();
         if self.closed.load(Ordering::Acquire) {
@@ -238,7 +238,10 @@ impl Restreamer {
         }
         let shared = self.pipeline_for(&mut inner, stream)?;
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let id = resume_id.unwrap_or_else(|| format!("{n}-{:08x}", rand::random::<u32>()));
+        let id = resumed
+            .as_ref()
+            .map(|t| t.id.clone())
+            .unwrap_or_else(|| format!("{n}-{:08x}", rand::random::<u32>()));
         let queue = Arc::new(TargetQueue::new(
             config.queue_packets,
             stream.track(MediaKind::Video).is_some(),
@@ -262,7 +265,7 @@ impl Restreamer {
         let t = target.clone();
         let handle = std::thread::Builder::new()
             .name(format!("rs-{n}"))
-            .spawn(move || target::run(t, audio, settings))
+            .spawn(move || target::run(t, audio, settings, resumed))
             .map_err(RestreamError::Thread)?;
         target.set_thread(handle);
         shared.attach(queue);
@@ -624,12 +627,15 @@ impl Restreamer {
         };
         for t in old {
             let (url, label) = t.resume_parts();
-            match self.start_target(stream, url, label, Source::Api, Some(t.id.clone())) {
-                Ok(_) => {
-                    tracing::info!(target_id = %t.id, stream = %t.stream, url = %t.masked_url(), "restream target resumed")
+            let (id, name) = (t.id.clone(), t.stream.clone());
+            match self.start_target(stream, url, label, Source::Api, Some(t.clone())) {
+                Ok(info) => {
+                    tracing::info!(target_id = %id, stream = %name, url = %info.url, "restream target resumed")
                 }
                 Err(e) => {
-                    tracing::warn!(target_id = %t.id, stream = %t.stream, error = %e, "restream target not resumed")
+                    tracing::warn!(target_id = %id, stream = %name, error = %e, "restream target not resumed");
+                    // Back in the list, whose reaping joins its thread.
+                    self.inner().targets.push(t);
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! when the stream ends; `failed` on an error retrying cannot fix. Every
 //! (re)connection starts at a video keyframe, with timestamps from zero.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -364,6 +365,8 @@ pub struct Target {
     thread: super::worker::Worker,
     /// Keeps the stream key masked in FFmpeg's log messages.
     _secret: crate::ffmpeg_log::SecretGuard,
+    /// Set when an operator ended its stream: not to be resumed.
+    ended_by_operator: AtomicBool,
     events: Option<Events>,
 }
 
@@ -417,6 +420,7 @@ impl Target {
             interrupt: Arc::new(Interrupt::default()),
             thread: super::worker::Worker::default(),
             events: None,
+            ended_by_operator: AtomicBool::new(false),
         }
     }
 
@@ -463,13 +467,28 @@ impl Target {
         self.status().state
     }
 
-    /// An API target whose stream ended less than `within` ago: it can be
-    /// resumed (same id, same URL) when the stream's name goes live again.
+    /// An API target that follows its stream's name to the name's next
+    /// stream (same id, same URL), asked when that next stream starts, so
+    /// this target's stream is over: it ended less than `within` ago, or is
+    /// ending right now (the target still runs, as after a takeover, and
+    /// closes its connection first). Not a failed one, nor one an operator
+    /// ended.
     pub fn resumable(&self, within: Duration) -> bool {
         let s = self.status();
-        self.source == Source::Api
-            && s.state == State::Stopped
-            && s.stopped_at.is_some_and(|t| t.elapsed() <= within)
+        if self.source != Source::Api || self.ended_by_operator.load(Ordering::Acquire) {
+            return false;
+        }
+        match s.state {
+            State::Stopped => s.stopped_at.is_some_and(|t| t.elapsed() <= within),
+            State::Failed => false,
+            State::Starting | State::Live | State::Retrying => true,
+        }
+    }
+
+    /// Marks the target as ended on purpose (its stream was ended by an
+    /// operator): it is not resumed on the name's next stream.
+    pub fn end_for_good(&self) {
+        self.ended_by_operator.store(true, Ordering::Release);
     }
 
     /// URL and label, to start the same target again on a new stream.
@@ -554,7 +573,23 @@ pub fn run(
     t: Arc<Target>,
     audio: Arc<OnceLock<Option<Arc<AudioSetup>>>>,
     settings: TargetSettings,
+    predecessor: Option<Arc<Target>>,
 ) {
+    if let Some(prev) = predecessor {
+        // The same push resumed on a new stream (takeover, a publisher's
+        // reconnect): the old connection closes first, since platforms
+        // refuse a second push on one key. It ends within its stop grace;
+        // this thread owns it now and reaps it.
+        let deadline = Instant::now() + settings.stop_grace * 3;
+        while !prev.finished() && Instant::now() < deadline && !t.queue.is_closed() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if prev.finished() {
+            prev.join();
+        } else {
+            prev.abort();
+        }
+    }
     let mut backoff = settings.backoff_min;
     let mut first = true;
     loop {
