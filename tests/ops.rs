@@ -294,6 +294,7 @@ async fn server_sent_events_carry_stream_and_viewer_lifecycle() {
     assert_eq!(started["video"], "vp8");
     let ended = &seen[pos("stream_ended").unwrap()];
     assert_eq!(ended["frames_in"], video.len() as u64, "{ended}");
+    assert_eq!(ended["reason"], "publisher_left", "it deleted its session");
     assert!(ended["seq"].as_u64() > started["seq"].as_u64());
     // The stream of events ends with the server.
     server.shutdown().await;

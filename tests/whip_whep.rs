@@ -327,6 +327,7 @@ async fn one_publisher_per_name_or_takeover() {
     server.shutdown().await;
 
     let server = start(|c| c.whip.on_conflict = OnConflict::Takeover).await;
+    let mut events = server.events().subscribe();
     let first = publisher(&server, "solo", Some(VideoCodec::Vp8), true).await;
     let id1 = server
         .hub()
@@ -345,6 +346,21 @@ async fn one_publisher_per_name_or_takeover() {
         .id();
     assert_ne!(id1, id2, "a new stream");
     server.shutdown().await;
+    // Each stream's end says why: the first was replaced, the second
+    // ended with the server.
+    let mut reasons = vec![];
+    while let Ok(env) = events.try_recv() {
+        if let castgate::events::Event::StreamEnded {
+            stream_id, reason, ..
+        } = &env.event
+        {
+            reasons.push((*stream_id, reason.clone()));
+        }
+    }
+    assert_eq!(
+        reasons,
+        [(id1, "replaced".to_string()), (id2, "shutdown".to_string())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,10 @@ pub enum Event {
         stream: String,
         /// Process-unique stream id.
         stream_id: u64,
+        /// Why: `publisher_left` (it DELETEd its session), `silent`,
+        /// `failed`, `replaced` (a takeover), `over_limit`, `shutdown`,
+        /// `ended_by_operator` (`DELETE /api/streams/{name}`).
+        reason: String,
         /// Seconds it was live.
         duration_secs: f64,
         /// Frames received from the publisher.

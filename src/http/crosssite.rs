@@ -49,11 +49,15 @@ fn normalise(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
-/// Whether `method path` is an admin route: a write under `/api/`, the
-/// event stream or the metrics.
+/// Whether `method path` is an admin route: a write under `/api/`, or an
+/// admin read (the event stream, the metrics, a stream's sessions and
+/// recording state).
 pub fn is_admin_route(method: &Method, path: &str) -> bool {
-    path == "/metrics"
+    let admin_read = path == "/metrics"
         || path == "/api/events"
+        || (path.starts_with("/api/streams/")
+            && (path.ends_with("/sessions") || path.ends_with("/recording")));
+    admin_read
         || (path.starts_with("/api/")
             && !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS))
 }
@@ -177,6 +181,9 @@ mod tests {
         assert!(is_admin_route(&Method::GET, "/api/events"));
         assert!(is_admin_route(&Method::GET, "/metrics"));
         assert!(!is_admin_route(&Method::GET, "/api/streams"));
+        assert!(is_admin_route(&Method::GET, "/api/streams/x/sessions"));
+        assert!(is_admin_route(&Method::GET, "/api/streams/x/recording"));
+        assert!(is_admin_route(&Method::DELETE, "/api/streams/x"));
         assert!(!is_admin_route(&Method::POST, "/whip/x"));
         assert!(!is_admin_route(&Method::DELETE, "/whep/x/abc"));
     }

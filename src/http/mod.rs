@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod client;
+pub mod controls;
 pub mod crosssite;
 pub mod error;
 pub mod hls;
@@ -106,7 +107,24 @@ pub fn router(state: AppState) -> Router {
             patch(whep::patch.layer(view.clone())).delete(whep::delete.layer(view.clone())),
         )
         .route("/api/streams", get(api::streams))
-        .route("/api/streams/{name}", get(api::stream))
+        .route(
+            "/api/streams/{name}",
+            get(api::stream).delete(controls::end_stream.layer(admin.clone())),
+        )
+        .route(
+            "/api/streams/{name}/sessions",
+            get(controls::sessions.layer(admin.clone())),
+        )
+        .route(
+            "/api/streams/{name}/sessions/{id}",
+            axum::routing::delete(controls::end_session.layer(admin.clone())),
+        )
+        .route(
+            "/api/streams/{name}/recording",
+            get(controls::recording.layer(admin.clone()))
+                .post(controls::start_recording.layer(admin.clone()))
+                .delete(controls::stop_recording.layer(admin.clone())),
+        )
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/api/openapi.json", get(openapi::serve))

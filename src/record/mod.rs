@@ -30,9 +30,35 @@ use recording::{RecordingJob, RecordingSettings};
 const QUEUE_FRAMES: usize = 8192;
 
 struct Active {
+    /// The stream instance it records.
+    stream_id: u64,
     meta: Arc<Mutex<Meta>>,
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
+}
+
+/// Whether a live stream is being recorded, for the API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct RecordingStatus {
+    /// Whether a recording of the stream runs.
+    pub recording: bool,
+    /// The recording's id, once its current file is open (`STREAM~STEM`);
+    /// after a stop, the id of the file it finished.
+    pub id: Option<String>,
+}
+
+/// Why a recording could not be started by request.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `record.enabled` is off.
+    #[error("recording is turned off (record.enabled = false)")]
+    Disabled,
+    /// The server is stopping, or the stream ended.
+    #[error("the stream is ending or the server is stopping")]
+    Ending,
+    /// No thread could be started.
+    #[error("cannot start a recording thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Counts of the recorder's work since start (monotonic, for metrics).
@@ -264,10 +290,73 @@ impl Recorder {
         config.enabled && any_matches(&config.streams, name) && !any_matches(&config.exclude, name)
     }
 
+    /// Starts the recording of a new stream the config says to record.
     fn start(&self, stream: &Arc<LiveStream>) {
+        if self.wants(stream.name().as_str()) {
+            let _ = self.begin(stream);
+        }
+    }
+
+    /// The recording of `stream` (live), started now if none runs, whatever
+    /// the config's patterns say (an operator's request): `true` when it
+    /// was started by this call.
+    pub fn record(&self, stream: &Arc<LiveStream>) -> Result<(RecordingStatus, bool), StartError> {
+        if !self.enabled() {
+            return Err(StartError::Disabled);
+        }
+        if let Some(status) = self.status(stream.id()) {
+            return Ok((status, false));
+        }
+        self.begin(stream)?;
+        let status = self.status(stream.id()).ok_or(StartError::Ending)?;
+        Ok((status, true))
+    }
+
+    /// Whether `stream_id` is being recorded, and the current file's id.
+    pub fn status(&self, stream_id: u64) -> Option<RecordingStatus> {
+        let mut active = self.active();
+        reap(&mut active);
+        active
+            .values()
+            .find(|a| a.stream_id == stream_id && !a.stop.load(Ordering::Acquire))
+            .map(|a| {
+                let id = a.meta.lock().unwrap_or_else(|p| p.into_inner()).id.clone();
+                RecordingStatus {
+                    recording: true,
+                    id: (!id.is_empty()).then_some(id),
+                }
+            })
+    }
+
+    /// Stops the recording of `stream_id` (its file is finalized) and waits
+    /// for it: the id of the file it finished, `None` if none ran. Blocks
+    /// (finalizing hashes the file): call it off the async runtime.
+    pub fn stop(&self, stream_id: u64) -> Option<Option<String>> {
+        let found = {
+            let mut active = self.active();
+            let key = active
+                .iter()
+                .find(|(_, a)| a.stream_id == stream_id && !a.stop.load(Ordering::Acquire))
+                .map(|(k, _)| *k)?;
+            active.remove(&key)?
+        };
+        // The file being written now, if any, is the one this stop finishes.
+        let current = found
+            .meta
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .id
+            .clone();
+        found.stop.store(true, Ordering::Release);
+        let _ = found.thread.join();
+        Some((!current.is_empty()).then_some(current))
+    }
+
+    /// Starts a recording thread for `stream`.
+    fn begin(&self, stream: &Arc<LiveStream>) -> Result<(), StartError> {
         let config = self.config();
-        if !self.wants(stream.name().as_str()) || self.closed.load(Ordering::Acquire) {
-            return;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StartError::Ending);
         }
         let ext = muxer::container_for(stream.track(MediaKind::Video).map(|t| t.codec)).1;
         let meta = Meta::pending(stream.name().as_str());
@@ -277,7 +366,7 @@ impl Recorder {
             .subscribe(SinkKind::Recorder, queue.clone())
             .is_none()
         {
-            return;
+            return Err(StartError::Ending);
         }
         let meta = Arc::new(Mutex::new(meta));
         let stop = Arc::new(AtomicBool::new(false));
@@ -310,11 +399,21 @@ impl Recorder {
                 let key = self.next_key.fetch_add(1, Ordering::Relaxed);
                 let mut active = self.active();
                 reap(&mut active);
-                active.insert(key, Active { meta, stop, thread });
+                active.insert(
+                    key,
+                    Active {
+                        stream_id: stream.id(),
+                        meta,
+                        stop,
+                        thread,
+                    },
+                );
+                Ok(())
             }
             Err(e) => {
                 queue.close();
                 tracing::error!(error = %e, "not recording: cannot start a thread");
+                Err(StartError::Thread(e))
             }
         }
     }

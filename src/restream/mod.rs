@@ -331,6 +331,20 @@ impl Restreamer {
         }
     }
 
+    /// Marks the targets of the stream instance `stream_id` as ended by an
+    /// operator: they stop with the stream and are not resumed on the
+    /// name's next stream.
+    pub fn end_for_good(&self, stream_id: u64) {
+        for t in self
+            .inner()
+            .targets
+            .iter()
+            .filter(|t| t.stream_id == stream_id)
+        {
+            t.end_for_good();
+        }
+    }
+
     /// Every target (of one stream if `stream` is given), oldest first.
     pub fn list(&self, stream: Option<&str>) -> Vec<TargetInfo> {
         let mut inner = self.inner();

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use rand::Rng;
@@ -40,7 +40,7 @@ use limits::{ClientLimits, Lease, PublisherLimits, ViewerLimits};
 use net::MediaSocket;
 use router::{Destinations, Routes};
 pub use session::EndReason;
-use session::{PublisherState, Role, Session, ViewerState};
+use session::{PublisherState, Role, Session, SessionView, ViewerState};
 use shard::{Command, Shard, ShardPublisher, ShardWaker};
 pub use shard::{PatchError, PatchOp, PatchReply};
 
@@ -111,6 +111,33 @@ struct SessionEntry {
     key: u64,
     role: RoleKind,
     stream: StreamName,
+    view: Arc<SessionView>,
+}
+
+/// One WHIP or WHEP session as operators see it
+/// (`GET /api/streams/{name}/sessions`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SessionInfo {
+    /// Session id (the last segment of its resource URL).
+    pub id: String,
+    /// `publisher` (WHIP) or `viewer` (WHEP).
+    pub role: &'static str,
+    /// The client's address.
+    pub client_address: String,
+    /// When the session was created (RFC 3339, UTC).
+    pub since: String,
+    /// The stream's codecs the session carries (`vp8`, `opus`, …).
+    pub codecs: Vec<String>,
+    /// `connecting` (ICE, DTLS) or `connected` (media flows).
+    pub state: &'static str,
+    /// Bits per second from the client over the last second.
+    pub bitrate_in_bps: u64,
+    /// Bits per second to the client over the last second.
+    pub bitrate_out_bps: u64,
+    /// Bytes received from the client.
+    pub bytes_in: u64,
+    /// Bytes sent to the client.
+    pub bytes_out: u64,
 }
 
 /// What shards share with the engine.
@@ -421,10 +448,11 @@ impl Engine {
                 RoleKind::Publisher,
                 answer,
                 lease,
+                client,
             )
             .await;
         if result.is_err() {
-            self.shared.hub.remove(&stream);
+            self.shared.hub.remove(&stream, "failed");
         }
         result
     }
@@ -489,6 +517,7 @@ impl Engine {
             RoleKind::Viewer,
             answer,
             lease,
+            client,
         )
         .await
     }
@@ -504,9 +533,11 @@ impl Engine {
         kind: RoleKind,
         answer: String,
         lease: Lease,
+        client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
         let id = random_hex();
         let etag = new_etag();
+        let view = Arc::new(SessionView::new(client));
         let ufrag = rtc.direct_api().local_ice_credentials().ufrag;
         let now = Instant::now();
         let session = Session {
@@ -526,6 +557,8 @@ impl Engine {
             figures: Default::default(),
             rtp_seen: Default::default(),
             tcp: self.shared.tcp.clone(),
+            view: view.clone(),
+            view_mark: (now, 0, 0),
         };
         self.shared.sessions.lock().insert(
             id.clone(),
@@ -534,6 +567,7 @@ impl Engine {
                 key,
                 role: kind,
                 stream: stream.name().clone(),
+                view,
             },
         );
         // Routed before the answer goes out: an ICE-TCP connection's first
@@ -615,13 +649,83 @@ impl Engine {
         role: RoleKind,
         stream: &StreamName,
     ) -> Result<bool, NegotiateError> {
-        let Some(e) = self.entry(id, role, stream) else {
-            return Ok(false);
+        match self.entry(id, role, stream) {
+            Some(e) => self.close(e, EndReason::Deleted).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Ends one session of `stream`, publisher or viewer, for an operator:
+    /// `Ok(false)` if there is no such session.
+    pub async fn end_session(&self, id: &str, stream: &StreamName) -> Result<bool, NegotiateError> {
+        let entry = {
+            let sessions = self.shared.sessions.lock();
+            sessions.get(id).filter(|e| &e.stream == stream).cloned()
         };
+        match entry {
+            Some(e) => self.close(e, EndReason::Operator).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Ends `stream` for an operator: its publisher's session is closed
+    /// (its viewers' end with the stream). `Ok(false)` if it has none.
+    pub async fn end_stream(&self, stream: &StreamName) -> Result<bool, NegotiateError> {
+        let entry = {
+            let sessions = self.shared.sessions.lock();
+            sessions
+                .values()
+                .find(|e| e.role == RoleKind::Publisher && &e.stream == stream)
+                .cloned()
+        };
+        match entry {
+            Some(e) => self.close(e, EndReason::Operator).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Every session of `stream` (of the stream's `codecs`), oldest first.
+    pub fn sessions(&self, stream: &StreamName, codecs: &[String]) -> Vec<SessionInfo> {
+        let sessions = self.shared.sessions.lock();
+        let mut out: Vec<(SessionInfo, SystemTime)> = sessions
+            .iter()
+            .filter(|(_, e)| &e.stream == stream)
+            .map(|(id, e)| {
+                let v = &e.view;
+                let (bytes_in, bytes_out) = v.bytes();
+                let (bitrate_in_bps, bitrate_out_bps) = v.bitrates();
+                let info = SessionInfo {
+                    id: id.clone(),
+                    role: match e.role {
+                        RoleKind::Publisher => "publisher",
+                        RoleKind::Viewer => "viewer",
+                    },
+                    client_address: v.client.to_string(),
+                    since: humantime::format_rfc3339_seconds(v.created).to_string(),
+                    codecs: codecs.to_vec(),
+                    state: if v.connected() {
+                        "connected"
+                    } else {
+                        "connecting"
+                    },
+                    bitrate_in_bps,
+                    bitrate_out_bps,
+                    bytes_in,
+                    bytes_out,
+                };
+                (info, v.created)
+            })
+            .collect();
+        out.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.id.cmp(&b.0.id)));
+        out.into_iter().map(|(info, _)| info).collect()
+    }
+
+    /// Asks the session's shard to end it (`reason`), bounded by [`ENGINE_DEADLINE`].
+    async fn close(&self, e: SessionEntry, reason: EndReason) -> Result<bool, NegotiateError> {
         let (done, rx) = oneshot::channel();
         let cmd = Command::Close {
             key: e.key,
-            reason: EndReason::Deleted,
+            reason,
             done: Some(done),
         };
         let asked = async {

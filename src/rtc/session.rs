@@ -4,10 +4,10 @@
 //! Sessions are owned by a shard and driven only by it; nothing here awaits.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::outbox::Outbox;
 use str0m::media::{
@@ -135,6 +135,8 @@ pub enum EndReason {
     Shutdown,
     /// The publisher sent far more than `limits.max_publish_kbps`.
     OverLimit,
+    /// An operator ended it (`DELETE /api/streams/{name}` or `…/sessions/{id}`).
+    Operator,
 }
 
 impl EndReason {
@@ -148,6 +150,15 @@ impl EndReason {
             EndReason::Replaced => "replaced",
             EndReason::Shutdown => "shutdown",
             EndReason::OverLimit => "over_limit",
+            EndReason::Operator => "ended_by_operator",
+        }
+    }
+
+    /// Why the stream ended when its publisher's session ended this way.
+    pub fn stream_end(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "publisher_left",
+            other => other.name(),
         }
     }
 }
@@ -166,6 +177,61 @@ pub struct Figures {
     /// Frames published (publisher) or handed to str0m (viewer).
     pub frames: u64,
 }
+
+/// What the API shows of a session (`GET /api/streams/{name}/sessions`),
+/// shared with the engine's registry; its shard refreshes the figures about
+/// once a second, so the hot path is untouched.
+#[derive(Debug)]
+pub struct SessionView {
+    /// The client's address.
+    pub client: IpAddr,
+    /// When the session was created.
+    pub created: SystemTime,
+    connected: AtomicBool,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    bps_in: AtomicU64,
+    bps_out: AtomicU64,
+}
+
+impl SessionView {
+    /// A new session's view.
+    pub fn new(client: IpAddr) -> SessionView {
+        SessionView {
+            client,
+            created: SystemTime::now(),
+            connected: AtomicBool::new(false),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            bps_in: AtomicU64::new(0),
+            bps_out: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether DTLS is up (media can flow).
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received from and sent to the peer so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Bits per second from and to the peer over the last second or so.
+    pub fn bitrates(&self) -> (u64, u64) {
+        (
+            self.bps_in.load(Ordering::Relaxed),
+            self.bps_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// How often a session refreshes its [`SessionView`].
+const VIEW_EVERY: Duration = Duration::from_secs(1);
 
 /// A live session inside a shard.
 pub struct Session {
@@ -202,6 +268,11 @@ pub struct Session {
     pub rtp_seen: HashMap<(Mid, bool), (u64, u64)>,
     /// The ICE-TCP connections, for transmits over TCP.
     pub tcp: Arc<super::tcp::Connections>,
+    /// What the API shows, and when and at which byte counts it was last
+    /// refreshed.
+    pub view: Arc<SessionView>,
+    /// The last refresh of `view`: when, bytes in, bytes out.
+    pub view_mark: (Instant, u64, u64),
 }
 
 impl Session {
@@ -243,8 +314,30 @@ impl Session {
         }
     }
 
+    /// Refreshes what the API shows (at most every [`VIEW_EVERY`]).
+    fn refresh_view(&mut self, now: Instant) {
+        let (at, bytes_in, bytes_out) = self.view_mark;
+        let elapsed = now.saturating_duration_since(at);
+        if elapsed < VIEW_EVERY {
+            return;
+        }
+        let f = &self.figures;
+        let rate = |now: u64, then: u64| {
+            (now.saturating_sub(then) as f64 * 8.0 / elapsed.as_secs_f64()) as u64
+        };
+        let v = &self.view;
+        v.bps_in
+            .store(rate(f.bytes_in, bytes_in), Ordering::Relaxed);
+        v.bps_out
+            .store(rate(f.bytes_out, bytes_out), Ordering::Relaxed);
+        v.bytes_in.store(f.bytes_in, Ordering::Relaxed);
+        v.bytes_out.store(f.bytes_out, Ordering::Relaxed);
+        self.view_mark = (now, f.bytes_in, f.bytes_out);
+    }
+
     /// Moves str0m's clock forward and checks for silence.
     pub fn timeout(&mut self, now: Instant) {
+        self.refresh_view(now);
         if now.saturating_duration_since(self.last_heard) > self.silence_limit {
             self.end(EndReason::Silent);
             return;
@@ -479,6 +572,7 @@ impl Session {
                 self.fold_stats((st.mid, false), st.packets, st.nacks, counters)
             }
             Event::Connected => {
+                self.view.connected.store(true, Ordering::Relaxed);
                 tracing::info!(
                     session = %short(&self.id),
                     stream = %self.stream.name(),
@@ -617,7 +711,10 @@ impl Session {
     /// Leaves the hub: a publisher ends its stream, a viewer unsubscribes.
     pub fn detach(&mut self, hub: &crate::stream::Hub) {
         match &mut self.role {
-            Role::Publisher(_) => hub.remove(&self.stream),
+            Role::Publisher(_) => hub.remove(
+                &self.stream,
+                self.ended.unwrap_or(EndReason::Failed).stream_end(),
+            ),
             Role::Viewer(v) => {
                 if let Some(sub) = v.subscription.take() {
                     self.stream.unsubscribe(sub.id);

@@ -118,7 +118,7 @@ impl Hub {
         };
         if let Some(old) = old {
             tracing::info!(stream = %old.name(), "publisher taken over by a new one");
-            old.close_publisher();
+            old.close_publisher("replaced");
         }
         tracing::info!(stream = %stream.name(), stream_id = stream.id(), "stream started");
         self.events.emit(Event::StreamStarted {
@@ -187,7 +187,7 @@ impl Hub {
     }
 
     /// The publisher of `stream` left: remove it (if still registered) and end it.
-    pub fn remove(&self, stream: &LiveStream) {
+    pub fn remove(&self, stream: &LiveStream, reason: &str) {
         {
             let mut streams = self.streams.lock();
             if streams
@@ -198,7 +198,7 @@ impl Hub {
                 streams.take(stream.name());
             }
         }
-        stream.end();
+        stream.end(reason);
         self.changed.notify_waiters();
     }
 
@@ -234,7 +234,7 @@ impl Hub {
             names.iter().filter_map(|n| streams.take(n)).collect()
         };
         for s in all {
-            s.close_publisher();
+            s.close_publisher("shutdown");
         }
         self.changed.notify_waiters();
     }
@@ -331,9 +331,9 @@ mod tests {
         assert_eq!(first.closed.load(Ordering::Relaxed), 1);
         assert_eq!(hub.get(&name).unwrap().id(), s2.id());
         // Removing the old stream must not remove the new one.
-        hub.remove(&s1);
+        hub.remove(&s1, "publisher_left");
         assert!(hub.get(&name).is_some());
-        hub.remove(&s2);
+        hub.remove(&s2, "publisher_left");
         assert!(hub.get(&name).is_none());
     }
 
@@ -351,7 +351,7 @@ mod tests {
         let mut out = vec![];
         q.drain(&mut out);
         assert_eq!(out.len(), 1, "starts at the keyframe");
-        hub.remove(&s);
+        hub.remove(&s, "publisher_left");
         assert!(q.is_closed());
         assert!(s.subscribe(SinkKind::Viewer, q).is_none());
         s.unsubscribe(sub.id);
@@ -418,7 +418,7 @@ mod tests {
         // The sink leaves, then the stream: nothing is forgotten.
         s.unsubscribe(sub.id);
         assert_eq!(hub.counters().0, live);
-        hub.remove(&s);
+        hub.remove(&s, "publisher_left");
         assert_eq!(hub.counters().0, live);
         assert!(hub.is_empty());
         let kinds: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())

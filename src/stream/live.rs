@@ -478,8 +478,10 @@ impl LiveStream {
         self.departed_dropped[s.kind.index()].fetch_add(s.queue.dropped(), Ordering::Relaxed);
     }
 
-    /// The publisher left: every sink's queue is closed and consumers are told.
-    pub fn end(&self) {
+    /// The publisher left (`reason`, as `stream_ended` says it:
+    /// `publisher_left`, `replaced`, `ended_by_operator`, …): every sink's
+    /// queue is closed and consumers are told.
+    pub fn end(&self, reason: &str) {
         if self.ended.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -510,11 +512,13 @@ impl LiveStream {
             dropped_recorder = c.dropped[1],
             dropped_restream = c.dropped[2],
             keyframe_requests = c.keyframe_requests,
+            reason,
             "stream ended"
         );
         self.events.emit(Event::StreamEnded {
             stream: self.name.to_string(),
             stream_id: self.id,
+            reason: reason.to_string(),
             duration_secs,
             frames_in: c.frames_in,
             bytes_in: c.bytes_in,
@@ -549,10 +553,11 @@ impl LiveStream {
         }
     }
 
-    /// Closes the publisher's session (takeover or shutdown) and ends the stream.
-    pub fn close_publisher(&self) {
+    /// Closes the publisher's session and ends the stream (`reason`:
+    /// `replaced` on a takeover, `shutdown`).
+    pub fn close_publisher(&self, reason: &str) {
         self.control.close();
-        self.end();
+        self.end(reason);
     }
 
     /// Whether a sink that needs regular keyframes is attached.
