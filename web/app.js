@@ -355,8 +355,72 @@ export async function senderFigures(pc, meter) {
   return out;
 }
 
-/** Figures of a receiving connection (watch page). */
-export async function receiverFigures(pc, meter) {
+/**
+ * The clock of the pictures a <video> presents (their RTP timestamps for
+ * WebRTC, else their media time), so a frame rate is counted in the
+ * stream's own time. A viewer that joins mid-stream is sent the frames since
+ * the last keyframe at once, to show a picture at once: that catch-up
+ * decodes many frames in little wall-clock time (the browser's own
+ * `framesPerSecond` reads 170 for a 20 fps stream), but not in little
+ * stream time.
+ */
+export class MediaClock {
+  constructor(video) {
+    /** Seconds of stream time presented so far (null before the first picture). */
+    this.seconds = null;
+    /** Whether the browser reports presented pictures (requestVideoFrameCallback). */
+    this.supported = typeof video.requestVideoFrameCallback === 'function';
+    this.last = null;
+    this.samples = new Map();
+    if (!this.supported) return;
+    const onFrame = (_now, meta) => {
+      this.note(meta);
+      video.requestVideoFrameCallback(onFrame);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  }
+
+  /** Moves the clock to a presented picture's time. */
+  note(meta) {
+    const rtp = typeof meta.rtpTimestamp === 'number';
+    const at = rtp ? meta.rtpTimestamp : meta.mediaTime;
+    const last = this.last;
+    this.last = { rtp, at };
+    if (last == null || last.rtp !== rtp) {
+      this.seconds ??= 0;
+      return;
+    }
+    // 90 kHz RTP time wraps at 2^32; a jump back or of over 10 s is a new
+    // source (a reconnect), which starts counting again from here.
+    const step = rtp ? ((at - last.at) >>> 0) / 90000 : at - last.at;
+    if (step >= 0 && step < 10) this.seconds += step;
+  }
+
+  /**
+   * Frames per second of stream time for the stats object `id` whose
+   * `framesDecoded` is given, since the last call that returned a figure;
+   * null until two pictures a quarter of a second apart were presented.
+   */
+  frameRate(id, framesDecoded) {
+    const now = { frames: framesDecoded, seconds: this.seconds };
+    const prev = this.samples.get(id);
+    if (!prev || prev.seconds == null || now.seconds == null || now.frames < prev.frames) {
+      this.samples.set(id, now);
+      return null;
+    }
+    const elapsed = now.seconds - prev.seconds;
+    if (elapsed < 0.25) return null; // keep the older sample: too little time to count
+    this.samples.set(id, now);
+    return (now.frames - prev.frames) / elapsed;
+  }
+}
+
+/**
+ * Figures of a receiving connection (watch page). With a `clock` (a
+ * MediaClock of the <video> it plays in), the frame rate is counted in
+ * stream time.
+ */
+export async function receiverFigures(pc, meter, clock = null) {
   const report = await pc.getStats();
   const out = { bitrate: 0, fps: null, width: null, height: null, codec: null, audioCodec: null, jitterMs: null, lost: 0, framesDecoded: 0, audioBytes: 0 };
   let haveRate = false;
@@ -366,7 +430,7 @@ export async function receiverFigures(pc, meter) {
     if (r != null) { out.bitrate += r; haveRate = true; }
     out.lost += Math.max(0, s.packetsLost ?? 0);
     if (s.kind === 'video') {
-      out.fps = s.framesPerSecond ?? out.fps;
+      out.fps = clock?.supported ? clock.frameRate(s.id, s.framesDecoded ?? 0) : (s.framesPerSecond ?? out.fps);
       out.width = s.frameWidth ?? out.width;
       out.height = s.frameHeight ?? out.height;
       out.codec = codecOf(report, s) ?? out.codec;

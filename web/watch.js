@@ -4,7 +4,7 @@
 // it plays the stream's HLS instead when the gateway makes HLS for it, and
 // when a WebRTC session fails it offers HLS.
 import { WhepClient } from './whep.js';
-import { $, show, icon, renderIcons, explain, formatBitrate, formatDuration, codecName, receiverFigures, RateMeter } from './app.js';
+import { $, show, icon, renderIcons, explain, formatBitrate, formatDuration, codecName, receiverFigures, RateMeter, MediaClock } from './app.js';
 
 renderIcons();
 
@@ -328,6 +328,7 @@ document.addEventListener('keydown', (e) => {
 // ---------------------------------------------------------------- figures
 
 const meter = new RateMeter();
+const clock = new MediaClock(ui.video);
 
 function clearFigures() {
   for (const [key, el] of Object.entries(ui.figures)) if (key !== 'startup' && key !== 'uptime') el.textContent = '–';
@@ -343,7 +344,7 @@ async function sampleFigures() {
   const pc = page.whep?.pc;
   if (!pc || page.whep.state !== 'connected') return;
   try {
-    const f = await receiverFigures(pc, meter);
+    const f = await receiverFigures(pc, meter, clock);
     page.figures = f;
     ui.figures.bitrate.textContent = formatBitrate(f.bitrate);
     ui.figures.fps.textContent = f.fps != null ? `${Math.round(f.fps)} fps` : '–';

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   DESKTOP, PHONE, expectPlaying, finish, launchBrowser, liveStreams, openPage, screenshot, screenshotDir,
-  startCastgate, startPublishing, stopPublishing, waitFor, watchFigures
+  sleep, startCastgate, startPublishing, stopPublishing, waitFor, watchFigures
 } from './lib.mjs';
 
 const CODECS = ['VP8', 'VP9', 'H264', 'AV1'];
@@ -78,6 +78,38 @@ describe('castgate pages in Chromium', { timeout: 300000 }, () => {
     await screenshot(pub, 'publish-screen');
     await watch.close();
     await stopPublishing(pub);
+  });
+
+  test('the watch page shows the stream\'s frame rate, not the burst that starts it', async () => {
+    // A viewer joining mid-stream that is sent the frames since the last
+    // keyframe at once (`viewer_start = cached`, as for a publisher that
+    // ignores keyframe requests) decodes them in a burst: that catch-up is
+    // not frame rate (the browser's own figure reads 170 fps for 20).
+    const cached = await startCastgate({ args: ['--viewer-start', 'cached'] });
+    const name = 'steady-rate';
+    const watch = await openPage(viewer, 'watch rate');
+    pages.push(watch);
+    try {
+      await startPublishing(pub, cached.base, { name, codec: 'VP8' });
+      await waitFor(async () => (await liveStreams(cached.base)).find((s) => s.name === name)?.video?.fps > 0, { what: 'the stream\'s frame rate' });
+      await sleep(1500); // frames gather since the last keyframe
+      const sent = (await liveStreams(cached.base)).find((s) => s.name === name).video.fps;
+      await watch.goto(`${cached.base}/watch/${name}`);
+      const shown = [];
+      for (let i = 0; i < 30; i++) {
+        const m = /^(\d+) fps$/.exec(await watch.textContent('[data-figure="fps"]'));
+        if (m) shown.push(Number(m[1]));
+        await sleep(200);
+      }
+      console.log(`frame rate: sent ${sent} fps, shown ${shown}`);
+      assert.ok(shown.length >= 15, `the frame rate is shown: ${shown}`);
+      assert.ok(Math.max(...shown) <= Math.ceil(sent * 1.15) + 1, `sent ${sent} fps, shown ${shown}`);
+      assert.ok(Math.min(...shown.slice(-5)) >= Math.floor(sent * 0.75), `sent ${sent} fps, shown ${shown}`);
+      await stopPublishing(pub);
+    } finally {
+      await watch.close();
+      await cached.stop();
+    }
   });
 
   test('a viewer opened first plays by itself, sees the end, and comes back', async () => {
