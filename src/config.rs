@@ -165,8 +165,15 @@ pub struct RestreamConfig {
     /// FFmpeg H.264 encoder for transcoded video (`libx264`; e.g.
     /// `h264_vaapi` or `libopenh264` where the system FFmpeg has them).
     pub video_encoder: String,
-    /// Largest width of transcoded video; bigger pictures are scaled down
-    /// (aspect kept).
+    /// Width of transcoded video: every picture, whatever size the publisher
+    /// sends at the moment, is scaled into `video_width` x `video_height`
+    /// (aspect kept, centred on black), so platforms see one size for the
+    /// whole broadcast. Fitted inside `max_width` x `max_height`.
+    pub video_width: u32,
+    /// Height of transcoded video (see `video_width`).
+    pub video_height: u32,
+    /// Largest width of transcoded video: `video_width` x `video_height` is
+    /// shrunk to fit (aspect kept).
     pub max_width: u32,
     /// Largest height of transcoded video.
     pub max_height: u32,
@@ -206,6 +213,8 @@ impl Default for RestreamConfig {
             audio_bitrate: 128_000,
             video_bitrate: 2_500_000,
             video_encoder: "libx264".into(),
+            video_width: 1280,
+            video_height: 720,
             max_width: 1920,
             max_height: 1080,
             rw_timeout_secs: 10.0,
@@ -910,5 +919,9 @@ mod tests {
                 .to_string()
                 .starts_with("rtc.ice_servers")
         );
+
+        let c = Config::from_toml("[restream]\nvideo_width = 8\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("restream.video_width"), "{err}");
     }
 }

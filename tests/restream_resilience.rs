@@ -305,16 +305,16 @@ fn concat(parts: Vec<Vec<EncodedFrame>>) -> Vec<EncodedFrame> {
     out
 }
 
-/// A VP8 publisher that starts at 640x360 (bigger than the configured
-/// maximum), drops to 320x240 and then grows to 1280x720, as browsers do:
-/// the transcoded output is scaled to fit the maximum once and keeps that
-/// size for every frame.
+/// A VP8 publisher that starts small and ramps up (320x240 → 640x360 →
+/// 1280x720), as browsers do in their first seconds: the transcoded output
+/// has the configured size (`restream.video_width` x `video_height`, default
+/// 1280x720) from the first frame to the last, not the first picture's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transcoded_video_keeps_one_size_within_the_maximum() {
+async fn transcoded_video_keeps_the_configured_size_while_the_publisher_ramps_up() {
     let video = tokio::task::spawn_blocking(|| {
         concat(vec![
-            video_frames_sized(VideoCodec::Vp8, 2, "640x360"),
             video_frames_sized(VideoCodec::Vp8, 2, "320x240"),
+            video_frames_sized(VideoCodec::Vp8, 2, "640x360"),
             video_frames_sized(VideoCodec::Vp8, 2, "1280x720"),
         ])
     })
@@ -322,11 +322,7 @@ async fn transcoded_video_keeps_one_size_within_the_maximum() {
     .unwrap();
     let dir = temp_dir("size");
     let mut rx = Receiver::start(&dir, "out.flv").await;
-    let server = gateway::start(|c| {
-        c.restream.max_width = 1920;
-        c.restream.max_height = 240;
-    })
-    .await;
+    let server = gateway::start(|_| {}).await;
     let publisher = publisher(&server, "size", Some(VideoCodec::Vp8), false).await;
     let (s, body) = post_target(&server, "size", &format!(r#"{{"url":"{}"}}"#, rx.url())).await;
     assert_eq!(s, 201, "{body}");
@@ -353,8 +349,8 @@ async fn transcoded_video_keeps_one_size_within_the_maximum() {
     let distinct: std::collections::BTreeSet<&String> = frames.iter().collect();
     assert_eq!(
         distinct.into_iter().collect::<Vec<_>>(),
-        vec!["426,240"],
-        "every frame at the first picture's size, fitted to 240 lines"
+        vec!["1280,720"],
+        "every frame at the configured size"
     );
     decodes_cleanly(&rx.out);
     let _ = std::fs::remove_dir_all(&dir);

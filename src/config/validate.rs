@@ -340,6 +340,12 @@ impl Config {
                 "max_width and max_height must be between 16 and 8192 pixels",
             ));
         }
+        if !(16..=8192).contains(&r.video_width) || !(16..=8192).contains(&r.video_height) {
+            return Err(invalid(
+                "restream.video_width",
+                "video_width and video_height must be between 16 and 8192 pixels",
+            ));
+        }
         if r.video_encoder.trim().is_empty() {
             return Err(invalid(
                 "restream.video_encoder",

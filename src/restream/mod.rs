@@ -309,8 +309,11 @@ impl Restreamer {
                 encoder: config.video_encoder.clone(),
                 bitrate: config.video_bitrate,
                 keyint_us: pipeline::KEYINT_US,
-                max_width: config.max_width,
-                max_height: config.max_height,
+                size: video::output_size(
+                    config.video_width,
+                    config.video_height,
+                    (config.max_width, config.max_height),
+                ),
             },
             failure: Mutex::new(None),
             audio_in: AtomicU64::new(0),

@@ -6,11 +6,13 @@
 //! every IDR, exactly like an H.264 publisher's, so they take the passthrough
 //! path from there on.
 //!
-//! The output size is chosen once, from the first picture, fitted inside the
-//! configured maximum; it stays put when the browser changes its own picture
-//! size (bandwidth or CPU adaptation, a resized window): later pictures are
-//! scaled to fit and centred on black, so RTMP platforms and HLS players never
-//! see a resolution change. Any pixel format FFmpeg decodes (e.g. VP9 profile
+//! The output size is fixed when the pipeline starts, from the configuration
+//! (`restream.video_width` x `video_height`, fitted inside the maximum), not
+//! from the publisher's first picture: browsers start small and ramp up
+//! (320x180 → 1280x720 in the first seconds), step down under load and
+//! change size with a resized shared window. Every picture is scaled to fit
+//! and centred on black, so RTMP platforms and HLS players see one size for
+//! the whole broadcast. Any pixel format FFmpeg decodes (e.g. VP9 profile
 //! 1/2) is converted to 8-bit 4:2:0.
 
 use std::ffi::CString;
@@ -31,7 +33,7 @@ pub struct H264Out {
     pub data: Vec<u8>,
 }
 
-/// What the transcoder makes: encoder, rate, IDR interval, size limit.
+/// What the transcoder makes: encoder, rate, IDR interval, picture size.
 #[derive(Debug, Clone)]
 pub struct VideoSettings {
     /// FFmpeg encoder name (`libx264`).
@@ -40,10 +42,8 @@ pub struct VideoSettings {
     pub bitrate: u32,
     /// IDR interval (µs).
     pub keyint_us: i64,
-    /// Largest output width.
-    pub max_width: u32,
-    /// Largest output height.
-    pub max_height: u32,
+    /// The output picture size (even numbers; see [`output_size`]).
+    pub size: (i32, i32),
 }
 
 fn err(what: &'static str, code: i32) -> RestreamError {
@@ -58,9 +58,9 @@ fn even(v: f64) -> i32 {
     ((v as i32) & !1).max(2)
 }
 
-/// The output size for a first picture of `w`x`h`: the picture's own size,
-/// shrunk to fit `max` with its aspect ratio kept, rounded to even numbers.
-pub fn output_size(w: i32, h: i32, max: (u32, u32)) -> (i32, i32) {
+/// The output size for a configured `w`x`h`: that size, shrunk to fit `max`
+/// with its aspect ratio kept, rounded to even numbers.
+pub fn output_size(w: u32, h: u32, max: (u32, u32)) -> (i32, i32) {
     let (w, h) = (f64::from(w.max(1)), f64::from(h.max(1)));
     let scale = (f64::from(max.0) / w).min(f64::from(max.1) / h).min(1.0);
     (even(w * scale), even(h * scale))
@@ -86,8 +86,6 @@ pub struct VideoTranscoder {
     sws: *mut sys::SwsContext,
     pkt: *mut sys::AVPacket,
     settings: VideoSettings,
-    /// Fixed at the first picture.
-    out_size: Option<(i32, i32)>,
     /// Where the last scaled picture went inside `scaled` (to repaint the
     /// borders black when it moves).
     placed: Option<(i32, i32, i32, i32)>,
@@ -104,7 +102,7 @@ pub struct VideoTranscoder {
 impl std::fmt::Debug for VideoTranscoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VideoTranscoder")
-            .field("out_size", &self.out_size)
+            .field("size", &self.settings.size)
             .finish_non_exhaustive()
     }
 }
@@ -133,8 +131,8 @@ fn set(dict: &mut *mut sys::AVDictionary, k: &str, v: &str) {
 }
 
 impl VideoTranscoder {
-    /// A decoder for `codec` and the configured encoder, checked to exist
-    /// now; the encoder opens at the first decoded picture (its size).
+    /// A decoder for `codec` and the configured encoder, opened now at the
+    /// configured output size.
     pub fn new(codec: Codec, settings: VideoSettings) -> Result<VideoTranscoder, RestreamError> {
         let _ = ffmpeg_next::init();
         let id = match codec {
@@ -159,7 +157,6 @@ impl VideoTranscoder {
             sws: std::ptr::null_mut(),
             pkt: std::ptr::null_mut(),
             settings,
-            out_size: None,
             placed: None,
             last_key_us: None,
             last_pts: i64::MIN,
@@ -199,15 +196,17 @@ impl VideoTranscoder {
                 return Err(err("opening the video decoder", rc));
             }
         }
+        t.open_encoder()?;
         Ok(t)
     }
 
-    /// The output picture size, once the first picture was decoded.
-    pub fn output_size(&self) -> Option<(i32, i32)> {
-        self.out_size
+    /// The output picture size.
+    pub fn output_size(&self) -> (i32, i32) {
+        self.settings.size
     }
 
-    fn open_encoder(&mut self, w: i32, h: i32) -> Result<(), RestreamError> {
+    fn open_encoder(&mut self) -> Result<(), RestreamError> {
+        let (w, h) = self.settings.size;
         let bitrate = self.settings.bitrate;
         let x264 = self.settings.encoder == "libx264";
         // SAFETY: as in `new`; the encoder exists (checked there); a context
@@ -245,7 +244,6 @@ impl VideoTranscoder {
                 return Err(err("opening the H.264 encoder", rc));
             }
         }
-        self.out_size = Some((w, h));
         Ok(())
     }
 
@@ -302,14 +300,7 @@ impl VideoTranscoder {
                 self.decode_errors += 1;
                 return Ok(());
             }
-            let size = match self.out_size {
-                Some(s) => s,
-                None => {
-                    let s = output_size(w, h, (self.settings.max_width, self.settings.max_height));
-                    self.open_encoder(s.0, s.1)?;
-                    s
-                }
-            };
+            let size = self.settings.size;
             let direct =
                 (w, h) == size && (*f).format == sys::AVPixelFormat::AV_PIX_FMT_YUV420P as i32;
             let pic = if direct { f } else { self.scale(size)? };
@@ -472,7 +463,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_size_fits_the_maximum_and_keeps_the_aspect() {
+    fn output_size_is_the_configured_one_fitted_to_the_maximum() {
         assert_eq!(output_size(1280, 720, (1920, 1080)), (1280, 720));
         assert_eq!(output_size(3840, 2160, (1920, 1080)), (1920, 1080));
         assert_eq!(output_size(640, 360, (1920, 240)), (426, 240));
