@@ -532,7 +532,9 @@ pub enum ViewerStart {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KeyframeConfig {
-    /// Smallest gap between two keyframe requests to one publisher (requests in between merge).
+    /// Smallest gap between two keyframe requests to one publisher (requests
+    /// in between merge). Above 300 ms: libwebrtc (every browser) drops a
+    /// request that comes within 300 ms of the last one it acted on.
     pub min_interval_ms: u64,
     /// Period of keyframe requests while a sink needs regular keyframes (recording, RTMP, HLS).
     pub periodic_secs: f64,
@@ -547,7 +549,7 @@ pub struct KeyframeConfig {
 impl Default for KeyframeConfig {
     fn default() -> Self {
         Self {
-            min_interval_ms: 200,
+            min_interval_ms: 350,
             periodic_secs: 2.0,
             viewer_start: ViewerStart::Auto,
             gop_cache_bytes: 8 * 1024 * 1024,

@@ -158,12 +158,7 @@ async fn sigkill_leaves_a_playable_file_that_restart_repairs() {
     let mut gw = serve_recordings(env!("CARGO_BIN_EXE_castgate"), &dir, &[]).await;
     let video = video_frames(VideoCodec::Vp8, 8);
     let audio = opus_packets(8);
-    let publisher = Publisher::connect(
-        &format!("{}/whip/crash", gw.http),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = gw.publisher("crash").await;
     // Send 6 s, then kill the gateway without warning.
     let n = 180;
     publisher.play(&video[..n], &audio[..300]).await.unwrap();
@@ -228,12 +223,7 @@ async fn sigterm_finalizes_without_losing_frames() {
     let mut gw = serve_recordings(env!("CARGO_BIN_EXE_castgate"), &dir, &[]).await;
     let video = video_frames(VideoCodec::Vp8, 3);
     let audio = opus_packets(3);
-    let publisher = Publisher::connect(
-        &format!("{}/whip/term", gw.http),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = gw.publisher("term").await;
     publisher.play(&video, &audio).await.unwrap();
     // Let the last packets cross loopback before the signal.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -14,28 +14,50 @@ use castgate::record::catalog::State;
 use common::files::{TempDir, decodes_cleanly, packets, recordings_in, temp_dir};
 use common::gateway::{self, publisher, recordings_idle};
 use common::media::{opus_packets, video_frames};
-use common::peer::{PeerOptions, Publisher, VideoCodec};
+use common::peer::VideoCodec;
 use common::process::{serve_recordings, wait_exit};
 
-/// A small tmpfs mounted on `dir` for the test (CI runs as root), unmounted
-/// when dropped.
-struct Tmpfs(PathBuf);
+/// A small tmpfs, mounted in a mount namespace of its own (CI runs as root),
+/// so the host's mounts are never touched and nothing stays mounted if the
+/// test dies: the namespace lives as long as a shell that waits on a pipe
+/// from this process. The test reaches it through that shell's
+/// `/proc/PID/root`.
+struct Tmpfs {
+    shell: std::process::Child,
+    path: PathBuf,
+}
 
 impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "mounting a tmpfs needs root (CI runs as root)");
-        Tmpfs(dir.to_path_buf())
+    fn mount(over: &Path, size: &str) -> Tmpfs {
+        use std::io::BufRead;
+        let mut shell = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$0" && echo mounted && read _"#)
+            .arg(over)
+            .arg(size)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut line = String::new();
+        let stdout = shell.stdout.take().unwrap();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        assert_eq!(
+            line.trim(),
+            "mounted",
+            "mounting a tmpfs in a mount namespace needs root (CI runs as root)"
+        );
+        let path = PathBuf::from(format!("/proc/{}/root", shell.id()))
+            .join(over.strip_prefix("/").unwrap_or(over));
+        Tmpfs { shell, path }
     }
 }
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
+        // End of input: the shell exits and its namespace (and mount) goes.
+        drop(self.shell.stdin.take());
+        let _ = self.shell.wait();
     }
 }
 
@@ -45,8 +67,14 @@ fn sha256(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_at_rotation_keeps_the_finished_file_and_recording_resumes() {
-    let dir = temp_dir("lowdisk");
-    let _tmpfs = Tmpfs::mount(&dir, "8m");
+    let host_dir = temp_dir("lowdisk");
+    let tmpfs = Tmpfs::mount(&host_dir, "8m");
+    let dir = tmpfs.path.clone();
+    assert_ne!(
+        castgate::record::free_bytes(&dir).unwrap(),
+        castgate::record::free_bytes(&host_dir).unwrap(),
+        "the tmpfs is seen only through the namespace"
+    );
     const MIN_FREE_MIB: u64 = 4;
     // Room for about one second of video above the minimum: the first file
     // opens, the next one (after a 1 s rotation) cannot.
@@ -147,12 +175,7 @@ async fn crash_while_finalizing(step: &str) -> (serde_json::Value, PathBuf, Temp
     .await;
     let video = video_frames(VideoCodec::Vp8, 3);
     let audio = opus_packets(3);
-    let publisher = Publisher::connect(
-        &format!("{}/whip/fp", gw.http),
-        PeerOptions::new(Some(VideoCodec::Vp8), true),
-    )
-    .await
-    .unwrap();
+    let publisher = gw.publisher("fp").await;
     publisher.play(&video, &audio).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The end of the stream finalizes the file; the fail point aborts.

@@ -518,7 +518,13 @@ impl Session {
             }
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
-                    self.next_timeout = t;
+                    // The keyframe pacer's next request (merged, periodic or
+                    // a retry) is due on time, not at str0m's next wake-up.
+                    let pacer = match &self.role {
+                        Role::Publisher(p) => p.pacer.next_deadline(),
+                        Role::Viewer(_) => None,
+                    };
+                    self.next_timeout = pacer.map_or(t, |d| d.min(t));
                     return;
                 }
                 Ok(Output::Transmit(t)) if t.proto != Protocol::Udp => self.send_tcp(&t),

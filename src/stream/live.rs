@@ -98,6 +98,8 @@ struct Gop {
     frames: Vec<Arc<Frame>>,
     bytes: usize,
     valid: bool,
+    /// When its keyframe arrived.
+    keyframe_at: Option<Instant>,
 }
 
 /// Bytes and frames counted over one-second windows.
@@ -354,6 +356,7 @@ impl LiveStream {
             gop.frames.clear();
             gop.bytes = 0;
             gop.valid = true;
+            gop.keyframe_at = Some(Instant::now());
         }
         if !gop.valid {
             return;
@@ -376,20 +379,23 @@ impl LiveStream {
         }
         let id = self.next_sink_id.fetch_add(1, Ordering::Relaxed);
         let has_video = self.track(MediaKind::Video).is_some();
-        let use_cache = has_video
-            && match self.policy.viewer_start {
-                ViewerStart::Fresh => false,
-                ViewerStart::Cached => true,
-                ViewerStart::Auto => self.publisher_ignores_requests(),
-            };
         let periodic_before;
-        let mut prefilled = false;
+        let mut ask = false;
         {
+            // Decided under the sinks lock, which every frame's fan-out
+            // holds: a keyframe cannot slip between the decision and the
+            // queue's joining.
             let mut sinks = self.sinks.lock();
             periodic_before = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
-            if use_cache {
-                let gop = self.gop.lock();
-                prefilled = gop.valid && queue.prefill(&gop.frames);
+            if has_video {
+                ask = match self.start_of_new_sink(Instant::now()) {
+                    Start::Cache => {
+                        let gop = self.gop.lock();
+                        !(gop.valid && queue.prefill(&gop.frames))
+                    }
+                    Start::Wait => false,
+                    Start::Ask => true,
+                };
             }
             sinks.push(SinkEntry {
                 id,
@@ -403,7 +409,7 @@ impl LiveStream {
             self.unsubscribe(id);
             return None;
         }
-        if has_video && !prefilled {
+        if ask {
             self.request_keyframe();
         }
         if kind.needs_periodic_keyframes() && !periodic_before {
@@ -451,10 +457,28 @@ impl LiveStream {
         self.control.request_keyframe();
     }
 
-    fn publisher_ignores_requests(&self) -> bool {
-        self.keyframes
-            .lock()
-            .publisher_ignores_requests(Instant::now())
+    /// How a sink joining at `now` gets its first keyframe (see [`Start`]).
+    fn start_of_new_sink(&self, now: Instant) -> Start {
+        match self.policy.viewer_start {
+            ViewerStart::Fresh => Start::Ask,
+            ViewerStart::Cached => Start::Cache,
+            ViewerStart::Auto => {
+                let (ignored, outstanding) = {
+                    let k = self.keyframes.lock();
+                    (k.publisher_ignores_requests(now), k.outstanding_since)
+                };
+                let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+                if ignored {
+                    Start::Cache
+                } else if age(outstanding).is_some_and(|a| a <= ANSWERED_WITHIN) {
+                    Start::Wait
+                } else if age(self.gop.lock().keyframe_at).is_some_and(|a| a <= FRESH_CACHE) {
+                    Start::Cache
+                } else {
+                    Start::Ask
+                }
+            }
+        }
     }
 
     /// The picture size of the latest video keyframe, once one was probed.
@@ -612,6 +636,27 @@ impl LiveStream {
         }
     }
 }
+
+/// How a new sink gets its first keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// From the cached group of pictures, at once (asking if it does not fit).
+    Cache,
+    /// The keyframe a request still outstanding will bring (asking again
+    /// would only be merged, or dropped by the browser).
+    Wait,
+    /// Ask the publisher for a fresh keyframe.
+    Ask,
+}
+
+/// In `auto`, a cached group of pictures whose keyframe is at most this old
+/// starts a new viewer at once: the burst is short (8 frames at 30 fps, which
+/// the viewer decodes before it shows the newest), and a fresh request now
+/// would fall within the pacing interval (libwebrtc drops a request within
+/// 300 ms of the last one), so the viewer would wait out the interval and an
+/// encode instead. (500 ms measured worse: the longer burst's decoding cost
+/// more than the wait it saved; BENCHMARKS.md.)
+const FRESH_CACHE: Duration = Duration::from_millis(250);
 
 /// A request unanswered this long means the publisher ignores keyframe requests.
 const IGNORED_AFTER: Duration = Duration::from_millis(1500);

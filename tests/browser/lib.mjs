@@ -11,7 +11,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = path.resolve(fileURLToPath(new URL('../..', import.meta.url)));
-export const binary = path.join(repoRoot, 'target', 'debug', 'castgate');
+/** The castgate under test: the debug build, or `CASTGATE_BIN` (e.g. a release build, for benchmarks). */
+export const binary = process.env.CASTGATE_BIN || path.join(repoRoot, 'target', 'debug', 'castgate');
 export const screenshotDir = path.join(repoRoot, 'test-artifacts', 'screenshots');
 
 /** Chromium flags; each one matters. */
@@ -65,7 +66,8 @@ export async function waitFor(fn, { timeout = 20000, interval = 100, what = 'a c
   }
 }
 
-async function freeTcpPort() {
+/** A TCP port free on 127.0.0.1 now. */
+export async function freeTcpPort() {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);

@@ -5,23 +5,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  finish, launchBrowser, liveStreams, openPage, sleep, startCastgate, startPublishing, stopPublishing, waitFor
+  finish, freeTcpPort, launchBrowser, liveStreams, openPage, sleep, startCastgate, startPublishing, stopPublishing, waitFor
 } from './lib.mjs';
-
-async function freeTcpPort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** A one-shot RTMP server (`ffmpeg -listen 1`) writing what it receives to `out`. */
 async function rtmpReceiver(out) {

@@ -38,6 +38,18 @@ pub struct Castgate {
     pub http: String,
 }
 
+impl Castgate {
+    /// A VP8 + Opus publisher of `name` on this process.
+    pub async fn publisher(&self, name: &str) -> super::peer::Publisher {
+        super::peer::Publisher::connect(
+            &format!("{}/whip/{name}", self.http),
+            super::peer::PeerOptions::new(Some(super::peer::VideoCodec::Vp8), true),
+        )
+        .await
+        .expect("the publisher connects")
+    }
+}
+
 /// Starts the castgate binary `bin` (`env!("CARGO_BIN_EXE_castgate")`)
 /// recording into `dir`, with the extra environment `env` (e.g. a fail
 /// point), once `/healthz` answers.
