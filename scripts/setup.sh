@@ -6,7 +6,7 @@ set -euo pipefail
 
 BUILD_PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
-TEST_PKGS=(ffmpeg chromium mkvtoolnix openssl nginx libnginx-mod-rtmp socat docker-compose jq)
+TEST_PKGS=(ffmpeg chromium mkvtoolnix openssl nginx libnginx-mod-rtmp socat docker-compose jq redis-server)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then

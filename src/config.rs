@@ -101,6 +101,149 @@ pub struct Config {
     /// Where castgate may connect for a request (restream targets from the
     /// API, webhooks, the access callback).
     pub outbound: OutboundConfig,
+    /// Several nodes as one, through a shared Redis (off by default).
+    pub cluster: ClusterConfig,
+}
+
+/// How a node answers a WHEP request for a stream another node carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterWhep {
+    /// Pull the stream from its origin node once (castgate as a WHEP
+    /// client), shared by every local viewer, and serve it here.
+    #[default]
+    Relay,
+    /// `307 Temporary Redirect` to the origin node's WHEP URL, with a
+    /// short-lived signed ticket in it (browsers drop `Authorization` on a
+    /// cross-origin redirect).
+    Redirect,
+}
+
+/// Several castgate nodes sharing one Redis: a node directory, a
+/// cluster-wide stream directory (one origin per stream name), viewers on
+/// any node. Off while `redis_url` is unset: a single node needs no Redis.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[:password@]host:port[/db]` or `rediss://…` (TLS). The
+    /// password is a secret: never logged or shown.
+    pub redis_url: Option<String>,
+    /// This node's base URL as other nodes and clients reach it (e.g.
+    /// `https://node-a.example.com`); default `http://` + `http.listen`
+    /// when that is a specific address.
+    pub public_url: Option<String>,
+    /// Shared by every node of the cluster (at least 32 bytes): signs
+    /// node-to-node requests and redirect tickets. A secret.
+    pub secret: Option<String>,
+    /// This node's id, stable across restarts; default: kept in
+    /// `node-id` in the recordings folder, made from the host name and the
+    /// HTTP port on the first start.
+    pub node_id: Option<String>,
+    /// Seconds between heartbeats (node record and stream claims refreshed).
+    pub heartbeat_secs: f64,
+    /// Seconds after the last heartbeat that a node and its stream claims
+    /// expire (a node that dies is forgotten after this).
+    pub expiry_secs: f64,
+    /// WHEP for a stream on another node: `relay` (pull it once from its
+    /// origin and serve it here) or `redirect` (307 to the origin).
+    pub whep: ClusterWhep,
+    /// Seconds a redirect ticket stays valid.
+    pub ticket_secs: u64,
+    /// Seconds a relay keeps pulling after its last local viewer left (a
+    /// viewer who comes back meanwhile starts at once).
+    pub relay_linger_secs: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            public_url: None,
+            secret: None,
+            node_id: None,
+            heartbeat_secs: 2.0,
+            expiry_secs: 6.0,
+            whep: ClusterWhep::Relay,
+            ticket_secs: 60,
+            relay_linger_secs: 10.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("public_url", &self.public_url)
+            .field("secret", &self.secret.as_ref().map(|_| "****"))
+            .field("node_id", &self.node_id)
+            .field("heartbeat_secs", &self.heartbeat_secs)
+            .field("expiry_secs", &self.expiry_secs)
+            .field("whep", &self.whep)
+            .field("ticket_secs", &self.ticket_secs)
+            .field("relay_linger_secs", &self.relay_linger_secs)
+            .finish()
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this node is part of a cluster.
+    pub fn enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+
+    /// `heartbeat_secs` as a duration.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs_f64(self.heartbeat_secs)
+    }
+
+    /// `expiry_secs` as a duration.
+    pub fn expiry(&self) -> Duration {
+        Duration::from_secs_f64(self.expiry_secs)
+    }
+
+    /// This node's base URL without a trailing `/`: `public_url`, else
+    /// `http(s)://` + `http.listen` (validation refuses an unspecified
+    /// listen address without `public_url`).
+    pub fn base_url(&self, http: &HttpConfig) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let scheme = if http.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", http.listen)
+            }
+        }
+    }
+}
+
+/// Whether `id` can name a node: 1 to 64 letters, digits, `-`, `_`, `.`.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `url` with any user name and password replaced by `****`, for logs and
+/// error messages (`redis://:****@host:6379`).
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, tail) = match rest.find('/') {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://****@{host}{tail}"),
+                None => url.to_string(),
+            }
+        }
+        None => "****".to_string(),
+    }
 }
 
 /// Outbound connections made for a request.
@@ -925,5 +1068,63 @@ mod tests {
         let c = Config::from_toml("[restream]\nvideo_width = 8\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.starts_with("restream.video_width"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_needs_its_secret_and_an_address_to_be_reached_at() {
+        let base = "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379\"\n";
+        let err = |toml: &str| {
+            Config::from_toml(toml)
+                .unwrap()
+                .validate()
+                .map_err(|e| e.to_string())
+        };
+        let e = err(base).unwrap_err();
+        assert!(e.starts_with("cluster.secret"), "{e}");
+        let secret = "secret = \"0123456789abcdef0123456789abcdef\"\n";
+        assert!(
+            err(&format!("{base}secret = \"short\"\n"))
+                .unwrap_err()
+                .starts_with("cluster.secret")
+        );
+        // Listening on 127.0.0.1:8080 is an address others can be told.
+        assert!(err(&format!("{base}{secret}")).is_ok());
+        let e = err(&format!(
+            "[http]\nlisten = \"0.0.0.0:8080\"\n{base}{secret}"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("cluster.public_url"), "{e}");
+        assert!(err(&format!("[http]\nlisten = \"0.0.0.0:8080\"\n{base}{secret}public_url = \"https://a.example.com\"\n")).is_ok());
+        let e = err(&format!("{base}{secret}public_url = \"ftp://x\"\n")).unwrap_err();
+        assert!(e.starts_with("cluster.public_url"), "{e}");
+        let e = err("[cluster]\nredis_url = \"http://x\"\n").unwrap_err();
+        assert!(e.starts_with("cluster.redis_url"), "{e}");
+        let e = err(&format!("{base}{secret}node_id = \"a b\"\n")).unwrap_err();
+        assert!(e.starts_with("cluster.node_id"), "{e}");
+        let e = err(&format!(
+            "{base}{secret}heartbeat_secs = 2.0\nexpiry_secs = 3.0\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("cluster.expiry_secs"), "{e}");
+        // Off by default, and then nothing is asked for.
+        assert!(!Config::default().cluster.enabled());
+    }
+
+    #[test]
+    fn redis_passwords_are_masked_wherever_shown() {
+        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://****@h:6379/0");
+        assert_eq!(redact_url("rediss://user:pw@h"), "rediss://****@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("garbage"), "****");
+        let c = ClusterConfig {
+            redis_url: Some("redis://:hunter2@h:1".into()),
+            secret: Some("0123456789abcdef0123456789abcdef".into()),
+            ..ClusterConfig::default()
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("0123456789"),
+            "{shown}"
+        );
     }
 }

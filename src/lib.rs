@@ -7,6 +7,7 @@
 //! where castgate may connect on a request's behalf.
 
 pub mod address;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod failpoint;

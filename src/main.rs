@@ -415,6 +415,12 @@ fn redact(c: &mut Config) {
             .map(|u| u.origin().ascii_serialization() + "/…")
             .unwrap_or_else(|_| "<redacted>".into());
     }
+    if let Some(s) = c.cluster.secret.as_mut() {
+        hide(s);
+    }
+    if let Some(u) = c.cluster.redis_url.as_mut() {
+        *u = castgate::config::redact_url(u);
+    }
     for s in &mut c.rtc.ice_servers {
         if let Some(cred) = s.credential.as_mut() {
             hide(cred);

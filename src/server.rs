@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, live};
 use crate::events::webhook::{WebhookChanges, WebhookSettings, Webhooks};
 use crate::events::{Event, Events};
@@ -68,6 +69,8 @@ pub struct Server {
     grace: std::time::Duration,
     /// Where castgate may connect for a request (fixed at start-up).
     outbound: Arc<OutboundPolicy>,
+    /// This node's membership of a cluster.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
@@ -141,6 +144,11 @@ impl Server {
         let listener = http::serve::listen(config.http.listen)
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
+        let cluster = if config.cluster.enabled() {
+            Some(Cluster::start(&config, hub.clone(), engine.clone()).await?)
+        } else {
+            None
+        };
         let http_stats = Arc::new(crate::metrics::HttpStats::default());
         let metrics = config.metrics.enabled.then(|| {
             Arc::new(Metrics::new(GatewayCollector {
@@ -152,10 +160,14 @@ impl Server {
                 webhooks: webhooks.stats().clone(),
                 http: http_stats.clone(),
                 per_stream: config.metrics.per_stream,
+                cluster: cluster.clone(),
             }))
         });
         let Checked { tls, gate } = checked;
         let gate = Arc::new(Gate::from_rules(gate));
+        if let Some(c) = &cluster {
+            gate.accept_cluster_tickets(c.ticket_key().clone());
+        }
         let app = http::router(AppState {
             config: config.clone(),
             hub: hub.clone(),
@@ -165,6 +177,7 @@ impl Server {
             metrics: metrics.clone(),
             gate: gate.clone(),
             sse_clients: Arc::new(tokio::sync::Semaphore::new(config.events.max_sse_clients)),
+            cluster: cluster.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let http_task = tokio::spawn(http::serve::serve(
@@ -199,6 +212,7 @@ impl Server {
             metrics,
             grace: std::time::Duration::from_secs_f64(config.shutdown.timeout_secs),
             outbound,
+            cluster,
         })
     }
 
@@ -316,6 +330,11 @@ impl Server {
         &self.recorder
     }
 
+    /// This node's membership of a cluster, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
     /// The restream manager.
     pub fn restreamer(&self) -> &Arc<Restreamer> {
         &self.restreamer
@@ -332,6 +351,10 @@ impl Server {
         tracing::info!(publishers, viewers, "shutdown: closing sessions");
         self.retention.abort();
         self.engine.shutdown().await;
+        if let Some(c) = &self.cluster {
+            // The streams ended with the sessions: their names are free.
+            c.shutdown().await;
+        }
         let recordings = self.recorder.active_count();
         tracing::info!(recordings, "shutdown: finalizing recordings");
         let r = self.recorder.clone();

@@ -224,3 +224,65 @@ fn every_launcher_turns_glibc_per_thread_caches_off() {
     }
     assert!(runtime_stage().contains("GLIBC_TUNABLES=glibc.malloc.tcache_count=0"));
 }
+
+#[test]
+fn cluster_compose_file_validates_with_redis_and_two_nodes() {
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new("docker-compose");
+        cmd.current_dir(root())
+            .args(["-f", "docker-compose.cluster.yml", "config"]);
+        for k in [
+            "PUBLIC_IP",
+            "CLUSTER_SECRET",
+            "REDIS_PASSWORD",
+            "ADMIN_TOKEN",
+            "PUBLISH_TOKEN",
+        ] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output()
+            .expect("docker-compose runs (scripts/setup.sh --test installs it)")
+    };
+    let env = [
+        ("PUBLIC_IP", "203.0.113.10"),
+        ("CLUSTER_SECRET", "c1uster-secret-c1uster-secret-c1uster"),
+        ("REDIS_PASSWORD", "r3dis"),
+        ("ADMIN_TOKEN", "adm1n-t0ken"),
+        ("PUBLISH_TOKEN", "pub-t0ken"),
+    ];
+    let out = run(&env);
+    assert!(
+        out.status.success(),
+        "docker-compose config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "image: redis:7-alpine",
+        "CASTGATE_CLUSTER_REDIS: redis://:r3dis@redis:6379",
+        "CASTGATE_CLUSTER_SECRET: c1uster-secret-c1uster-secret-c1uster",
+        "CASTGATE_CLUSTER_NODE_ID: node-a",
+        "CASTGATE_CLUSTER_NODE_ID: node-b",
+        "CASTGATE_PUBLIC_URL: http://203.0.113.10:8080",
+        "CASTGATE_PUBLIC_URL: http://203.0.113.10:8081",
+        "CASTGATE_UDP_LISTEN: 0.0.0.0:8190",
+        "recordings-a:/recordings",
+        "recordings-b:/recordings",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    // Each value is required: without one, nothing starts.
+    for skip in 0..env.len() {
+        let partial: Vec<(&str, &str)> = env
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != skip)
+            .map(|(_, kv)| *kv)
+            .collect();
+        let out = run(&partial);
+        assert!(!out.status.success(), "{} is required", env[skip].0);
+    }
+}

@@ -45,7 +45,8 @@ function buildCard(info) {
         h('span', { className: 'm-video' }, icon('camera'), h('span')),
         h('span', { className: 'm-audio' }, icon('volume'), h('span')),
         h('span', { className: 'm-viewers' }, icon('eye'), h('span')),
-        h('span', { className: 'm-bitrate' }, icon('broadcast'), h('span'))),
+        h('span', { className: 'm-bitrate' }, icon('broadcast'), h('span')),
+        h('span', { className: 'm-node' }, icon('monitor'), h('span'))),
       h('div', { className: 'actions' },
         h('a', { className: 'btn primary watch-link', href: watchHref, dataset: { stream: info.name } }, icon('play'), 'Watch'))));
   return el;
@@ -62,6 +63,10 @@ function fillCard(entry) {
   el.querySelector('.m-bitrate span').textContent = formatBitrate((info.bitrate_in_kbps ?? 0) * 1000);
   el.querySelector('.m-viewers').title = 'Viewers';
   el.querySelector('.m-bitrate').title = 'Incoming bitrate';
+  // In a cluster: the node that carries the stream (any node plays it).
+  el.querySelector('.m-node').hidden = !info.node;
+  el.querySelector('.m-node span').textContent = info.node ?? '';
+  el.querySelector('.m-node').title = 'Carried by this node of the cluster';
   tick(entry);
 }
 

@@ -275,7 +275,9 @@ class Session extends EventTarget {
     });
     if (!res.ok) throw await errorFrom(res);
     const location = res.headers.get('Location');
-    this.resource = location ? new URL(location, this.url).href : null;
+    // Relative to where the answer came from: a cluster node may have
+    // redirected the request to the stream's origin.
+    this.resource = location ? new URL(location, res.url || this.url).href : null;
     this.etag = res.headers.get('ETag');
     const fromLinks = iceServersFromLinks(res.headers.get('Link'));
     if (fromLinks.length) {

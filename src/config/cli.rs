@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::{
-    Access, Config, ConfigError, IceServer, LogFormat, Network, NoPublisher, OnConflict,
-    ViewerStart, invalid,
+    Access, ClusterWhep, Config, ConfigError, IceServer, LogFormat, Network, NoPublisher,
+    OnConflict, ViewerStart, invalid,
 };
 
 /// Command-line and environment overrides for `castgate serve`. Each flag can
@@ -166,6 +166,44 @@ pub struct ServeArgs {
     /// Seconds allowed for a clean stop on SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "CASTGATE_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<f64>,
+    /// Join a cluster through this Redis: redis://[:password@]host:port or
+    /// rediss:// (TLS) [default: none, a single node].
+    #[arg(
+        long,
+        env = "CASTGATE_CLUSTER_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub cluster_redis: Option<String>,
+    /// This node's base URL as other nodes and clients reach it
+    /// [default: http:// + the HTTP listen address].
+    #[arg(long, env = "CASTGATE_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Secret shared by the cluster's nodes (at least 32 bytes): signs
+    /// node-to-node requests and redirect tickets.
+    #[arg(
+        long,
+        env = "CASTGATE_CLUSTER_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+    /// This node's id in the cluster [default: kept in the recordings folder].
+    #[arg(long, env = "CASTGATE_CLUSTER_NODE_ID", value_name = "ID")]
+    pub cluster_node_id: Option<String>,
+    /// Seconds between cluster heartbeats [default: 2].
+    #[arg(long, env = "CASTGATE_CLUSTER_HEARTBEAT", value_name = "SECS")]
+    pub cluster_heartbeat: Option<f64>,
+    /// Seconds after which a silent node and its streams expire [default: 6].
+    #[arg(long, env = "CASTGATE_CLUSTER_EXPIRY", value_name = "SECS")]
+    pub cluster_expiry: Option<f64>,
+    /// WHEP for a stream carried by another node: relay (pull it once and
+    /// serve it here) or redirect (307 to the origin) [default: relay].
+    #[arg(long, env = "CASTGATE_CLUSTER_WHEP", value_enum)]
+    pub cluster_whep: Option<ClusterWhep>,
+    /// Seconds a relay keeps pulling after its last local viewer left [default: 10].
+    #[arg(long, env = "CASTGATE_CLUSTER_RELAY_LINGER", value_name = "SECS")]
+    pub cluster_relay_linger: Option<f64>,
 }
 
 fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -291,6 +329,30 @@ impl Config {
         }
         if let Some(v) = a.shutdown_timeout {
             self.shutdown.timeout_secs = v;
+        }
+        if let Some(v) = a.cluster_redis.as_ref().filter(|v| !v.trim().is_empty()) {
+            self.cluster.redis_url = Some(v.trim().to_string());
+        }
+        if let Some(v) = a.public_url.as_ref().filter(|v| !v.trim().is_empty()) {
+            self.cluster.public_url = Some(v.trim().to_string());
+        }
+        if let Some(v) = a.cluster_secret.as_ref().filter(|v| !v.is_empty()) {
+            self.cluster.secret = Some(v.clone());
+        }
+        if let Some(v) = a.cluster_node_id.as_ref().filter(|v| !v.trim().is_empty()) {
+            self.cluster.node_id = Some(v.trim().to_string());
+        }
+        if let Some(v) = a.cluster_heartbeat {
+            self.cluster.heartbeat_secs = v;
+        }
+        if let Some(v) = a.cluster_expiry {
+            self.cluster.expiry_secs = v;
+        }
+        if let Some(v) = a.cluster_whep {
+            self.cluster.whep = v;
+        }
+        if let Some(v) = a.cluster_relay_linger {
+            self.cluster.relay_linger_secs = v;
         }
         Ok(())
     }

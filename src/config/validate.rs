@@ -178,11 +178,103 @@ impl Config {
         }
         self.validate_restream()?;
         self.validate_ops()?;
+        self.validate_cluster()?;
         self.auth.validate()?;
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err(invalid(
                 "http.tls_cert",
                 "tls_cert and tls_key go together: set both or neither",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let c = &self.cluster;
+        let Some(url) = &c.redis_url else {
+            return Ok(());
+        };
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(invalid(
+                "cluster.redis_url",
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL",
+                    super::redact_url(url)
+                ),
+            ));
+        }
+        match &c.secret {
+            None => {
+                return Err(invalid(
+                    "cluster.secret",
+                    "a cluster needs a secret shared by its nodes (--cluster-secret, \
+                     CASTGATE_CLUSTER_SECRET): at least 32 bytes, e.g. from `openssl rand -hex 32`",
+                ));
+            }
+            Some(s) if s.len() < 32 => {
+                return Err(invalid(
+                    "cluster.secret",
+                    "must be at least 32 bytes (e.g. from `openssl rand -hex 32`)",
+                ));
+            }
+            Some(_) => {}
+        }
+        match &c.public_url {
+            Some(u) => {
+                let rest = u
+                    .strip_prefix("http://")
+                    .or_else(|| u.strip_prefix("https://"));
+                if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', ' '])) {
+                    return Err(invalid(
+                        "cluster.public_url",
+                        format!("{u:?} is not an http:// or https:// base URL"),
+                    ));
+                }
+            }
+            None if self.http.listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "cluster.public_url",
+                    format!(
+                        "http.listen is {} (every address): say how other nodes and clients \
+                         reach this one, e.g. --public-url http://10.0.0.5:{}",
+                        self.http.listen,
+                        self.http.listen.port()
+                    ),
+                ));
+            }
+            None => {}
+        }
+        if let Some(id) = &c.node_id
+            && !super::valid_node_id(id)
+        {
+            return Err(invalid(
+                "cluster.node_id",
+                format!("{id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        if !(0.1..=60.0).contains(&c.heartbeat_secs) {
+            return Err(invalid(
+                "cluster.heartbeat_secs",
+                "must be between 0.1 and 60 seconds",
+            ));
+        }
+        if !(2.0 * c.heartbeat_secs..=600.0).contains(&c.expiry_secs) {
+            return Err(invalid(
+                "cluster.expiry_secs",
+                "must be at least twice cluster.heartbeat_secs (one missed beat must not \
+                 expire a node) and at most 600 seconds",
+            ));
+        }
+        if !(0.0..=3600.0).contains(&c.relay_linger_secs) {
+            return Err(invalid(
+                "cluster.relay_linger_secs",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if !(5..=3600).contains(&c.ticket_secs) {
+            return Err(invalid(
+                "cluster.ticket_secs",
+                "must be between 5 and 3600 seconds",
             ));
         }
         Ok(())

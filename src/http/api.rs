@@ -18,19 +18,47 @@ pub struct StreamList {
     pub streams: Vec<StreamInfo>,
 }
 
-/// `GET /api/streams`: every live stream.
+/// `GET /api/streams`: every live stream (in a cluster: of every node).
 #[utoipa::path(
     get,
     path = "/api/streams",
     operation_id = "list_streams",
     tag = "streams",
-    summary = "Every live stream",
+    summary = "Every live stream (in a cluster: of every node, with the node that carries each)",
     responses((status = 200, description = "Live streams, sorted by name", body = StreamList)),
 )]
 pub async fn streams(State(state): State<AppState>) -> Json<StreamList> {
-    Json(StreamList {
-        streams: state.hub.list(),
-    })
+    let streams = match &state.cluster {
+        Some(c) => c.streams(),
+        None => state.hub.list(),
+    };
+    Json(StreamList { streams })
+}
+
+/// `GET /api/cluster`: the nodes of the cluster with their load.
+#[utoipa::path(
+    get,
+    path = "/api/cluster",
+    operation_id = "cluster",
+    tag = "operations",
+    summary = "The nodes of the cluster, with their load and the age of their last heartbeat",
+    responses(
+        (status = 200, description = "The nodes, as this node last read them from Redis", body = crate::cluster::ClusterInfo),
+        (status = 404, description = "This node is not part of a cluster (`cluster.redis_url` unset)"),
+    ),
+)]
+pub async fn cluster(
+    State(state): State<AppState>,
+) -> Result<Json<crate::cluster::ClusterInfo>, ApiError> {
+    state
+        .cluster
+        .as_ref()
+        .map(|c| Json(c.info()))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "this node is not part of a cluster (set cluster.redis_url, --cluster-redis)",
+            )
+        })
 }
 
 /// `GET /api/streams/{name}`: one live stream, or 404.
@@ -52,10 +80,19 @@ pub async fn stream(
     Path(name): Path<String>,
 ) -> Result<Json<StreamInfo>, ApiError> {
     let name = stream_name(&name)?;
-    state
+    // Published here (a relayed stream shows its origin's figures).
+    let local = state
         .hub
         .get(&name)
-        .map(|s| Json(s.info()))
+        .filter(|s| s.origin().is_none())
+        .map(|s| {
+            let mut info = s.info();
+            info.node = state.cluster.as_ref().map(|c| c.node_id().to_string());
+            info
+        });
+    local
+        .or_else(|| state.cluster.as_ref()?.remote_stream(&name))
+        .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("stream {:?} is not live", name.as_str())))
 }
 

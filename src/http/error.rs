@@ -86,6 +86,26 @@ impl From<NegotiateError> for ApiError {
     }
 }
 
+impl From<crate::cluster::ClaimError> for ApiError {
+    fn from(e: crate::cluster::ClaimError) -> ApiError {
+        use crate::cluster::ClaimError;
+        match e {
+            ClaimError::Busy { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ClaimError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_header(header::RETRY_AFTER, "2")
+            }
+        }
+    }
+}
+
+impl From<crate::cluster::Unavailable> for ApiError {
+    fn from(e: crate::cluster::Unavailable) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            .with_header(header::RETRY_AFTER, "2")
+    }
+}
+
 impl From<PatchError> for ApiError {
     fn from(e: PatchError) -> ApiError {
         let status = match &e {

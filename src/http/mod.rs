@@ -14,6 +14,7 @@ pub mod ops;
 pub mod pages;
 pub mod ratelimit;
 pub mod recordings;
+pub mod relay;
 pub mod restreams;
 pub mod serve;
 pub mod session;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub gate: Arc<Gate>,
     /// Places for `/api/events` clients (`events.max_sse_clients`).
     pub sse_clients: Arc<tokio::sync::Semaphore>,
+    /// This node's membership of a cluster (`None` on a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Builds the router. Serve it with [`serve::serve`], which gives every
@@ -124,6 +127,12 @@ pub fn router(state: AppState) -> Router {
             get(controls::recording.layer(admin.clone()))
                 .post(controls::start_recording.layer(admin.clone()))
                 .delete(controls::stop_recording.layer(admin.clone())),
+        )
+        .route("/api/cluster", get(api::cluster))
+        .route("/cluster/relay/{stream}", post(relay::post))
+        .route(
+            "/cluster/relay/{stream}/{session}",
+            axum::routing::delete(relay::delete),
         )
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(ops::readyz))

@@ -52,6 +52,9 @@ pub const QUERY_TOKEN: &str = "query_token";
         super::controls::start_recording,
         super::controls::stop_recording,
         super::api::healthz,
+        super::api::cluster,
+        super::relay::post,
+        super::relay::delete,
         super::ops::readyz,
         super::ops::metrics,
         super::ops::events,
@@ -644,7 +647,10 @@ mod tests {
         assert!(post["responses"]["401"]["headers"]["WWW-Authenticate"].is_object());
         let mut whep = statuses(&d, "post", "/whep/{stream}");
         whep.sort();
-        assert_eq!(whep, [201, 400, 401, 403, 409, 413, 415, 422, 429, 503]);
+        assert_eq!(
+            whep,
+            [201, 307, 400, 401, 403, 409, 413, 415, 422, 429, 502, 503]
+        );
         for base in ["/whip/{stream}/{session}", "/whep/{stream}/{session}"] {
             let mut patch = statuses(&d, "patch", base);
             patch.sort();

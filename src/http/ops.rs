@@ -81,6 +81,10 @@ pub struct Readiness {
     pub disk: Check,
     /// The server is not shutting down.
     pub accepting: Check,
+    /// In a cluster: Redis answers (without it no publish can be accepted
+    /// safely); absent on a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Check>,
 }
 
 /// `GET /readyz`: 200 when this instance can take publishers and record,
@@ -130,13 +134,31 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         };
         (off.clone(), off)
     };
+    let cluster = state.cluster.as_ref().map(|c| {
+        if c.is_reachable() {
+            Check {
+                ok: true,
+                detail: format!("node {} reaches Redis", c.node_id()),
+            }
+        } else {
+            Check {
+                ok: false,
+                detail: format!(
+                    "node {} cannot reach the cluster's Redis: streams here carry on, new publishes are refused",
+                    c.node_id()
+                ),
+            }
+        }
+    });
     let reason = [
-        ("udp", &udp),
-        ("recordings_dir", &recordings_dir),
-        ("disk", &disk),
-        ("accepting", &accepting),
+        ("udp", Some(&udp)),
+        ("recordings_dir", Some(&recordings_dir)),
+        ("disk", Some(&disk)),
+        ("accepting", Some(&accepting)),
+        ("cluster", cluster.as_ref()),
     ]
     .iter()
+    .filter_map(|(name, c)| Some((name, (*c)?)))
     .find(|(_, c)| !c.ok)
     .map(|(name, c)| format!("{name}: {}", c.detail));
     let ready = reason.is_none();
@@ -147,6 +169,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         recordings_dir,
         disk,
         accepting,
+        cluster,
     };
     let code = if ready {
         StatusCode::OK

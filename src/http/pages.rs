@@ -114,8 +114,28 @@ pub async fn publish(h: HeaderMap) -> Response {
         (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
     ),
 )]
-pub async fn watch(h: HeaderMap) -> Response {
-    serve("watch.html", h).await
+pub async fn watch(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    h: HeaderMap,
+) -> Response {
+    let mut resp = serve("watch.html", h).await;
+    // In a cluster that redirects viewers, the page's WHEP request is sent
+    // on to the stream's origin: the other nodes may be connected to too.
+    if let Some(c) = &state.cluster
+        && c.config().whep == crate::config::ClusterWhep::Redirect
+    {
+        let origins = c.other_origins();
+        if !origins.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&CSP.replace(
+                "connect-src 'self'",
+                &format!("connect-src 'self' {}", origins.join(" ")),
+            ))
+        {
+            resp.headers_mut()
+                .insert(header::CONTENT_SECURITY_POLICY, v);
+        }
+    }
+    resp
 }
 
 /// `GET /recordings`: the recordings page.

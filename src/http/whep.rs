@@ -6,12 +6,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
 use super::session::{self, SDP};
-use crate::config::NoPublisher;
+use crate::config::{ClusterWhep, NoPublisher};
 use crate::rtc::RoleKind;
 
 /// `POST /whep/{stream}`: answer the viewer's offer with the publisher's codecs.
@@ -32,12 +32,14 @@ use crate::rtc::RoleKind;
         )),
         (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
         (status = 403, description = "The token (or the access callback) does not allow viewing this stream"),
+        (status = 307, description = "In a cluster with `cluster.whep = \"redirect\"`: the stream is live on another node; `Location` is its WHEP URL there, with a short-lived `cluster_ticket` that lets this request in"),
         (status = 409, description = "Nothing is published under this name yet (`Retry-After` says when to try again), or the stream ended during setup"),
         (status = 413, description = "The offer is larger than `http.max_body_bytes`"),
         (status = 415, description = "The Content-Type is not `application/sdp`"),
         (status = 422, description = "The offer cannot receive the publisher's codecs"),
         (status = 429, description = "Too many requests, failed attempts or sessions from this address"),
-        (status = 503, description = "The stream has the most viewers allowed (`Retry-After`), the media engine is overloaded (`Retry-After`), shutting down, or the access callback is unavailable"),
+        (status = 502, description = "In a cluster with `cluster.whep = \"relay\"`: the stream's origin node could not be pulled from (the reason says why)"),
+        (status = 503, description = "The stream has the most viewers allowed (`Retry-After`), the media engine is overloaded (`Retry-After`), shutting down, the access callback is unavailable, or (in a cluster) Redis cannot be reached to find the stream (`Retry-After`)"),
     ),
     security(("bearer" = ["view"]), ("query_token" = ["view"])),
 )]
@@ -52,31 +54,106 @@ pub async fn post(
     session::require_content_type(&headers, SDP)?;
     let offer = session::text(&body)?;
     let whep = &state.config.whep;
-    let live = match whep.no_publisher {
-        NoPublisher::Reject => state.hub.get(&name),
-        NoPublisher::Wait => {
-            state
-                .hub
-                .wait_for(&name, Duration::from_secs_f64(whep.wait_secs))
-                .await
-        }
+    let wait = match whep.no_publisher {
+        NoPublisher::Reject => Duration::ZERO,
+        NoPublisher::Wait => Duration::from_secs_f64(whep.wait_secs),
     };
-    let Some(live) = live else {
-        if state.hub.is_closed() {
-            // Streams were ended by the shutdown: not a "not live yet".
-            return Err(crate::rtc::NegotiateError::ShuttingDown.into());
+    let live = match locate(&state, &name, wait).await? {
+        Some(Found::Here(live)) => live,
+        Some(Found::Elsewhere(origin)) => match state.cluster.as_ref().map(|c| c.config().whep) {
+            Some(ClusterWhep::Relay) => {
+                let cluster = state.cluster.as_ref().expect("a cluster");
+                cluster
+                    .relay(&name, &origin)
+                    .await
+                    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?
+            }
+            _ => return Ok(redirect(&state, &name, &origin)),
+        },
+        None => {
+            if state.hub.is_closed() {
+                // Streams were ended by the shutdown: not a "not live yet".
+                return Err(crate::rtc::NegotiateError::ShuttingDown.into());
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "stream {:?} is not live yet; retry when it is",
+                    name.as_str()
+                ),
+            )
+            .with_header(header::RETRY_AFTER, &whep.retry_after_secs.to_string()));
         }
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "stream {:?} is not live yet; retry when it is",
-                name.as_str()
-            ),
-        )
-        .with_header(header::RETRY_AFTER, &whep.retry_after_secs.to_string()));
     };
     let answer = state.engine.view(live, offer, client.ip).await?;
     Ok(session::created(&state, "whep", &name, answer))
+}
+
+/// Where a viewer finds a stream.
+enum Found {
+    /// Live on this node.
+    Here(std::sync::Arc<crate::stream::LiveStream>),
+    /// Live on another node of the cluster.
+    Elsewhere(crate::cluster::Claim),
+}
+
+/// Finds `name` here or (in a cluster) on another node, waiting up to
+/// `wait` for it to start anywhere.
+async fn locate(
+    state: &AppState,
+    name: &crate::names::StreamName,
+    wait: Duration,
+) -> Result<Option<Found>, ApiError> {
+    /// How often the directory is asked again while waiting.
+    const POLL: Duration = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(live) = state.hub.get(name) {
+            return Ok(Some(Found::Here(live)));
+        }
+        if let Some(cluster) = &state.cluster
+            && let Some(origin) = cluster.origin(name).await?
+            && origin.node != cluster.node_id()
+        {
+            return Ok(Some(Found::Elsewhere(origin)));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline || state.hub.is_closed() {
+            return Ok(None);
+        }
+        let step = if state.cluster.is_some() {
+            POLL.min(deadline - now)
+        } else {
+            deadline - now
+        };
+        state.hub.wait_for(name, step).await;
+    }
+}
+
+/// `307` to the stream's origin, with a ticket that lets the viewer in
+/// there (its browser drops `Authorization` on a cross-origin redirect).
+fn redirect(
+    state: &AppState,
+    name: &crate::names::StreamName,
+    origin: &crate::cluster::Claim,
+) -> Response {
+    let ticket = state
+        .cluster
+        .as_ref()
+        .map(|c| c.view_ticket(name))
+        .unwrap_or_default();
+    let location = format!(
+        "{}/whep/{}?{}={ticket}",
+        origin.url.trim_end_matches('/'),
+        name.as_str(),
+        super::auth::CLUSTER_TICKET
+    );
+    tracing::debug!(stream = %name, node = %origin.node, "viewer redirected to the stream's origin");
+    let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 /// `OPTIONS /whep/{stream}`.

@@ -29,12 +29,12 @@ use crate::rtc::RoleKind;
         )),
         (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
         (status = 403, description = "The token (or the access callback) does not allow publishing this stream"),
-        (status = 409, description = "The stream already has a publisher"),
+        (status = 409, description = "The stream already has a publisher (in a cluster: on any node)"),
         (status = 413, description = "The offer is larger than `http.max_body_bytes`"),
         (status = 415, description = "The Content-Type is not `application/sdp`"),
         (status = 422, description = "A valid offer asking for something castgate does not do (codecs, track counts)"),
         (status = 429, description = "Too many requests, failed attempts or sessions from this address"),
-        (status = 503, description = "Shutting down, the media engine is overloaded (`Retry-After`; the name is not kept), or the access callback is unavailable"),
+        (status = 503, description = "Shutting down, the media engine is overloaded (`Retry-After`; the name is not kept), the access callback is unavailable, or (in a cluster) Redis cannot be reached (`Retry-After`)"),
     ),
     security(("bearer" = ["publish"]), ("query_token" = ["publish"])),
 )]
@@ -48,7 +48,18 @@ pub async fn post(
     let name = session::stream_name(&stream)?;
     session::require_content_type(&headers, SDP)?;
     let offer = session::text(&body)?;
+    // In a cluster the name is claimed cluster-wide first: one origin per name.
+    let claim = match &state.cluster {
+        Some(cluster) => {
+            let takeover = state.config.whip.on_conflict == crate::config::OnConflict::Takeover;
+            Some(cluster.claim(&name, takeover).await?)
+        }
+        None => None,
+    };
     let answer = state.engine.publish(name.clone(), offer, client.ip).await?;
+    if let Some(claim) = claim {
+        claim.started();
+    }
     Ok(session::created(&state, "whip", &name, answer))
 }
 

@@ -175,6 +175,8 @@ pub struct GatewayCollector {
     pub http: Arc<HttpStats>,
     /// Export per-stream series (labelled with the stream name).
     pub per_stream: bool,
+    /// This node's membership of a cluster (`castgate_cluster_*` only then).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl fmt::Debug for GatewayCollector {
@@ -453,6 +455,72 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             &series,
         )?;
         gauge(e, "castgate_hls_outputs", "HLS outputs running", hls as i64)?;
+
+        // The cluster.
+        if let Some(c) = &self.cluster {
+            let k = c.counters();
+            gauge(
+                e,
+                "castgate_cluster_nodes",
+                "Nodes with a live record in the cluster's Redis (this one included), at the last heartbeat",
+                c.nodes_seen() as i64,
+            )?;
+            gauge(
+                e,
+                "castgate_cluster_redis_up",
+                "1 while the cluster's Redis answers, 0 while it cannot be reached",
+                i64::from(c.is_reachable()),
+            )?;
+            counter(
+                e,
+                "castgate_cluster_redis_errors",
+                "Redis requests that failed (timeouts, refused connections, errors)",
+                ld(&k.redis_errors),
+            )?;
+            counter(
+                e,
+                "castgate_cluster_claims_lost",
+                "Stream names another node took while this node carried them (the stream ended here)",
+                ld(&k.claims_lost),
+            )?;
+            counter(
+                e,
+                "castgate_cluster_claims_reasserted",
+                "Stream claims put back after they expired (Redis was out of reach)",
+                ld(&k.claims_reasserted),
+            )?;
+            counter(
+                e,
+                "castgate_cluster_redirects",
+                "WHEP viewers sent to the stream's origin node with a 307",
+                ld(&k.redirects),
+            )?;
+            gauge(
+                e,
+                "castgate_cluster_relays",
+                "Streams pulled from their origin node and served here now",
+                c.relays_running() as i64,
+            )?;
+            counter(
+                e,
+                "castgate_cluster_relays_started",
+                "Pulls started from origin nodes",
+                ld(&k.relays_started),
+            )?;
+            let up = self.engine.upstream_counters();
+            counter(
+                e,
+                "castgate_cluster_upstream_datagrams",
+                "Datagrams received from origin nodes by this node's relays",
+                ld(&up.datagrams_in),
+            )?;
+            counter(
+                e,
+                "castgate_cluster_upstream_frames",
+                "Frames received from origin nodes by this node's relays",
+                ld(&up.frames_in),
+            )?;
+        }
 
         // Webhooks.
         let w = &self.webhooks;

@@ -19,6 +19,7 @@ pub mod sdp;
 mod session;
 mod shard;
 pub mod tcp;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -253,6 +254,8 @@ pub struct Engine {
     dtls_cert: str0m::config::DtlsCert,
     client_limits: Arc<ClientLimits>,
     viewer_limits: Arc<ViewerLimits>,
+    /// Counters of the streams pulled from other servers ([`upstream`]).
+    upstream: Arc<upstream::UpstreamCounters>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -352,6 +355,7 @@ impl Engine {
             dtls_cert,
             client_limits: ClientLimits::new(config.limits.max_sessions_per_client),
             viewer_limits: ViewerLimits::new(config.limits.max_viewers_per_stream),
+            upstream: Arc::default(),
             config,
         })
     }

@@ -20,7 +20,7 @@ use super::Counters;
 use super::codecs;
 use super::forward::RtpForwarder;
 use super::payloads::PayloadCutter;
-use crate::media::{Frame, MediaKind, SenderClock};
+use crate::media::{Frame, MediaKind};
 use crate::stream::{KeyframePacer, LiveStream, SinkKind, SinkQueue, Subscription};
 
 /// What a session does.
@@ -680,27 +680,7 @@ impl Session {
             // the next keyframe, so ask for one (paced with everyone else's).
             send_keyframe_request(&mut self.rtc, p.video_mid);
         }
-        let time = data.time.rebase(frequency(params.clock_rate));
-        let rtp_payloads = p
-            .cutters
-            .entry(kind)
-            .or_insert_with(|| PayloadCutter::for_codec(params.codec))
-            .as_mut()
-            .map(|c| c.cut(&data.data))
-            .unwrap_or_default();
-        let frame = Frame {
-            params,
-            keyframe,
-            rtp_time: time.numer(),
-            arrival: data.network_time,
-            sender_clock: data.last_sender_info.map(|s| SenderClock {
-                ntp_time: s.ntp_time,
-                rtp_time: s.rtp_time.rebase(frequency(params.clock_rate)).numer(),
-            }),
-            after_loss: !data.contiguous,
-            data: data.data,
-            rtp_payloads,
-        };
+        let frame = super::upstream::frame_of(params, data, &mut p.cutters);
         self.figures.frames += 1;
         self.stream.publish(frame);
         if video
@@ -768,11 +748,11 @@ impl Session {
     }
 }
 
-fn frequency(rate: u32) -> Frequency {
+pub(super) fn frequency(rate: u32) -> Frequency {
     Frequency::new(rate).unwrap_or(Frequency::NINETY_KHZ)
 }
 
-fn send_keyframe_request(rtc: &mut Rtc, mid: Option<Mid>) {
+pub(super) fn send_keyframe_request(rtc: &mut Rtc, mid: Option<Mid>) {
     let Some(mid) = mid else { return };
     let Some(mut writer) = rtc.writer(mid) else {
         return;

@@ -138,6 +138,43 @@ impl Hub {
         Ok(stream)
     }
 
+    /// Registers a stream relayed from the node `origin` under `name`: local
+    /// viewers find it as any stream, but no observer (recorder, restreamer)
+    /// hears of it and no `stream_started` is emitted (its origin did that).
+    pub fn relay(
+        &self,
+        name: StreamName,
+        tracks: Vec<CodecParams>,
+        control: Arc<dyn PublisherControl>,
+        origin: &str,
+    ) -> Result<Arc<LiveStream>, PublishError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stream = Arc::new(
+            LiveStream::new(
+                id,
+                name.clone(),
+                tracks,
+                control,
+                self.policy.clone(),
+                self.events.clone(),
+            )
+            .relayed_from(origin),
+        );
+        {
+            let mut streams = self.streams.lock();
+            if streams.live.contains_key(&name) {
+                return Err(PublishError::Busy(name.to_string()));
+            }
+            streams.live.insert(name, stream.clone());
+        }
+        tracing::info!(stream = %stream.name(), stream_id = stream.id(), origin, "relaying a stream of another node");
+        self.changed.notify_waiters();
+        Ok(stream)
+    }
+
     /// Registers an observer of new streams.
     pub fn add_observer(&self, observer: Arc<dyn StreamObserver>) {
         self.observers.write().push(observer);
@@ -199,6 +236,24 @@ impl Hub {
             }
         }
         stream.end(reason);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends `stream` from outside its publisher (e.g. the name now belongs
+    /// to another node): it leaves the registry if still there, its
+    /// publisher is closed, and it ends with `reason`.
+    pub fn end(&self, stream: &LiveStream, reason: &str) {
+        {
+            let mut streams = self.streams.lock();
+            if streams
+                .live
+                .get(stream.name())
+                .is_some_and(|s| s.id() == stream.id())
+            {
+                streams.take(stream.name());
+            }
+        }
+        stream.close_publisher(reason);
         self.changed.notify_waiters();
     }
 

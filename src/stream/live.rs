@@ -193,6 +193,8 @@ pub struct LiveStream {
     departed_dropped: [AtomicU64; 3],
     ended: AtomicBool,
     events: Events,
+    /// Relayed from this origin node (a cluster pull), or `None`: published here.
+    origin: Option<String>,
 }
 
 /// Running totals of a stream (or of every stream, see [`super::Hub::counters`]):
@@ -265,7 +267,21 @@ impl LiveStream {
             departed_dropped: Default::default(),
             ended: AtomicBool::new(false),
             events,
+            origin: None,
         }
+    }
+
+    /// The same stream, marked as relayed from the node `origin` (a pull in
+    /// a cluster): not recorded or restreamed here, and its start and end
+    /// are not this node's events.
+    pub fn relayed_from(mut self, origin: &str) -> LiveStream {
+        self.origin = Some(origin.to_string());
+        self
+    }
+
+    /// The node this stream is relayed from; `None` when published here.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
     }
 
     /// Unique id of this stream within the process (a new publisher under the
@@ -539,6 +555,10 @@ impl LiveStream {
             reason,
             "stream ended"
         );
+        if self.origin.is_some() {
+            // A relay ending is not the stream ending (its origin says that).
+            return;
+        }
         self.events.emit(Event::StreamEnded {
             stream: self.name.to_string(),
             stream_id: self.id,
@@ -608,6 +628,7 @@ impl LiveStream {
             (d + s.queue.dropped(), k + s.queue.skipped())
         });
         StreamInfo {
+            node: self.origin.clone(),
             name: self.name.to_string(),
             id: self.id,
             started_at: humantime::format_rfc3339_seconds(self.started_at).to_string(),
@@ -670,10 +691,14 @@ fn round1(v: f64) -> f64 {
 }
 
 /// What `GET /api/streams` says about one stream.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StreamInfo {
     /// Stream name.
     pub name: String,
+    /// In a cluster: the id of the node that carries the stream (its
+    /// origin); absent on a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Process-unique id; changes when a new publisher takes the name.
     pub id: u64,
     /// When the publisher arrived (RFC 3339, UTC).
@@ -705,7 +730,7 @@ pub struct StreamInfo {
 }
 
 /// Video track details.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct VideoInfo {
     /// Codec.
     pub codec: Codec,
@@ -720,7 +745,7 @@ pub struct VideoInfo {
 }
 
 /// Audio track details.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AudioInfo {
     /// Codec.
     pub codec: Codec,

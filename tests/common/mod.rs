@@ -2,6 +2,8 @@
 // Every test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+/// A Redis and castgate nodes as child processes: a cluster on loopback.
+pub mod cluster;
 /// Scratch folders, free ports and FFmpeg-tool checks of files.
 pub mod files;
 /// An in-process gateway and bounded waits around it.

@@ -644,6 +644,9 @@ impl Peer {
 
         let status = resp.status();
         let headers = resp.headers().clone();
+        // After a redirect (a cluster node sending the viewer to the stream's
+        // origin), the session resource is relative to where the answer came from.
+        let answered_at = resp.url().clone();
         let body = resp.text().await.unwrap_or_default();
         if status != reqwest::StatusCode::CREATED {
             return Err(HttpError {
@@ -658,8 +661,7 @@ impl Peer {
             .context("201 without Location")?
             .to_str()
             .context("Location is not ASCII")?;
-        let resource_url = reqwest::Url::parse(url)
-            .with_context(|| format!("bad URL {url}"))?
+        let resource_url = answered_at
             .join(location)
             .with_context(|| format!("bad Location {location}"))?
             .to_string();

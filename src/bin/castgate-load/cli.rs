@@ -42,6 +42,11 @@ pub struct Args {
     #[arg(long)]
     pub url: String,
 
+    /// Base URL where viewers go instead of --url; repeat it to spread them
+    /// round-robin over several nodes of a cluster (publishers stay on --url).
+    #[arg(long = "viewer-url", value_name = "URL")]
+    pub viewer_urls: Vec<String>,
+
     /// Number of publishers (one stream each).
     #[arg(long, default_value_t = 1)]
     pub publishers: usize,
@@ -135,6 +140,15 @@ impl Args {
                 self.url
             ));
         }
+        if let Some(u) = self
+            .viewer_urls
+            .iter()
+            .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(format!(
+                "--viewer-url must start with http:// or https:// (got {u:?})"
+            ));
+        }
         if self.publishers == 0 {
             return Err("--publishers must be at least 1".into());
         }
@@ -213,18 +227,26 @@ impl Args {
         self.endpoint(&self.whip_path, stream)
     }
 
-    /// WHEP URL of a stream.
-    pub fn whep_url(&self, stream: &str) -> String {
-        self.endpoint(&self.whep_path, stream)
+    /// WHEP URL of a stream for viewer number `k` (spread over --viewer-url).
+    pub fn whep_url(&self, stream: &str, k: u64) -> String {
+        let base = match self.viewer_urls.len() {
+            0 => &self.url,
+            n => &self.viewer_urls[(k as usize) % n],
+        };
+        endpoint(base, &self.whep_path, stream)
     }
 
     fn endpoint(&self, path: &str, stream: &str) -> String {
-        format!(
-            "{}{}",
-            self.url.trim_end_matches('/'),
-            path.replace("{stream}", stream)
-        )
+        endpoint(&self.url, path, stream)
     }
+}
+
+fn endpoint(base: &str, path: &str, stream: &str) -> String {
+    format!(
+        "{}{}",
+        base.trim_end_matches('/'),
+        path.replace("{stream}", stream)
+    )
 }
 
 #[cfg(test)]
@@ -262,8 +284,29 @@ mod tests {
         assert_eq!(a.server_pid, Some(42));
         assert!(a.json);
         assert!(a.validate().is_ok());
-        assert_eq!(a.whep_url("load-1"), "http://127.0.0.1:8080/whep/load-1");
+        assert_eq!(a.whep_url("load-1", 0), "http://127.0.0.1:8080/whep/load-1");
         assert_eq!(a.stream_name(1), "load-1");
+    }
+
+    #[test]
+    fn viewers_spread_over_the_viewer_urls() {
+        let a = args(&[
+            "--viewer-url",
+            "http://127.0.0.1:8081",
+            "--viewer-url",
+            "http://127.0.0.1:8082/",
+        ]);
+        assert!(a.validate().is_ok());
+        assert_eq!(a.whip_url("s"), "http://127.0.0.1:8080/whip/s");
+        assert_eq!(a.whep_url("s", 0), "http://127.0.0.1:8081/whep/s");
+        assert_eq!(a.whep_url("s", 1), "http://127.0.0.1:8082/whep/s");
+        assert_eq!(a.whep_url("s", 2), "http://127.0.0.1:8081/whep/s");
+        assert!(
+            args(&["--viewer-url", "ftp://x"])
+                .validate()
+                .unwrap_err()
+                .contains("--viewer-url")
+        );
     }
 
     #[test]

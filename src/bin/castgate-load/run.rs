@@ -127,7 +127,7 @@ pub async fn run(args: &Args, fixture: Arc<Fixture>) -> anyhow::Result<Report> {
         let stream = streams[(k as usize) % streams.len()];
         let spec = ViewerSpec {
             client: client.clone(),
-            url: args.whep_url(&args.stream_name(stream)),
+            url: args.whep_url(&args.stream_name(stream), k),
             token: args.token.clone(),
             server_ip,
             stream,

@@ -77,6 +77,9 @@ impl std::fmt::Debug for Caller {
 /// the config is reloaded (a request decides with the rules it started with).
 pub struct Gate {
     current: parking_lot::RwLock<Arc<GateRules>>,
+    /// In a cluster: checks the tickets other nodes sign for the viewers
+    /// they redirect here.
+    tickets: std::sync::OnceLock<crate::cluster::TicketKey>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -138,6 +141,7 @@ pub struct Guard {
 struct TokenQuery {
     token: Option<String>,
     stream: Option<String>,
+    cluster_ticket: Option<String>,
 }
 
 /// The request's token: the `Authorization: Bearer` header, else (when
@@ -175,7 +179,14 @@ impl Gate {
     pub fn from_rules(rules: GateRules) -> Gate {
         Gate {
             current: parking_lot::RwLock::new(Arc::new(rules)),
+            tickets: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Accepts cluster tickets signed with `key` on view routes (set once,
+    /// when the node joins a cluster).
+    pub fn accept_cluster_tickets(&self, key: crate::cluster::TicketKey) {
+        let _ = self.tickets.set(key);
     }
 
     /// The rules in force now (a snapshot: a reload does not change it).
@@ -360,14 +371,39 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
             .map(|s| s.as_str().to_string()),
     };
     let client = client_of(&parts.extensions);
-    // No valid stream: the handler refuses the request itself (400/404)
-    // before touching anything, or (a listing) filters by the caller.
-    if let Some(stream) = stream
-        && let Err(e) = rules
-            .check(client, g.role, &stream, token.as_deref(), g.callback)
-            .await
-    {
-        return e.into_response();
+    // A viewer another node of the cluster let through and redirected here.
+    let ticket = match (&stream, g.gate.tickets.get()) {
+        (Some(stream), Some(key)) if g.role == Role::View && g.scope == Scope::Stream => {
+            Query::<TokenQuery>::try_from_uri(&parts.uri)
+                .ok()
+                .and_then(|q| q.0.cluster_ticket)
+                .map(|t| {
+                    key.verify(
+                        &t,
+                        crate::cluster::Purpose::View,
+                        stream,
+                        std::time::SystemTime::now(),
+                    )
+                })
+        }
+        _ => None,
+    };
+    match ticket {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            return ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        }
+        // No valid stream: the handler refuses the request itself (400/404)
+        // before touching anything, or (a listing) filters by the caller.
+        None => {
+            if let Some(stream) = stream
+                && let Err(e) = rules
+                    .check(client, g.role, &stream, token.as_deref(), g.callback)
+                    .await
+            {
+                return e.into_response();
+            }
+        }
     }
     // An admin write's body is JSON: no "simple" cross-site form post.
     if g.role == Role::Admin
@@ -510,7 +546,12 @@ fn is_token_key(raw: &str) -> bool {
         }
     }
     decoded.eq_ignore_ascii_case(b"token")
+        || decoded.eq_ignore_ascii_case(CLUSTER_TICKET.as_bytes())
 }
+
+/// The query parameter of a cluster ticket: a node that redirected a viewer
+/// to a stream's origin vouches for it there (see [`crate::cluster::ticket`]).
+pub const CLUSTER_TICKET: &str = "cluster_ticket";
 
 /// The request's URI with the value of every `token` query parameter
 /// replaced by `****`, for logs.

@@ -1,0 +1,597 @@
+//! Several castgate nodes as one (issue 17), on loopback: a real
+//! `redis-server`, three castgate processes with their own ports and
+//! folders. Publish on one node, find and watch the stream from any node;
+//! one origin per name, through Redis outages, a node killed and a node
+//! frozen past its claim's expiry.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::cluster::{Node, Redis, node, within};
+use common::media::{opus_packets, video_frames};
+use common::peer::{HttpError, Kind, PeerOptions, Publisher, VideoCodec, Viewer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_castgate");
+
+/// Generous caps for what the cluster does within a few heartbeats.
+const SOON: Duration = Duration::from_secs(15);
+
+/// Publishes `name` on `node` and keeps sending 30 s of VP8 + Opus in the
+/// background; the video frames sent (to check received ones against).
+async fn publish(
+    node: &Node,
+    name: &str,
+) -> (Arc<Publisher>, tokio::task::JoinHandle<()>, Vec<Vec<u8>>) {
+    publish_codec(node, name, VideoCodec::Vp8).await
+}
+
+/// [`publish`] with `codec` for the video.
+async fn publish_codec(
+    node: &Node,
+    name: &str,
+    codec: VideoCodec,
+) -> (Arc<Publisher>, tokio::task::JoinHandle<()>, Vec<Vec<u8>>) {
+    let publisher = Arc::new(
+        Publisher::connect(
+            &node.url(&format!("/whip/{name}")),
+            PeerOptions::new(Some(codec), true),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("publishing {name} on {}: {e:#}", node.id)),
+    );
+    let video = video_frames(codec, 30);
+    let sent = video.iter().map(|f| f.data.clone()).collect();
+    let p = publisher.clone();
+    let task = tokio::spawn(async move {
+        let _ = p.play(&video, &opus_packets(30)).await;
+    });
+    (publisher, task, sent)
+}
+
+/// The next `n` video frames a viewer receives (panics after 10 s without one).
+async fn video(viewer: &mut Viewer, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = viewer
+            .next_frame(Duration::from_secs(10))
+            .await
+            .expect("a frame within 10 s");
+        if f.kind == Kind::Video {
+            out.push(f.data);
+        }
+    }
+    out
+}
+
+/// The status a publish of `name` on `node` gets (201 when it connects).
+async fn publish_status(node: &Node, name: &str) -> (u16, String, Option<String>) {
+    match Publisher::connect(
+        &node.url(&format!("/whip/{name}")),
+        PeerOptions::new(Some(VideoCodec::Vp8), false),
+    )
+    .await
+    {
+        Ok(p) => {
+            let _ = p.delete().await;
+            (201, String::new(), None)
+        }
+        Err(e) => {
+            let e = e.downcast::<HttpError>().expect("an HTTP refusal");
+            let retry = e
+                .headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (e.status.as_u16(), e.body, retry)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_published_on_one_node_is_found_and_watched_from_every_node() {
+    let redis = Redis::start();
+    let redirect = ["--view-token", "see", "--cluster-whep", "redirect"];
+    let a = node(BIN, &redis, "a", &redirect).await;
+    let b = node(BIN, &redis, "b", &redirect).await;
+    let c = node(BIN, &redis, "c", &redirect).await;
+    let (_publisher, _feed, sent) = publish(&a, "show").await;
+    let sent: HashSet<Vec<u8>> = sent.into_iter().collect();
+
+    // Every node lists it, with the node that carries it.
+    for n in [&a, &b, &c] {
+        let seen = within(SOON, || async {
+            n.lists("show").await.as_deref() == Some("a")
+        })
+        .await;
+        assert!(seen.is_some(), "node {} lists show on a", n.id);
+    }
+    let one = b.get("/api/streams/show").await;
+    assert_eq!(one["node"], "a", "{one}");
+    // Every node knows every node, with its load.
+    let nodes = within(SOON, || async {
+        let v = c.get("/api/cluster").await;
+        let ids: Vec<String> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        let a_load = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == "a")
+            .map(|n| n["load"]["publishers"].as_u64().unwrap_or(0));
+        ids == ["a", "b", "c"] && a_load == Some(1)
+    })
+    .await;
+    assert!(nodes.is_some(), "{}", c.get("/api/cluster").await);
+
+    // B answers a viewer with 307 to A, carrying a ticket.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let offer = common::peer::make_offer(&PeerOptions::new(None, true), true).unwrap();
+    let resp = client
+        .post(b.url("/whep/show"))
+        .bearer_auth("see")
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 307);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with(&a.url("/whep/show?cluster_ticket=v1.")),
+        "{location}"
+    );
+    // The ticket is what lets the redirected request in (the client drops
+    // Authorization on the way to another port), for that stream only.
+    let forged = client
+        .post(format!("{}x", location))
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401, "a forged ticket is refused");
+    let other = client
+        .post(location.replace("/whep/show?", "/whep/other?"))
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401, "a ticket is for one stream");
+    let bare = client
+        .post(a.url("/whep/show"))
+        .header("content-type", "application/sdp")
+        .body(offer.sdp)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401, "no token, no ticket: refused");
+
+    // Viewers through B and C (following the redirect) get what A's own
+    // viewer gets: the publisher's frames, byte for byte.
+    let mut on_a = Viewer::connect(&a.url("/whep/show"), Some("see".into()))
+        .await
+        .expect("a viewer on a");
+    let mut via_b = Viewer::connect(&b.url("/whep/show"), Some("see".into()))
+        .await
+        .expect("a viewer through b");
+    let mut via_c = Viewer::connect(&c.url("/whep/show"), Some("see".into()))
+        .await
+        .expect("a viewer through c");
+    assert!(
+        via_b.resource_url().starts_with(&a.gw.http),
+        "{}",
+        via_b.resource_url()
+    );
+    for (who, v) in [("a", &mut on_a), ("b", &mut via_b), ("c", &mut via_c)] {
+        let frames = video(v, 30).await;
+        for f in &frames {
+            assert!(
+                sent.contains(f),
+                "viewer via {who}: a frame that was not sent"
+            );
+        }
+    }
+
+    // What B counted: the nodes it sees, the viewers it sent on.
+    let metrics = reqwest::get(b.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| common::gateway::value(&metrics, series);
+    assert_eq!(value("castgate_cluster_nodes"), Some(3.0), "{metrics}");
+    assert_eq!(value("castgate_cluster_redis_up"), Some(1.0));
+    assert!(
+        value("castgate_cluster_redirects_total").unwrap_or(0.0) >= 2.0,
+        "{metrics}"
+    );
+
+    // The same name on another node: 409, naming the node that has it.
+    let (status, body, _) = publish_status(&b, "show").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("\"a\""), "{body}");
+    assert_eq!(redis.cli(&["EXISTS", "castgate:stream:show"]), "1");
+}
+
+/// Waits for a viewer's session to be ended by its server (RTCP BYE,
+/// DTLS close_notify, or ICE gone); how long that took, or `None` if it
+/// still runs after `limit`.
+async fn until_ended(viewer: &Viewer, limit: Duration) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    viewer.wait_ended(limit).await.then(|| start.elapsed())
+}
+
+/// A node's figure `series` (`None` if absent).
+async fn figure(node: &Node, series: &str) -> Option<f64> {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    common::gateway::value(&text, series)
+}
+
+/// Viewer sessions of `stream` on `node` (its operator's session list).
+async fn viewer_sessions(node: &Node, stream: &str) -> usize {
+    let v = node.get(&format!("/api/streams/{stream}/sessions")).await;
+    v["sessions"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter(|s| s["role"] == "viewer").count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_other_nodes_are_served_through_one_relay_per_node() {
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &[]).await;
+    let b = node(BIN, &redis, "b", &["--cluster-relay-linger", "1"]).await;
+    let c = node(BIN, &redis, "c", &[]).await;
+    let (_p1, _f1, sent_vp8) = publish(&a, "one").await;
+    let (_p2, _f2, sent_h264) = publish_codec(&a, "two", VideoCodec::H264).await;
+    let sent_vp8: HashSet<Vec<u8>> = sent_vp8.into_iter().collect();
+    let sent_h264: HashSet<Vec<u8>> = sent_h264.into_iter().collect();
+    for n in [&b, &c] {
+        let seen = within(SOON, || async {
+            n.lists("two").await.as_deref() == Some("a")
+        })
+        .await;
+        assert!(seen.is_some(), "node {} lists two on a", n.id);
+    }
+
+    // Three viewers of "one" on B, one on C, one on A; two of "two" on B.
+    let mut viewers = Vec::new();
+    for (n, name) in [
+        (&b, "one"),
+        (&b, "one"),
+        (&b, "one"),
+        (&c, "one"),
+        (&a, "one"),
+        (&b, "two"),
+        (&b, "two"),
+    ] {
+        let v = Viewer::connect(&n.url(&format!("/whep/{name}")), None)
+            .await
+            .unwrap_or_else(|e| panic!("a viewer of {name} on {}: {e:#}", n.id));
+        assert!(
+            v.resource_url().starts_with(&n.gw.http),
+            "served by {} itself",
+            n.id
+        );
+        viewers.push((n.id.clone(), name, v));
+    }
+    // Each gets its stream's frames, byte for byte.
+    for (node_id, name, v) in &mut viewers {
+        let sent = if *name == "one" {
+            &sent_vp8
+        } else {
+            &sent_h264
+        };
+        let frames = video(v, 30).await;
+        for f in &frames {
+            assert!(
+                sent.contains(f),
+                "viewer of {name} on {node_id}: a frame that was not sent"
+            );
+        }
+    }
+    // A serves B once per stream and C once, however many viewers they have:
+    // its own viewer + B's relay + C's relay.
+    assert_eq!(viewer_sessions(&a, "one").await, 3);
+    assert_eq!(viewer_sessions(&a, "two").await, 1);
+    assert_eq!(figure(&b, "castgate_cluster_relays").await, Some(2.0));
+    assert!(
+        figure(&b, "castgate_cluster_upstream_frames_total")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
+    // B lists the stream as A's (with A's figures), not as its own.
+    assert_eq!(b.get("/api/streams/one").await["node"], "a");
+    // Only the origin records.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !common::files::recordings_in(a.dir.path()).is_empty(),
+        "a records"
+    );
+    assert!(
+        common::files::recordings_in(b.dir.path()).is_empty(),
+        "b does not record"
+    );
+    assert!(
+        common::files::recordings_in(c.dir.path()).is_empty(),
+        "c does not record"
+    );
+    // Node to node only: the relay path wants the cluster's ticket.
+    let offer = common::peer::make_offer(&PeerOptions::new(None, true), true).unwrap();
+    for token in [None, Some("v1.99999999999.forged"), Some("see")] {
+        let mut req = reqwest::Client::new()
+            .post(a.url("/cluster/relay/one"))
+            .header("content-type", "application/sdp")
+            .body(offer.sdp.clone());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 401, "{token:?}");
+    }
+
+    // When B's viewers of "two" leave, its relay ends (linger 1 s here) and
+    // A's session for it goes.
+    let mut kept = Vec::new();
+    for (node_id, name, v) in viewers {
+        if name == "two" {
+            assert_eq!(v.delete().await.unwrap(), 200);
+        } else {
+            kept.push((node_id, name, v));
+        }
+    }
+    let ended = within(SOON, || async {
+        viewer_sessions(&a, "two").await == 0
+            && figure(&b, "castgate_cluster_relays").await == Some(1.0)
+    })
+    .await;
+    assert!(ended.is_some(), "an idle relay ends");
+    // "one" still plays through B.
+    for (_, _, v) in &mut kept {
+        video(v, 5).await;
+    }
+
+    // The origin dies: relayed viewers see the stream end.
+    a.signal(libc::SIGKILL);
+    let (_, _, on_b) = kept.remove(0);
+    let ended = until_ended(&on_b, Duration::from_secs(30))
+        .await
+        .expect("a relayed viewer sees the stream end when its origin dies");
+    println!(
+        "figure: kill -9 of the origin → a relayed viewer's stream ended in {:.2} s",
+        ended.as_secs_f64()
+    );
+    assert!(
+        within(SOON, || async { b.lists("one").await.is_none() })
+            .await
+            .is_some(),
+        "b forgets one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_at_the_origin_is_pulled_anew() {
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &["--on-conflict", "takeover"]).await;
+    let b = node(BIN, &redis, "b", &[]).await;
+    let (_p1, _f1, _) = publish(&a, "swap").await;
+    assert!(
+        within(SOON, || async { b.lists("swap").await.is_some() })
+            .await
+            .is_some(),
+        "b lists swap"
+    );
+    let mut first = Viewer::connect(&b.url("/whep/swap"), None)
+        .await
+        .expect("a viewer on b");
+    video(&mut first, 5).await;
+    // A new publisher takes the name at A, with another codec.
+    let (_p2, _f2, sent) = publish_codec(&a, "swap", VideoCodec::H264).await;
+    let sent: HashSet<Vec<u8>> = sent.into_iter().collect();
+    let ended = until_ended(&first, SOON).await;
+    assert!(
+        ended.is_some(),
+        "the first publisher's viewers see its stream end"
+    );
+    // A viewer on B now gets the new stream through a new pull.
+    let deadline = std::time::Instant::now() + SOON;
+    let mut viewer = loop {
+        match Viewer::connect(&b.url("/whep/swap"), None).await {
+            Ok(v) => break v,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "a viewer on b: {e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    for f in video(&mut viewer, 20).await {
+        assert!(sent.contains(&f), "a frame of the new publisher");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_origin_is_forgotten_and_its_name_can_be_published_again() {
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &[]).await;
+    let b = node(BIN, &redis, "b", &[]).await;
+    let c = node(BIN, &redis, "c", &[]).await;
+    let (_publisher, _feed, _) = publish(&a, "gone").await;
+    assert!(
+        within(SOON, || async { b.lists("gone").await.is_some() })
+            .await
+            .is_some(),
+        "b lists gone"
+    );
+    a.signal(libc::SIGKILL);
+    let forgotten = within(Duration::from_secs(30), || async {
+        b.lists("gone").await.is_none()
+            && c.get("/api/cluster").await["nodes"]
+                .as_array()
+                .is_some_and(|n| n.iter().all(|n| n["id"] != "a"))
+    })
+    .await
+    .expect("the directory forgets a killed origin and its node");
+    // A figure, not an assertion (expiry 2 s, heartbeat 0.5 s here).
+    println!(
+        "figure: kill -9 of the origin → gone from another node's listing in {:.2} s",
+        forgotten.as_secs_f64()
+    );
+    assert_eq!(redis.cli(&["EXISTS", "castgate:stream:gone"]), "0");
+    let (status, body, _) = publish_status(&c, "gone").await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_local_viewers_refuses_new_publishes_and_heals() {
+    let mut redis = Redis::start();
+    let a = node(BIN, &redis, "a", &[]).await;
+    let b = node(BIN, &redis, "b", &[]).await;
+    let (_publisher, _feed, sent) = publish(&a, "steady").await;
+    let sent: HashSet<Vec<u8>> = sent.into_iter().collect();
+    let mut viewer = Viewer::connect(&a.url("/whep/steady"), None)
+        .await
+        .expect("a viewer on a");
+    video(&mut viewer, 5).await;
+    assert!(
+        within(SOON, || async { b.lists("steady").await.is_some() })
+            .await
+            .is_some(),
+        "b lists steady"
+    );
+
+    redis.stop();
+    // The local viewer never notices: frames keep coming, all of them sent ones.
+    let during = video(&mut viewer, 60).await;
+    assert!(during.iter().all(|f| sent.contains(f)));
+    // A new publish cannot be made safe: 503 with Retry-After.
+    let (status, body, retry) = publish_status(&b, "fresh").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry.is_some(), "Retry-After on 503");
+    assert!(body.contains("Redis"), "{body}");
+    let ready = reqwest::get(b.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let r: serde_json::Value = ready.json().await.unwrap();
+    assert!(r["reason"].as_str().unwrap().starts_with("cluster:"), "{r}");
+    // A viewer of another node's stream: 503 too (nobody can say where it is).
+    let (status, _, _) = {
+        let offer = common::peer::make_offer(&PeerOptions::new(None, true), true).unwrap();
+        let resp = reqwest::Client::new()
+            .post(b.url("/whep/elsewhere"))
+            .header("content-type", "application/sdp")
+            .body(offer.sdp)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), (), ())
+    };
+    assert_eq!(status, 503);
+
+    // Redis comes back empty: the claims are put back, the directory is whole.
+    redis.resume();
+    let healed = within(SOON, || async {
+        b.lists("steady").await.as_deref() == Some("a")
+            && reqwest::get(b.url("/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(healed.is_some(), "the directory is whole again");
+    video(&mut viewer, 5).await;
+    let (status, body, _) = publish_status(&b, "fresh").await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_origin_gives_up_a_name_that_another_node_took_meanwhile() {
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &[]).await;
+    let b = node(BIN, &redis, "b", &[]).await;
+    let (_pa, _feed_a, _) = publish(&a, "split").await;
+    assert!(
+        within(SOON, || async { b.lists("split").await.is_some() })
+            .await
+            .is_some(),
+        "b lists split"
+    );
+    a.signal(libc::SIGSTOP);
+    // Past the claim's expiry (2 s), the name is free: B takes it.
+    let freed = within(SOON, || async {
+        redis.cli(&["EXISTS", "castgate:stream:split"]) == "0"
+    })
+    .await;
+    assert!(freed.is_some(), "a frozen node's claim expires");
+    let (_pb, _feed_b, _) = publish(&b, "split").await;
+    a.signal(libc::SIGCONT);
+    // A wakes up, finds B's claim and ends its own stream: one origin.
+    let settled = within(SOON, || async {
+        a.lists("split").await.as_deref() == Some("b")
+            && a.get("/api/streams/split").await["node"] == "b"
+    })
+    .await;
+    assert!(settled.is_some(), "{}", a.get("/api/streams").await);
+    let claim = redis.cli(&["GET", "castgate:stream:split"]);
+    assert!(claim.contains("\"node\":\"b\""), "{claim}");
+    let health = a.get("/healthz").await;
+    assert_eq!(health["streams"], 0, "a carries nothing: {health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_across_nodes_moves_the_stream() {
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &["--on-conflict", "takeover"]).await;
+    let b = node(BIN, &redis, "b", &["--on-conflict", "takeover"]).await;
+    let (_pa, _feed_a, _) = publish(&a, "moved").await;
+    assert!(
+        within(SOON, || async { b.lists("moved").await.is_some() })
+            .await
+            .is_some(),
+        "b lists moved"
+    );
+    let (_pb, _feed_b, _) = publish(&b, "moved").await;
+    let moved = within(SOON, || async {
+        a.get("/healthz").await["streams"] == 0 && a.lists("moved").await.as_deref() == Some("b")
+    })
+    .await;
+    assert!(moved.is_some(), "{}", a.get("/api/streams").await);
+}
+
+#[test]
+fn check_config_shows_neither_the_redis_password_nor_the_cluster_secret() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "check-config",
+            "--cluster-redis",
+            "redis://:hunter2@127.0.0.1:6379",
+        ])
+        .args(["--cluster-secret", common::cluster::SECRET])
+        .env_remove("CASTGATE_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("redis://****@127.0.0.1:6379"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains(common::cluster::SECRET),
+        "{text}"
+    );
+}
