@@ -7,6 +7,7 @@
 #   direct   all N viewers on A                    (A's CPU: --server-pid A)
 #   relayed  the N viewers over B and C            (A serves two relays; B and C serve N)
 #   first    one viewer on B of a stream B has not pulled yet (the pull included)
+#   single   one viewer on A (with "first": the delay one relay hop adds)
 # and prints one table: A's CPU, one-way delay p50/p99 (publisher → viewer, so the
 # relayed row's delay includes the relay hop), connect and first-frame times.
 #
@@ -106,12 +107,13 @@ run() {
 
 run direct --viewers-per-stream "$VIEWERS" --duration "$DURATION" --viewer-url "$A"
 run relayed --viewers-per-stream "$VIEWERS" --duration "$DURATION" --viewer-url "$B" --viewer-url "$C"
-run first --viewers-per-stream 1 --duration 5 --viewer-url "$B"
+run first --viewers-per-stream 1 --duration 10 --viewer-url "$B"
+run single --viewers-per-stream 1 --duration 10 --viewer-url "$A"
 
 echo
 echo "| run | viewers ok/failed | origin CPU % | delay p50/p99 ms | connect p50/p95 ms | first frame p50/p95 ms |"
 echo "|---|---|---|---|---|---|"
-for name in direct relayed first; do
+for name in direct relayed first single; do
   jq -r --arg n "$name" '
     def f(x; d): if x == null then "–" else (x * pow(10; d) | round / pow(10; d) | tostring) end;
     [ $n,

@@ -152,6 +152,9 @@ pub struct ClusterConfig {
     /// Seconds a relay keeps pulling after its last local viewer left (a
     /// viewer who comes back meanwhile starts at once).
     pub relay_linger_secs: f64,
+    /// Placement: a WHIP request to a node with at least this many WebRTC
+    /// sessions is sent (307) to the least-loaded node below it; 0 = off.
+    pub placement_max_sessions: usize,
 }
 
 impl Default for ClusterConfig {
@@ -166,6 +169,7 @@ impl Default for ClusterConfig {
             whep: ClusterWhep::Relay,
             ticket_secs: 60,
             relay_linger_secs: 10.0,
+            placement_max_sessions: 0,
         }
     }
 }
@@ -182,6 +186,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("whep", &self.whep)
             .field("ticket_secs", &self.ticket_secs)
             .field("relay_linger_secs", &self.relay_linger_secs)
+            .field("placement_max_sessions", &self.placement_max_sessions)
             .finish()
     }
 }
@@ -338,8 +343,9 @@ pub struct RestreamConfig {
     /// Stream name patterns (`*` and `?` wildcards) that get HLS output when
     /// they go live; empty (the default) = none (the API can still start it).
     pub hls_streams: Vec<Pattern>,
-    /// Folder of the HLS outputs (one `s<id>` folder per live stream, removed
-    /// when it ends; stale ones are removed at startup).
+    /// Folder of the HLS outputs (one `p<pid>-s<id>` folder per live stream,
+    /// removed when it ends; those of processes no longer running are removed
+    /// at startup, so several processes may share it).
     pub hls_dir: PathBuf,
     /// Target HLS segment length in seconds (cut at keyframes).
     pub hls_time_secs: f64,

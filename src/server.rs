@@ -22,6 +22,7 @@ use crate::rtc::Engine;
 use crate::stream::{Hub, StreamPolicy};
 
 mod check;
+mod follow;
 
 pub use check::{Checked, check, outbound_policy};
 
@@ -71,6 +72,8 @@ pub struct Server {
     outbound: Arc<OutboundPolicy>,
     /// This node's membership of a cluster.
     cluster: Option<Arc<Cluster>>,
+    /// Keeps the local streams' API targets in the cluster (with a cluster).
+    follow: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -145,7 +148,9 @@ impl Server {
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
         let http_addr = listener.local_addr()?;
         let cluster = if config.cluster.enabled() {
-            Some(Cluster::start(&config, hub.clone(), engine.clone()).await?)
+            let c = Cluster::start(&config, hub.clone(), engine.clone()).await?;
+            events.set_node(c.node_id());
+            Some(c)
         } else {
             None
         };
@@ -180,6 +185,15 @@ impl Server {
             cluster: cluster.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
+        let follow = cluster.as_ref().map(|c| {
+            follow::start(
+                c.clone(),
+                hub.clone(),
+                restreamer.clone(),
+                recorder.clone(),
+                stop.subscribe(),
+            )
+        });
         let http_task = tokio::spawn(http::serve::serve(
             listener,
             tls,
@@ -213,6 +227,7 @@ impl Server {
             grace: std::time::Duration::from_secs_f64(config.shutdown.timeout_secs),
             outbound,
             cluster,
+            follow,
         })
     }
 
@@ -351,6 +366,10 @@ impl Server {
         tracing::info!(publishers, viewers, "shutdown: closing sessions");
         self.retention.abort();
         self.engine.shutdown().await;
+        if let Some(f) = self.follow {
+            // Targets that outlive their stream stay kept for a reconnect elsewhere.
+            f.abort();
+        }
         if let Some(c) = &self.cluster {
             // The streams ended with the sessions: their names are free.
             c.shutdown().await;

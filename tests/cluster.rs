@@ -19,8 +19,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_castgate");
 /// Generous caps for what the cluster does within a few heartbeats.
 const SOON: Duration = Duration::from_secs(15);
 
-/// Publishes `name` on `node` and keeps sending 30 s of VP8 + Opus in the
-/// background; the video frames sent (to check received ones against).
+/// Publishes `name` on `node` and keeps sending a minute of VP8 + Opus in
+/// the background (longer than any test here, even on a loaded machine);
+/// the video frames sent (to check received ones against).
 async fn publish(
     node: &Node,
     name: &str,
@@ -42,13 +43,36 @@ async fn publish_codec(
         .await
         .unwrap_or_else(|e| panic!("publishing {name} on {}: {e:#}", node.id)),
     );
-    let video = video_frames(codec, 30);
+    let video = video_frames(codec, 60);
     let sent = video.iter().map(|f| f.data.clone()).collect();
     let p = publisher.clone();
     let task = tokio::spawn(async move {
-        let _ = p.play(&video, &opus_packets(30)).await;
+        let _ = p.play(&video, &opus_packets(60)).await;
     });
     (publisher, task, sent)
+}
+
+/// POSTs the SDP `sdp` to `url` (with `token` if any) and does not follow a
+/// redirect: the status and the `Location`.
+async fn post_sdp(url: &str, token: Option<&str>, sdp: &str) -> (u16, Option<String>) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(sdp.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    (resp.status().as_u16(), location)
 }
 
 /// The next `n` video frames a viewer receives (panics after 10 s without one).
@@ -130,52 +154,27 @@ async fn a_stream_published_on_one_node_is_found_and_watched_from_every_node() {
     assert!(nodes.is_some(), "{}", c.get("/api/cluster").await);
 
     // B answers a viewer with 307 to A, carrying a ticket.
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
     let offer = common::peer::make_offer(&PeerOptions::new(None, true), true).unwrap();
-    let resp = client
-        .post(b.url("/whep/show"))
-        .bearer_auth("see")
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 307);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let (status, location) = post_sdp(&b.url("/whep/show"), Some("see"), &offer.sdp).await;
+    assert_eq!(status, 307);
+    let location = location.unwrap();
     assert!(
         location.starts_with(&a.url("/whep/show?cluster_ticket=v1.")),
         "{location}"
     );
     // The ticket is what lets the redirected request in (the client drops
     // Authorization on the way to another port), for that stream only.
-    let forged = client
-        .post(format!("{}x", location))
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 401, "a forged ticket is refused");
-    let other = client
-        .post(location.replace("/whep/show?", "/whep/other?"))
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 401, "a ticket is for one stream");
-    let bare = client
-        .post(a.url("/whep/show"))
-        .header("content-type", "application/sdp")
-        .body(offer.sdp)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bare.status(), 401, "no token, no ticket: refused");
+    let forged = post_sdp(&format!("{location}x"), None, &offer.sdp).await;
+    assert_eq!(forged.0, 401, "a forged ticket is refused");
+    let other = post_sdp(
+        &location.replace("/whep/show?", "/whep/other?"),
+        None,
+        &offer.sdp,
+    )
+    .await;
+    assert_eq!(other.0, 401, "a ticket is for one stream");
+    let bare = post_sdp(&a.url("/whep/show"), None, &offer.sdp).await;
+    assert_eq!(bare.0, 401, "no token, no ticket: refused");
 
     // Viewers through B and C (following the redirect) get what A's own
     // viewer gets: the publisher's frames, byte for byte.
@@ -336,14 +335,8 @@ async fn viewers_on_other_nodes_are_served_through_one_relay_per_node() {
     // Node to node only: the relay path wants the cluster's ticket.
     let offer = common::peer::make_offer(&PeerOptions::new(None, true), true).unwrap();
     for token in [None, Some("v1.99999999999.forged"), Some("see")] {
-        let mut req = reqwest::Client::new()
-            .post(a.url("/cluster/relay/one"))
-            .header("content-type", "application/sdp")
-            .body(offer.sdp.clone());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        assert_eq!(req.send().await.unwrap().status(), 401, "{token:?}");
+        let (status, _) = post_sdp(&a.url("/cluster/relay/one"), token, &offer.sdp).await;
+        assert_eq!(status, 401, "{token:?}");
     }
 
     // When B's viewers of "two" leave, its relay ends (linger 1 s here) and
@@ -593,5 +586,316 @@ fn check_config_shows_neither_the_redis_password_nor_the_cluster_secret() {
     assert!(
         !text.contains("hunter2") && !text.contains(common::cluster::SECRET),
         "{text}"
+    );
+}
+
+/// `method path` on `node` with the admin token `token` (if any): status,
+/// JSON body (null if none), and the node that answered (`x-castgate-node`
+/// when it was passed on).
+async fn admin(
+    node: &Node,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let mut req = reqwest::Client::new()
+        .request(method, node.url(path))
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let by = resp
+        .headers()
+        .get("x-castgate-node")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body, by)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_controls_and_hls_reach_its_origin_from_any_node() {
+    let redis = Redis::start();
+    let token = ["--admin-token", "adm1n-t0ken-for-the-cluster-test"];
+    let a = node(BIN, &redis, "a", &token).await;
+    let b = node(BIN, &redis, "b", &token).await;
+    let t = Some(token[1]);
+    // A's events name the node they happened on.
+    let mut events = reqwest::Client::new()
+        .get(a.url("/api/events"))
+        .bearer_auth(token[1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let (_publisher, _feed, _) = publish_codec(&a, "ctl", VideoCodec::H264).await;
+    // HLS started through B (first: its segments take a few seconds).
+    let (status, body, by) = admin(&b, reqwest::Method::POST, "/api/streams/ctl/hls", t).await;
+    assert_eq!((status, by.as_deref()), (201, Some("a")), "{body}");
+    let mut seen = String::new();
+    while !seen.contains("stream_started") {
+        let chunk = tokio::time::timeout(SOON, events.chunk())
+            .await
+            .expect("an event within the cap")
+            .unwrap()
+            .expect("the event stream goes on");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let started = seen
+        .lines()
+        .find(|l| l.starts_with("data:") && l.contains("stream_started"))
+        .unwrap();
+    assert!(started.contains("\"node\":\"a\""), "{started}");
+    assert!(
+        within(SOON, || async { b.lists("ctl").await.is_some() })
+            .await
+            .is_some(),
+        "b lists ctl"
+    );
+
+    // Asked of B, answered by A (with A's rules: a token is needed, since a
+    // request passed on is never "from A's own machine").
+    let (status, _, by) = admin(&b, reqwest::Method::GET, "/api/streams/ctl/sessions", None).await;
+    assert_eq!((status, by.as_deref()), (401, Some("a")));
+    let (status, body, by) = admin(&b, reqwest::Method::GET, "/api/streams/ctl/sessions", t).await;
+    assert_eq!((status, by.as_deref()), (200, Some("a")), "{body}");
+    assert_eq!(body["sessions"][0]["role"], "publisher", "{body}");
+    let (status, body, by) = admin(&b, reqwest::Method::GET, "/api/streams/ctl/recording", t).await;
+    assert_eq!((status, by.as_deref()), (200, Some("a")), "{body}");
+    assert_eq!(body["recording"], true, "{body}");
+
+    // HLS files served through B.
+    let playlist = within(Duration::from_secs(30), || async {
+        let r = reqwest::get(b.url("/hls/ctl/index.m3u8")).await.unwrap();
+        r.status() == 200 && r.text().await.unwrap().contains("#EXTINF")
+    })
+    .await;
+    assert!(playlist.is_some(), "the playlist through b");
+    let text = reqwest::get(b.url("/hls/ctl/index.m3u8"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let segment = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap();
+    let seg = reqwest::get(b.url(&format!("/hls/ctl/{segment}")))
+        .await
+        .unwrap();
+    assert_eq!(seg.status(), 200);
+    assert!(seg.bytes().await.unwrap().len() > 1000, "a real segment");
+
+    // Ending the stream through B ends it at A.
+    let (status, body, by) = admin(&b, reqwest::Method::DELETE, "/api/streams/ctl", t).await;
+    assert_eq!((status, by.as_deref()), (200, Some("a")), "{body}");
+    let gone = within(SOON, || async { a.get("/healthz").await["streams"] == 0 }).await;
+    assert!(gone.is_some(), "a no longer carries ctl");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restream_targets_and_recording_follow_a_publisher_that_reconnects_to_another_node() {
+    use common::rtmp::{KEY, Receiver};
+    let redis = Redis::start();
+    let dir = common::files::temp_dir("follow");
+    let mut first = Receiver::start(&dir, "first.flv").await;
+    let port = first.port;
+    // Nothing is recorded by rule here: only on an operator's request.
+    let config = dir.join("castgate.toml");
+    std::fs::write(&config, "[record]\nstreams = [\"rec-*\"]\n").unwrap();
+    let config = config.to_str().unwrap().to_string();
+    // The RTMP sink is on loopback: allowed for targets added through the API.
+    let allow = [
+        "--outbound-allow-networks",
+        "127.0.0.1",
+        "--config",
+        &config,
+    ];
+    let a = node(BIN, &redis, "a", &allow).await;
+    let b = node(BIN, &redis, "b", &allow).await;
+    let video = video_frames(VideoCodec::H264, 3);
+    let audio = opus_packets(3);
+    let connect = |n: &Node| {
+        let url = n.url("/whip/follow");
+        async move {
+            Publisher::connect(&url, PeerOptions::new(Some(VideoCodec::H264), true))
+                .await
+                .expect("the publisher connects")
+        }
+    };
+
+    let p1 = connect(&a).await;
+    let added = reqwest::Client::new()
+        .post(a.url("/api/streams/follow/restreams"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"url":"{}"}}"#, first.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    let id = added.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body, _) = admin(
+        &a,
+        reqwest::Method::POST,
+        "/api/streams/follow/recording",
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "recording on request: {body}");
+    p1.play(&video, &audio).await.unwrap();
+    // The publisher leaves A; A's push ends before another may start.
+    p1.delete().await.unwrap();
+    assert!(
+        first.finished(Duration::from_secs(15)).await,
+        "a's push ended"
+    );
+
+    // It comes back on B within restream.resume_secs: B pushes again, same id.
+    let mut second = Receiver::start_on(&dir, "second.flv", port).await;
+    let p2 = connect(&b).await;
+    p2.play(&video, &audio).await.unwrap();
+    let listed = b.get("/api/streams/follow/restreams").await;
+    let text = listed.to_string();
+    assert!(!text.contains(KEY), "the key never leaves: {text}");
+    let t = listed["restreams"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("target {id} on b: {listed}"));
+    assert_eq!(t["state"], "live", "{t}");
+    // B records it too, though no rule says so: A did, on request.
+    let (status, body, _) = admin(
+        &b,
+        reqwest::Method::GET,
+        "/api/streams/follow/recording",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["recording"], true, "{body}");
+    p2.delete().await.unwrap();
+    assert!(
+        second.finished(Duration::from_secs(15)).await,
+        "b's push ended"
+    );
+    let recorded = within(SOON, || async {
+        !common::files::recordings_in(b.dir.path()).is_empty()
+    })
+    .await;
+    assert!(recorded.is_some(), "b recorded follow");
+    common::files::decodes_cleanly(&second.out);
+    assert!(common::files::packets(&second.out, "v") >= video.len() - 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_and_av1_streams_are_relayed_too() {
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &[]).await;
+    let b = node(BIN, &redis, "b", &[]).await;
+    let mut codecs = vec![VideoCodec::Vp9];
+    if common::media::av1_encoder().is_some() {
+        codecs.push(VideoCodec::Av1);
+    }
+    for codec in codecs {
+        let name = format!("{codec:?}").to_lowercase();
+        let (_p, _feed, sent) = publish_codec(&a, &name, codec).await;
+        let sent: HashSet<Vec<u8>> = sent.into_iter().collect();
+        assert!(
+            within(SOON, || async { b.lists(&name).await.is_some() })
+                .await
+                .is_some(),
+            "b lists {name}"
+        );
+        let mut viewer = Viewer::connect(&b.url(&format!("/whep/{name}")), None)
+            .await
+            .unwrap_or_else(|e| panic!("a viewer of {name} on b: {e:#}"));
+        let frames = video(&mut viewer, 30).await;
+        let sent_ones = frames.iter().filter(|f| sent.contains(*f)).count();
+        // AV1 frames may come without the temporal delimiter the encoder wrote.
+        let stripped: HashSet<Vec<u8>> = sent
+            .iter()
+            .map(|f| common::media::av1_strip_temporal_delimiters(f))
+            .collect();
+        let matching = frames
+            .iter()
+            .filter(|f| sent.contains(*f) || stripped.contains(*f))
+            .count();
+        assert_eq!(
+            matching,
+            frames.len(),
+            "{name}: every frame relayed whole ({sent_ones} exact)"
+        );
+        assert_eq!(viewer_sessions(&a, &name).await, 1, "{name}: one pull");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loaded_node_places_a_new_publisher_on_the_least_loaded_one() {
+    let redis = Redis::start();
+    let publish = ["--publish-token", "pub-t0ken"];
+    let a = node(
+        BIN,
+        &redis,
+        "a",
+        &[
+            publish[0],
+            publish[1],
+            "--cluster-placement-max-sessions",
+            "1",
+        ],
+    )
+    .await;
+    let b = node(BIN, &redis, "b", &publish).await;
+    let opts = || PeerOptions::new(Some(VideoCodec::Vp8), true).with_token("pub-t0ken");
+    let _first = Publisher::connect(&a.url("/whip/first"), opts())
+        .await
+        .expect("the first publisher stays on a");
+    assert!(
+        within(SOON, || async {
+            a.get("/api/cluster").await["nodes"]
+                .as_array()
+                .is_some_and(|n| n.len() == 2)
+        })
+        .await
+        .is_some(),
+        "a sees b"
+    );
+    // A has one session, its most: the next publisher is sent to B.
+    let offer = common::peer::make_offer(&opts(), false).unwrap();
+    let (status, location) = post_sdp(&a.url("/whip/second"), Some("pub-t0ken"), &offer.sdp).await;
+    assert_eq!(status, 307);
+    let location = location.unwrap();
+    assert!(
+        location.starts_with(&b.url("/whip/second?cluster_ticket=v1.")),
+        "{location}"
+    );
+    // The ticket is for that stream only.
+    let other = post_sdp(
+        &location.replace("/whip/second?", "/whip/third?"),
+        None,
+        &offer.sdp,
+    )
+    .await;
+    assert_eq!(other.0, 401);
+    // A publisher that follows it (as WHIP clients do) publishes on B.
+    let second = Publisher::connect(&a.url("/whip/second"), opts())
+        .await
+        .expect("placed on b");
+    assert!(
+        second.resource_url().starts_with(&b.gw.http),
+        "{}",
+        second.resource_url()
+    );
+    assert!(
+        within(SOON, || async {
+            a.lists("second").await.as_deref() == Some("b")
+        })
+        .await
+        .is_some(),
+        "second is carried by b"
     );
 }

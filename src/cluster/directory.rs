@@ -26,6 +26,12 @@ pub fn stream_key(name: &str) -> String {
     format!("{STREAM_PREFIX}{name}")
 }
 
+/// The key of stream `name`'s state of one `kind` (what follows a stream
+/// to its next origin, e.g. `targets`).
+pub fn state_key(kind: &str, name: &str) -> String {
+    format!("castgate:state:{kind}:{name}")
+}
+
 /// The key of node `id`'s record.
 pub fn node_key(id: &str) -> String {
     format!("{NODE_PREFIX}{id}")
@@ -126,6 +132,14 @@ end
 return {0, cur}
 "#;
 
+const SAVE_STATE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -140,6 +154,7 @@ pub struct Directory {
     claim: Script,
     refresh: Script,
     release: Script,
+    save_state: Script,
     node: String,
     incarnation: String,
     url: String,
@@ -163,6 +178,7 @@ impl Directory {
             claim: Script::new(CLAIM),
             refresh: Script::new(REFRESH),
             release: Script::new(RELEASE),
+            save_state: Script::new(SAVE_STATE),
             node: node.to_string(),
             incarnation: incarnation.to_string(),
             url: url.to_string(),
@@ -258,6 +274,42 @@ impl Directory {
             .invoke_async(con)
             .await?;
         Ok(deleted == 1)
+    }
+
+    /// Stores `value` as the `kind` state of stream `name` for `ttl_ms`,
+    /// if this node's claim `stored` still holds the name (a node that lost
+    /// it cannot overwrite the new origin's state). `true` if stored.
+    pub async fn save_state(
+        &self,
+        con: &mut ConnectionManager,
+        name: &str,
+        stored: &str,
+        kind: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> redis::RedisResult<bool> {
+        let saved: i64 = self
+            .save_state
+            .key(stream_key(name))
+            .key(state_key(kind, name))
+            .arg(stored)
+            .arg(value)
+            .arg(ttl_ms.max(1))
+            .invoke_async(con)
+            .await?;
+        Ok(saved == 1)
+    }
+
+    /// The `kind` state of stream `name`, if any.
+    pub async fn load_state(
+        con: &mut ConnectionManager,
+        name: &str,
+        kind: &str,
+    ) -> redis::RedisResult<Option<String>> {
+        redis::cmd("GET")
+            .arg(state_key(kind, name))
+            .query_async(con)
+            .await
     }
 
     /// The claim of `name`, if any node has one.

@@ -412,6 +412,65 @@ impl Cluster {
         }
     }
 
+    /// Keeps `value` in Redis as the `kind` state of the stream `name` for
+    /// `ttl` (what must follow the stream to another node: a publisher that
+    /// reconnects elsewhere gets it back). Only while this node holds the
+    /// name; `false` otherwise or when Redis is away.
+    pub async fn save_state(
+        &self,
+        name: &StreamName,
+        kind: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> bool {
+        let Some(stored) = self.held.lock().get(name).map(|h| h.stored.clone()) else {
+            return false;
+        };
+        let mut con = self.redis.clone();
+        match self
+            .directory
+            .save_state(
+                &mut con,
+                name.as_str(),
+                &stored,
+                kind,
+                value,
+                ttl.as_millis() as u64,
+            )
+            .await
+        {
+            Ok(saved) => {
+                self.redis_ok();
+                saved
+            }
+            Err(e) => {
+                self.redis_failed("save state", &e);
+                false
+            }
+        }
+    }
+
+    /// The `kind` state of the stream `name` a node kept (see
+    /// [`Cluster::save_state`]), if any.
+    pub async fn load_state(&self, name: &StreamName, kind: &str) -> Option<String> {
+        let mut con = self.redis.clone();
+        match Directory::load_state(&mut con, name.as_str(), kind).await {
+            Ok(v) => {
+                self.redis_ok();
+                v
+            }
+            Err(e) => {
+                self.redis_failed("load state", &e);
+                None
+            }
+        }
+    }
+
+    /// Whether this node holds the name `name` (it is the stream's origin).
+    pub fn holds(&self, name: &StreamName) -> bool {
+        self.held.lock().contains_key(name)
+    }
+
     /// Where `name` is live in the cluster now (asked of Redis, not the
     /// last read).
     pub async fn origin(&self, name: &StreamName) -> Result<Option<Claim>, Unavailable> {
@@ -514,6 +573,41 @@ impl Cluster {
         let view = self.view.read();
         let claim = view.claims.get(name.as_str())?;
         (claim.node != self.id).then(|| remote_info(name.as_str(), claim, &view))
+    }
+
+    /// Placement (`cluster.placement_max_sessions`): when this node carries
+    /// that many sessions or more, the base URL of the least-loaded other
+    /// node that carries fewer (its last heartbeat's figures), with a
+    /// ticket that lets a publisher of `name` in there; `None` otherwise
+    /// (off, not loaded, or no node with room: publish here).
+    pub fn placement(&self, name: &StreamName) -> Option<(String, String)> {
+        let max = self.config.placement_max_sessions;
+        if max == 0 {
+            return None;
+        }
+        let (publishers, viewers) = self.engine.role_counts();
+        let mine = publishers + viewers;
+        if mine < max {
+            return None;
+        }
+        let now = now_ms();
+        let fresh = self.config.expiry().as_millis() as u64;
+        let best = {
+            let view = self.view.read();
+            view.nodes
+                .values()
+                .filter(|n| n.id != self.id && now.saturating_sub(n.seen_ms) <= fresh)
+                .filter(|n| n.load.sessions < max && n.load.sessions < mine)
+                .min_by_key(|n| (n.load.sessions, n.id.clone()))
+                .map(|n| n.url.clone())?
+        };
+        let ticket = self.tickets.sign(
+            Purpose::Publish,
+            name.as_str(),
+            SystemTime::now(),
+            Duration::from_secs(self.config.ticket_secs),
+        );
+        Some((best, ticket))
     }
 
     /// The origins (`scheme://host:port`) of the other nodes the last

@@ -21,6 +21,8 @@ pub enum Purpose {
     View,
     /// Pull one stream from its origin (a relay, node to node).
     Relay,
+    /// Publish one stream on the node a loaded node placed it on.
+    Publish,
 }
 
 impl Purpose {
@@ -28,6 +30,7 @@ impl Purpose {
         match self {
             Purpose::View => "view",
             Purpose::Relay => "relay",
+            Purpose::Publish => "publish",
         }
     }
 }

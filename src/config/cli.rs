@@ -204,6 +204,14 @@ pub struct ServeArgs {
     /// Seconds a relay keeps pulling after its last local viewer left [default: 10].
     #[arg(long, env = "CASTGATE_CLUSTER_RELAY_LINGER", value_name = "SECS")]
     pub cluster_relay_linger: Option<f64>,
+    /// Send publishers (307) to the least-loaded node once this node has this
+    /// many WebRTC sessions; 0 = never [default: 0].
+    #[arg(
+        long,
+        env = "CASTGATE_CLUSTER_PLACEMENT_MAX_SESSIONS",
+        value_name = "N"
+    )]
+    pub cluster_placement_max_sessions: Option<usize>,
 }
 
 fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -353,6 +361,9 @@ impl Config {
         }
         if let Some(v) = a.cluster_relay_linger {
             self.cluster.relay_linger_secs = v;
+        }
+        if let Some(v) = a.cluster_placement_max_sessions {
+            self.cluster.placement_max_sessions = v;
         }
         Ok(())
     }

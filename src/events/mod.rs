@@ -174,6 +174,9 @@ pub struct Envelope {
     pub seq: u64,
     /// When it happened (RFC 3339, UTC, milliseconds).
     pub at: String,
+    /// In a cluster: the node it happened on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// What happened.
     #[serde(flatten)]
     pub event: Event,
@@ -183,6 +186,7 @@ struct Inner {
     tx: broadcast::Sender<Arc<Envelope>>,
     seq: AtomicU64,
     closed: watch::Sender<bool>,
+    node: std::sync::OnceLock<String>,
 }
 
 /// The event bus: cheap to clone, never blocks the emitter.
@@ -215,8 +219,15 @@ impl Events {
                 tx,
                 seq: AtomicU64::new(1),
                 closed,
+                node: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Names the node every event from now on happened on (set once, when
+    /// the node joins a cluster), so a cluster's events can be told apart.
+    pub fn set_node(&self, node: &str) {
+        let _ = self.inner.node.set(node.to_string());
     }
 
     /// Publishes an event to every current subscriber; never blocks.
@@ -224,6 +235,7 @@ impl Events {
         let env = Envelope {
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            node: self.inner.node.get().cloned(),
             event,
         };
         tracing::debug!(event = env.event.kind(), seq = env.seq, "event");

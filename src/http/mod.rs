@@ -8,6 +8,7 @@ pub mod client;
 pub mod controls;
 pub mod crosssite;
 pub mod error;
+pub mod forward;
 pub mod hls;
 pub mod openapi;
 pub mod ops;
@@ -178,7 +179,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/hls/{stream}/{file}", get(hls::file.layer(view)))
         .merge(pages::router())
-        .with_state(state)
+        .with_state(state.clone())
+        // In a cluster: a stream's controls and HLS files go to its origin.
+        .layer(axum::middleware::from_fn_with_state(
+            (state, Arc::new(forward::Forwarder::new(max_body))),
+            forward::layer,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             limiter,

@@ -634,7 +634,10 @@ mod tests {
         let d = doc();
         let mut whip = statuses(&d, "post", "/whip/{stream}");
         whip.sort();
-        assert_eq!(whip, [201, 400, 401, 403, 409, 413, 415, 422, 429, 503]);
+        assert_eq!(
+            whip,
+            [201, 307, 400, 401, 403, 409, 413, 415, 422, 429, 503]
+        );
         let post = &d["paths"]["/whip/{stream}"]["post"];
         assert!(post["requestBody"]["content"]["application/sdp"].is_object());
         let created = &post["responses"]["201"];

@@ -96,7 +96,7 @@ pub async fn post(
                 format!("stream {:?} is not published on this node", name.as_str()),
             )
         })?;
-    let answer = state.engine.view(live, offer, client.ip).await?;
+    let answer = state.engine.view_for_relay(live, offer, client.ip).await?;
     Ok(session::created(&state, "cluster/relay", &name, answer))
 }
 

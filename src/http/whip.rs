@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
@@ -27,6 +27,7 @@ use crate::rtc::RoleKind;
             ("Link" = String, description = "ICE servers: `<turn:…>; rel=\"ice-server\"`, with credentials when configured"),
             ("Accept-Patch" = String, description = "`application/trickle-ice-sdpfrag`"),
         )),
+        (status = 307, description = "In a cluster with placement on (`cluster.placement_max_sessions`): this node is loaded; `Location` is the WHIP URL on the least-loaded node, with a short-lived `cluster_ticket` that lets this publisher in there"),
         (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
         (status = 403, description = "The token (or the access callback) does not allow publishing this stream"),
         (status = 409, description = "The stream already has a publisher (in a cluster: on any node)"),
@@ -48,6 +49,21 @@ pub async fn post(
     let name = session::stream_name(&stream)?;
     session::require_content_type(&headers, SDP)?;
     let offer = session::text(&body)?;
+    // A loaded node sends the publisher to the least-loaded one.
+    if let Some((node, ticket)) = state.cluster.as_ref().and_then(|c| c.placement(&name)) {
+        let location = format!(
+            "{}/whip/{}?{}={ticket}",
+            node.trim_end_matches('/'),
+            name.as_str(),
+            super::auth::CLUSTER_TICKET
+        );
+        tracing::info!(stream = %name, to = %node, "publisher placed on a less loaded node");
+        let mut resp = axum::http::StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, v);
+        }
+        return Ok(resp);
+    }
     // In a cluster the name is claimed cluster-wide first: one origin per name.
     let claim = match &state.cluster {
         Some(cluster) => {
@@ -60,7 +76,59 @@ pub async fn post(
     if let Some(claim) = claim {
         claim.started();
     }
+    if let (Some(cluster), Some(stream)) = (&state.cluster, state.hub.get(&name)) {
+        take_over_targets(cluster, &state.restreamer, &stream).await;
+        take_over_recording(cluster, &state.recorder, &stream).await;
+    }
     Ok(session::created(&state, "whip", &name, answer))
+}
+
+/// Starts on `stream` (just published here) the API restream targets the
+/// name's previous origin kept in the cluster (a publisher that reconnected
+/// to this node within `restream.resume_secs`), with their ids; those this
+/// node resumed itself are left alone.
+async fn take_over_targets(
+    cluster: &crate::cluster::Cluster,
+    restreamer: &crate::restream::Restreamer,
+    stream: &std::sync::Arc<crate::stream::LiveStream>,
+) {
+    use crate::restream::SavedTarget;
+    let Some(json) = cluster
+        .load_state(stream.name(), SavedTarget::STATE_KIND)
+        .await
+    else {
+        return;
+    };
+    match serde_json::from_str::<Vec<SavedTarget>>(&json) {
+        // Starting a target only spawns its thread: nothing here blocks.
+        Ok(saved) if !saved.is_empty() => {
+            restreamer.adopt(stream, saved);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(stream = %stream.name(), error = %e, "the kept restream targets are not readable; none taken over");
+        }
+    }
+}
+
+/// Records `stream` (just published here) if its previous origin did, e.g.
+/// on an operator's request that `record.streams` alone would not repeat.
+async fn take_over_recording(
+    cluster: &crate::cluster::Cluster,
+    recorder: &crate::record::Recorder,
+    stream: &std::sync::Arc<crate::stream::LiveStream>,
+) {
+    /// The state kind the origin keeps it under (`server::follow`).
+    const RECORDING: &str = "recording";
+    if cluster
+        .load_state(stream.name(), RECORDING)
+        .await
+        .as_deref()
+        == Some("on")
+        && let Err(e) = recorder.record(stream)
+    {
+        tracing::warn!(stream = %stream.name(), error = %e, "the recording of the stream's previous origin is not continued here");
+    }
 }
 
 /// `OPTIONS /whip/{stream}`.

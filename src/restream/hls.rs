@@ -71,17 +71,44 @@ pub fn valid_file(file: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes the per-stream folders (`s<digits>`) a previous run left in `dir`.
+/// The folder of one stream's HLS output: `p<pid>-s<stream id>`. Stream ids
+/// are per process, and several castgate processes may share one `hls_dir`
+/// (nodes of a cluster on one machine, with the default folder).
+fn folder_name(pid: u32, stream_id: u64) -> String {
+    format!("p{pid}-s{stream_id}")
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a folder named `name` in `hls_dir` is one a castgate process left
+/// behind and no running process owns: that of a process that is gone (or
+/// whose pid this process now has), or of the older `s<digits>` form.
+fn stale(name: &str, me: u32) -> bool {
+    if let Some(n) = name.strip_prefix('s') {
+        return all_digits(n);
+    }
+    let Some((pid, sid)) = name.strip_prefix('p').and_then(|r| r.split_once("-s")) else {
+        return false;
+    };
+    let (true, true, Ok(pid)) = (all_digits(pid), all_digits(sid), pid.parse::<u32>()) else {
+        return false;
+    };
+    pid == me || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes the per-stream folders that processes no longer running left in
+/// `dir` (those of live castgate processes sharing it stay).
 pub fn clean_dir(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let me = std::process::id();
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let ours = name
-            .strip_prefix('s')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let ours = stale(name, me);
         if ours
             && e.file_type().is_ok_and(|t| t.is_dir())
             && let Err(err) = std::fs::remove_dir_all(e.path())
@@ -133,7 +160,7 @@ impl Hls {
         Hls {
             stream,
             stream_id,
-            dir: root.join(format!("s{stream_id}")),
+            dir: root.join(folder_name(std::process::id(), stream_id)),
             source,
             queue,
             interrupt: Arc::new(Interrupt::default()),

@@ -104,6 +104,34 @@ pub struct AddTarget {
     pub label: Option<String>,
 }
 
+/// An API target as it follows its stream to another node of a cluster:
+/// enough to start it again there with the same id. The URL carries the
+/// stream key: a secret, kept only where the cluster keeps its state.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedTarget {
+    /// The target's id (kept across nodes).
+    pub id: String,
+    /// `rtmp://…` or `rtmps://…` with the stream key.
+    pub url: String,
+    /// Its label.
+    pub label: Option<String>,
+}
+
+impl SavedTarget {
+    /// The kind of stream state a cluster keeps them under.
+    pub const STATE_KIND: &'static str = "targets";
+}
+
+impl std::fmt::Debug for SavedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedTarget")
+            .field("id", &self.id)
+            .field("url", &"****")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
 struct Pipeline {
     shared: Arc<PipelineShared>,
     thread: Option<JoinHandle<()>>,
@@ -207,7 +235,66 @@ impl Restreamer {
     ) -> Result<TargetInfo, RestreamError> {
         let config = self.config();
         let url = TargetUrl::parse(&req.url, &config.allowed_hosts)?;
-        self.start_target(stream, url, req.label, source, None)
+        self.start_target(stream, url, req.label, source, None, None)
+    }
+
+    /// The API targets of the live stream `name` that are running (not
+    /// failed, not ended by an operator): what follows the stream to another
+    /// node when its publisher reconnects there.
+    pub fn api_targets(&self, name: &str) -> Vec<SavedTarget> {
+        let mut inner = self.inner();
+        reap(&mut inner);
+        inner
+            .targets
+            .iter()
+            .filter(|t| t.stream == name && !t.finished() && t.resumable(Duration::ZERO))
+            .map(|t| {
+                let (url, label) = t.resume_parts();
+                SavedTarget {
+                    id: t.id.clone(),
+                    url: url.secret_full().to_string(),
+                    label,
+                }
+            })
+            .collect()
+    }
+
+    /// Starts the API targets `saved` (from the node that carried the stream
+    /// before) on `stream`, with their ids, except those this node already
+    /// runs or resumed itself. The ids started.
+    pub fn adopt(&self, stream: &Arc<LiveStream>, saved: Vec<SavedTarget>) -> Vec<String> {
+        let config = self.config();
+        if !config.enabled {
+            return Vec::new();
+        }
+        let mut started = Vec::new();
+        for s in saved {
+            let present = self
+                .inner()
+                .targets
+                .iter()
+                .any(|t| t.id == s.id && t.stream_id == stream.id());
+            if present {
+                continue;
+            }
+            let url = match TargetUrl::parse(&s.url, &config.allowed_hosts) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(target_id = %s.id, stream = %stream.name(), error = %e, "restream target from another node not taken over");
+                    continue;
+                }
+            };
+            match self.start_target(stream, url, s.label, Source::Api, None, Some(s.id.clone())) {
+                Ok(info) => {
+                    tracing::info!(target_id = %info.id, stream = %stream.name(), url = %info.url, "restream target taken over from another node");
+                    started.push(info.id);
+                }
+                Err(e) => {
+                    tracing::warn!(target_id = %s.id, stream = %stream.name(), error = %e, "restream target from another node not taken over");
+                }
+            }
+        }
+        started
     }
 
     fn start_target(
@@ -217,6 +304,7 @@ impl Restreamer {
         label: Option<String>,
         source: Source,
         resumed: Option<Arc<Target>>,
+        given_id: Option<String>,
     ) -> Result<TargetInfo, RestreamError> {
         let config = self.config();
         if self.closed.load(Ordering::Acquire) {
@@ -241,6 +329,7 @@ impl Restreamer {
         let id = resumed
             .as_ref()
             .map(|t| t.id.clone())
+            .or(given_id)
             .unwrap_or_else(|| format!("{n}-{:08x}", rand::random::<u32>()));
         let queue = Arc::new(TargetQueue::new(
             config.queue_packets,
@@ -645,7 +734,7 @@ impl Restreamer {
         for t in old {
             let (url, label) = t.resume_parts();
             let (id, name) = (t.id.clone(), t.stream.clone());
-            match self.start_target(stream, url, label, Source::Api, Some(t.clone())) {
+            match self.start_target(stream, url, label, Source::Api, Some(t.clone()), None) {
                 Ok(info) => {
                     tracing::info!(target_id = %id, stream = %name, url = %info.url, "restream target resumed")
                 }

@@ -469,6 +469,28 @@ impl Engine {
         offer: &str,
         client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
+        self.view_as(stream, offer, client, false).await
+    }
+
+    /// [`Engine::view`] for another node's relay (a cluster): its keyframe
+    /// requests, made for all of that node's viewers, are paced like the
+    /// publisher's rather than like one viewer's.
+    pub async fn view_for_relay(
+        &self,
+        stream: Arc<LiveStream>,
+        offer: &str,
+        client: IpAddr,
+    ) -> Result<Answer, NegotiateError> {
+        self.view_as(stream, offer, client, true).await
+    }
+
+    async fn view_as(
+        &self,
+        stream: Arc<LiveStream>,
+        offer: &str,
+        client: IpAddr,
+        relay: bool,
+    ) -> Result<Answer, NegotiateError> {
         if self.shared.hub.is_closed() {
             return Err(NegotiateError::ShuttingDown);
         }
@@ -507,11 +529,11 @@ impl Engine {
                 key,
             }),
         ));
-        let role = Role::Viewer(ViewerState::new(
-            queue,
-            forward,
-            self.config.rtc.send_buffer_video,
-        ));
+        let mut viewer = ViewerState::new(queue, forward, self.config.rtc.send_buffer_video);
+        if relay {
+            viewer = viewer.for_relay(self.config.keyframes.min_interval());
+        }
+        let role = Role::Viewer(viewer);
         self.start_session(
             shard,
             key,

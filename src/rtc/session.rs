@@ -70,6 +70,9 @@ pub struct ViewerState {
     pts: HashMap<MediaKind, Pt>,
     scratch: Vec<Arc<Frame>>,
     last_forwarded_pli: Option<Instant>,
+    /// Smallest gap between two of its keyframe requests passed to the
+    /// stream ([`VIEWER_PLI_INTERVAL`]; shorter for a cluster relay).
+    pli_interval: Duration,
     joined: bool,
     /// Set when the session runs in str0m's RTP mode and forwards the
     /// stream's shared payloads; `None` when str0m packetizes the frames.
@@ -93,8 +96,17 @@ impl ViewerState {
             pts: HashMap::new(),
             scratch: Vec::new(),
             last_forwarded_pli: None,
+            pli_interval: VIEWER_PLI_INTERVAL,
             joined: false,
         }
+    }
+
+    /// The same viewer as another node's relay: it speaks for every viewer
+    /// of that node (each joining one needs a keyframe), so its requests
+    /// pass as often as the publisher's pacing allows (`min_interval`).
+    pub fn for_relay(mut self, min_interval: Duration) -> ViewerState {
+        self.pli_interval = min_interval;
+        self
     }
 }
 
@@ -644,7 +656,7 @@ impl Session {
                     let now = Instant::now();
                     let due = v
                         .last_forwarded_pli
-                        .is_none_or(|t| now.saturating_duration_since(t) >= VIEWER_PLI_INTERVAL);
+                        .is_none_or(|t| now.saturating_duration_since(t) >= v.pli_interval);
                     if due {
                         v.last_forwarded_pli = Some(now);
                         self.stream.request_keyframe();

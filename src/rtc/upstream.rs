@@ -31,15 +31,12 @@ use super::payloads::PayloadCutter;
 use super::sdp::OfferSummary;
 use crate::media::{CodecParams, Frame, MediaKind, SenderClock};
 use crate::names::StreamName;
-use crate::stream::{LiveStream, PublishError, PublisherControl};
+use crate::stream::{KeyframePacer, LiveStream, PublishError, PublisherControl};
 
 /// Largest datagram read.
 const RECV_BUF: usize = 2048;
 /// Commands queued for a pull's task (keyframe requests merge beyond it).
 const COMMANDS: usize = 16;
-/// Smallest gap between two keyframe requests sent upstream: the origin's
-/// own pacing merges closer ones anyway.
-const UPSTREAM_PLI_INTERVAL: Duration = Duration::from_millis(300);
 /// How long a pull may take to connect (ICE + DTLS) before it is given up.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
@@ -277,7 +274,7 @@ impl Engine {
             cutters: HashMap::new(),
             commands: rx,
             silence,
-            last_pli: None,
+            pacer: KeyframePacer::new(self.config.keyframes.min_interval()),
             counters: self.upstream.clone(),
         };
         let task = tokio::spawn(pull.run());
@@ -325,7 +322,10 @@ struct Pull {
     cutters: HashMap<MediaKind, Option<PayloadCutter>>,
     commands: mpsc::Receiver<PullCommand>,
     silence: Duration,
-    last_pli: Option<Instant>,
+    /// Keyframe requests upstream, paced and re-sent when unanswered, as a
+    /// publisher session's are (the origin's browser drops requests that
+    /// come too close together).
+    pacer: KeyframePacer,
     counters: Arc<UpstreamCounters>,
 }
 
@@ -363,7 +363,11 @@ impl Pull {
             if now.saturating_duration_since(heard) > self.silence {
                 return "origin_silent";
             }
-            let wake = timeout.min(heard + self.silence).max(now);
+            let mut wake = timeout.min(heard + self.silence);
+            if let Some(d) = self.pacer.next_deadline() {
+                wake = wake.min(d);
+            }
+            let wake = wake.max(now);
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     let Ok((n, source)) = r else { continue };
@@ -386,12 +390,20 @@ impl Pull {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
-                    if self.rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                    let now = Instant::now();
+                    if self.rtc.handle_input(Input::Timeout(now)).is_err() {
                         return "failed";
+                    }
+                    if self.pacer.poll(now) {
+                        self.send_keyframe_request();
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(PullCommand::Keyframe) => self.request_keyframe(),
+                    Some(PullCommand::Keyframe) => {
+                        if self.pacer.ask(Instant::now()) {
+                            self.send_keyframe_request();
+                        }
+                    }
                     Some(PullCommand::Close) | None => return "closed",
                 },
             }
@@ -426,15 +438,7 @@ impl Pull {
         }
     }
 
-    fn request_keyframe(&mut self) {
-        let now = Instant::now();
-        if self
-            .last_pli
-            .is_some_and(|t| now.saturating_duration_since(t) < UPSTREAM_PLI_INTERVAL)
-        {
-            return;
-        }
-        self.last_pli = Some(now);
+    fn send_keyframe_request(&mut self) {
         let mid = self.video_mid.or_else(|| {
             self.kinds
                 .iter()
@@ -456,6 +460,14 @@ impl Pull {
         };
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         let frame = frame_of(params, data, &mut self.cutters);
+        if kind == MediaKind::Video && frame.keyframe {
+            self.pacer.keyframe_received(Instant::now());
+        }
+        if kind == MediaKind::Video && frame.after_loss && self.pacer.ask(Instant::now()) {
+            // Lost upstream packets we could not recover: the picture is
+            // broken here until the next keyframe, so ask for one.
+            self.send_keyframe_request();
+        }
         self.stream.publish(frame);
     }
 }

@@ -97,15 +97,7 @@ impl Hub {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stream = Arc::new(LiveStream::new(
-            id,
-            name.clone(),
-            tracks,
-            control,
-            self.policy.clone(),
-            self.events.clone(),
-        ));
+        let stream = Arc::new(self.new_stream(&name, tracks, control));
         let old = {
             let mut streams = self.streams.lock();
             if streams.live.contains_key(&name) && !takeover {
@@ -138,6 +130,23 @@ impl Hub {
         Ok(stream)
     }
 
+    /// A new stream of this hub (its id, policy and event bus), not yet registered.
+    fn new_stream(
+        &self,
+        name: &StreamName,
+        tracks: Vec<CodecParams>,
+        control: Arc<dyn PublisherControl>,
+    ) -> LiveStream {
+        LiveStream::new(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            name.clone(),
+            tracks,
+            control,
+            self.policy.clone(),
+            self.events.clone(),
+        )
+    }
+
     /// Registers a stream relayed from the node `origin` under `name`: local
     /// viewers find it as any stream, but no observer (recorder, restreamer)
     /// hears of it and no `stream_started` is emitted (its origin did that).
@@ -151,18 +160,7 @@ impl Hub {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stream = Arc::new(
-            LiveStream::new(
-                id,
-                name.clone(),
-                tracks,
-                control,
-                self.policy.clone(),
-                self.events.clone(),
-            )
-            .relayed_from(origin),
-        );
+        let stream = Arc::new(self.new_stream(&name, tracks, control).relayed_from(origin));
         {
             let mut streams = self.streams.lock();
             if streams.live.contains_key(&name) {

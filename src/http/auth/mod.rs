@@ -371,20 +371,19 @@ async fn guard(g: Guard, req: Request, next: Next) -> Response {
             .map(|s| s.as_str().to_string()),
     };
     let client = client_of(&parts.extensions);
-    // A viewer another node of the cluster let through and redirected here.
-    let ticket = match (&stream, g.gate.tickets.get()) {
-        (Some(stream), Some(key)) if g.role == Role::View && g.scope == Scope::Stream => {
+    // A viewer another node of the cluster let through and redirected here,
+    // or a publisher a loaded node placed here.
+    let purpose = match g.role {
+        Role::View => Some(crate::cluster::Purpose::View),
+        Role::Publish => Some(crate::cluster::Purpose::Publish),
+        Role::Admin => None,
+    };
+    let ticket = match (&stream, g.gate.tickets.get(), purpose) {
+        (Some(stream), Some(key), Some(purpose)) if g.scope == Scope::Stream => {
             Query::<TokenQuery>::try_from_uri(&parts.uri)
                 .ok()
                 .and_then(|q| q.0.cluster_ticket)
-                .map(|t| {
-                    key.verify(
-                        &t,
-                        crate::cluster::Purpose::View,
-                        stream,
-                        std::time::SystemTime::now(),
-                    )
-                })
+                .map(|t| key.verify(&t, purpose, stream, std::time::SystemTime::now()))
         }
         _ => None,
     };
