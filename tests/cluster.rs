@@ -899,3 +899,47 @@ async fn a_loaded_node_places_a_new_publisher_on_the_least_loaded_one() {
         "second is carried by b"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_nodes_with_one_id_are_told_and_not_ready() {
+    let redis = Redis::start();
+    let one = node(BIN, &redis, "twin", &[]).await;
+    let two = node(BIN, &redis, "twin", &[]).await;
+    for n in [&one, &two] {
+        let told = within(SOON, || async {
+            let r = reqwest::get(n.url("/readyz")).await.unwrap();
+            r.status() == 503
+                && r.json::<serde_json::Value>().await.unwrap()["reason"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("another live node uses the node id twin"))
+        })
+        .await;
+        assert!(
+            told.is_some(),
+            "{}: not ready, naming the duplicate id",
+            n.gw.http
+        );
+    }
+    // One of them stops: the other is ready again.
+    drop(two);
+    let ready = within(SOON, || async {
+        reqwest::get(one.url("/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready.is_some(), "ready once the other is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_id_is_not_taken_for_a_duplicate() {
+    let redis = Redis::start();
+    let first = node(BIN, &redis, "again", &[]).await;
+    first.signal(libc::SIGKILL);
+    drop(first);
+    // Its record is still fresh in Redis when the same node comes back.
+    let again = node(BIN, &redis, "again", &[]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = reqwest::get(again.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}

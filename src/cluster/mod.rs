@@ -179,6 +179,11 @@ pub struct Cluster {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     cpu: Mutex<Option<(Instant, f64)>>,
     relays: relay::Relays,
+    /// When this node last wrote its record (Unix ms), to notice a record
+    /// written after it by another process with the same node id.
+    last_written_ms: AtomicU64,
+    /// Another live process uses this node's id.
+    duplicate: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -291,6 +296,8 @@ impl Cluster {
             stop,
             tasks: Mutex::new(Vec::new()),
             cpu: Mutex::new(None),
+            last_written_ms: AtomicU64::new(0),
+            duplicate: AtomicBool::new(false),
         });
         tracing::info!(
             node = %cluster.id,
@@ -324,6 +331,12 @@ impl Cluster {
     /// The settings in force.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// Another live process writes this node's record (the same node id on
+    /// two nodes): their claims would be taken for each other's.
+    pub fn duplicate_id(&self) -> bool {
+        self.duplicate.load(Ordering::Relaxed)
     }
 
     /// Whether the last request to Redis succeeded.
@@ -707,7 +720,10 @@ impl Cluster {
     /// One heartbeat: the node record, every claim, the directory read.
     async fn beat(&self) {
         let mut con = self.redis.clone();
-        let record = serde_json::to_string(&self.record()).unwrap_or_default();
+        self.check_duplicate(&mut con).await;
+        let record = self.record();
+        let seen_ms = record.seen_ms;
+        let record = serde_json::to_string(&record).unwrap_or_default();
         let written: redis::RedisResult<()> = redis::cmd("SET")
             .arg(directory::node_key(&self.id))
             .arg(record)
@@ -719,6 +735,7 @@ impl Cluster {
             self.redis_failed("heartbeat", &e);
             return;
         }
+        self.last_written_ms.store(seen_ms, Ordering::Relaxed);
         self.redis_ok();
         let names: Vec<StreamName> = self.held.lock().keys().cloned().collect();
         for name in names {
@@ -727,6 +744,30 @@ impl Cluster {
             }
         }
         self.read_directory(&mut con).await;
+    }
+
+    /// Notices another live process writing this node's record since this
+    /// one last did (a record left by this node's previous run is written
+    /// before this run's first beat, so it does not count).
+    async fn check_duplicate(&self, con: &mut ConnectionManager) {
+        let last = self.last_written_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return;
+        }
+        let current: redis::RedisResult<Option<String>> = redis::cmd("GET")
+            .arg(directory::node_key(&self.id))
+            .query_async(con)
+            .await;
+        let Ok(Some(text)) = current else { return };
+        let Ok(other) = serde_json::from_str::<NodeRecord>(&text) else {
+            return;
+        };
+        let duplicate = other.incarnation != self.incarnation && other.seen_ms > last;
+        if duplicate && !self.duplicate.swap(true, Ordering::Relaxed) {
+            tracing::error!(node = %self.id, other_url = %other.url, "another live castgate uses this node id: give each node its own (cluster.node_id); until then this node is not ready");
+        } else if !duplicate && self.duplicate.swap(false, Ordering::Relaxed) {
+            tracing::info!(node = %self.id, "no other node uses this node id any more");
+        }
     }
 
     /// Keeps, refreshes or releases this node's claim of `name`; `false`

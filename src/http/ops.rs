@@ -135,7 +135,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         (off.clone(), off)
     };
     let cluster = state.cluster.as_ref().map(|c| {
-        if c.is_reachable() {
+        if c.duplicate_id() {
+            Check {
+                ok: false,
+                detail: format!(
+                    "another live node uses the node id {}: give each node its own (cluster.node_id)",
+                    c.node_id()
+                ),
+            }
+        } else if c.is_reachable() {
             Check {
                 ok: true,
                 detail: format!("node {} reaches Redis", c.node_id()),

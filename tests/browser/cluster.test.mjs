@@ -43,19 +43,23 @@ describe('two nodes in Chromium', { timeout: 180000 }, () => {
 
   before(async () => {
     redis = await startRedis();
-    [a, b, c, publisher, viewer] = await Promise.all([
-      node(redis, 'node-a'),
-      node(redis, 'node-b'),
-      node(redis, 'node-c', ['--cluster-whep', 'redirect']),
-      launchBrowser(),
-      launchBrowser(),
-    ]);
+    // One at a time: each takes its free ports before the next looks.
+    a = await node(redis, 'node-a');
+    b = await node(redis, 'node-b');
+    c = await node(redis, 'node-c', ['--cluster-whep', 'redirect']);
+    publisher = await launchBrowser();
+    viewer = await launchBrowser();
   });
 
+  // Whatever started is stopped, even after a failed start (a child left
+  // running would keep this test process alive).
   after(async () => {
-    await Promise.all([b?.stop(), c?.stop()]);
-    await finish({ pages, browsers: [publisher, viewer], server: a });
-    redis?.stop();
+    try {
+      await Promise.all([b?.stop(), c?.stop()]);
+      await finish({ pages, browsers: [publisher, viewer], server: a });
+    } finally {
+      redis?.stop();
+    }
   });
 
   test('publish on one node, find it and watch it on another', async () => {

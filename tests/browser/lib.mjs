@@ -79,14 +79,24 @@ export async function freeTcpPort() {
 }
 
 async function freeUdpPort() {
-  return new Promise((resolve, reject) => {
-    const sock = dgram.createSocket('udp4');
-    sock.once('error', reject);
-    sock.bind(0, '127.0.0.1', () => {
-      const { port } = sock.address();
-      sock.close(() => resolve(port));
+  // castgate's media port takes UDP and, for ICE-TCP, TCP on the same number:
+  // a port is free only when both are.
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const sock = dgram.createSocket('udp4');
+      sock.once('error', reject);
+      sock.bind(0, '127.0.0.1', () => {
+        const { port: p } = sock.address();
+        sock.close(() => resolve(p));
+      });
     });
-  });
+    const tcpFree = await new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+    if (tcpFree) return port;
+  }
 }
 
 /**
