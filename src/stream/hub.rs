@@ -223,16 +223,7 @@ impl Hub {
 
     /// The publisher of `stream` left: remove it (if still registered) and end it.
     pub fn remove(&self, stream: &LiveStream, reason: &str) {
-        {
-            let mut streams = self.streams.lock();
-            if streams
-                .live
-                .get(stream.name())
-                .is_some_and(|s| s.id() == stream.id())
-            {
-                streams.take(stream.name());
-            }
-        }
+        self.unregister(stream);
         stream.end(reason);
         self.changed.notify_waiters();
     }
@@ -241,18 +232,22 @@ impl Hub {
     /// to another node): it leaves the registry if still there, its
     /// publisher is closed, and it ends with `reason`.
     pub fn end(&self, stream: &LiveStream, reason: &str) {
-        {
-            let mut streams = self.streams.lock();
-            if streams
-                .live
-                .get(stream.name())
-                .is_some_and(|s| s.id() == stream.id())
-            {
-                streams.take(stream.name());
-            }
-        }
+        self.unregister(stream);
         stream.close_publisher(reason);
         self.changed.notify_waiters();
+    }
+
+    /// Takes `stream` out of the registry if it is still the one under its
+    /// name (a newer stream of the name stays).
+    fn unregister(&self, stream: &LiveStream) {
+        let mut streams = self.streams.lock();
+        if streams
+            .live
+            .get(stream.name())
+            .is_some_and(|s| s.id() == stream.id())
+        {
+            streams.take(stream.name());
+        }
     }
 
     /// Snapshots of every live stream, sorted by name.
