@@ -779,13 +779,12 @@ impl Cluster {
             let Some(h) = held.get(name) else {
                 return true;
             };
-            let live = self.hub.get(name).is_some();
-            if h.pending == 0 && !live {
-                let h = held.remove(name).expect("present");
-                (h.claim, h.stored, true)
-            } else {
-                (h.claim.clone(), h.stored.clone(), false)
+            let release = h.pending == 0 && self.hub.get(name).is_none();
+            let (claim, stored) = (h.claim.clone(), h.stored.clone());
+            if release {
+                held.remove(name);
             }
+            (claim, stored, release)
         };
         let mut con = self.redis.clone();
         if release {

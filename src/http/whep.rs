@@ -60,14 +60,11 @@ pub async fn post(
     };
     let live = match locate(&state, &name, wait).await? {
         Some(Found::Here(live)) => live,
-        Some(Found::Elsewhere(origin)) => match state.cluster.as_ref().map(|c| c.config().whep) {
-            Some(ClusterWhep::Relay) => {
-                let cluster = state.cluster.as_ref().expect("a cluster");
-                cluster
-                    .relay(&name, &origin)
-                    .await
-                    .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?
-            }
+        Some(Found::Elsewhere(origin)) => match &state.cluster {
+            Some(cluster) if cluster.config().whep == ClusterWhep::Relay => cluster
+                .relay(&name, &origin)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?,
             _ => return Ok(redirect(&state, &name, &origin)),
         },
         None => {
