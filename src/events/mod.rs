@@ -42,7 +42,8 @@ pub enum Event {
         stream_id: u64,
         /// Why: `publisher_left` (it DELETEd its session), `silent`,
         /// `failed`, `replaced` (a takeover), `over_limit`, `shutdown`,
-        /// `ended_by_operator` (`DELETE /api/streams/{name}`).
+        /// `ended_by_operator` (`DELETE /api/streams/{name}`), `claim_lost`
+        /// (in a cluster: another node holds the name now).
         reason: String,
         /// Seconds it was live.
         duration_secs: f64,
