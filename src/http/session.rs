@@ -160,6 +160,29 @@ pub fn created(state: &AppState, base: &str, stream: &StreamName, answer: Answer
     resp
 }
 
+/// `307 Temporary Redirect` to the `base` (`whip` or `whep`) endpoint of
+/// `stream` on the node at `node_url`, carrying a cluster `ticket` (a
+/// browser drops `Authorization` on a cross-origin redirect; the ticket is
+/// what lets the request in there).
+pub fn redirect_with_ticket(
+    node_url: &str,
+    base: &str,
+    stream: &StreamName,
+    ticket: &str,
+) -> Response {
+    let location = format!(
+        "{}/{base}/{}?{}={ticket}",
+        node_url.trim_end_matches('/'),
+        stream.as_str(),
+        super::auth::CLUSTER_TICKET
+    );
+    let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
 /// 204 for OPTIONS on an endpoint: what it accepts.
 pub fn options(state: &AppState) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppState;
 use super::error::ApiError;
@@ -139,18 +139,8 @@ fn redirect(
         .as_ref()
         .map(|c| c.view_ticket(name))
         .unwrap_or_default();
-    let location = format!(
-        "{}/whep/{}?{}={ticket}",
-        origin.url.trim_end_matches('/'),
-        name.as_str(),
-        super::auth::CLUSTER_TICKET
-    );
     tracing::debug!(stream = %name, node = %origin.node, "viewer redirected to the stream's origin");
-    let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    session::redirect_with_ticket(&origin.url, "whep", name, &ticket)
 }
 
 /// `OPTIONS /whep/{stream}`.

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppState;
 use super::error::ApiError;
@@ -51,18 +51,8 @@ pub async fn post(
     let offer = session::text(&body)?;
     // A loaded node sends the publisher to the least-loaded one.
     if let Some((node, ticket)) = state.cluster.as_ref().and_then(|c| c.placement(&name)) {
-        let location = format!(
-            "{}/whip/{}?{}={ticket}",
-            node.trim_end_matches('/'),
-            name.as_str(),
-            super::auth::CLUSTER_TICKET
-        );
         tracing::info!(stream = %name, to = %node, "publisher placed on a less loaded node");
-        let mut resp = axum::http::StatusCode::TEMPORARY_REDIRECT.into_response();
-        if let Ok(v) = axum::http::HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(axum::http::header::LOCATION, v);
-        }
-        return Ok(resp);
+        return Ok(session::redirect_with_ticket(&node, "whip", &name, &ticket));
     }
     // In a cluster the name is claimed cluster-wide first: one origin per name.
     let claim = match &state.cluster {
