@@ -108,10 +108,8 @@ async fn take_over_recording(
     recorder: &crate::record::Recorder,
     stream: &std::sync::Arc<crate::stream::LiveStream>,
 ) {
-    /// The state kind the origin keeps it under (`server::follow`).
-    const RECORDING: &str = "recording";
     if cluster
-        .load_state(stream.name(), RECORDING)
+        .load_state(stream.name(), crate::record::RECORDING_STATE_KIND)
         .await
         .as_deref()
         == Some("on")

@@ -37,6 +37,11 @@ struct Active {
     thread: JoinHandle<()>,
 }
 
+/// The kind of stream state a cluster keeps "this stream is being recorded"
+/// under (`on` / `off`), so that a publisher reconnecting to another node
+/// is recorded there too.
+pub const RECORDING_STATE_KIND: &str = "recording";
+
 /// Whether a live stream is being recorded, for the API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RecordingStatus {

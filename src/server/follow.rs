@@ -26,8 +26,7 @@ use crate::restream::{Restreamer, SavedTarget};
 use crate::stream::Hub;
 
 const TARGETS: &str = SavedTarget::STATE_KIND;
-/// The state kind of "this stream is being recorded" (`on` / `off`).
-pub const RECORDING: &str = "recording";
+const RECORDING: &str = crate::record::RECORDING_STATE_KIND;
 
 /// Keeps every local stream's API targets in the cluster's state until `stop`.
 pub fn start(
