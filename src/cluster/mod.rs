@@ -99,8 +99,6 @@ pub struct ClusterCounters {
     pub claims_reasserted: AtomicU64,
     /// Viewers sent to another node with a redirect.
     pub redirects: AtomicU64,
-    /// Relays started (pulls from an origin node).
-    pub relays_started: AtomicU64,
 }
 
 /// One node of the cluster as `GET /api/cluster` shows it.
@@ -507,12 +505,12 @@ impl Cluster {
         name: &StreamName,
         origin: &Claim,
     ) -> Result<Arc<crate::stream::LiveStream>, RelayError> {
-        let before = self.relays.running();
-        let stream = self.relays.stream(name, origin).await?;
-        if self.relays.running() > before {
-            self.counters.relays_started.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(stream)
+        self.relays.stream(name, origin).await
+    }
+
+    /// Pulls started from origin nodes since start.
+    pub fn relays_started(&self) -> u64 {
+        self.relays.started()
     }
 
     /// Relays running now.

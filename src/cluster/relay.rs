@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -63,6 +64,8 @@ pub struct Relays {
     tickets: TicketKey,
     linger: Duration,
     silence: Duration,
+    /// Pulls that started (counted where they start).
+    started: AtomicU64,
 }
 
 impl Relays {
@@ -88,7 +91,13 @@ impl Relays {
             tickets,
             linger,
             silence,
+            started: AtomicU64::new(0),
         }
+    }
+
+    /// Pulls started since start.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Pulls running now.
@@ -202,6 +211,7 @@ impl Relays {
             .engine
             .upstream_start(offer, &body, name.clone(), &origin.node, self.silence)
             .map_err(|e| fail(e.to_string()))?;
+        self.started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(stream = %name, origin = %origin.node, "relay started");
         Ok(Running { upstream, resource })
     }

@@ -505,7 +505,7 @@ impl prometheus_client::collector::Collector for GatewayCollector {
                 e,
                 "castgate_cluster_relays_started",
                 "Pulls started from origin nodes",
-                ld(&k.relays_started),
+                c.relays_started(),
             )?;
             let up = self.engine.upstream_counters();
             counter(
