@@ -6,8 +6,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::files::{TempDir, free_port, free_udp_port, temp_dir};
-use super::process::{Castgate, signal};
+use super::files::{TempDir, free_port, temp_dir};
+use super::process::{Castgate, serve_with, signal};
 
 /// The secret the test nodes share.
 pub const SECRET: &str = "cluster-test-secret-0123456789abcdef";
@@ -128,35 +128,27 @@ impl Drop for Node {
 }
 
 /// Starts node `id` of the cluster on `redis`, beating every 0.5 s and
-/// expiring after 2 s (short, for the tests), with `extra` flags.
+/// expiring after 2 s (short, for the tests), with `extra` flags. Its
+/// public URL is the default: `http://` + its loopback HTTP address.
 pub async fn node(bin: &str, redis: &Redis, id: &str, extra: &[&str]) -> Node {
-    let port = free_port();
-    let http = format!("127.0.0.1:{port}");
     let dir = temp_dir(&format!("node-{id}"));
-    let child = Command::new(bin)
-        .args(["serve", "--http-listen", &http])
-        .args(["--udp-listen", &format!("127.0.0.1:{}", free_udp_port())])
-        .arg("--record-dir")
-        .arg(dir.path())
-        .args(["--cluster-redis", &redis.url()])
-        .args(["--cluster-secret", SECRET])
-        .args(["--public-url", &format!("http://{http}")])
-        .args(["--cluster-node-id", id])
-        .args(["--cluster-heartbeat", "0.5", "--cluster-expiry", "2"])
-        .args(extra)
-        .env("RUST_LOG", "castgate=warn")
-        .env_remove("CASTGATE_FAILPOINT")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("castgate starts");
-    let base = format!("http://{http}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "node {id} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = redis.url();
+    let mut args = vec![
+        "--cluster-redis",
+        url.as_str(),
+        "--cluster-secret",
+        SECRET,
+        "--cluster-node-id",
+        id,
+        "--cluster-heartbeat",
+        "0.5",
+        "--cluster-expiry",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let gw = serve_with(bin, dir.path(), &args, &[]).await;
     Node {
-        gw: Castgate { child, http: base },
+        gw,
         id: id.to_string(),
         dir,
     }

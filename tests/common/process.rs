@@ -54,12 +54,18 @@ impl Castgate {
 /// recording into `dir`, with the extra environment `env` (e.g. a fail
 /// point), once `/healthz` answers.
 pub async fn serve_recordings(bin: &str, dir: &Path, env: &[(&str, &str)]) -> Castgate {
+    serve_with(bin, dir, &[], env).await
+}
+
+/// [`serve_recordings`] with the extra flags `args`.
+pub async fn serve_with(bin: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Castgate {
     let http = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--http-listen", &http])
         .args(["--udp-listen", &format!("127.0.0.1:{}", free_udp_port())])
         .arg("--record-dir")
         .arg(dir)
+        .args(args)
         .env("RUST_LOG", "castgate=warn")
         .env_remove("CASTGATE_FAILPOINT")
         .stdout(Stdio::null());
