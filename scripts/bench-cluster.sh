@@ -39,15 +39,8 @@ OUT="${OUT:-$(mktemp -d -t castgate-bench-cluster.XXXXXX)}"
 mkdir -p "$OUT"
 echo "bench-cluster: reports and logs in $OUT" >&2
 
-free_port() { # a loopback port nobody uses (TCP and UDP)
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! { command -v ss >/dev/null && ss -Huan "sport = :$p" | grep -q .; }; then
-      echo "$p"; return
-    fi
-  done
-}
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh # free_port
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }

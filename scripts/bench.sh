@@ -46,15 +46,8 @@ mkdir -p "$OUT"
 echo "bench: reports and logs in $OUT" >&2
 
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s + 0.5); print (v < 1 ? 1 : v) }'; }
-free_port() { # a loopback port nobody uses (TCP and UDP)
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && ! { command -v ss >/dev/null && ss -Huan "sport = :$p" | grep -q .; }; then
-      echo "$p"; return
-    fi
-  done
-}
+# shellcheck source=scripts/bench-common.sh
+source scripts/bench-common.sh # free_port
 
 SERVER_PID=""
 SINK_PID=""
