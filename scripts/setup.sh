@@ -6,7 +6,8 @@ set -euo pipefail
 
 BUILD_PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
-TEST_PKGS=(ffmpeg chromium mkvtoolnix openssl nginx libnginx-mod-rtmp socat docker-compose jq redis-server)
+TEST_PKGS=(ffmpeg chromium mkvtoolnix openssl nginx libnginx-mod-rtmp socat docker-compose jq redis-server
+  python3-venv)
 
 want=("${BUILD_PKGS[@]}")
 if [[ "${1:-}" == "--test" ]]; then
@@ -43,4 +44,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy >&2
   echo "setup: Rust installed; open a new shell or run: source \$HOME/.cargo/env" >&2
+fi
+
+# An S3 protocol server for the object storage tests: moto's server mode from
+# the Python package index (pinned), in a virtual environment of its own
+# outside the repository, made once and reused by every checkout.
+MOTO_VERSION=5.2.6
+MOTO_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/castgate/moto-$MOTO_VERSION"
+if [[ "${1:-}" == "--test" && ! -x "$MOTO_DIR/bin/moto_server" ]]; then
+  echo "setup: installing moto[server] $MOTO_VERSION into $MOTO_DIR" >&2
+  rm -rf "$MOTO_DIR"
+  python3 -m venv "$MOTO_DIR"
+  "$MOTO_DIR/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
 fi

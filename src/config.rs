@@ -103,6 +103,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Several nodes as one, through a shared Redis (off by default).
     pub cluster: ClusterConfig,
+    /// Where finished recordings are kept: this disk, or also a bucket.
+    pub storage: StorageConfig,
 }
 
 /// How a node answers a WHEP request for a stream another node carries.
@@ -222,6 +224,152 @@ impl ClusterConfig {
                 format!("{scheme}://{}", http.listen)
             }
         }
+    }
+}
+
+/// Where finished recordings are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// Only on this machine's disk (`record.dir`).
+    #[default]
+    Local,
+    /// Uploaded to an S3-compatible bucket as each file is finished (AWS S3,
+    /// Cloudflare R2, Backblaze B2, Ceph, Garage, MinIO, …); the local file
+    /// is the crash-safe write path and the upload queue.
+    S3,
+}
+
+/// How a stored recording is downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDelivery {
+    /// castgate reads the object (with the client's Range) and passes it on:
+    /// seeking works for as long as the page is open.
+    #[default]
+    Proxy,
+    /// 307 to a presigned URL of the object (no traffic through castgate;
+    /// the URL expires after `presign_secs`).
+    Redirect,
+}
+
+/// Recordings in object storage (`[storage]`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (the default) or `s3`.
+    pub kind: StorageKind,
+    /// The S3 API's base URL (`https://s3.eu-central-1.amazonaws.com`,
+    /// `http://127.0.0.1:9000`); default: AWS for `region`.
+    pub endpoint: Option<String>,
+    /// The bucket's region (`auto` for R2).
+    pub region: String,
+    /// The bucket (created beforehand).
+    pub bucket: Option<String>,
+    /// Objects are named `PREFIX` + `STREAM/FILE`; castgate lists, and
+    /// retention deletes, only under it.
+    pub prefix: String,
+    /// Address the bucket in the path (`endpoint/bucket/key`) instead of the
+    /// host name; default: true with an `endpoint` (most self-hosted servers),
+    /// false for AWS.
+    pub path_style: Option<bool>,
+    /// Access key id; default `AWS_ACCESS_KEY_ID`, else `credentials_file`.
+    pub access_key_id: Option<String>,
+    /// Secret access key; default `AWS_SECRET_ACCESS_KEY`, else
+    /// `credentials_file`. A secret: never logged or shown.
+    pub secret_access_key: Option<String>,
+    /// A file with `aws_access_key_id = …` and `aws_secret_access_key = …`
+    /// lines (the `~/.aws/credentials` form; the first of each is used).
+    pub credentials_file: Option<PathBuf>,
+    /// Keep the local file after it is stored (it is then served from disk).
+    pub keep_local: bool,
+    /// How stored recordings are downloaded: `proxy` or `redirect`.
+    pub delivery: StorageDelivery,
+    /// Seconds a presigned URL (`delivery = "redirect"`) stays valid, at
+    /// least; a long recording gets twice its duration (at most 7 days).
+    pub presign_secs: u64,
+    /// Size of each uploaded part in MiB (5 to 5120): every part but the
+    /// last has this size (R2 requires equal parts); a file of more than
+    /// 10,000 parts gets larger ones. One part is held in memory at a time.
+    pub part_mib: u64,
+    /// Seconds a storage request may take before it is abandoned and retried.
+    pub timeout_secs: f64,
+    /// Longest wait between two attempts of a failing upload (the wait
+    /// doubles from 1 s up to this); uploads are retried for as long as needed.
+    pub retry_max_secs: f64,
+    /// Seconds between two readings of the bucket's listing (what other nodes
+    /// stored shows up on this node's list within this).
+    pub refresh_secs: f64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            kind: StorageKind::Local,
+            endpoint: None,
+            region: "us-east-1".into(),
+            bucket: None,
+            prefix: String::new(),
+            path_style: None,
+            access_key_id: None,
+            secret_access_key: None,
+            credentials_file: None,
+            keep_local: false,
+            delivery: StorageDelivery::Proxy,
+            presign_secs: 3600,
+            part_mib: 8,
+            timeout_secs: 30.0,
+            retry_max_secs: 300.0,
+            refresh_secs: 10.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "****"),
+            )
+            .field("credentials_file", &self.credentials_file)
+            .field("keep_local", &self.keep_local)
+            .field("delivery", &self.delivery)
+            .field("presign_secs", &self.presign_secs)
+            .field("part_mib", &self.part_mib)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retry_max_secs", &self.retry_max_secs)
+            .field("refresh_secs", &self.refresh_secs)
+            .finish()
+    }
+}
+
+impl StorageConfig {
+    /// Whether finished recordings go to a bucket.
+    pub fn enabled(&self) -> bool {
+        self.kind == StorageKind::S3
+    }
+
+    /// `prefix` ending in `/` (or empty).
+    pub fn key_prefix(&self) -> String {
+        let p = self.prefix.trim_matches('/');
+        if p.is_empty() {
+            String::new()
+        } else {
+            format!("{p}/")
+        }
+    }
+
+    /// Whether the bucket is addressed in the path.
+    pub fn path_style(&self) -> bool {
+        self.path_style.unwrap_or(self.endpoint.is_some())
     }
 }
 
@@ -774,13 +922,14 @@ pub struct WebhookConfig {
 }
 
 /// The event types there are (`type` of an event).
-pub const EVENT_TYPES: [&str; 11] = [
+pub const EVENT_TYPES: [&str; 12] = [
     "stream_started",
     "stream_ended",
     "viewer_joined",
     "viewer_left",
     "recording_started",
     "recording_finalized",
+    "recording_stored",
     "recording_failed",
     "recording_interrupted",
     "restream_state",

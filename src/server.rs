@@ -62,6 +62,8 @@ pub struct Server {
     recorder: Arc<Recorder>,
     restreamer: Arc<Restreamer>,
     retention: JoinHandle<()>,
+    /// The uploader and the bucket listing (`storage.kind = "s3"`).
+    storage_tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     http_task: JoinHandle<std::io::Result<()>>,
     events: Events,
@@ -100,6 +102,10 @@ impl Server {
         outbound: Arc<OutboundPolicy>,
     ) -> anyhow::Result<Server> {
         crate::ffmpeg_log::install();
+        // rustls is built with two crypto providers (ring for our TLS and
+        // clients, aws-lc-rs for the object storage client): a process
+        // default keeps any `builder()` without a provider from failing.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Arc::new(config);
         let events = Events::new(config.events.buffer);
         // Webhooks subscribe before anything can happen.
@@ -129,6 +135,20 @@ impl Server {
         }
         if config.record.enabled {
             hub.add_observer(recorder.clone());
+        }
+        let mut storage_tasks = Vec::new();
+        if let Some(storage) = &checked.storage {
+            tracing::info!(bucket = ?storage.config().bucket, prefix = %storage.prefix(), "finished recordings go to object storage");
+            recorder.attach_storage(storage.clone());
+            storage_tasks.push(tokio::spawn(crate::record::storage::upload::run(
+                recorder.clone(),
+                storage.clone(),
+                events.clone(),
+            )));
+            storage_tasks.push(tokio::spawn(crate::record::storage::listing::run(
+                recorder.clone(),
+                storage.clone(),
+            )));
         }
         let restreamer = Arc::new(Restreamer::new(config.restream.clone(), outbound.clone()));
         hub.add_observer(restreamer.clone());
@@ -168,7 +188,7 @@ impl Server {
                 cluster: cluster.clone(),
             }))
         });
-        let Checked { tls, gate } = checked;
+        let Checked { tls, gate, .. } = checked;
         let gate = Arc::new(Gate::from_rules(gate));
         if let Some(c) = &cluster {
             gate.accept_cluster_tickets(c.ticket_key().clone());
@@ -219,6 +239,7 @@ impl Server {
             recorder,
             restreamer,
             retention,
+            storage_tasks,
             stop,
             http_task,
             events,
@@ -365,6 +386,10 @@ impl Server {
         let (publishers, viewers) = self.engine.role_counts();
         tracing::info!(publishers, viewers, "shutdown: closing sessions");
         self.retention.abort();
+        // An upload cut here resumes from its journal at the next start.
+        for t in &self.storage_tasks {
+            t.abort();
+        }
         self.engine.shutdown().await;
         if let Some(f) = self.follow {
             // Targets that outlive their stream stay kept for a reconnect elsewhere.

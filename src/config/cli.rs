@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{
     Access, ClusterWhep, Config, ConfigError, IceServer, LogFormat, Network, NoPublisher,
-    OnConflict, ViewerStart, invalid,
+    OnConflict, StorageDelivery, StorageKind, ViewerStart, invalid,
 };
 
 /// Command-line and environment overrides for `castgate serve`. Each flag can
@@ -212,6 +212,47 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub cluster_placement_max_sessions: Option<usize>,
+    /// Where finished recordings are kept: local or s3 [default: local].
+    #[arg(long, env = "CASTGATE_STORAGE", value_enum)]
+    pub storage: Option<StorageKind>,
+    /// The S3 API's base URL, e.g. http://127.0.0.1:9000 [default: AWS].
+    #[arg(long, env = "CASTGATE_STORAGE_ENDPOINT", value_name = "URL")]
+    pub storage_endpoint: Option<String>,
+    /// The bucket's region [default: us-east-1].
+    #[arg(long, env = "CASTGATE_STORAGE_REGION", value_name = "REGION")]
+    pub storage_region: Option<String>,
+    /// The bucket recordings are uploaded to.
+    #[arg(long, env = "CASTGATE_STORAGE_BUCKET", value_name = "BUCKET")]
+    pub storage_bucket: Option<String>,
+    /// Object names start with this [default: none].
+    #[arg(long, env = "CASTGATE_STORAGE_PREFIX", value_name = "PREFIX")]
+    pub storage_prefix: Option<String>,
+    /// Bucket in the path rather than the host name [default: true with an endpoint].
+    #[arg(long, env = "CASTGATE_STORAGE_PATH_STYLE", value_name = "BOOL")]
+    pub storage_path_style: Option<bool>,
+    /// Access key id of the bucket's credentials.
+    #[arg(
+        long,
+        env = "AWS_ACCESS_KEY_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
+    pub storage_access_key_id: Option<String>,
+    /// Secret access key (prefer the environment variable: a flag shows in `ps`).
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub storage_secret_access_key: Option<String>,
+    /// Keep each recording's local file after it is stored [default: false].
+    #[arg(long, env = "CASTGATE_STORAGE_KEEP_LOCAL", value_name = "BOOL")]
+    pub storage_keep_local: Option<bool>,
+    /// Stored recordings downloaded through castgate (proxy) or by a 307 to a
+    /// presigned URL (redirect) [default: proxy].
+    #[arg(long, env = "CASTGATE_STORAGE_DELIVERY", value_enum)]
+    pub storage_delivery: Option<StorageDelivery>,
 }
 
 fn parse_addr(key: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -365,6 +406,48 @@ impl Config {
         if let Some(v) = a.cluster_placement_max_sessions {
             self.cluster.placement_max_sessions = v;
         }
+        self.apply_storage_args(a);
         Ok(())
+    }
+
+    fn apply_storage_args(&mut self, a: &ServeArgs) {
+        let given = |v: &Option<String>| {
+            v.as_ref()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let s = &mut self.storage;
+        if let Some(v) = a.storage {
+            s.kind = v;
+        }
+        if let Some(v) = given(&a.storage_endpoint) {
+            s.endpoint = Some(v);
+        }
+        if let Some(v) = given(&a.storage_region) {
+            s.region = v;
+        }
+        if let Some(v) = given(&a.storage_bucket) {
+            s.bucket = Some(v);
+        }
+        if let Some(v) = &a.storage_prefix {
+            s.prefix = v.trim().to_string();
+        }
+        if let Some(v) = a.storage_path_style {
+            s.path_style = Some(v);
+        }
+        // The standard AWS variables fill in what the file left out (a key
+        // in the file wins: it was written for castgate).
+        if s.access_key_id.is_none() {
+            s.access_key_id = given(&a.storage_access_key_id);
+        }
+        if s.secret_access_key.is_none() {
+            s.secret_access_key = given(&a.storage_secret_access_key);
+        }
+        if let Some(v) = a.storage_keep_local {
+            s.keep_local = v;
+        }
+        if let Some(v) = a.storage_delivery {
+            s.delivery = v;
+        }
     }
 }

@@ -179,11 +179,102 @@ impl Config {
         self.validate_restream()?;
         self.validate_ops()?;
         self.validate_cluster()?;
+        self.validate_storage()?;
         self.auth.validate()?;
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err(invalid(
                 "http.tls_cert",
                 "tls_cert and tls_key go together: set both or neither",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_storage(&self) -> Result<(), ConfigError> {
+        let s = &self.storage;
+        if !s.enabled() {
+            return Ok(());
+        }
+        match s.bucket.as_deref() {
+            None | Some("") => {
+                return Err(invalid(
+                    "storage.bucket",
+                    "storage.kind = \"s3\" needs a bucket (--storage-bucket, CASTGATE_STORAGE_BUCKET)",
+                ));
+            }
+            Some(b) if !valid_bucket(b) => {
+                return Err(invalid(
+                    "storage.bucket",
+                    format!(
+                        "{b:?} is not a bucket name (3 to 63 lowercase letters, digits, '.', '-')"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(e) = &s.endpoint {
+            let rest = e
+                .strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', ' ', '@'])) {
+                return Err(invalid(
+                    "storage.endpoint",
+                    format!(
+                        "{:?} is not an http:// or https:// base URL (credentials go in \
+                         access_key_id / secret_access_key, not the URL)",
+                        super::redact_url(e)
+                    ),
+                ));
+            }
+        }
+        if s.region.trim().is_empty() {
+            return Err(invalid(
+                "storage.region",
+                "must not be empty (e.g. us-east-1, or auto for R2)",
+            ));
+        }
+        if s.prefix.split('/').any(|seg| seg == ".." || seg == ".")
+            || s.prefix.chars().any(|c| c.is_control() || c == '\\')
+        {
+            return Err(invalid(
+                "storage.prefix",
+                "must be a plain path such as \"castgate/\" (no '.', '..', control characters or backslashes)",
+            ));
+        }
+        if !(5..=5120).contains(&s.part_mib) {
+            return Err(invalid(
+                "storage.part_mib",
+                "must be between 5 and 5120 (S3's smallest and largest part, in MiB)",
+            ));
+        }
+        if !(s.timeout_secs > 0.0 && s.timeout_secs <= 3600.0) {
+            return Err(invalid(
+                "storage.timeout_secs",
+                "must be above 0 and at most 3600",
+            ));
+        }
+        if !(s.retry_max_secs >= 1.0 && s.retry_max_secs <= 86_400.0) {
+            return Err(invalid(
+                "storage.retry_max_secs",
+                "must be between 1 and 86400",
+            ));
+        }
+        if !(s.refresh_secs >= 0.5 && s.refresh_secs <= 86_400.0) {
+            return Err(invalid(
+                "storage.refresh_secs",
+                "must be between 0.5 and 86400",
+            ));
+        }
+        if !(60..=604_800).contains(&s.presign_secs) {
+            return Err(invalid(
+                "storage.presign_secs",
+                "must be between 60 and 604800 (S3 signs for at most 7 days)",
+            ));
+        }
+        if !self.record.enabled {
+            return Err(invalid(
+                "storage.kind",
+                "uploads start from the recordings folder: s3 storage needs record.enabled = true",
             ));
         }
         Ok(())
@@ -513,4 +604,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `b` is a bucket name S3 accepts (3–63 of `a-z 0-9 . -`, starting
+/// and ending with a letter or digit).
+fn valid_bucket(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && b.ends_with(|c: char| c.is_ascii_alphanumeric())
 }

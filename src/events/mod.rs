@@ -100,6 +100,22 @@ pub enum Event {
         /// SHA-256 of the file, hex (absent if the file could not be read).
         sha256: Option<String>,
     },
+    /// A finished recording is in object storage, checked by its SHA-256
+    /// (any node can list and serve it now).
+    RecordingStored {
+        /// Stream name.
+        stream: String,
+        /// Recording id.
+        id: String,
+        /// The object's name in the bucket.
+        key: String,
+        /// Its size in bytes.
+        size_bytes: u64,
+        /// SHA-256 of the file, hex.
+        sha256: String,
+        /// Whether the local copy was removed.
+        local_removed: bool,
+    },
     /// A recording could not open its next file (low disk); it tries again
     /// while the stream lives (a `recording_started` follows when it can).
     RecordingInterrupted {
@@ -160,6 +176,7 @@ impl Event {
             Event::RecordingStarted { .. } => "recording_started",
             Event::RecordingFinalized { .. } => "recording_finalized",
             Event::RecordingFailed { .. } => "recording_failed",
+            Event::RecordingStored { .. } => "recording_stored",
             Event::RecordingInterrupted { .. } => "recording_interrupted",
             Event::RestreamState { .. } => "restream_state",
             Event::ConfigReloaded { .. } => "config_reloaded",

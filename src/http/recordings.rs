@@ -15,7 +15,10 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use crate::config::Role;
+use crate::config::StorageDelivery;
 use crate::record::catalog::{self, Meta};
+use crate::record::index::Location;
+use crate::record::storage::upload::content_type;
 
 /// Query of `GET /api/recordings`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -122,7 +125,7 @@ pub async fn list(
     }))
 }
 
-async fn find(state: &AppState, id: String) -> Result<(Meta, std::path::PathBuf), ApiError> {
+async fn find(state: &AppState, id: String) -> Result<(Meta, Location), ApiError> {
     if catalog::parse_id(&id).is_none() {
         return Err(ApiError::not_found("no such recording"));
     }
@@ -156,7 +159,8 @@ pub async fn one(
 }
 
 /// `GET /recordings/{id}/download`: the file, with Range support. A recording
-/// in progress is served as far as it is written.
+/// in progress is served as far as it is written; one only in the bucket is
+/// read from there (or redirected to, with `storage.delivery = "redirect"`).
 #[utoipa::path(
     get,
     path = "/recordings/{id}/download",
@@ -168,9 +172,11 @@ pub async fn one(
         (status = 200, description = "The file (`video/webm`, `audio/webm` or `video/x-matroska`) as an attachment", body = [u8], content_type = "video/webm"),
         (status = 206, description = "The requested byte range", body = [u8], content_type = "video/webm"),
         (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 307, description = "A stored recording, at a presigned URL of the bucket (`storage.delivery = \"redirect\"`)"),
         (status = 404, description = "No such recording"),
         (status = 416, description = "The range is outside the file"),
         (status = 500, description = "The file could not be read"),
+        (status = 502, description = "The bucket holding the recording did not answer"),
     ),
     security(("bearer" = ["view"]), ("query_token" = ["view"])),
 )]
@@ -179,29 +185,120 @@ pub async fn download(
     Path(id): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (meta, path) = find(&state, id).await?;
-    let mime = if meta.file.ends_with(".mkv") {
-        "video/x-matroska"
-    } else if meta.video.is_some() {
-        "video/webm"
-    } else {
-        "audio/webm"
+    let (meta, location) = find(&state, id).await?;
+    let mime = content_type(&meta);
+    let mut resp = match location {
+        Location::Local(path) => ServeFile::new_with_mime(
+            &path,
+            &mime
+                .parse()
+                .map_err(|_| ApiError::bad_request("bad type"))?,
+        )
+        .oneshot(req)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?
+        .map(Body::new),
+        Location::Stored => stored(&state, &meta, mime, req.headers()).await?,
     };
-    let resp = ServeFile::new_with_mime(
-        &path,
-        &mime
-            .parse()
-            .map_err(|_| ApiError::bad_request("bad type"))?,
-    )
-    .oneshot(req)
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?;
-    let mut resp = resp.map(Body::new);
     let name = format!("{}-{}", meta.stream, meta.file);
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp.into_response())
+}
+
+/// A stored recording: the requested range read from the bucket and passed
+/// on as it arrives, or a redirect to a presigned URL.
+async fn stored(
+    state: &AppState,
+    meta: &Meta,
+    mime: &'static str,
+    headers: &axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let unavailable = |e: crate::record::storage::StorageError| {
+        tracing::warn!(recording = %meta.id, error = %e, "cannot read a stored recording");
+        match e {
+            crate::record::storage::StorageError::NotFound => {
+                ApiError::not_found("the recording is no longer in the bucket")
+            }
+            _ => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "the storage holding this recording did not answer; try again",
+            ),
+        }
+    };
+    let Some(storage) = state.recorder.storage().cloned() else {
+        return Err(ApiError::not_found("no such recording"));
+    };
+    if storage.config().delivery == StorageDelivery::Redirect {
+        let url = storage
+            .presigned_url(meta, storage.presign_validity(meta))
+            .await
+            .map_err(unavailable)?;
+        let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok(resp);
+    }
+    let size = match meta.size_bytes {
+        Some(s) => s,
+        None => storage.size(meta).await.map_err(unavailable)?,
+    };
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(r) => {
+            let ranges = http_range_header::parse_range_header(r)
+                .and_then(|p| p.validate(size))
+                .ok()
+                .filter(|r| r.len() == 1 && size > 0);
+            match ranges {
+                Some(r) => Some(*r[0].start()..*r[0].end() + 1),
+                None => {
+                    let mut resp = (
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        "the range is outside the file (or asks for several parts)",
+                    )
+                        .into_response();
+                    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                        resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                    }
+                    return Ok(resp);
+                }
+            }
+        }
+    };
+    let partial = range.is_some();
+    let read = storage
+        .read(meta, range.or((size > 0).then_some(0..size)))
+        .await
+        .map_err(unavailable)?;
+    let mut resp = Response::new(Body::from_stream(read.body));
+    *resp.status_mut() = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_LENGTH,
+        HeaderValue::from(read.range.end - read.range.start),
+    );
+    if partial
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            read.range.start,
+            read.range.end.saturating_sub(1),
+            read.size
+        ))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    Ok(resp)
 }
 
 /// `DELETE /api/recordings/{id}`: 204; 409 while it is being recorded.

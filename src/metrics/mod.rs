@@ -438,6 +438,39 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "Bytes of recording files finished (finalized or failed)",
             ld(&r.bytes_written),
         )?;
+        if let Some(storage) = self.recorder.storage() {
+            let s = storage.stats();
+            counter(
+                e,
+                "castgate_storage_bytes_uploaded",
+                "Bytes of recordings the object storage accepted",
+                ld(&s.bytes_uploaded),
+            )?;
+            counter(
+                e,
+                "castgate_storage_recordings_stored",
+                "Recordings uploaded and checked by their SHA-256",
+                ld(&s.stored),
+            )?;
+            counter(
+                e,
+                "castgate_storage_upload_failures",
+                "Upload attempts that failed (each is retried)",
+                ld(&s.failures),
+            )?;
+            gauge(
+                e,
+                "castgate_storage_uploads_pending",
+                "Finished recordings on this disk waiting to be stored",
+                ld(&s.pending) as i64,
+            )?;
+            gauge(
+                e,
+                "castgate_storage_oldest_pending_seconds",
+                "Seconds since the oldest recording waiting to be stored ended",
+                ld(&s.oldest_pending_secs) as i64,
+            )?;
+        }
 
         // Restreams.
         let (states, hls) = self.restreamer.state_counts();

@@ -28,6 +28,24 @@ pub enum State {
     Failed,
 }
 
+/// Where a finished recording's file is kept, when object storage is on
+/// (`storage.kind = "s3"`); always `local` without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = RecordingStorage)]
+pub enum StorageState {
+    /// On this node's disk only (being written, or waiting for its upload).
+    #[default]
+    Local,
+    /// Being uploaded now.
+    Uploading,
+    /// In the bucket, checked by its SHA-256 (and maybe still on disk too).
+    Stored,
+    /// The last upload attempt failed (`storage_error` says why); it is tried
+    /// again, the local file kept meanwhile.
+    UploadRetrying,
+}
+
 /// Video details of a recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VideoMeta {
@@ -80,6 +98,12 @@ pub struct Meta {
     /// SHA-256 of the finalized file (hex), computed when it was finalized.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Where the file is kept (object storage).
+    #[serde(default)]
+    pub storage: StorageState,
+    /// Why the last upload attempt failed (`storage = "upload_retrying"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
 }
 
 impl Meta {
@@ -100,6 +124,8 @@ impl Meta {
             dropped_frames: 0,
             error: None,
             sha256: None,
+            storage: StorageState::Local,
+            storage_error: None,
         }
     }
 }

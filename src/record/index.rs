@@ -23,6 +23,8 @@ pub enum Location {
     /// On this machine's disk: the final file, or its `.part` while it is
     /// being written.
     Local(PathBuf),
+    /// Only in object storage (`Storage::key_of` names the object).
+    Stored,
 }
 
 /// One recording: what the catalog shows, and where the file is.

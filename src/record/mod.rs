@@ -9,11 +9,12 @@ pub mod catalog;
 pub mod index;
 pub mod muxer;
 pub mod recording;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,10 +22,11 @@ use crate::config::RecordConfig;
 use crate::media::MediaKind;
 use crate::names::any_matches;
 use crate::stream::{Doorbell, LiveStream, SinkKind, SinkQueue, StreamObserver};
-use catalog::{Meta, State};
+use catalog::{Meta, State, StorageState};
 use index::{Index, Location};
 use muxer::MuxOptions;
 use recording::{RecordingJob, RecordingSettings};
+use storage::Storage;
 
 /// Frames a recording may queue before it counts drops (a slow disk).
 const QUEUE_FRAMES: usize = 8192;
@@ -96,6 +98,9 @@ pub struct Recorder {
     retention: Mutex<()>,
     /// Every recording, kept in memory (built by [`Recorder::load_catalog`]).
     index: Arc<Index>,
+    /// The bucket finished files go to (`storage.kind = "s3"`), and the
+    /// runtime its requests run on (deletes come from blocking threads).
+    storage: OnceLock<(Arc<Storage>, tokio::runtime::Handle)>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -146,7 +151,23 @@ impl Recorder {
             closed: AtomicBool::new(false),
             retention: Mutex::new(()),
             index: Arc::default(),
+            storage: OnceLock::new(),
         })
+    }
+
+    /// Sends finished recordings to `storage` from now on (once; later calls
+    /// are ignored). Call it from within the runtime its requests run on;
+    /// the server then starts [`storage::upload::run`] and
+    /// [`storage::listing::run`].
+    pub fn attach_storage(&self, storage: Arc<Storage>) {
+        let _ = self
+            .storage
+            .set((storage, tokio::runtime::Handle::current()));
+    }
+
+    /// The bucket finished recordings go to, if any.
+    pub fn storage(&self) -> Option<&Arc<Storage>> {
+        self.storage.get().map(|(s, _)| s)
     }
 
     /// The settings in force now.
@@ -439,8 +460,9 @@ impl Recorder {
         self.index.page(keep, skip, take)
     }
 
-    /// One recording and the file that holds it now (final or `.part`).
-    pub fn get(&self, id: &str) -> Option<(Meta, PathBuf)> {
+    /// One recording and where its file is now: on this disk (final or
+    /// `.part`, checked to be there) or only in the bucket.
+    pub fn get(&self, id: &str) -> Option<(Meta, Location)> {
         let (_, stem) = catalog::parse_id(id)?;
         let entry = self.index.get(id)?;
         let meta = entry.meta;
@@ -452,11 +474,13 @@ impl Recorder {
         {
             return None;
         }
-        let Location::Local(path) = entry.location;
-        // Still there, and a plain file (never a link to elsewhere).
-        std::fs::symlink_metadata(&path)
-            .is_ok_and(|m| m.file_type().is_file())
-            .then_some((meta, path))
+        match entry.location {
+            Location::Stored => Some((meta, Location::Stored)),
+            // Still there, and a plain file (never a link to elsewhere).
+            Location::Local(path) => std::fs::symlink_metadata(&path)
+                .is_ok_and(|m| m.file_type().is_file())
+                .then_some((meta, Location::Local(path))),
+        }
     }
 
     /// Whether the recording is being written now.
@@ -468,13 +492,24 @@ impl Recorder {
             .any(|a| a.meta.lock().is_ok_and(|m| m.id == id))
     }
 
-    /// Deletes a finished recording and its sidecar.
+    /// Deletes a finished recording and its sidecar, on this disk and in
+    /// the bucket. Blocks (bucket requests): call it off the async runtime.
     pub fn delete(&self, id: &str) -> Result<bool, std::io::Error> {
-        let Some((_, path)) = self.get(id) else {
+        let Some((meta, location)) = self.get(id) else {
             return Ok(false);
         };
-        std::fs::remove_file(&path)?;
-        catalog::remove_meta(&final_path(&path));
+        if meta.storage == StorageState::Stored
+            && let Some((storage, runtime)) = self.storage.get()
+        {
+            runtime
+                .block_on(storage.delete(&meta))
+                .map_err(|e| std::io::Error::other(format!("in the bucket: {e}")))?;
+        }
+        if let Location::Local(path) = location {
+            std::fs::remove_file(&path)?;
+            catalog::remove_meta(&final_path(&path));
+            storage::parts::Journal::remove(&path);
+        }
         self.index.remove(id);
         Ok(true)
     }
@@ -505,10 +540,14 @@ impl Recorder {
         }
         let _one_at_a_time = self.retention.lock().unwrap_or_else(|p| p.into_inner());
         let now = std::time::SystemTime::now();
+        // With a bucket, only what is stored may go: the local file of a
+        // recording not uploaded yet is its only copy.
+        let stored_only = self.storage.get().is_some();
         let mut done: Vec<Meta> = self
             .list()
             .into_iter()
             .filter(|m| m.state != State::Recording && !self.is_active(&m.id))
+            .filter(|m| !stored_only || m.storage == StorageState::Stored)
             .collect();
         // Oldest first.
         done.sort_by(|a, b| a.started_at.cmp(&b.started_at));

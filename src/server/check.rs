@@ -13,6 +13,7 @@ use crate::config::{Config, ConfigError};
 use crate::http::auth::callback::CallbackError;
 use crate::http::auth::{GateError, GateRules};
 use crate::outbound::OutboundPolicy;
+use crate::record::storage::{Credentials, Storage};
 use crate::restream::TargetUrl;
 
 /// A checked config's ready parts.
@@ -21,6 +22,8 @@ pub struct Checked {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The access rules of `[auth]`.
     pub gate: GateRules,
+    /// The bucket of `[storage]` (`kind = "s3"`), credentials found.
+    pub storage: Option<Arc<Storage>>,
 }
 
 impl std::fmt::Debug for Checked {
@@ -28,6 +31,7 @@ impl std::fmt::Debug for Checked {
         f.debug_struct("Checked")
             .field("tls", &self.tls.is_some())
             .field("gate", &self.gate)
+            .field("storage", &self.storage)
             .finish()
     }
 }
@@ -90,7 +94,24 @@ pub fn check(config: &Config, outbound: &Arc<OutboundPolicy>) -> Result<Checked,
     {
         return Err(invalid("auth.callback_url", e.to_string()));
     }
-    Ok(Checked { tls, gate })
+    let storage = if config.storage.enabled() {
+        let credentials = Credentials::resolve(&config.storage).map_err(|e| {
+            invalid(
+                if config.storage.credentials_file.is_some() {
+                    "storage.credentials_file"
+                } else {
+                    "storage.access_key_id"
+                },
+                e.to_string(),
+            )
+        })?;
+        let storage = Storage::open(&config.storage, &credentials)
+            .map_err(|e| invalid("storage.endpoint", e.to_string()))?;
+        Some(Arc::new(storage))
+    } else {
+        None
+    };
+    Ok(Checked { tls, gate, storage })
 }
 
 #[cfg(test)]

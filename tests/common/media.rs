@@ -119,6 +119,48 @@ pub fn video_frames_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<En
     encode_video_sized(codec, seconds, size)
 }
 
+/// `seconds` of 640x360 H.264 at 30 fps that compresses badly (a test
+/// pattern under moving noise) at about `kbps`: a large recording quickly.
+pub fn h264_frames_heavy(seconds: u32, kbps: u32) -> Vec<EncodedFrame> {
+    let dir = TempDir::new();
+    let (duration, rate) = (seconds.to_string(), format!("{kbps}k"));
+    let args = [
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=640x360:rate=30,noise=alls=80:allf=t+u",
+        "-t",
+        &duration,
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "30",
+        "-keyint_min",
+        "30",
+        "-b:v",
+        &rate,
+        "-maxrate",
+        &rate,
+        "-bufsize",
+        &rate,
+        "-c:v",
+        "libx264",
+        "-profile:v",
+        "baseline",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-sc_threshold",
+        "0",
+        "-bsf:v",
+        "dump_extra=freq=keyframe,h264_metadata=aud=insert",
+        "-f",
+        "h264",
+    ];
+    parse_h264(&ffmpeg(&args, &dir.0.join("v.h264")))
+}
+
 fn encode_video(codec: VideoCodec, seconds: u32) -> Vec<EncodedFrame> {
     encode_video_sized(codec, seconds, "320x240")
 }

@@ -22,3 +22,5 @@ pub mod process;
 pub mod rawhttp;
 /// RTMP receivers and restream API calls.
 pub mod rtmp;
+/// An S3 protocol server (moto) on loopback.
+pub mod s3;

@@ -30,12 +30,20 @@ pub async fn wait_exit(child: &mut Child, limit: Duration, after: &str) -> ExitS
     }
 }
 
-/// The castgate binary serving on free loopback ports.
+/// The castgate binary serving on free loopback ports (killed when dropped,
+/// so a failing test leaves no process behind).
 pub struct Castgate {
     /// The process.
     pub child: Child,
     /// `http://127.0.0.1:PORT`.
     pub http: String,
+}
+
+impl Drop for Castgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Castgate {

@@ -1,0 +1,403 @@
+//! Recordings in object storage, against a real S3 protocol server on
+//! loopback (moto's server mode): multipart uploads checked by SHA-256,
+//! downloads (whole and Range) through castgate from the bucket, a second
+//! node serving what the first stored, an outage of the storage server, a
+//! crash in the middle of an upload, and credentials it refuses.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::files::{TempDir, temp_dir};
+use common::media::{h264_frames_heavy, opus_packets};
+use common::peer::{PeerOptions, Publisher, VideoCodec};
+use common::process::{Castgate, serve_with, wait_exit};
+use common::s3::{BUCKET, Moto};
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_castgate");
+const KEYS: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "castgate-test"),
+    ("AWS_SECRET_ACCESS_KEY", "castgate-test-secret"),
+];
+
+/// A castgate recording into `moto`'s test bucket (`extra` TOML lines go
+/// in its `[storage]` table), with `env` set.
+async fn node(moto: &Moto, dir: &TempDir, extra: &str, env: &[(&str, &str)]) -> Castgate {
+    let config = dir.path().join("castgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
+             refresh_secs = 1\ntimeout_secs = 3\nretry_max_secs = 2\n{extra}\n",
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let recordings = dir.path().join("recordings");
+    let mut all: Vec<(&str, &str)> = KEYS.to_vec();
+    all.extend_from_slice(env);
+    serve_with(
+        BIN,
+        &recordings,
+        &["--config", config.to_str().unwrap()],
+        &all,
+    )
+    .await
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+async fn json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("castgate answers")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+/// The recordings castgate lists.
+async fn recordings(gw: &Castgate) -> Vec<serde_json::Value> {
+    json(&format!("{}/api/recordings", gw.http)).await["recordings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits (up to `limit`) until the one recording castgate lists satisfies
+/// `check`; returns it.
+async fn recording_when(
+    gw: &Castgate,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let list = recordings(gw).await;
+        if let Some(r) = list.iter().find(|r| check(r)) {
+            return r.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recording came to the expected state; listed: {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Publishes `seconds` of heavy H.264 (about 2.6 MB a second) and Opus on
+/// `name`, then ends the stream.
+async fn publish_heavy(gw: &Castgate, name: &str, seconds: u32) {
+    let (video, audio) = tokio::task::spawn_blocking(move || {
+        (h264_frames_heavy(seconds, 20_000), opus_packets(seconds))
+    })
+    .await
+    .unwrap();
+    let p = Publisher::connect(
+        &format!("{}/whip/{name}", gw.http),
+        PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .expect("publisher connects");
+    p.play(&video, &audio).await.expect("frames sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.delete().await.expect("publisher ends");
+}
+
+/// Downloads `path` of castgate with an optional Range header: status and body.
+async fn download(gw: &Castgate, path: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", gw.http));
+    if let Some(r) = range {
+        req = req.header("range", r);
+    }
+    let resp = req.send().await.expect("castgate answers");
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.unwrap().to_vec())
+}
+
+/// The stored object is the file, byte for byte: whole and in ranges.
+async fn serves_the_object(gw: &Castgate, id: &str, object: &[u8]) {
+    let path = format!("/recordings/{id}/download");
+    let (status, whole) = download(gw, &path, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        whole == object,
+        "the download differs from the stored object"
+    );
+    let (status, part) = download(gw, &path, Some("bytes=1000-1999")).await;
+    assert_eq!(status, 206);
+    assert_eq!(part, object[1000..2000]);
+    let (status, tail) = download(gw, &path, Some("bytes=-777")).await;
+    assert_eq!(status, 206);
+    assert_eq!(tail, object[object.len() - 777..]);
+    let (status, _) = download(gw, &path, Some(&format!("bytes={}-", object.len() + 10))).await;
+    assert_eq!(status, 416, "a range past the end is refused");
+}
+
+fn local_file(dir: &TempDir, rec: &serde_json::Value) -> std::path::PathBuf {
+    dir.path()
+        .join("recordings")
+        .join(rec["stream"].as_str().unwrap())
+        .join(rec["file"].as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_recording_is_stored_checked_and_served_by_any_node() {
+    let moto = Moto::start();
+    moto.make_bucket().await;
+    let dir_a = temp_dir("storage-a");
+    let a = node(&moto, &dir_a, "", &[]).await;
+    publish_heavy(&a, "cam", 6).await;
+
+    let rec = recording_when(&a, Duration::from_secs(60), |r| r["storage"] == "stored").await;
+    let id = rec["id"].as_str().unwrap().to_string();
+    let key = format!("cam/{}", rec["file"].as_str().unwrap());
+    let (object, headers) = moto
+        .object(&key)
+        .await
+        .expect("the object is in the bucket");
+    assert!(
+        object.len() >= 12 * 1024 * 1024,
+        "the recording should be large enough to go in several parts: {} bytes",
+        object.len()
+    );
+    let sha = sha256_hex(&object);
+    assert_eq!(
+        rec["sha256"].as_str(),
+        Some(sha.as_str()),
+        "catalog SHA-256 = the object's"
+    );
+    assert_eq!(
+        headers
+            .get("x-amz-meta-sha256")
+            .and_then(|v| v.to_str().ok()),
+        Some(sha.as_str()),
+        "the object carries the file's SHA-256"
+    );
+    assert_eq!(rec["size_bytes"].as_u64(), Some(object.len() as u64));
+    let keys = moto.keys().await;
+    assert!(
+        keys.contains(&format!("{key}.json")),
+        "the sidecar is beside it: {keys:?}"
+    );
+    assert!(
+        moto.open_uploads().await.is_empty(),
+        "no multipart upload left open"
+    );
+    assert!(
+        !local_file(&dir_a, &rec).exists(),
+        "the local copy is gone once stored"
+    );
+    serves_the_object(&a, &id, &object).await;
+
+    // A second node with the same bucket and an empty disk.
+    let dir_b = temp_dir("storage-b");
+    let b = node(&moto, &dir_b, "", &[]).await;
+    let on_b = recording_when(&b, Duration::from_secs(20), |r| r["id"] == id.as_str()).await;
+    assert_eq!(on_b["storage"], "stored");
+    assert_eq!(on_b["sha256"].as_str(), Some(sha.as_str()));
+    serves_the_object(&b, &id, &object).await;
+
+    // Deleted on B: gone from the bucket, and from A's list after its next look.
+    let r = reqwest::Client::new()
+        .delete(format!("{}/api/recordings/{id}", b.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert!(
+        moto.keys().await.is_empty(),
+        "file and sidecar deleted: {:?}",
+        moto.keys().await
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !recordings(&a).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "A still lists a deleted recording"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_through_a_storage_outage_completes() {
+    let moto = Moto::start();
+    moto.make_bucket().await;
+    let dir = temp_dir("storage-outage");
+    let gw = node(&moto, &dir, "", &[]).await;
+    // The storage server stops answering before the file is finished.
+    let publishing = publish_heavy(&gw, "cam", 5);
+    let pause = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        moto.pause();
+    };
+    tokio::join!(publishing, pause);
+
+    let failing = recording_when(&gw, Duration::from_secs(60), |r| {
+        r["storage"] == "upload_retrying"
+    })
+    .await;
+    assert!(
+        failing["storage_error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "a retrying upload says why: {failing}"
+    );
+    assert!(
+        local_file(&dir, &failing).exists(),
+        "the local file is kept meanwhile"
+    );
+    // Down for a while longer; then back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    moto.resume();
+
+    let rec = recording_when(&gw, Duration::from_secs(60), |r| r["storage"] == "stored").await;
+    let key = format!("cam/{}", rec["file"].as_str().unwrap());
+    let (object, _) = moto.object(&key).await.expect("stored after the outage");
+    assert_eq!(rec["sha256"].as_str(), Some(sha256_hex(&object).as_str()));
+    assert!(
+        moto.open_uploads().await.is_empty(),
+        "no multipart upload left open"
+    );
+    let metrics = reqwest::get(format!("{}/metrics", gw.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures = metric(&metrics, "castgate_storage_upload_failures_total");
+    assert!(failures >= 1.0, "failed attempts are counted: {failures}");
+    assert_eq!(metric(&metrics, "castgate_storage_uploads_pending"), 0.0);
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_in_the_middle_of_an_upload_resumes_it_after_restart() {
+    let moto = Moto::start();
+    moto.make_bucket().await;
+    let dir = temp_dir("storage-crash");
+    // The process dies (abort, as hard as kill -9) right after the first
+    // part is uploaded and journaled.
+    let mut gw = node(
+        &moto,
+        &dir,
+        "part_mib = 5",
+        &[("CASTGATE_FAILPOINT", "upload:part")],
+    )
+    .await;
+    publish_heavy(&gw, "cam", 6).await;
+    let status = wait_exit(
+        &mut gw.child,
+        Duration::from_secs(60),
+        "the upload's first part",
+    )
+    .await;
+    assert!(!status.success(), "the fail point ends the process");
+    assert_eq!(
+        moto.open_uploads().await.len(),
+        1,
+        "one multipart upload is open at the crash"
+    );
+    let journals = journal_files(&dir.path().join("recordings/cam"));
+    assert_eq!(journals.len(), 1, "its journal is on disk");
+
+    let gw = node(&moto, &dir, "part_mib = 5", &[]).await;
+    let rec = recording_when(&gw, Duration::from_secs(60), |r| r["storage"] == "stored").await;
+    let key = format!("cam/{}", rec["file"].as_str().unwrap());
+    let (object, _) = moto.object(&key).await.expect("stored after the restart");
+    assert_eq!(rec["sha256"].as_str(), Some(sha256_hex(&object).as_str()));
+    assert!(
+        moto.open_uploads().await.is_empty(),
+        "the upload was resumed, none left open"
+    );
+    assert!(journal_files(&dir.path().join("recordings/cam")).is_empty());
+    assert!(!local_file(&dir, &rec).exists());
+}
+
+fn journal_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".upload"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_keep_the_file_and_say_why() {
+    // Signatures are checked once the bucket is made (the one free request).
+    let moto = Moto::start_with_auth(1);
+    moto.make_bucket().await;
+    let dir = temp_dir("storage-creds");
+    let gw = node(&moto, &dir, "", &[]).await;
+    let (video, audio) = tokio::task::spawn_blocking(|| {
+        (
+            common::media::video_frames(VideoCodec::H264, 2),
+            opus_packets(2),
+        )
+    })
+    .await
+    .unwrap();
+    let p = Publisher::connect(
+        &format!("{}/whip/cam", gw.http),
+        PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .unwrap();
+    p.play(&video, &audio).await.unwrap();
+    p.delete().await.unwrap();
+
+    let rec = recording_when(&gw, Duration::from_secs(60), |r| {
+        r["storage"] == "upload_retrying"
+    })
+    .await;
+    let error = rec["storage_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("403")
+            || error.contains("InvalidAccessKeyId")
+            || error.contains("Forbidden"),
+        "the error names the refusal: {error}"
+    );
+    assert!(
+        !error.contains("castgate-test-secret"),
+        "the secret never shows: {error}"
+    );
+    assert!(local_file(&dir, &rec).exists(), "the local file is kept");
+    let (status, body) = download(
+        &gw,
+        &format!("/recordings/{}/download", rec["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "still served from this disk");
+    assert_eq!(body.len() as u64, rec["size_bytes"].as_u64().unwrap());
+    let metrics = reqwest::get(format!("{}/metrics", gw.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metric(&metrics, "castgate_storage_upload_failures_total") >= 1.0);
+    assert_eq!(metric(&metrics, "castgate_storage_uploads_pending"), 1.0);
+    assert_eq!(
+        metric(&metrics, "castgate_storage_recordings_stored_total"),
+        0.0
+    );
+}
