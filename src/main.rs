@@ -421,6 +421,9 @@ fn redact(c: &mut Config) {
     if let Some(u) = c.cluster.redis_url.as_mut() {
         *u = castgate::config::redact_url(u);
     }
+    if let Some(s) = c.storage.secret_access_key.as_mut() {
+        hide(s);
+    }
     for s in &mut c.rtc.ice_servers {
         if let Some(cred) = s.credential.as_mut() {
             hide(cred);

@@ -152,17 +152,7 @@ impl Server {
         }
         let restreamer = Arc::new(Restreamer::new(config.restream.clone(), outbound.clone()));
         hub.add_observer(restreamer.clone());
-        let retention = {
-            let r = recorder.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                loop {
-                    tick.tick().await;
-                    let r = r.clone();
-                    let _ = tokio::task::spawn_blocking(move || r.enforce_retention()).await;
-                }
-            })
-        };
+
         let engine = Arc::new(Engine::start(config.clone(), hub.clone()).await?);
         let listener = http::serve::listen(config.http.listen)
             .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -174,6 +164,10 @@ impl Server {
         } else {
             None
         };
+        let retention = tokio::spawn(retention_loop(
+            recorder.clone(),
+            cluster.clone().filter(|_| checked.storage.is_some()),
+        ));
         let http_stats = Arc::new(crate::metrics::HttpStats::default());
         let metrics = config.metrics.enabled.then(|| {
             Arc::new(Metrics::new(GatewayCollector {
@@ -418,6 +412,27 @@ impl Server {
             secs = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
             "shutdown complete"
         );
+    }
+}
+
+/// The lease a node holds while it runs retention in a bucket the cluster
+/// shares (one node at a time deletes there).
+const BUCKET_RETENTION_LEASE: &str = "bucket-retention";
+
+/// Runs retention every minute. With a bucket the cluster shares
+/// (`shared`), only the node holding the lease does.
+async fn retention_loop(recorder: Arc<Recorder>, shared: Option<Arc<Cluster>>) {
+    let every = std::time::Duration::from_secs(60);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if let Some(c) = &shared
+            && !c.lease(BUCKET_RETENTION_LEASE, every * 3).await
+        {
+            continue;
+        }
+        let r = recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || r.enforce_retention()).await;
     }
 }
 

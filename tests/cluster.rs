@@ -943,3 +943,42 @@ async fn a_node_restarted_with_its_id_is_not_taken_for_a_duplicate() {
     let r = reqwest::get(again.url("/readyz")).await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
+
+/// A lease (bucket retention runs on one node at a time): taken when free,
+/// kept by its holder, refused to the others, free again once it lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_by_one_node_at_a_time() {
+    use castgate::cluster::directory::Directory;
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let a = Directory::new("a", "1", "http://127.0.0.1:1");
+    let b = Directory::new("b", "1", "http://127.0.0.1:2");
+    assert!(a.lease(&mut con, "bucket-retention", 400).await.unwrap());
+    assert!(
+        !b.lease(&mut con, "bucket-retention", 400).await.unwrap(),
+        "a holds it"
+    );
+    assert!(
+        a.lease(&mut con, "bucket-retention", 400).await.unwrap(),
+        "kept by a"
+    );
+    assert!(
+        b.lease(&mut con, "other", 400).await.unwrap(),
+        "another lease is free"
+    );
+    // a stops extending it: it lapses, and b takes it.
+    let mut taken = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if b.lease(&mut con, "bucket-retention", 400).await.unwrap() {
+            taken = true;
+            break;
+        }
+    }
+    assert!(taken, "b takes the lease once a's lapsed");
+    assert!(
+        !a.lease(&mut con, "bucket-retention", 400).await.unwrap(),
+        "b holds it now"
+    );
+}

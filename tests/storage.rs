@@ -202,6 +202,42 @@ async fn a_large_recording_is_stored_checked_and_served_by_any_node() {
     assert_eq!(on_b["sha256"].as_str(), Some(sha.as_str()));
     serves_the_object(&b, &id, &object).await;
 
+    // A node that sends downloads to the bucket: a presigned URL that
+    // serves the same bytes, Range included.
+    let dir_c = temp_dir("storage-c");
+    let c = node(&moto, &dir_c, "delivery = \"redirect\"", &[]).await;
+    recording_when(&c, Duration::from_secs(20), |r| r["id"] == id.as_str()).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(format!("{}/recordings/{id}/download", c.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 307);
+    let presigned = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        presigned.starts_with(&moto.endpoint()) && presigned.contains("X-Amz-Signature="),
+        "a presigned URL of the bucket: {presigned}"
+    );
+    let got = no_follow.get(&presigned).send().await.unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert!(
+        got.bytes().await.unwrap() == object,
+        "the presigned URL serves the object"
+    );
+    let part = no_follow
+        .get(&presigned)
+        .header("range", "bytes=5000-5999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(part.bytes().await.unwrap(), object[5000..6000]);
+    drop(c);
+
     // Deleted on B: gone from the bucket, and from A's list after its next look.
     let r = reqwest::Client::new()
         .delete(format!("{}/api/recordings/{id}", b.http))
@@ -400,4 +436,46 @@ async fn wrong_credentials_keep_the_file_and_say_why() {
         metric(&metrics, "castgate_storage_recordings_stored_total"),
         0.0
     );
+}
+
+#[test]
+fn check_config_never_shows_the_secret_access_key() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "check-config",
+            "--storage",
+            "s3",
+            "--storage-bucket",
+            "recordings",
+        ])
+        .args(["--storage-endpoint", "http://127.0.0.1:9000"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDCASTGATE")
+        .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-castgate")
+        .env_remove("CASTGATE_CONFIG")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("AKIDCASTGATE"), "the key id is shown: {text}");
+    assert!(!text.contains("wJalrXUtnFEMI-castgate"), "{text}");
+    let refused = std::process::Command::new(BIN)
+        .args([
+            "check-config",
+            "--storage",
+            "s3",
+            "--storage-bucket",
+            "recordings",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("CASTGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("needs credentials"), "{why}");
 }

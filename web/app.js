@@ -186,6 +186,13 @@ export const RECORDING_STATES = {
   failed: { label: 'Failed', pill: 'bad', title: 'Recording stopped because of an error; what was written before it is kept.' },
 };
 
+/** Where a finished recording is kept, when object storage is on (`local` shows nothing). */
+export const STORAGE_STATES = {
+  uploading: { label: 'Uploading', pill: 'busy', title: 'Being copied to object storage now.' },
+  stored: { label: 'Stored', pill: 'ok', title: 'In object storage, checked by its SHA-256: every node lists and serves it.' },
+  upload_retrying: { label: 'Upload retrying', pill: 'warn', title: 'The last upload failed; it is tried again and the file stays on this node meanwhile.' },
+};
+
 /** Human codec names: 'h264' or 'video/H264' → 'H.264'. */
 export function codecName(codec) {
   if (!codec) return '–';

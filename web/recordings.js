@@ -4,7 +4,7 @@
 // The list refreshes every 2 s while something on it is being recorded, else every 5 s.
 import {
   $, h, icon, renderIcons, markNav, show, formatDuration, formatBytes, formatDateTime,
-  recordingMedia, codecName, RECORDING_STATES, RecordingClock,
+  recordingMedia, codecName, RECORDING_STATES, STORAGE_STATES, RecordingClock,
 } from './app.js';
 
 const FAST_MS = 2000; // refresh while a recording on the page is in progress
@@ -155,7 +155,7 @@ function buildRow(rec) {
     h('span', { className: 'rec-duration' }),
     h('span', { className: 'rec-size' }),
     h('span', { className: 'rec-media' }),
-    h('span', { className: 'rec-state' }, h('span', { className: 'pill' })),
+    h('span', { className: 'rec-state' }, h('span', { className: 'pill' }), h('span', { className: 'pill rec-storage' })),
     h('div', { className: 'rec-actions' },
       h('a', { className: 'icon-action rec-download', href: downloadUrl(rec.id), download: '', title: 'Download', 'aria-label': `Download ${label}` }, icon('download')),
       h('button', { className: 'icon-action danger rec-delete', type: 'button', title: 'Delete', 'aria-label': `Delete ${label}` }, icon('trash'))),
@@ -181,13 +181,22 @@ function fillRow(entry) {
   el.querySelector('.rec-media').textContent = recordingMedia(rec, { channels: false });
   el.querySelector('.rec-media').title = recordingMedia(rec);
   setPill(el.querySelector('.rec-state .pill'), rec);
+  const stored = STORAGE_STATES[rec.storage];
+  const storagePill = el.querySelector('.rec-storage');
+  show(storagePill, Boolean(stored));
+  if (stored) {
+    storagePill.className = `pill rec-storage ${stored.pill}`;
+    storagePill.textContent = stored.label;
+    storagePill.title = rec.storage_error ? `${stored.title} Last error: ${rec.storage_error}` : stored.title;
+  }
   const recording = rec.state === 'recording';
   const del = el.querySelector('.rec-delete');
   del.disabled = recording;
   del.title = recording ? 'It is being recorded: stop the stream to delete it' : 'Delete';
   const err = el.querySelector('.rec-error');
   const dropped = rec.dropped_frames > 0 ? `${rec.dropped_frames} frame${rec.dropped_frames === 1 ? '' : 's'} could not be recorded.` : '';
-  err.textContent = rec.state === 'failed' ? `Failed: ${rec.error || 'the recording stopped with an error.'}` : dropped;
+  const retrying = rec.storage === 'upload_retrying' ? `Upload failed, retrying: ${rec.storage_error || 'no answer from the storage.'}` : '';
+  err.textContent = rec.state === 'failed' ? `Failed: ${rec.error || 'the recording stopped with an error.'}` : [dropped, retrying].filter(Boolean).join(' ');
   err.classList.toggle('warn-text', rec.state !== 'failed');
   show(err, Boolean(err.textContent));
   el.toggleAttribute('aria-current', current?.rec.id === rec.id);

@@ -149,8 +149,28 @@ end
 return 0
 "#;
 
+/// Takes or keeps a lease: set if free, extended if this holder has it.
+const LEASE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// The Redis key of the lease `name` (one node at a time does that work).
+pub fn lease_key(name: &str) -> String {
+    format!("castgate:lease:{name}")
+}
+
 /// The directory's operations for one node.
 pub struct Directory {
+    lease: Script,
     claim: Script,
     refresh: Script,
     release: Script,
@@ -175,6 +195,7 @@ impl Directory {
     /// `url`) uses it.
     pub fn new(node: &str, incarnation: &str, url: &str) -> Directory {
         Directory {
+            lease: Script::new(LEASE),
             claim: Script::new(CLAIM),
             refresh: Script::new(REFRESH),
             release: Script::new(RELEASE),
@@ -298,6 +319,24 @@ impl Directory {
             .invoke_async(con)
             .await?;
         Ok(saved == 1)
+    }
+
+    /// Takes the lease `name` for this node (incarnation) for `ttl_ms`, or
+    /// extends it if this node has it: `true` when this node holds it now.
+    pub async fn lease(
+        &self,
+        con: &mut ConnectionManager,
+        name: &str,
+        ttl_ms: u64,
+    ) -> redis::RedisResult<bool> {
+        let held: i64 = self
+            .lease
+            .key(lease_key(name))
+            .arg(format!("{}/{}", self.node, self.incarnation))
+            .arg(ttl_ms.max(1))
+            .invoke_async(con)
+            .await?;
+        Ok(held == 1)
     }
 
     /// The `kind` state of stream `name`, if any.

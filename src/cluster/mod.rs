@@ -461,6 +461,28 @@ impl Cluster {
         }
     }
 
+    /// Whether this node holds the lease `name` (taken now if free, kept
+    /// for `ttl` more if held): one node of the cluster at a time does the
+    /// work it guards (e.g. retention in a shared bucket). `false` when
+    /// another node holds it or Redis is away.
+    pub async fn lease(&self, name: &str, ttl: Duration) -> bool {
+        let mut con = self.redis.clone();
+        match self
+            .directory
+            .lease(&mut con, name, ttl.as_millis() as u64)
+            .await
+        {
+            Ok(held) => {
+                self.redis_ok();
+                held
+            }
+            Err(e) => {
+                self.redis_failed("lease", &e);
+                false
+            }
+        }
+    }
+
     /// The `kind` state of the stream `name` a node kept (see
     /// [`Cluster::save_state`]), if any.
     pub async fn load_state(&self, name: &StreamName, kind: &str) -> Option<String> {

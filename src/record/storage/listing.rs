@@ -49,6 +49,21 @@ async fn refresh(
     storage: &Storage,
     known: &mut HashMap<String, (Option<String>, Meta)>,
 ) -> Result<(), object_store::Error> {
+    // Only what was already listed as stored-elsewhere before this listing
+    // began may leave: an upload finishing meanwhile is not in the listing yet.
+    let stored_before: HashSet<String> = recorder
+        .index
+        .all()
+        .into_iter()
+        .filter(|m| {
+            m.storage == StorageState::Stored
+                && recorder
+                    .index
+                    .get(&m.id)
+                    .is_some_and(|e| e.location == Location::Stored)
+        })
+        .map(|m| m.id)
+        .collect();
     let prefix = storage.prefix().trim_end_matches('/');
     let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));
     let mut files: HashSet<String> = HashSet::new();
@@ -96,15 +111,13 @@ async fn refresh(
     known.retain(|_, (_, m)| seen.contains(&m.id));
     // What the bucket no longer holds leaves the catalog (deleted by another
     // node, or by hand); files still on this disk stay.
-    for meta in recorder.index.all() {
-        if meta.storage == StorageState::Stored
-            && !seen.contains(&meta.id)
-            && recorder
-                .index
-                .get(&meta.id)
-                .is_some_and(|e| e.location == Location::Stored)
+    for id in stored_before.difference(&seen) {
+        if recorder
+            .index
+            .get(id)
+            .is_some_and(|e| e.location == Location::Stored)
         {
-            recorder.index.remove(&meta.id);
+            recorder.index.remove(id);
         }
     }
     Ok(())
