@@ -138,4 +138,4 @@ for run in quiet busy; do
     "$OUT/$run.json" 2>/dev/null || echo "| $run | no report | | | |"
 done
 echo
-echo "(busy run: $BUSY_STORED of $COUNT backlog recordings stored by its end)"
+echo "(recordings stored by the restarted castgate by the busy run's end: $BUSY_STORED — the second backlog of $COUNT and the quiet run's own recording)"
