@@ -566,6 +566,8 @@ pub struct RecordConfig {
     /// Disk quota per stream name: delete that stream's oldest finished
     /// recordings beyond this size (GiB); 0 = no limit.
     pub stream_quota_gib: f64,
+    /// Seconds between two retention passes (the first runs at start-up).
+    pub retention_check_secs: f64,
 }
 
 impl Default for RecordConfig {
@@ -585,6 +587,7 @@ impl Default for RecordConfig {
             retention_days: 0.0,
             retention_max_gib: 0.0,
             stream_quota_gib: 0.0,
+            retention_check_secs: 60.0,
         }
     }
 }

@@ -419,20 +419,27 @@ impl Server {
 /// shares (one node at a time deletes there).
 const BUCKET_RETENTION_LEASE: &str = "bucket-retention";
 
-/// Runs retention every minute. With a bucket the cluster shares
-/// (`shared`), only the node holding the lease does.
+/// Runs retention now and every `record.retention_check_secs` (read each
+/// time: a reload changes it). With a bucket the cluster shares (`shared`),
+/// only the node holding the lease does.
 async fn retention_loop(recorder: Arc<Recorder>, shared: Option<Arc<Cluster>>) {
-    let every = std::time::Duration::from_secs(60);
-    let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
-        if let Some(c) = &shared
-            && !c.lease(BUCKET_RETENTION_LEASE, every * 3).await
-        {
-            continue;
+        let every = std::time::Duration::from_secs_f64(recorder.config().retention_check_secs);
+        let mine = match &shared {
+            Some(c) => {
+                c.lease(
+                    BUCKET_RETENTION_LEASE,
+                    (every * 3).max(std::time::Duration::from_secs(180)),
+                )
+                .await
+            }
+            None => true,
+        };
+        if mine {
+            let r = recorder.clone();
+            let _ = tokio::task::spawn_blocking(move || r.enforce_retention()).await;
         }
-        let r = recorder.clone();
-        let _ = tokio::task::spawn_blocking(move || r.enforce_retention()).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -271,8 +271,9 @@ async fn an_upload_through_a_storage_outage_completes() {
     let pause = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         moto.pause();
+        Instant::now()
     };
-    tokio::join!(publishing, pause);
+    let ((), paused_at) = tokio::join!(publishing, pause);
 
     let failing = recording_when(&gw, Duration::from_secs(60), |r| {
         r["storage"] == "upload_retrying"
@@ -288,8 +289,20 @@ async fn an_upload_through_a_storage_outage_completes() {
         local_file(&dir, &failing).exists(),
         "the local file is kept meanwhile"
     );
-    // Down for a while longer; then back.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Down for a minute in all; then back.
+    tokio::time::sleep_until((paused_at + Duration::from_secs(60)).into()).await;
+    let metrics = reqwest::get(format!("{}/metrics", gw.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failed = metric(&metrics, "castgate_storage_upload_failures_total");
+    assert!(
+        failed >= 3.0,
+        "a minute of attempts, each failing: {failed}"
+    );
+    assert_eq!(metric(&metrics, "castgate_storage_uploads_pending"), 1.0);
     moto.resume();
 
     let rec = recording_when(&gw, Duration::from_secs(60), |r| r["storage"] == "stored").await;
@@ -478,4 +491,78 @@ fn check_config_never_shows_the_secret_access_key() {
     assert_eq!(refused.status.code(), Some(2));
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("needs credentials"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_stored_recordings_and_never_one_not_stored_yet() {
+    let moto = Moto::start();
+    moto.make_bucket().await;
+    let dir = temp_dir("storage-retention");
+    // Recordings older than 6 s go, checked every second.
+    let gw = node(
+        &moto,
+        &dir,
+        "[record]\nretention_days = 0.00007\nretention_check_secs = 1",
+        &[],
+    )
+    .await;
+    let (video, audio) = tokio::task::spawn_blocking(|| {
+        (
+            common::media::video_frames(VideoCodec::H264, 2),
+            opus_packets(2),
+        )
+    })
+    .await
+    .unwrap();
+    let p = Publisher::connect(
+        &format!("{}/whip/cam", gw.http),
+        PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .unwrap();
+    p.play(&video, &audio).await.unwrap();
+    // The bucket is away when the file is finished: it cannot be stored.
+    moto.pause();
+    p.delete().await.unwrap();
+    let waiting = recording_when(&gw, Duration::from_secs(30), |r| {
+        r["storage"] == "upload_retrying"
+    })
+    .await;
+    let file = local_file(&dir, &waiting);
+    // Well past the retention age, the only copy is still there.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        file.exists(),
+        "retention never deletes a recording that is not stored"
+    );
+    assert_eq!(recordings(&gw).await.len(), 1);
+
+    moto.resume();
+    // Stored, then deleted by retention: object and sidecar, and the list entry.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut was_stored = false;
+    loop {
+        let list = recordings(&gw).await;
+        was_stored |= list.iter().any(|r| r["storage"] == "stored");
+        if list.is_empty() && moto.keys().await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not delete the stored recording: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!file.exists());
+    let metrics = reqwest::get(format!("{}/metrics", gw.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&metrics, "castgate_storage_recordings_stored_total"),
+        1.0,
+        "it was stored before retention took it (seen listed as stored: {was_stored})"
+    );
 }

@@ -161,6 +161,14 @@ impl Config {
                 "set both max_publish_width and max_publish_height, or neither",
             ));
         }
+        if !(self.record.retention_check_secs >= 1.0
+            && self.record.retention_check_secs <= 86_400.0)
+        {
+            return Err(invalid(
+                "record.retention_check_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         if self.record.stream_quota_gib < 0.0 || !self.record.stream_quota_gib.is_finite() {
             return Err(invalid(
                 "record.stream_quota_gib",
