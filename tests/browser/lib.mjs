@@ -302,3 +302,54 @@ export async function liveStreams(base) {
   const res = await fetch(`${base}/api/streams`);
   return (await res.json()).streams;
 }
+
+// ---------- the recordings page's player ----------
+
+/** What the page's <video> is doing. */
+export function playerState(page) {
+  return page.evaluate(() => {
+    const v = document.querySelector('#video');
+    return {
+      src: v.currentSrc,
+      readyState: v.readyState,
+      paused: v.paused,
+      currentTime: v.currentTime,
+      duration: v.duration,
+      videoWidth: v.videoWidth,
+      frames: v.getVideoPlaybackQuality().totalVideoFrames,
+      error: v.error?.code ?? null,
+      overlay: document.querySelector('#player-overlay').hidden ? null : document.querySelector('#player-overlay-title').textContent,
+    };
+  });
+}
+
+/** Waits until the player shows pictures and its time moves on. */
+export async function expectPlayback(page, what) {
+  const first = await waitFor(async () => {
+    const s = await playerState(page);
+    return s.readyState >= 2 && s.videoWidth > 0 && s.currentTime > 0.2 ? s : null;
+  }, { what: `${what} to start playing` });
+  return waitFor(async () => {
+    const s = await playerState(page);
+    return s.currentTime > first.currentTime + 0.5 && s.frames > first.frames ? s : null;
+  }, { what: `${what} to keep playing` });
+}
+
+/** Seeks the recordings page's <video> to the middle of its file: the target, where it
+ * landed, the frames decoded so far, and the media time of the first frame shown after. */
+export function seekToMiddle(page) {
+  return page.evaluate(async () => {
+    const v = document.querySelector('#video');
+    const target = v.duration / 2;
+    await new Promise((resolve) => { v.addEventListener('seeked', resolve, { once: true }); v.currentTime = target; });
+    const landed = v.currentTime;
+    if (v.paused) await v.play(); // it may have reached the end meanwhile
+    const frames = v.getVideoPlaybackQuality().totalVideoFrames;
+    const shown = await new Promise((resolve) => {
+      v.requestVideoFrameCallback((_, meta) => resolve(meta.mediaTime));
+      setTimeout(() => resolve(null), 5000);
+    });
+    return { target, landed, frames, shown };
+  });
+}
+

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   DESKTOP, PHONE, finish, launchBrowser, openPage, screenshot, screenshotDir, sleep,
-  startCastgate, startPublishing, stopPublishing, waitFor
+  startCastgate, startPublishing, stopPublishing, waitFor, playerState, expectPlayback, seekToMiddle,
 } from './lib.mjs';
 
 /** GET /api/recordings (all pages of one stream, or everything). */
@@ -38,36 +38,6 @@ async function record(pub, base, { name, codec, secs }) {
   await until(seen, secs * 1000);
   await stopPublishing(pub);
   return waitFor(async () => (await recordings(base, name)).find((r) => r.id === rec.id && r.state === 'finalized'), { what: `${name} to be finalized` });
-}
-
-/** What the page's <video> is doing. */
-function playerState(page) {
-  return page.evaluate(() => {
-    const v = document.querySelector('#video');
-    return {
-      src: v.currentSrc,
-      readyState: v.readyState,
-      paused: v.paused,
-      currentTime: v.currentTime,
-      duration: v.duration,
-      videoWidth: v.videoWidth,
-      frames: v.getVideoPlaybackQuality().totalVideoFrames,
-      error: v.error?.code ?? null,
-      overlay: document.querySelector('#player-overlay').hidden ? null : document.querySelector('#player-overlay-title').textContent,
-    };
-  });
-}
-
-/** Waits until the player shows pictures and its time moves on. */
-async function expectPlayback(page, what) {
-  const first = await waitFor(async () => {
-    const s = await playerState(page);
-    return s.readyState >= 2 && s.videoWidth > 0 && s.currentTime > 0.2 ? s : null;
-  }, { what: `${what} to start playing` });
-  return waitFor(async () => {
-    const s = await playerState(page);
-    return s.currentTime > first.currentTime + 0.5 && s.frames > first.frames ? s : null;
-  }, { what: `${what} to keep playing` });
 }
 
 const rowOf = (id) => `li.rec-row[data-id="${id}"]`;
@@ -153,19 +123,7 @@ describe('the recordings page in Chromium', { timeout: 300000 }, () => {
     assert.equal(await page.evaluate(() => new URLSearchParams(location.search).get('play')), vp8.id, 'the URL names what plays');
 
     // Seek to the middle: the time lands there and frames decode from there on.
-    const seek = await page.evaluate(async () => {
-      const v = document.querySelector('#video');
-      const target = v.duration / 2;
-      await new Promise((resolve) => { v.addEventListener('seeked', resolve, { once: true }); v.currentTime = target; });
-      const landed = v.currentTime;
-      if (v.paused) await v.play(); // it may have reached the end meanwhile
-      const frames = v.getVideoPlaybackQuality().totalVideoFrames;
-      const shown = await new Promise((resolve) => {
-        v.requestVideoFrameCallback((_, meta) => resolve(meta.mediaTime));
-        setTimeout(() => resolve(null), 5000);
-      });
-      return { target, landed, frames, shown };
-    });
+    const seek = await seekToMiddle(page);
     assert.ok(Math.abs(seek.landed - seek.target) < 0.5, `seeked to ${seek.target}, landed at ${seek.landed}`);
     assert.ok(seek.shown != null && seek.shown >= seek.target - 0.5, `a frame after the seek (at ${seek.shown})`);
     const after = await waitFor(async () => {
