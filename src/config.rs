@@ -292,7 +292,8 @@ pub struct StorageConfig {
     /// last has this size (R2 requires equal parts); a file of more than
     /// 10,000 parts gets larger ones. One part is held in memory at a time.
     pub part_mib: u64,
-    /// Seconds a storage request may take before it is abandoned and retried.
+    /// Seconds a storage request may go without progress (no byte received)
+    /// before it is abandoned and retried.
     pub timeout_secs: f64,
     /// Longest wait between two attempts of a failing upload (the wait
     /// doubles from 1 s up to this); uploads are retried for as long as needed.

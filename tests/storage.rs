@@ -136,6 +136,19 @@ async fn serves_the_object(gw: &Castgate, id: &str, object: &[u8]) {
     assert_eq!(tail, object[object.len() - 777..]);
     let (status, _) = download(gw, &path, Some(&format!("bytes={}-", object.len() + 10))).await;
     assert_eq!(status, 416, "a range past the end is refused");
+    let (status, whole) = download(gw, &path, Some("bytes=0-1,5-6")).await;
+    assert_eq!(status, 200, "several ranges: the whole file");
+    assert_eq!(whole.len(), object.len());
+    let head = reqwest::Client::new()
+        .head(format!("{}{path}", gw.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        object.len().to_string()
+    );
 }
 
 fn local_file(dir: &TempDir, rec: &serde_json::Value) -> std::path::PathBuf {
@@ -156,7 +169,7 @@ async fn a_large_recording_is_stored_checked_and_served_by_any_node() {
     let rec = recording_when(&a, Duration::from_secs(60), |r| r["storage"] == "stored").await;
     let id = rec["id"].as_str().unwrap().to_string();
     let key = format!("cam/{}", rec["file"].as_str().unwrap());
-    let (object, headers) = moto
+    let (object, metadata) = moto
         .object(&key)
         .await
         .expect("the object is in the bucket");
@@ -172,9 +185,7 @@ async fn a_large_recording_is_stored_checked_and_served_by_any_node() {
         "catalog SHA-256 = the object's"
     );
     assert_eq!(
-        headers
-            .get("x-amz-meta-sha256")
-            .and_then(|v| v.to_str().ok()),
+        metadata.get("sha256").map(String::as_str),
         Some(sha.as_str()),
         "the object carries the file's SHA-256"
     );
@@ -565,4 +576,64 @@ async fn retention_deletes_stored_recordings_and_never_one_not_stored_yet() {
         1.0,
         "it was stored before retention took it (seen listed as stored: {was_stored})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_another_recording_holds_in_the_bucket_is_never_overwritten() {
+    let moto = Moto::start();
+    moto.make_bucket().await;
+    let dir_a = temp_dir("storage-name-a");
+    let a = node(&moto, &dir_a, "", &[]).await;
+    let (video, audio) = tokio::task::spawn_blocking(|| {
+        (
+            common::media::video_frames(VideoCodec::H264, 2),
+            opus_packets(2),
+        )
+    })
+    .await
+    .unwrap();
+    let p = Publisher::connect(
+        &format!("{}/whip/cam", a.http),
+        PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .unwrap();
+    p.play(&video, &audio).await.unwrap();
+    p.delete().await.unwrap();
+    let first = recording_when(&a, Duration::from_secs(30), |r| r["storage"] == "stored").await;
+    let key = format!("cam/{}", first["file"].as_str().unwrap());
+    let (object, _) = moto.object(&key).await.unwrap();
+    drop(a);
+
+    // Another node finished a different recording under the same name (the
+    // same stream, started within the same second there).
+    let dir_b = temp_dir("storage-name-b");
+    let cam = dir_b.path().join("recordings/cam");
+    std::fs::create_dir_all(&cam).unwrap();
+    let mut other = object.clone();
+    let last = other.len() - 1;
+    other[last] ^= 0xff;
+    std::fs::write(cam.join(first["file"].as_str().unwrap()), &other).unwrap();
+    let mut meta = first.clone();
+    meta["storage"] = "local".into();
+    meta["sha256"] = serde_json::Value::Null;
+    let stem = first["file"].as_str().unwrap().trim_end_matches(".mkv");
+    std::fs::write(cam.join(format!("{stem}.json")), meta.to_string()).unwrap();
+    let b = node(&moto, &dir_b, "", &[]).await;
+
+    let moved = recording_when(&b, Duration::from_secs(30), |r| {
+        r["storage"] == "stored" && r["id"] != first["id"]
+    })
+    .await;
+    assert_eq!(
+        moved["file"].as_str(),
+        Some(format!("{stem}-1.mkv").as_str())
+    );
+    let (kept, _) = moto.object(&key).await.unwrap();
+    assert!(kept == object, "the first recording's object is untouched");
+    let (second, _) = moto.object(&format!("cam/{stem}-1.mkv")).await.unwrap();
+    assert!(second == other, "the second went up under the free name");
+    assert_eq!(moved["sha256"].as_str(), Some(sha256_hex(&other).as_str()));
+    // B lists both: its own, and the first from the bucket.
+    recording_when(&b, Duration::from_secs(20), |r| r["id"] == first["id"]).await;
 }

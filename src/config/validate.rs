@@ -241,12 +241,20 @@ impl Config {
                 "must not be empty (e.g. us-east-1, or auto for R2)",
             ));
         }
-        if s.prefix.split('/').any(|seg| seg == ".." || seg == ".")
-            || s.prefix.chars().any(|c| c.is_control() || c == '\\')
+        let prefix = s.prefix.trim_matches('/');
+        if !prefix.is_empty()
+            && prefix.split('/').any(|seg| {
+                seg.is_empty()
+                    || seg == "."
+                    || seg == ".."
+                    || !seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            })
         {
             return Err(invalid(
                 "storage.prefix",
-                "must be a plain path such as \"castgate/\" (no '.', '..', control characters or backslashes)",
+                "must be a plain path such as \"castgate/\" or \"media/recordings/\": letters, digits, '-', '_', '.' between single '/'",
             ));
         }
         if !(5..=5120).contains(&s.part_mib) {

@@ -198,7 +198,10 @@ pub async fn download(
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?
         .map(Body::new),
-        Location::Stored => stored(&state, &meta, mime, req.headers()).await?,
+        Location::Stored => {
+            let head = req.method() == axum::http::Method::HEAD;
+            stored(&state, &meta, mime, req.headers(), head).await?
+        }
     };
     let name = format!("{}-{}", meta.stream, meta.file);
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
@@ -214,6 +217,7 @@ async fn stored(
     meta: &Meta,
     mime: &'static str,
     headers: &axum::http::HeaderMap,
+    head: bool,
 ) -> Result<Response, ApiError> {
     let unavailable = |e: crate::record::storage::StorageError| {
         tracing::warn!(recording = %meta.id, error = %e, "cannot read a stored recording");
@@ -247,19 +251,20 @@ async fn stored(
         Some(s) => s,
         None => storage.size(meta).await.map_err(unavailable)?,
     };
+    // One satisfiable range is served as such; a malformed header or several
+    // ranges are ignored (the whole file, as RFC 9110 allows); a range
+    // outside the file is refused.
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
-        Some(r) => {
-            let ranges = http_range_header::parse_range_header(r)
-                .and_then(|p| p.validate(size))
-                .ok()
-                .filter(|r| r.len() == 1 && size > 0);
-            match ranges {
-                Some(r) => Some(*r[0].start()..*r[0].end() + 1),
-                None => {
+        Some(r) => match http_range_header::parse_range_header(r) {
+            Err(_) => None,
+            Ok(parsed) => match parsed.validate(size) {
+                Ok(ranges) if ranges.len() == 1 => Some(*ranges[0].start()..*ranges[0].end() + 1),
+                Ok(_) => None,
+                Err(_) => {
                     let mut resp = (
                         StatusCode::RANGE_NOT_SATISFIABLE,
-                        "the range is outside the file (or asks for several parts)",
+                        "the range is outside the file",
                     )
                         .into_response();
                     if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
@@ -267,15 +272,19 @@ async fn stored(
                     }
                     return Ok(resp);
                 }
-            }
-        }
+            },
+        },
     };
     let partial = range.is_some();
-    let read = storage
-        .read(meta, range.or((size > 0).then_some(0..size)))
-        .await
-        .map_err(unavailable)?;
-    let mut resp = Response::new(Body::from_stream(read.body));
+    let (body, served, total) = if head {
+        // HEAD: the headers a GET would have, without reading the bucket.
+        let served = range.clone().unwrap_or(0..size);
+        (Body::empty(), served, size)
+    } else {
+        let read = storage.read(meta, range).await.map_err(unavailable)?;
+        (Body::from_stream(read.body), read.range, read.size)
+    };
+    let mut resp = Response::new(body);
     *resp.status_mut() = if partial {
         StatusCode::PARTIAL_CONTENT
     } else {
@@ -286,14 +295,14 @@ async fn stored(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CONTENT_LENGTH,
-        HeaderValue::from(read.range.end - read.range.start),
+        HeaderValue::from(served.end - served.start),
     );
     if partial
         && let Ok(v) = HeaderValue::from_str(&format!(
             "bytes {}-{}/{}",
-            read.range.start,
-            read.range.end.saturating_sub(1),
-            read.size
+            served.start,
+            served.end.saturating_sub(1),
+            total
         ))
     {
         h.insert(header::CONTENT_RANGE, v);

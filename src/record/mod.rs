@@ -498,19 +498,26 @@ impl Recorder {
         let Some((meta, location)) = self.get(id) else {
             return Ok(false);
         };
-        if meta.storage == StorageState::Stored
+        // Out of the catalog first: an upload finishing meanwhile sees the
+        // recording gone and deletes what it put in the bucket. Back in if
+        // a step fails.
+        self.index.remove(id);
+        let restore = |e: std::io::Error| {
+            self.index.put(meta.clone(), location.clone());
+            e
+        };
+        if meta.storage != StorageState::Local
             && let Some((storage, runtime)) = self.storage.get()
         {
             runtime
                 .block_on(storage.delete(&meta))
-                .map_err(|e| std::io::Error::other(format!("in the bucket: {e}")))?;
+                .map_err(|e| restore(std::io::Error::other(format!("in the bucket: {e}"))))?;
         }
-        if let Location::Local(path) = location {
-            std::fs::remove_file(&path)?;
-            catalog::remove_meta(&final_path(&path));
-            storage::parts::Journal::remove(&path);
+        if let Location::Local(path) = &location {
+            std::fs::remove_file(path).map_err(restore)?;
+            catalog::remove_meta(&final_path(path));
+            storage::parts::Journal::remove(path);
         }
-        self.index.remove(id);
         Ok(true)
     }
 

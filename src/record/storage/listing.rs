@@ -93,9 +93,11 @@ async fn refresh(
             .is_some_and(|(t, _)| t.is_some() && *t == e_tag);
         if !fresh {
             match read_sidecar(storage, &key).await {
-                Some(meta) if belongs(storage, &meta, file_key) => {
+                Ok(meta) if belongs(storage, &meta, file_key) => {
                     known.insert(key.clone(), (e_tag, meta));
                 }
+                // Unreadable this time: what was known of it stays.
+                Err(SidecarError::Unreadable) if known.contains_key(&key) => {}
                 _ => {
                     tracing::debug!(key = %key, "not a castgate sidecar; ignored");
                     continue;
@@ -132,17 +134,28 @@ fn merge(recorder: &Recorder, meta: &Meta) {
     }
 }
 
-async fn read_sidecar(storage: &Storage, key: &str) -> Option<Meta> {
+/// Why a sidecar in the bucket was not read.
+enum SidecarError {
+    /// The request failed (try again next time).
+    Unreadable,
+    /// It is not a castgate sidecar (too large, not its JSON).
+    Foreign,
+}
+
+async fn read_sidecar(storage: &Storage, key: &str) -> Result<Meta, SidecarError> {
     let got = storage
         .client()
         .get(&ObjectPath::from(key.to_string()))
         .await
-        .ok()?;
-    let bytes = got.bytes().await.ok()?;
-    let mut meta: Meta = serde_json::from_slice(&bytes).ok()?;
+        .map_err(|_| SidecarError::Unreadable)?;
+    if got.meta.size > MAX_SIDECAR {
+        return Err(SidecarError::Foreign);
+    }
+    let bytes = got.bytes().await.map_err(|_| SidecarError::Unreadable)?;
+    let mut meta: Meta = serde_json::from_slice(&bytes).map_err(|_| SidecarError::Foreign)?;
     meta.storage = StorageState::Stored;
     meta.storage_error = None;
-    Some(meta)
+    Ok(meta)
 }
 
 /// Whether a sidecar read from the bucket describes the object beside it:

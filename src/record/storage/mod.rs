@@ -139,6 +139,9 @@ pub enum StorageError {
     /// Reading the local file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Another recording's object holds this recording's name in the bucket.
+    #[error("another recording holds this name in the bucket")]
+    NameTaken,
 }
 
 /// Counts of uploads since start (monotonic, for metrics), and the queue now.
@@ -206,9 +209,13 @@ impl Storage {
             .with_secret_access_key(credentials.secret_access_key.clone())
             .with_virtual_hosted_style_request(!config.path_style())
             .with_checksum_algorithm(Checksum::SHA256)
+            // No bound on a whole request (a long download, a part on a slow
+            // uplink); a connection that makes no progress for `timeout_secs`
+            // is abandoned.
             .with_client_options(
                 ClientOptions::new()
-                    .with_timeout(timeout)
+                    .with_timeout_disabled()
+                    .with_read_timeout(timeout)
                     .with_connect_timeout(timeout.min(Duration::from_secs(10)))
                     .with_allow_http(
                         config

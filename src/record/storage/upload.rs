@@ -24,6 +24,8 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload,
 };
 
+use sha2::{Digest, Sha256};
+
 use super::parts::{Journal, Plan};
 use super::{SHA256_METADATA, Storage, StorageError};
 use crate::events::{Event, Events};
@@ -68,40 +70,140 @@ pub async fn run(recorder: Arc<Recorder>, storage: Arc<Storage>, events: Events)
             continue;
         };
         let id = w.meta.id.clone();
-        mark(&recorder, &w, StorageState::Uploading, None);
-        match upload(&storage, &w).await {
-            Ok(sha256) => {
+        mark(&recorder, &w, StorageState::Uploading, None).await;
+        let outcome = match upload(&storage, &w).await {
+            Ok(done) => stored(&recorder, &storage, &events, &w, done).await,
+            Err(e) => Err(e),
+        };
+        let e = match outcome {
+            Ok(()) => {
                 retries.remove(&id);
-                stored(&recorder, &storage, &events, w, sha256).await;
+                continue;
             }
-            Err(e) => {
-                storage.count_failure();
-                if recorder.index.get(&id).is_none() {
-                    // Deleted meanwhile: nothing to store, nothing to keep open.
-                    abandon(&storage, &w.path).await;
-                    retries.remove(&id);
-                    continue;
+            Err(StorageError::NameTaken) => {
+                // Another recording (another node's) holds the object name:
+                // this one moves to a free name and goes up under it.
+                retries.remove(&id);
+                if let Err(e) = rename(&recorder, &storage, &w).await {
+                    tracing::warn!(recording = %id, error = %e, "cannot move a recording to a free name");
                 }
-                let wait = retries
-                    .get(&id)
-                    .map_or(Duration::from_secs(1), |r| (r.wait * 2).min(max_wait));
-                tracing::warn!(recording = %id, error = %e, retry_in_secs = wait.as_secs_f64(), "upload failed; the local file is kept");
-                mark(
-                    &recorder,
-                    &w,
-                    StorageState::UploadRetrying,
-                    Some(e.to_string()),
-                );
-                retries.insert(
-                    id,
-                    Retry {
-                        at: Instant::now() + wait,
-                        wait,
-                    },
-                );
+                continue;
             }
+            Err(e) => e,
+        };
+        storage.count_failure();
+        if recorder.index.get(&id).is_none() {
+            // Deleted meanwhile: nothing to store, nothing to keep open.
+            abandon(&storage, &w.path).await;
+            retries.remove(&id);
+            continue;
         }
+        let wait = retries
+            .get(&id)
+            .map_or(Duration::from_secs(1), |r| (r.wait * 2).min(max_wait));
+        tracing::warn!(recording = %id, error = %e, retry_in_secs = wait.as_secs_f64(), "upload failed; the local file is kept");
+        mark(
+            &recorder,
+            &w,
+            StorageState::UploadRetrying,
+            Some(summary(&e)),
+        )
+        .await;
+        retries.insert(
+            id,
+            Retry {
+                at: Instant::now() + wait,
+                wait,
+            },
+        );
     }
+}
+
+/// What the API and the page show of a failed attempt: what went wrong,
+/// without the storage's address or its own wording (the log has those).
+fn summary(e: &StorageError) -> String {
+    let text = e.to_string();
+    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+    let what = if let StorageError::Mismatch(m) = e {
+        return format!("the stored object did not check out: {m}");
+    } else if let StorageError::Io(io) = e {
+        return format!("cannot read the local file: {io}");
+    } else if has(&[
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "403",
+    ]) {
+        "the storage refused castgate's credentials (HTTP 403): check storage.access_key_id, secret_access_key and the bucket's policy"
+    } else if has(&["NoSuchBucket"]) {
+        "the bucket does not exist (storage.bucket)"
+    } else if has(&[
+        "error sending request",
+        "timed out",
+        "timeout",
+        "connect",
+        "body error",
+    ]) {
+        "the storage did not answer (network, or the server is down)"
+    } else if has(&[" 5", "InternalError", "SlowDown", "ServiceUnavailable"]) {
+        "the storage answered with a server error"
+    } else {
+        "the storage refused the request"
+    };
+    what.to_string()
+}
+
+/// Moves a recording whose object name another recording holds in the
+/// bucket to the next free name (`STEM-1`, `STEM-2`, …: free on this disk
+/// and in the bucket), file, sidecar and catalog entry.
+async fn rename(recorder: &Recorder, storage: &Storage, w: &Waiting) -> Result<(), StorageError> {
+    let (stream, stem) = catalog::parse_id(&w.meta.id)
+        .ok_or_else(|| StorageError::Mismatch("not a recording id".into()))?;
+    let ext = if w.meta.file.ends_with(".mkv") {
+        "mkv"
+    } else {
+        "webm"
+    };
+    let dir = w.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(j) = blocking_read_journal(&w.path).await {
+        // An upload towards the other recording's name must never complete.
+        abort(storage, &j).await;
+    }
+    for n in 1..1000 {
+        let new_stem = format!("{stem}-{n}");
+        let file = format!("{new_stem}.{ext}");
+        let path = dir.join(&file);
+        let mut meta = w.meta.clone();
+        meta.id = format!("{stream}~{new_stem}");
+        meta.file = file;
+        if recorder.index.get(&meta.id).is_some() || path.exists() {
+            continue;
+        }
+        if exists(storage, &ObjectPath::from(storage.key_of(&meta)))
+            .await?
+            .is_some()
+        {
+            continue;
+        }
+        meta.storage = StorageState::Local;
+        meta.storage_error = None;
+        let (from, to, m) = (w.path.clone(), path.clone(), meta.clone());
+        blocking(move || {
+            std::fs::rename(&from, &to)?;
+            catalog::write_meta(&to, &m)?;
+            catalog::remove_meta(&from);
+            Journal::remove(&from);
+            Ok(())
+        })
+        .await?;
+        recorder.index.remove(&w.meta.id);
+        recorder.index.put(meta.clone(), Location::Local(path));
+        tracing::warn!(from = %w.meta.id, to = %meta.id, "the bucket holds another recording under this name: renamed");
+        return Ok(());
+    }
+    Err(StorageError::Mismatch(
+        "no free name for the recording".into(),
+    ))
 }
 
 /// The recordings on this disk that are finished and not stored yet,
@@ -137,7 +239,7 @@ fn waiting(recorder: &Recorder, storage: &Storage) -> Vec<Waiting> {
 }
 
 /// Sets a waiting recording's storage state in the catalog and its sidecar.
-fn mark(recorder: &Recorder, w: &Waiting, state: StorageState, error: Option<String>) {
+async fn mark(recorder: &Recorder, w: &Waiting, state: StorageState, error: Option<String>) {
     let Some(entry) = recorder.index.get(&w.meta.id) else {
         return;
     };
@@ -148,8 +250,9 @@ fn mark(recorder: &Recorder, w: &Waiting, state: StorageState, error: Option<Str
     meta.storage = state;
     meta.storage_error = error;
     recorder.index.put(meta.clone(), entry.location);
-    if let Err(e) = catalog::write_meta(&w.path, &meta) {
-        tracing::warn!(recording = %meta.id, error = %e, "cannot update a sidecar");
+    let (path, id) = (w.path.clone(), meta.id.clone());
+    if let Err(e) = blocking(move || catalog::write_meta(&path, &meta)).await {
+        tracing::warn!(recording = %id, error = %e, "cannot update a sidecar");
     }
 }
 
@@ -163,31 +266,80 @@ async fn blocking<T: Send + 'static>(
         .map_err(StorageError::Io)
 }
 
-/// Uploads one file and checks the object: its SHA-256.
-async fn upload(storage: &Storage, w: &Waiting) -> Result<String, StorageError> {
+async fn blocking_read_journal(file: &Path) -> Option<Journal> {
+    let file = file.to_path_buf();
+    blocking(move || Ok(Journal::read(&file)))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn blocking_remove_journal(file: &Path) {
+    let file = file.to_path_buf();
+    let _ = blocking(move || {
+        Journal::remove(&file);
+        Ok(())
+    })
+    .await;
+}
+
+/// A file that went up: its size and SHA-256.
+struct Uploaded {
+    size: u64,
+    sha256: String,
+}
+
+/// Uploads one file (unless the bucket already has it) and checks the object.
+async fn upload(storage: &Storage, w: &Waiting) -> Result<Uploaded, StorageError> {
     let path = w.path.clone();
-    let size = blocking(move || std::fs::metadata(&path).map(|m| m.len())).await?;
-    let path = w.path.clone();
-    let sha256 = blocking(move || crate::record::recording::sha256_file(&path)).await?;
+    let (size, sha256) = blocking(move || {
+        let size = std::fs::metadata(&path)?.len();
+        Ok((size, crate::record::recording::sha256_file(&path)?))
+    })
+    .await?;
     if let Some(known) = &w.meta.sha256
         && known != &sha256
     {
         tracing::warn!(recording = %w.meta.id, "the file's SHA-256 differs from the one taken when it was finalized; uploading the file as it is");
     }
+    let done = Uploaded { size, sha256 };
     let key = storage.key_of(&w.meta);
     let location = ObjectPath::from(key.clone());
+    // What the bucket holds under this name: this very file (an attempt whose
+    // sidecar failed, a completion whose answer was lost), another
+    // recording's (a name taken on another node), or nothing.
+    match exists(storage, &location).await? {
+        Some((s, Some(sha))) if s == size && sha == done.sha256 => return Ok(done),
+        Some((_, Some(_))) => return Err(StorageError::NameTaken),
+        Some((_, None)) => {
+            // Not castgate's object, or a server that drops object metadata:
+            // never renamed in a loop, never overwritten.
+            return Err(StorageError::Mismatch(
+                "an object without sha256 metadata holds this recording's name".into(),
+            ));
+        }
+        None => {}
+    }
     let plan = Plan::new(size, storage.config().part_mib * 1024 * 1024).ok_or_else(|| {
         StorageError::Mismatch("the file is too large for S3 (over 48.8 TiB)".into())
     })?;
     let mut attributes = Attributes::new();
     attributes.insert(
         Attribute::Metadata(SHA256_METADATA.into()),
-        sha256.clone().into(),
+        done.sha256.clone().into(),
     );
     attributes.insert(Attribute::ContentType, content_type(&w.meta).into());
     if plan.single() {
         let path = w.path.clone();
-        let body = blocking(move || read_part(&path, 0, size)).await?;
+        let (body, sent) = blocking(move || {
+            let body = read_part(&path, 0, size)?;
+            let sent = hex::encode(Sha256::digest(&body));
+            Ok((body, sent))
+        })
+        .await?;
+        if sent != done.sha256 {
+            return Err(changed());
+        }
         storage
             .client()
             .put_opts(
@@ -204,14 +356,46 @@ async fn upload(storage: &Storage, w: &Waiting) -> Result<String, StorageError> 
             .bytes_uploaded
             .fetch_add(size, Ordering::Relaxed);
     } else {
-        multipart(storage, w, &key, &sha256, plan, attributes).await?;
+        multipart(storage, w, &key, &done.sha256, plan, attributes).await?;
     }
-    verify(storage, &location, size, &sha256).await?;
-    Ok(sha256)
+    verify(storage, &location, size, &done.sha256).await?;
+    Ok(done)
+}
+
+fn changed() -> StorageError {
+    StorageError::Mismatch("the file changed while it was read for the upload".into())
+}
+
+/// The size and `sha256` metadata of the object at `location`, if any.
+async fn exists(
+    storage: &Storage,
+    location: &ObjectPath,
+) -> Result<Option<(u64, Option<String>)>, StorageError> {
+    let head = storage
+        .client()
+        .get_opts(
+            location,
+            GetOptions {
+                head: true,
+                ..GetOptions::default()
+            },
+        )
+        .await;
+    match head {
+        Ok(h) => Ok(Some((
+            h.meta.size,
+            h.attributes
+                .get(&Attribute::Metadata(SHA256_METADATA.into()))
+                .map(|v| v.as_ref().to_string()),
+        ))),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A multipart upload of `w`, resumed from its journal when that continues
-/// this very content.
+/// this very content (up to its completion). Every part is hashed as it is
+/// read: the parts sent must make the SHA-256 the object is labelled with.
 async fn multipart(
     storage: &Storage,
     w: &Waiting,
@@ -222,7 +406,7 @@ async fn multipart(
 ) -> Result<(), StorageError> {
     let client = storage.client();
     let location = ObjectPath::from(key.to_string());
-    let mut journal = match Journal::read(&w.path) {
+    let mut journal = match blocking_read_journal(&w.path).await {
         Some(j) if j.continues(key, sha256, &plan) => {
             tracing::info!(recording = %w.meta.id, parts_done = j.parts.len(), parts = plan.count(), "resuming an upload");
             j
@@ -255,10 +439,20 @@ async fn multipart(
         }
     };
     let id: MultipartId = journal.upload_id.clone();
-    for index in journal.parts.len() as u64..plan.count() {
+    let mut hasher = Sha256::new();
+    for index in 0..plan.count() {
         let (start, len) = plan.part(index);
         let path = w.path.clone();
-        let body = blocking(move || read_part(&path, start, len)).await?;
+        let (body, h) = blocking(move || {
+            let body = read_part(&path, start, len)?;
+            hasher.update(&body);
+            Ok((body, hasher))
+        })
+        .await?;
+        hasher = h;
+        if (index as usize) < journal.parts.len() {
+            continue; // sent before the resume: read only to be hashed
+        }
         let part = match client
             .put_part(&location, &id, index as usize, PutPayload::from(body))
             .await
@@ -267,7 +461,7 @@ async fn multipart(
             Err(object_store::Error::NotFound { .. }) => {
                 // The server no longer knows the upload (aborted, expired):
                 // start again from the first part next time.
-                Journal::remove(&w.path);
+                blocking_remove_journal(&w.path).await;
                 return Err(StorageError::Mismatch(
                     "the storage server forgot the multipart upload; starting it again".into(),
                 ));
@@ -282,6 +476,11 @@ async fn multipart(
         save(&w.path, &journal).await?;
         crate::failpoint::hit("upload:part");
     }
+    if hex::encode(hasher.finalize()) != sha256 {
+        abort(storage, &journal).await;
+        blocking_remove_journal(&w.path).await;
+        return Err(changed());
+    }
     let parts = journal
         .parts
         .iter()
@@ -290,25 +489,24 @@ async fn multipart(
         })
         .collect();
     match client.complete_multipart(&location, &id, parts).await {
-        Ok(_) => {
-            // A create whose answer was lost during this upload made one
-            // more: none stays open.
-            storage.sweep_uploads(key).await;
-        }
+        Ok(_) => {}
         Err(e) => {
-            // A completion whose answer was lost already made the object:
-            // `verify` decides. Otherwise the upload stays open to resume.
+            // A completion whose answer was lost already made the object;
+            // otherwise the journal stays, and the next attempt completes
+            // the same upload (unless the server forgot it).
             tracing::debug!(error = %e, "completing a multipart upload failed");
-            let path = w.path.clone();
             if verify(storage, &location, plan.size, sha256).await.is_err() {
+                if matches!(e, object_store::Error::NotFound { .. }) {
+                    blocking_remove_journal(&w.path).await;
+                }
                 return Err(e.into());
             }
-            Journal::remove(&path);
-            storage.sweep_uploads(key).await;
-            return Ok(());
         }
     }
-    Journal::remove(&w.path);
+    blocking_remove_journal(&w.path).await;
+    // A create whose answer was lost during this upload made one more:
+    // none stays open.
+    storage.sweep_uploads(key).await;
     Ok(())
 }
 
@@ -327,17 +525,19 @@ async fn abort(storage: &Storage, journal: &Journal) {
         .abort_multipart(&location, &journal.upload_id)
         .await
     {
-        Ok(()) => tracing::info!(key = %journal.key, "aborted an upload that could not be resumed"),
+        Ok(()) => {
+            tracing::info!(key = %journal.key, "aborted an upload that could not be resumed")
+        }
         Err(e) => tracing::debug!(key = %journal.key, error = %e, "aborting an upload"),
     }
 }
 
 /// What is left of the upload of a file deleted meanwhile: aborted, journal gone.
 async fn abandon(storage: &Storage, file: &Path) {
-    if let Some(j) = Journal::read(file) {
+    if let Some(j) = blocking_read_journal(file).await {
         abort(storage, &j).await;
     }
-    Journal::remove(file);
+    blocking_remove_journal(file).await;
 }
 
 /// Whether the object has the file's size and SHA-256.
@@ -347,76 +547,52 @@ async fn verify(
     size: u64,
     sha256: &str,
 ) -> Result<(), StorageError> {
-    let head = storage
-        .client()
-        .get_opts(
-            location,
-            GetOptions {
-                head: true,
-                ..GetOptions::default()
-            },
-        )
-        .await?;
-    if head.meta.size != size {
-        return Err(StorageError::Mismatch(format!(
-            "{} bytes stored, {size} in the file",
-            head.meta.size
-        )));
-    }
-    match head
-        .attributes
-        .get(&Attribute::Metadata(SHA256_METADATA.into()))
-    {
-        Some(v) if v.as_ref() == sha256 => Ok(()),
-        Some(v) => Err(StorageError::Mismatch(format!(
-            "stored SHA-256 {} is not the file's {sha256}",
-            v.as_ref()
+    match exists(storage, location).await? {
+        None => Err(StorageError::Mismatch("the object is not there".into())),
+        Some((s, _)) if s != size => Err(StorageError::Mismatch(format!(
+            "{s} bytes stored, {size} in the file"
         ))),
-        None => Err(StorageError::Mismatch(
+        Some((_, Some(v))) if v == sha256 => Ok(()),
+        Some((_, Some(v))) => Err(StorageError::Mismatch(format!(
+            "stored SHA-256 {v} is not the file's {sha256}"
+        ))),
+        Some((_, None)) => Err(StorageError::Mismatch(
             "the stored object has no sha256 metadata".into(),
         )),
     }
 }
 
 /// The file is stored: the sidecar goes up, the catalog says so, the local
-/// copy goes (unless kept), and `recording_stored` is told.
+/// copy goes (unless kept), and `recording_stored` is told. A recording
+/// deleted meanwhile has what went up deleted again.
 async fn stored(
     recorder: &Recorder,
     storage: &Storage,
     events: &Events,
-    w: Waiting,
-    sha256: String,
-) {
+    w: &Waiting,
+    done: Uploaded,
+) -> Result<(), StorageError> {
     let Some(entry) = recorder.index.get(&w.meta.id) else {
-        return;
+        storage.delete(&w.meta).await?;
+        return Ok(());
     };
     let mut meta = entry.meta;
     meta.storage = StorageState::Stored;
     meta.storage_error = None;
-    meta.sha256 = Some(sha256.clone());
-    let size = meta.size_bytes.unwrap_or(0);
-    let sidecar = match serde_json::to_vec_pretty(&meta) {
-        Ok(s) => s,
-        Err(_) => return,
-    };
-    let put = storage
+    meta.sha256 = Some(done.sha256.clone());
+    meta.size_bytes = Some(done.size);
+    let sidecar = serde_json::to_vec_pretty(&meta).map_err(std::io::Error::other)?;
+    storage
         .client()
         .put(
             &ObjectPath::from(storage.sidecar_key_of(&meta)),
             PutPayload::from(Bytes::from(sidecar)),
         )
-        .await;
-    if let Err(e) = put {
-        // The file is up but not listable by other nodes: the next attempt
-        // uploads it again (the same key, so nothing is left over).
-        tracing::warn!(recording = %meta.id, error = %e, "cannot store a sidecar; retrying");
-        mark(
-            recorder,
-            &w,
-            StorageState::UploadRetrying,
-            Some(e.to_string()),
-        );
-        return;
+        .await?;
+    if recorder.index.get(&meta.id).is_none() {
+        // Deleted while the sidecar went up.
+        storage.delete(&meta).await?;
+        return Ok(());
     }
     storage.stats().stored.fetch_add(1, Ordering::Relaxed);
     let keep = storage.config().keep_local;
@@ -440,15 +616,16 @@ async fn stored(
             tracing::warn!(recording = %meta.id, error = %e, "stored, but the local file could not be removed");
         }
     }
-    tracing::info!(recording = %meta.id, key = %storage.key_of(&meta), size_bytes = size, "recording stored");
+    tracing::info!(recording = %meta.id, key = %storage.key_of(&meta), size_bytes = done.size, "recording stored");
     events.emit(Event::RecordingStored {
         stream: meta.stream.clone(),
         id: meta.id.clone(),
         key: storage.key_of(&meta),
-        size_bytes: size,
-        sha256,
+        size_bytes: done.size,
+        sha256: done.sha256,
         local_removed: !keep,
     });
+    Ok(())
 }
 
 /// `len` bytes of `file` from `start`.
@@ -469,5 +646,25 @@ pub fn content_type(meta: &Meta) -> &'static str {
         "video/webm"
     } else {
         "audio/webm"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_attempt_is_summed_up_without_the_servers_words() {
+        let refused = StorageError::Setup(
+            "PUT http://10.0.0.5:9000/rec/cam/a.mkv: 403 Forbidden <AWSAccessKeyId>AKID</AWSAccessKeyId>".into(),
+        );
+        let s = summary(&refused);
+        assert!(s.contains("credentials") && s.contains("403"), "{s}");
+        assert!(!s.contains("10.0.0.5") && !s.contains("AKID"), "{s}");
+        let down =
+            StorageError::Setup("error sending request for url (http://10.0.0.5:9000/)".into());
+        assert!(summary(&down).contains("did not answer"));
+        let mismatch = StorageError::Mismatch("5 bytes stored, 6 in the file".into());
+        assert!(summary(&mismatch).contains("5 bytes stored"));
     }
 }
