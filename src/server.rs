@@ -16,7 +16,7 @@ use crate::http::auth::Gate;
 use crate::http::{self, AppState};
 use crate::metrics::{GatewayCollector, Metrics};
 use crate::outbound::OutboundPolicy;
-use crate::record::Recorder;
+use crate::record::{Recorder, RetentionScope};
 use crate::restream::Restreamer;
 use crate::rtc::Engine;
 use crate::stream::{Hub, StreamPolicy};
@@ -421,7 +421,8 @@ const BUCKET_RETENTION_LEASE: &str = "bucket-retention";
 
 /// Runs retention now and every `record.retention_check_secs` (read each
 /// time: a reload changes it). With a bucket the cluster shares (`shared`),
-/// only the node holding the lease does.
+/// only the node holding the lease runs it over the bucket; the others over
+/// their own disks' copies.
 async fn retention_loop(recorder: Arc<Recorder>, shared: Option<Arc<Cluster>>) {
     loop {
         let every = std::time::Duration::from_secs_f64(recorder.config().retention_check_secs);
@@ -435,10 +436,15 @@ async fn retention_loop(recorder: Arc<Recorder>, shared: Option<Arc<Cluster>>) {
             }
             None => true,
         };
-        if mine {
-            let r = recorder.clone();
-            let _ = tokio::task::spawn_blocking(move || r.enforce_retention()).await;
-        }
+        // The others still keep their own disks (copies kept with
+        // `storage.keep_local`).
+        let scope = if mine {
+            RetentionScope::Everything
+        } else {
+            RetentionScope::LocalCopies
+        };
+        let r = recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || r.enforce_retention_in(scope)).await;
         tokio::time::sleep(every).await;
     }
 }

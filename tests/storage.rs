@@ -637,3 +637,74 @@ async fn a_name_another_recording_holds_in_the_bucket_is_never_overwritten() {
     // B lists both: its own, and the first from the bucket.
     recording_when(&b, Duration::from_secs(20), |r| r["id"] == first["id"]).await;
 }
+
+/// In a cluster sharing the bucket, one node runs retention there; a node
+/// keeping local copies (`keep_local`) still has its own disk kept in check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_node_keeps_the_bucket_and_each_its_own_copies() {
+    use common::cluster::{Redis, node as cluster_node};
+    let moto = Moto::start();
+    moto.make_bucket().await;
+    let redis = Redis::start();
+    let conf = temp_dir("storage-cluster-conf");
+    let config = conf.path().join("castgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{BUCKET}\"\n\
+             access_key_id = \"castgate-test\"\nsecret_access_key = \"castgate-test-secret\"\n\
+             keep_local = true\nrefresh_secs = 1\ntimeout_secs = 3\n\
+             [record]\nretention_days = 0.0001\nretention_check_secs = 1\n",
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // A starts first: it takes the lease and runs retention in the bucket.
+    let a = cluster_node(BIN, &redis, "a", &["--config", config]).await;
+    let b = cluster_node(BIN, &redis, "b", &["--config", config]).await;
+    let (video, audio) = tokio::task::spawn_blocking(|| {
+        (
+            common::media::video_frames(VideoCodec::H264, 2),
+            opus_packets(2),
+        )
+    })
+    .await
+    .unwrap();
+    let p = Publisher::connect(
+        &b.url("/whip/cam"),
+        PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .unwrap();
+    p.play(&video, &audio).await.unwrap();
+    p.delete().await.unwrap();
+    // B recorded it, stored it and kept its copy; then, past the age (8.6 s),
+    // the bucket's copy goes (A) and B's own copy too (B).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut kept: Option<std::path::PathBuf> = None;
+    loop {
+        let list = b.get("/api/recordings").await["recordings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if let Some(r) = list.iter().find(|r| r["storage"] == "stored") {
+            let file = b.dir.path().join("cam").join(r["file"].as_str().unwrap());
+            if kept.is_none() {
+                assert!(file.exists(), "B keeps its local copy once stored");
+            }
+            kept.get_or_insert(file);
+        }
+        let gone = kept.as_ref().is_some_and(|f| !f.exists());
+        if gone && list.is_empty() && moto.keys().await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not clear the bucket and B's copy: {list:?}, {:?}",
+            moto.keys().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(a);
+}

@@ -44,6 +44,16 @@ struct Active {
 /// is recorded there too.
 pub const RECORDING_STATE_KIND: &str = "recording";
 
+/// What a retention pass may delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionScope {
+    /// Recordings wherever they are: this disk and the bucket.
+    Everything,
+    /// Only this disk's copies of recordings the bucket holds: with a bucket
+    /// shared by a cluster, another node runs retention there.
+    LocalCopies,
+}
+
 /// Whether a live stream is being recorded, for the API.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RecordingStatus {
@@ -534,8 +544,17 @@ impl Recorder {
     }
 
     /// Deletes finished recordings beyond the retention limits (age, total
-    /// size, size per stream), oldest first. Returns how many were deleted.
+    /// size, size per stream), oldest first, wherever they are (this disk
+    /// and the bucket). Returns how many were deleted.
     pub fn enforce_retention(&self) -> usize {
+        self.enforce_retention_in(RetentionScope::Everything)
+    }
+
+    /// Retention over `scope`: everything, or only this disk's copies of
+    /// stored recordings (`storage.keep_local` on a node that leaves the
+    /// shared bucket to another node's retention). Returns how many
+    /// recordings (or local copies) were deleted.
+    pub fn enforce_retention_in(&self, scope: RetentionScope) -> usize {
         let config = self.config();
         let gib = |g: f64| (g > 0.0).then_some((g * 1024.0 * 1024.0 * 1024.0) as u64);
         let max_age = (config.retention_days > 0.0)
@@ -550,11 +569,19 @@ impl Recorder {
         // With a bucket, only what is stored may go: the local file of a
         // recording not uploaded yet is its only copy.
         let stored_only = self.storage.get().is_some();
+        let local_copies = scope == RetentionScope::LocalCopies;
         let mut done: Vec<Meta> = self
             .list()
             .into_iter()
             .filter(|m| m.state != State::Recording && !self.is_active(&m.id))
             .filter(|m| !stored_only || m.storage == StorageState::Stored)
+            .filter(|m| {
+                !local_copies
+                    || self
+                        .index
+                        .get(&m.id)
+                        .is_some_and(|e| matches!(e.location, Location::Local(_)))
+            })
             .collect();
         // Oldest first.
         done.sort_by(|a, b| a.started_at.cmp(&b.started_at));
@@ -577,9 +604,14 @@ impl Recorder {
             if !(too_old || too_big || over_quota) {
                 continue;
             }
-            match self.delete(&m.id) {
+            let removed = if local_copies {
+                self.drop_local_copy(&m.id)
+            } else {
+                self.delete(&m.id)
+            };
+            match removed {
                 Ok(true) => {
-                    tracing::info!(recording = %m.id, too_old, too_big, over_quota, "retention: deleted");
+                    tracing::info!(recording = %m.id, too_old, too_big, over_quota, local_copy_only = local_copies, "retention: deleted");
                     let size = m.size_bytes.unwrap_or(0);
                     total = total.saturating_sub(size);
                     if let Some(t) = per_stream.get_mut(&m.stream) {
@@ -592,6 +624,21 @@ impl Recorder {
             }
         }
         deleted
+    }
+
+    /// Removes this disk's copy of a stored recording (the bucket keeps it,
+    /// and the catalog lists it there).
+    fn drop_local_copy(&self, id: &str) -> Result<bool, std::io::Error> {
+        let Some((meta, Location::Local(path))) = self.get(id) else {
+            return Ok(false);
+        };
+        if meta.storage != StorageState::Stored {
+            return Ok(false);
+        }
+        self.index.put(meta, Location::Stored);
+        std::fs::remove_file(&path)?;
+        catalog::remove_meta(&final_path(&path));
+        Ok(true)
     }
 
     /// Waits for recordings whose streams ended to finish writing.
