@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::files::{TempDir, temp_dir};
-use common::media::{h264_frames_heavy, opus_packets};
+use common::media::{EncodedFrame, h264_frames_heavy, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
 use common::process::{Castgate, serve_with, wait_exit};
 use common::s3::{BUCKET, Moto};
@@ -89,21 +89,32 @@ async fn recording_when(
     }
 }
 
+/// Connects an H.264 + Opus publisher at `whip_url` and plays `clip` to
+/// it in real time; the stream goes on until the publisher is deleted.
+async fn play_clip(whip_url: &str, clip: (Vec<EncodedFrame>, Vec<EncodedFrame>)) -> Publisher {
+    let p = Publisher::connect(whip_url, PeerOptions::new(Some(VideoCodec::H264), true))
+        .await
+        .expect("publisher connects");
+    p.play(&clip.0, &clip.1).await.expect("frames sent");
+    p
+}
+
+/// 2 s of the light H.264 test pattern and Opus.
+async fn short_clip() -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
+    tokio::task::spawn_blocking(|| (video_frames(VideoCodec::H264, 2), opus_packets(2)))
+        .await
+        .unwrap()
+}
+
 /// Publishes `seconds` of heavy H.264 (about 2.6 MB a second) and Opus on
 /// `name`, then ends the stream.
 async fn publish_heavy(gw: &Castgate, name: &str, seconds: u32) {
-    let (video, audio) = tokio::task::spawn_blocking(move || {
+    let clip = tokio::task::spawn_blocking(move || {
         (h264_frames_heavy(seconds, 20_000), opus_packets(seconds))
     })
     .await
     .unwrap();
-    let p = Publisher::connect(
-        &format!("{}/whip/{name}", gw.http),
-        PeerOptions::new(Some(VideoCodec::H264), true),
-    )
-    .await
-    .expect("publisher connects");
-    p.play(&video, &audio).await.expect("frames sent");
+    let p = play_clip(&format!("{}/whip/{name}", gw.http), clip).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     p.delete().await.expect("publisher ends");
 }
@@ -404,21 +415,7 @@ async fn wrong_credentials_keep_the_file_and_say_why() {
     moto.make_bucket().await;
     let dir = temp_dir("storage-creds");
     let gw = node(&moto, &dir, "", &[]).await;
-    let (video, audio) = tokio::task::spawn_blocking(|| {
-        (
-            common::media::video_frames(VideoCodec::H264, 2),
-            opus_packets(2),
-        )
-    })
-    .await
-    .unwrap();
-    let p = Publisher::connect(
-        &format!("{}/whip/cam", gw.http),
-        PeerOptions::new(Some(VideoCodec::H264), true),
-    )
-    .await
-    .unwrap();
-    p.play(&video, &audio).await.unwrap();
+    let p = play_clip(&format!("{}/whip/cam", gw.http), short_clip().await).await;
     p.delete().await.unwrap();
 
     let rec = recording_when(&gw, Duration::from_secs(60), |r| {
@@ -517,21 +514,7 @@ async fn retention_deletes_stored_recordings_and_never_one_not_stored_yet() {
         &[],
     )
     .await;
-    let (video, audio) = tokio::task::spawn_blocking(|| {
-        (
-            common::media::video_frames(VideoCodec::H264, 2),
-            opus_packets(2),
-        )
-    })
-    .await
-    .unwrap();
-    let p = Publisher::connect(
-        &format!("{}/whip/cam", gw.http),
-        PeerOptions::new(Some(VideoCodec::H264), true),
-    )
-    .await
-    .unwrap();
-    p.play(&video, &audio).await.unwrap();
+    let p = play_clip(&format!("{}/whip/cam", gw.http), short_clip().await).await;
     // The bucket is away when the file is finished: it cannot be stored.
     moto.pause();
     p.delete().await.unwrap();
@@ -584,21 +567,7 @@ async fn a_name_another_recording_holds_in_the_bucket_is_never_overwritten() {
     moto.make_bucket().await;
     let dir_a = temp_dir("storage-name-a");
     let a = node(&moto, &dir_a, "", &[]).await;
-    let (video, audio) = tokio::task::spawn_blocking(|| {
-        (
-            common::media::video_frames(VideoCodec::H264, 2),
-            opus_packets(2),
-        )
-    })
-    .await
-    .unwrap();
-    let p = Publisher::connect(
-        &format!("{}/whip/cam", a.http),
-        PeerOptions::new(Some(VideoCodec::H264), true),
-    )
-    .await
-    .unwrap();
-    p.play(&video, &audio).await.unwrap();
+    let p = play_clip(&format!("{}/whip/cam", a.http), short_clip().await).await;
     p.delete().await.unwrap();
     let first = recording_when(&a, Duration::from_secs(30), |r| r["storage"] == "stored").await;
     let key = format!("cam/{}", first["file"].as_str().unwrap());
@@ -663,21 +632,7 @@ async fn in_a_cluster_one_node_keeps_the_bucket_and_each_its_own_copies() {
     // A starts first: it takes the lease and runs retention in the bucket.
     let a = cluster_node(BIN, &redis, "a", &["--config", config]).await;
     let b = cluster_node(BIN, &redis, "b", &["--config", config]).await;
-    let (video, audio) = tokio::task::spawn_blocking(|| {
-        (
-            common::media::video_frames(VideoCodec::H264, 2),
-            opus_packets(2),
-        )
-    })
-    .await
-    .unwrap();
-    let p = Publisher::connect(
-        &b.url("/whip/cam"),
-        PeerOptions::new(Some(VideoCodec::H264), true),
-    )
-    .await
-    .unwrap();
-    p.play(&video, &audio).await.unwrap();
+    let p = play_clip(&b.url("/whip/cam"), short_clip().await).await;
     p.delete().await.unwrap();
     // B recorded it, stored it and kept its copy; then, past the age (8.6 s),
     // the bucket's copy goes (A) and B's own copy too (B).

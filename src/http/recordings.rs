@@ -18,7 +18,6 @@ use crate::config::Role;
 use crate::config::StorageDelivery;
 use crate::record::catalog::{self, Meta};
 use crate::record::index::Location;
-use crate::record::storage::upload::content_type;
 
 /// Query of `GET /api/recordings`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -186,7 +185,7 @@ pub async fn download(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (meta, location) = find(&state, id).await?;
-    let mime = content_type(&meta);
+    let mime = meta.content_type();
     let mut resp = match location {
         Location::Local(path) => ServeFile::new_with_mime(
             &path,

@@ -107,6 +107,17 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The MIME type of the recording's file (downloads, object storage).
+    pub fn content_type(&self) -> &'static str {
+        if self.file.ends_with(".mkv") {
+            "video/x-matroska"
+        } else if self.video.is_some() {
+            "video/webm"
+        } else {
+            "audio/webm"
+        }
+    }
+
     /// The entry of a recording of `stream` whose file is not chosen yet
     /// (empty id: not listed).
     pub fn pending(stream: &str) -> Meta {

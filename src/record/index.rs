@@ -151,6 +151,12 @@ impl Index {
     pub fn all(&self) -> Vec<Meta> {
         self.page(|_| true, 0, usize::MAX).1
     }
+
+    /// Every recording with where its file is, newest first (one walk, no
+    /// lookup per entry).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.inner.read().by_order.values().cloned().collect()
+    }
 }
 
 #[cfg(test)]

@@ -571,17 +571,13 @@ impl Recorder {
         let stored_only = self.storage.get().is_some();
         let local_copies = scope == RetentionScope::LocalCopies;
         let mut done: Vec<Meta> = self
-            .list()
+            .index
+            .entries()
             .into_iter()
+            .filter(|e| !local_copies || matches!(e.location, Location::Local(_)))
+            .map(|e| e.meta)
             .filter(|m| m.state != State::Recording && !self.is_active(&m.id))
             .filter(|m| !stored_only || m.storage == StorageState::Stored)
-            .filter(|m| {
-                !local_copies
-                    || self
-                        .index
-                        .get(&m.id)
-                        .is_some_and(|e| matches!(e.location, Location::Local(_)))
-            })
             .collect();
         // Oldest first.
         done.sort_by(|a, b| a.started_at.cmp(&b.started_at));

@@ -337,7 +337,7 @@ export async function expectPlayback(page, what) {
 
 /** Seeks the recordings page's <video> to the middle of its file: the target, where it
  * landed, the frames decoded so far, and the media time of the first frame shown after. */
-export function seekToMiddle(page) {
+function seekToMiddle(page) {
   return page.evaluate(async () => {
     const v = document.querySelector('#video');
     const target = v.duration / 2;
@@ -353,3 +353,16 @@ export function seekToMiddle(page) {
   });
 }
 
+/** Seeks the recordings page's player to the middle of its file and checks that the
+ * time lands there and frames decode from there on; prints the figure as `label`. */
+export async function expectSeekToMiddle(page, label) {
+  const seek = await seekToMiddle(page);
+  assert.ok(Math.abs(seek.landed - seek.target) < 0.5, `seeked to ${seek.target}, landed at ${seek.landed}`);
+  assert.ok(seek.shown != null && seek.shown >= seek.target - 0.5, `a frame after the seek (at ${seek.shown})`);
+  const after = await waitFor(async () => {
+    const s = await playerState(page);
+    return s.frames > seek.frames + 5 && s.currentTime > seek.target + 0.3 ? s : null;
+  }, { what: 'frames to decode after the seek' });
+  assert.ok(after.error === null && after.overlay === null);
+  console.log(`figure: ${label} target=${seek.target.toFixed(2)} landed=${seek.landed.toFixed(2)} first_frame_at=${seek.shown?.toFixed(2)}`);
+}

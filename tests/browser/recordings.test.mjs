@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import {
   DESKTOP, PHONE, finish, launchBrowser, openPage, screenshot, screenshotDir, sleep,
-  startCastgate, startPublishing, stopPublishing, waitFor, playerState, expectPlayback, seekToMiddle,
+  startCastgate, startPublishing, stopPublishing, waitFor, playerState, expectPlayback, expectSeekToMiddle,
 } from './lib.mjs';
 
 /** GET /api/recordings (all pages of one stream, or everything). */
@@ -123,15 +123,7 @@ describe('the recordings page in Chromium', { timeout: 300000 }, () => {
     assert.equal(await page.evaluate(() => new URLSearchParams(location.search).get('play')), vp8.id, 'the URL names what plays');
 
     // Seek to the middle: the time lands there and frames decode from there on.
-    const seek = await seekToMiddle(page);
-    assert.ok(Math.abs(seek.landed - seek.target) < 0.5, `seeked to ${seek.target}, landed at ${seek.landed}`);
-    assert.ok(seek.shown != null && seek.shown >= seek.target - 0.5, `a frame after the seek (at ${seek.shown})`);
-    const after = await waitFor(async () => {
-      const s = await playerState(page);
-      return s.frames > seek.frames + 5 && s.currentTime > seek.target + 0.3 ? s : null;
-    }, { what: 'frames to decode after the seek' });
-    assert.ok(after.error === null && after.overlay === null);
-    console.log(`figure: seek target=${seek.target.toFixed(2)} landed=${seek.landed.toFixed(2)} first_frame_at=${seek.shown?.toFixed(2)}`);
+    await expectSeekToMiddle(page, 'seek');
 
     await page.evaluate(() => { window.scrollTo(0, 0); document.querySelector('#video').pause(); });
     await screenshot(page, 'recordings-playing');

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  expectPlayback, finish, freeTcpPort, launchBrowser, openPage, playerState, screenshot, seekToMiddle,
+  expectPlayback, finish, freeTcpPort, launchBrowser, openPage, screenshot, expectSeekToMiddle,
   sleep, startCastgate, startPublishing, stopPublishing, waitFor,
 } from './lib.mjs';
 
@@ -79,15 +79,7 @@ describe('a stored recording on the recordings page', { timeout: 180000 }, () =>
     const playing = await expectPlayback(page, 'the stored recording');
     assert.ok(Math.abs(playing.duration - rec.duration_secs) < 0.5, `the file says ${playing.duration} s, the catalog ${rec.duration_secs} s`);
 
-    const seek = await seekToMiddle(page);
-    assert.ok(Math.abs(seek.landed - seek.target) < 0.5, `seeked to ${seek.target}, landed at ${seek.landed}`);
-    assert.ok(seek.shown != null && seek.shown >= seek.target - 0.5, `a frame after the seek (at ${seek.shown})`);
-    const after = await waitFor(async () => {
-      const s = await playerState(page);
-      return s.frames > seek.frames + 5 && s.currentTime > seek.target + 0.3 ? s : null;
-    }, { what: 'frames to decode after the seek' });
-    assert.ok(after.error === null && after.overlay === null);
-    console.log(`figure: stored seek target=${seek.target.toFixed(2)} landed=${seek.landed.toFixed(2)} first_frame_at=${seek.shown?.toFixed(2)}`);
+    await expectSeekToMiddle(page, 'stored seek');
     await page.evaluate(() => document.querySelector('#video').pause());
     await screenshot(page, 'recordings-stored');
   });

@@ -122,43 +122,13 @@ pub fn video_frames_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<En
 /// `seconds` of 640x360 H.264 at 30 fps that compresses badly (a test
 /// pattern under moving noise) at about `kbps`: a large recording quickly.
 pub fn h264_frames_heavy(seconds: u32, kbps: u32) -> Vec<EncodedFrame> {
-    let dir = TempDir::new();
-    let (duration, rate) = (seconds.to_string(), format!("{kbps}k"));
-    let args = [
-        "-f",
-        "lavfi",
-        "-i",
+    let rate = format!("{kbps}k");
+    encode_video_with(
+        VideoCodec::H264,
+        seconds,
         "testsrc=size=640x360:rate=30,noise=alls=80:allf=t+u",
-        "-t",
-        &duration,
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        "30",
-        "-keyint_min",
-        "30",
-        "-b:v",
-        &rate,
-        "-maxrate",
-        &rate,
-        "-bufsize",
-        &rate,
-        "-c:v",
-        "libx264",
-        "-profile:v",
-        "baseline",
-        "-preset",
-        "ultrafast",
-        "-tune",
-        "zerolatency",
-        "-sc_threshold",
-        "0",
-        "-bsf:v",
-        "dump_extra=freq=keyframe,h264_metadata=aud=insert",
-        "-f",
-        "h264",
-    ];
-    parse_h264(&ffmpeg(&args, &dir.0.join("v.h264")))
+        &["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate],
+    )
 }
 
 fn encode_video(codec: VideoCodec, seconds: u32) -> Vec<EncodedFrame> {
@@ -167,13 +137,24 @@ fn encode_video(codec: VideoCodec, seconds: u32) -> Vec<EncodedFrame> {
 
 fn encode_video_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<EncodedFrame> {
     let source = format!("testsrc=size={size}:rate=30");
+    encode_video_with(codec, seconds, &source, &["-b:v", "500k"])
+}
+
+/// `seconds` of the lavfi `source` encoded in `codec` with the rate options
+/// `rate` (keyframe every 30 frames, frames as a WebRTC sender sends them).
+fn encode_video_with(
+    codec: VideoCodec,
+    seconds: u32,
+    source: &str,
+    rate: &[&str],
+) -> Vec<EncodedFrame> {
     let dir = TempDir::new();
     let duration = seconds.to_string();
     let mut args: Vec<&str> = vec![
         "-f",
         "lavfi",
         "-i",
-        &source,
+        source,
         "-t",
         &duration,
         "-pix_fmt",
@@ -182,9 +163,8 @@ fn encode_video_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<Encode
         "30",
         "-keyint_min",
         "30",
-        "-b:v",
-        "500k",
     ];
+    args.extend_from_slice(rate);
     // No alt-ref / lag: one shown frame per packet, in order, as a real-time encoder does.
     let frames = match codec {
         VideoCodec::Vp8 => {

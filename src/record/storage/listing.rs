@@ -53,16 +53,10 @@ async fn refresh(
     // began may leave: an upload finishing meanwhile is not in the listing yet.
     let stored_before: HashSet<String> = recorder
         .index
-        .all()
+        .entries()
         .into_iter()
-        .filter(|m| {
-            m.storage == StorageState::Stored
-                && recorder
-                    .index
-                    .get(&m.id)
-                    .is_some_and(|e| e.location == Location::Stored)
-        })
-        .map(|m| m.id)
+        .filter(|e| e.meta.storage == StorageState::Stored && e.location == Location::Stored)
+        .map(|e| e.meta.id)
         .collect();
     let prefix = storage.prefix().trim_end_matches('/');
     let prefix = (!prefix.is_empty()).then(|| ObjectPath::from(prefix));

@@ -210,13 +210,11 @@ async fn rename(recorder: &Recorder, storage: &Storage, w: &Waiting) -> Result<(
 /// oldest first; keeps the queue's gauges current.
 fn waiting(recorder: &Recorder, storage: &Storage) -> Vec<Waiting> {
     let mut out: Vec<Waiting> = Vec::new();
-    for meta in recorder.index.all() {
+    for entry in recorder.index.entries() {
+        let meta = entry.meta;
         if meta.state == State::Recording || meta.storage == StorageState::Stored {
             continue;
         }
-        let Some(entry) = recorder.index.get(&meta.id) else {
-            continue;
-        };
         let Location::Local(path) = entry.location else {
             continue;
         };
@@ -328,7 +326,7 @@ async fn upload(storage: &Storage, w: &Waiting) -> Result<Uploaded, StorageError
         Attribute::Metadata(SHA256_METADATA.into()),
         done.sha256.clone().into(),
     );
-    attributes.insert(Attribute::ContentType, content_type(&w.meta).into());
+    attributes.insert(Attribute::ContentType, w.meta.content_type().into());
     if plan.single() {
         let path = w.path.clone();
         let (body, sent) = blocking(move || {
@@ -636,17 +634,6 @@ fn read_part(file: &Path, start: u64, len: u64) -> std::io::Result<Bytes> {
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf)?;
     Ok(Bytes::from(buf))
-}
-
-/// The MIME type of a recording's file.
-pub fn content_type(meta: &Meta) -> &'static str {
-    if meta.file.ends_with(".mkv") {
-        "video/x-matroska"
-    } else if meta.video.is_some() {
-        "video/webm"
-    } else {
-        "audio/webm"
-    }
 }
 
 #[cfg(test)]
