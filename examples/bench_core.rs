@@ -22,7 +22,9 @@
 //!    N viewers (default 50).
 //! 3. Gateway resident memory per viewer: (RSS with N viewers − RSS with 0) / N.
 
+// The end-to-end tests' helpers; a benchmark uses a few of them.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::collections::HashSet;

@@ -31,7 +31,9 @@
 //!    the input evicted from it (`posix_fadvise(DONTNEED)`, as after a reboot); the
 //!    result is checked for Cues (`mkvinfo`), Duration ≈ 600 s and every video packet.
 
+// The end-to-end tests' helpers; a benchmark uses a few of them.
 #[path = "../tests/common/mod.rs"]
+#[allow(dead_code)]
 mod common;
 
 use std::io::Read;

@@ -3,7 +3,7 @@
 //! the failed-attempt limit, the access callback, `castgate token`, HTTPS,
 //! and tokens kept out of logs.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -576,19 +576,58 @@ async fn whip_over_https_with_a_self_signed_certificate() {
     server.shutdown().await;
 }
 
-/// Log lines written by the gateway in this test binary.
-fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("debug,str0m=warn,hyper=warn,reqwest=warn")
-            .with_ansi(false)
-            .with_writer(move || LogWriter(writer.clone()))
-            .try_init();
-        buf
-    })
+/// Log lines the gateway writes while a test captures them. The test binary
+/// holds every end-to-end test, so the subscriber is global and off between
+/// captures: other tests pay no debug formatting and the buffer stays bounded
+/// by one capture (which may hold lines of tests running beside it: more
+/// lines searched for leaked secrets, never fewer).
+struct LogCapture {
+    lines: Arc<Mutex<Vec<u8>>>,
+    filter: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+}
+
+impl LogCapture {
+    /// The capture of this test binary, installed on first use.
+    fn global() -> &'static LogCapture {
+        static CAPTURE: OnceLock<LogCapture> = OnceLock::new();
+        CAPTURE.get_or_init(|| {
+            use tracing_subscriber::layer::SubscriberExt;
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let writer = lines.clone();
+            let (filter, handle) =
+                tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("off"));
+            let fmt = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || LogWriter(writer.clone()));
+            let subscriber = tracing_subscriber::registry().with(filter).with(fmt);
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            LogCapture {
+                lines,
+                filter: handle,
+            }
+        })
+    }
+
+    /// Starts capturing debug lines (castgate's; str0m, hyper and reqwest at warn).
+    fn start(&self) {
+        self.lines.lock().unwrap().clear();
+        self.set("debug,str0m=warn,hyper=warn,reqwest=warn");
+    }
+
+    /// Stops capturing and returns what was written.
+    fn stop(&self) -> String {
+        self.set("off");
+        String::from_utf8_lossy(&std::mem::take(&mut *self.lines.lock().unwrap())).into_owned()
+    }
+
+    fn set(&self, directives: &str) {
+        self.filter
+            .reload(tracing_subscriber::EnvFilter::new(directives))
+            .expect("the capture's subscriber is installed");
+    }
 }
 
 struct LogWriter(Arc<Mutex<Vec<u8>>>);
@@ -605,7 +644,8 @@ impl std::io::Write for LogWriter {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_never_reach_the_logs() {
-    let logs = captured_logs();
+    let capture = LogCapture::global();
+    capture.start();
     let server = start(|c: &mut Config| {
         c.auth.view_token = Some("VIEWSECRET123".into());
         c.auth.jwt_secret = Some(SECRET.into());
@@ -621,7 +661,7 @@ async fn tokens_never_reach_the_logs() {
     }
     call(&server, "POST", "/whep/x", Some("HEADERSECRET789")).await;
     server.shutdown().await;
-    let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
+    let text = capture.stop();
     assert!(
         text.contains("token=****"),
         "requests are logged, redacted: {text}"

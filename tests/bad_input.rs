@@ -1,7 +1,7 @@
 //! Hostile and broken input: every bad request gets a 4xx with a reason, bad
 //! datagrams are dropped and counted, and the server keeps serving.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

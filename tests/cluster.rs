@@ -4,7 +4,7 @@
 //! one origin per name, through Redis outages, a node killed and a node
 //! frozen past its claim's expiry.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! stop and are not resumed), listing and ending its sessions, and starting
 //! and stopping its recording.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! HLS output end to end: a publisher's stream muxed to HLS by the gateway,
 //! fetched over HTTP and validated with ffprobe / ffmpeg.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

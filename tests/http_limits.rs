@@ -5,7 +5,7 @@
 //! engine too busy to take a session (503 + Retry-After, the stream name not
 //! left claimed).
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

@@ -2,7 +2,7 @@
 //! on the media port's number, with RFC 4571 framing. The TCP peers here have
 //! no UDP socket at all, so every byte they get came over TCP.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

@@ -5,7 +5,7 @@
 //! another one's keyframe waited for somebody else's request: seconds, or for
 //! good.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Lifecycle edges: offers that arrive while the server stops, concurrent
 //! viewers against the per-stream limit, and the cap on event-stream clients.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

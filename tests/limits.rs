@@ -2,7 +2,7 @@
 //! and publisher bitrate, each refused or enforced with a clear answer, and
 //! each slot given back when its session ends.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

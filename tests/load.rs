@@ -1,7 +1,7 @@
 //! `castgate-load` end to end: the built tool against an in-process gateway (real WHIP
 //! publisher, real WHEP viewers over loopback UDP), its JSON report, and its errors.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

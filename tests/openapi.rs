@@ -4,7 +4,7 @@
 //! enforces. (That every `.route(` in the code is documented is checked by
 //! the unit tests of `src/http/openapi.rs`.)
 
-mod common;
+use crate::common;
 
 use castgate::server::Server;
 use common::gateway::{self, url};

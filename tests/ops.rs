@@ -2,7 +2,7 @@
 //! readiness, server-sent events, signed and retried webhooks, JSON logs, and a
 //! clean stop of the real binary on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,7 +2,7 @@
 //! own tools (ffprobe, ffmpeg) and mkvinfo, plus crash and shutdown behaviour
 //! of the real binary.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

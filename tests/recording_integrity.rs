@@ -3,7 +3,7 @@
 //! when room returns), and a crash at every step of a file's finalization
 //! (fail points), after which a restart lists the file correctly.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! recording and restream rules change live; an invalid config is refused
 //! whole and the old one stays; keys that need a restart are named.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};

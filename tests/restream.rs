@@ -1,7 +1,7 @@
 //! Restreaming end to end with real receivers: `ffmpeg -listen 1` as a
 //! one-shot RTMP server, files validated with ffprobe / ffmpeg.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

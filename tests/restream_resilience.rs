@@ -3,7 +3,7 @@
 //! through a TLS terminator (socat), a browser that changes its picture size,
 //! and an encoder FFmpeg does not have.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -5,7 +5,7 @@
 //! and restream targets that would make castgate connect to internal
 //! addresses refused with 422 and no connection attempt.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Stdio};

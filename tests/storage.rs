@@ -4,7 +4,7 @@
 //! node serving what the first stored, an outage of the storage server, a
 //! crash in the middle of an upload, and credentials it refuses.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

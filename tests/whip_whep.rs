@@ -1,7 +1,7 @@
 //! End-to-end tests of the core: real WebRTC peers (str0m over loopback UDP)
 //! publish and view through a castgate running in-process.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

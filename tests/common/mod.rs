@@ -1,6 +1,4 @@
 //! Shared helpers of castgate's integration tests: real WebRTC peers and real test media.
-// Every test binary compiles this module and uses only part of it.
-#![allow(dead_code)]
 
 /// A Redis and castgate nodes as child processes: a cluster on loopback.
 pub mod cluster;

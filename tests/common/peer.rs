@@ -145,17 +145,6 @@ impl VideoCodec {
             VideoCodec::Av1 => Codec::Av1,
         }
     }
-
-    /// The codec for a str0m codec, if it is one of ours.
-    pub fn from_codec(codec: Codec) -> Option<VideoCodec> {
-        match codec {
-            Codec::Vp8 => Some(VideoCodec::Vp8),
-            Codec::Vp9 => Some(VideoCodec::Vp9),
-            Codec::H264 => Some(VideoCodec::H264),
-            Codec::Av1 => Some(VideoCodec::Av1),
-            _ => None,
-        }
-    }
 }
 
 /// Whether a frame is audio or video.
@@ -172,17 +161,17 @@ pub enum Kind {
 pub struct ReceivedFrame {
     /// Audio or video.
     pub kind: Kind,
-    /// The negotiated codec the frame came in.
-    pub codec: Codec,
     /// The frame's bytes.
     pub data: Vec<u8>,
     /// RTP time (extended, not wrapped) at the codec clock rate: 90 kHz video, 48 kHz Opus.
+    #[allow(dead_code, reason = "read by the benchmarks (examples/)")]
     pub rtp_time: u64,
     /// Whether str0m saw a keyframe (VP8/VP9/H.264/AV1; always false for audio).
     pub keyframe: bool,
     /// False when packets were missing between this frame and the previous one.
     pub contiguous: bool,
     /// When the frame left str0m in the viewer's task.
+    #[allow(dead_code, reason = "read by the benchmarks (examples/)")]
     pub arrived: Instant,
 }
 
@@ -212,8 +201,6 @@ pub struct SessionInfo {
     pub resource_url: String,
     /// The `ETag` header of the 201, if any.
     pub etag: Option<String>,
-    /// Every `Link` header of the 201 (ICE servers).
-    pub links: Vec<String>,
     /// The SDP offer that was sent.
     pub offer_sdp: String,
     /// The SDP answer that came back.
@@ -675,7 +662,6 @@ impl Peer {
         let info = SessionInfo {
             resource_url,
             etag: header_strings(reqwest::header::ETAG).into_iter().next(),
-            links: header_strings(reqwest::header::LINK),
             offer_sdp: offer.sdp.clone(),
             answer_sdp: body,
         };
@@ -977,7 +963,6 @@ impl PeerTask {
                         MediaKind::Audio => Kind::Audio,
                         MediaKind::Video => Kind::Video,
                     },
-                    codec,
                     keyframe: d.is_keyframe(),
                     contiguous: d.contiguous,
                     rtp_time: d.time.numer(),
@@ -1238,6 +1223,7 @@ impl Viewer {
     }
 
     /// Frames dropped because the queue ([`FRAME_QUEUE`]) was full.
+    #[allow(dead_code, reason = "read by the benchmarks (examples/)")]
     pub fn frames_dropped(&self) -> u64 {
         self.peer.counters.frames_dropped.load(Ordering::Relaxed)
     }
@@ -1274,11 +1260,6 @@ impl Viewer {
     /// Stops the task and closes the socket WITHOUT DELETE and without any goodbye.
     pub async fn vanish(mut self) {
         self.peer.stop(false).await;
-    }
-
-    /// Closes the peer connection (RTCP BYE + DTLS close_notify) WITHOUT DELETE.
-    pub async fn close(mut self) {
-        self.peer.stop(true).await;
     }
 }
 

@@ -91,18 +91,6 @@ impl Moto {
         assert!(r.status().is_success(), "making the bucket: {}", r.status());
     }
 
-    /// The castgate flags that point at this server's test bucket.
-    pub fn flags(&self) -> Vec<String> {
-        vec![
-            "--storage".into(),
-            "s3".into(),
-            "--storage-endpoint".into(),
-            self.endpoint(),
-            "--storage-bucket".into(),
-            BUCKET.into(),
-        ]
-    }
-
     /// Stops it (SIGSTOP): connections hang, as with a storage outage.
     pub fn pause(&self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
