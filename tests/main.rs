@@ -28,5 +28,6 @@ mod reload;
 mod restream;
 mod restream_resilience;
 mod secure_defaults;
+mod simulcast;
 mod storage;
 mod whip_whep;

@@ -1088,6 +1088,8 @@ fn remote_info(name: &str, claim: &Claim, view: &View) -> StreamInfo {
                 frames_dropped: 0,
                 frames_skipped: 0,
                 keyframe_requests: 0,
+                layer_switches: 0,
+                layers: Vec::new(),
             }
         }
     };

@@ -72,7 +72,7 @@ pub struct SessionList {
     operation_id = "list_sessions",
     tag = "streams",
     summary = "A live stream's sessions",
-    description = "Its publisher (WHIP) and viewers (WHEP): id, role, client address, since, codecs, state and bitrates. Admin role, since it shows client addresses.",
+    description = "Its publisher (WHIP) and viewers (WHEP): id, role, client address, since, codecs, state, bitrates and (viewers of a simulcast stream) the layer each receives. Admin role, since it shows client addresses.",
     params(("name" = String, Path, description = "Stream name")),
     responses(
         (status = 200, description = "The sessions", body = SessionList),
@@ -93,7 +93,7 @@ pub async fn sessions(
         .map(|t| t.codec.name().to_string())
         .collect();
     Ok(Json(SessionList {
-        sessions: state.engine.sessions(&name, &codecs),
+        sessions: state.engine.sessions(&stream, &codecs),
     }))
 }
 

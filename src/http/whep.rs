@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
@@ -12,7 +12,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::session::{self, SDP};
 use crate::config::{ClusterWhep, NoPublisher};
-use crate::rtc::RoleKind;
+use crate::rtc::{LayerMode, RoleKind};
+use crate::stream::Want;
 
 /// `POST /whep/{stream}`: answer the viewer's offer with the publisher's codecs.
 #[utoipa::path(
@@ -21,7 +22,10 @@ use crate::rtc::RoleKind;
     operation_id = "whep_watch",
     tag = "whep",
     summary = "Watch a stream (WHEP)",
-    params(("stream" = String, Path, description = "Stream name")),
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("layer" = Option<String>, Query, description = "Of a simulcast stream, which layer: `auto` (the default: the best the viewer's connection carries), `high`, `mid`, `low`, or a layer's rid; the nearest live layer while the one asked for is paused. Streams without simulcast ignore `auto`/`high`/`mid`/`low`"),
+    ),
     request_body(content = String, content_type = "application/sdp", description = "The viewer's SDP offer (receive-only)"),
     responses(
         (status = 201, description = "Watching: the SDP answer, with the publisher's codecs", body = String, content_type = "application/sdp", headers(
@@ -30,7 +34,7 @@ use crate::rtc::RoleKind;
             ("Link" = String, description = "ICE servers: `<turn:…>; rel=\"ice-server\"`, with credentials when configured"),
             ("Accept-Patch" = String, description = "`application/trickle-ice-sdpfrag`"),
         )),
-        (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
+        (status = 400, description = "Invalid stream name, a body that is not UTF-8, not a usable SDP offer, or a `layer` the stream does not have"),
         (status = 403, description = "The token (or the access callback) does not allow viewing this stream"),
         (status = 307, description = "In a cluster with `cluster.whep = \"redirect\"`: the stream is live on another node; `Location` is its WHEP URL there, with a short-lived `cluster_ticket` that lets this request in"),
         (status = 409, description = "Nothing is published under this name yet (`Retry-After` says when to try again), or the stream ended during setup"),
@@ -47,6 +51,7 @@ pub async fn post(
     State(state): State<AppState>,
     Extension(client): Extension<super::client::Client>,
     Path(stream): Path<String>,
+    Query(query): Query<WatchQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -82,8 +87,50 @@ pub async fn post(
             .with_header(header::RETRY_AFTER, &whep.retry_after_secs.to_string()));
         }
     };
-    let answer = state.engine.view(live, offer, client.ip).await?;
+    let layer = layer_mode(query.layer.as_deref(), &live)?;
+    let answer = state.engine.view(live, offer, client.ip, layer).await?;
     Ok(session::created(&state, "whep", &name, answer))
+}
+
+/// The query of `POST /whep/{stream}` castgate reads here (the access
+/// guard reads `token`, the cluster `cluster_ticket`).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WatchQuery {
+    /// `?layer=`: which simulcast layer.
+    layer: Option<String>,
+}
+
+/// What `?layer=` asks of `live`: `auto` (or nothing), a quality, or a rid
+/// of one of its layers.
+fn layer_mode(
+    layer: Option<&str>,
+    live: &crate::stream::LiveStream,
+) -> Result<LayerMode, ApiError> {
+    let want = match layer.unwrap_or("auto") {
+        "auto" | "" => return Ok(LayerMode::Auto),
+        "high" => Want::High,
+        "mid" => Want::Mid,
+        "low" => Want::Low,
+        rid => match live.layer_by_rid(rid) {
+            Some(id) => Want::Layer(id),
+            None => {
+                let rids: Vec<String> = live.layers().into_iter().map(|l| l.rid).collect();
+                let has = if rids.is_empty() {
+                    "it has a single layer".to_string()
+                } else {
+                    format!("its layers are {}", rids.join(", "))
+                };
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "stream {:?} has no layer {rid:?} ({has}); use auto, high, mid, low or a layer's rid",
+                        live.name().as_str()
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(LayerMode::Pinned(want))
 }
 
 /// Where a viewer finds a stream.

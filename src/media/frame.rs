@@ -133,6 +133,9 @@ pub struct Frame {
     pub sender_clock: Option<SenderClock>,
     /// Whether packets were lost between the previous frame and this one.
     pub after_loss: bool,
+    /// The simulcast layer of a video frame (its rid's position in the
+    /// publisher's offer); 0 without simulcast, and for audio.
+    pub layer: u8,
     /// The encoded bytes (Annex-B for H.264, OBUs for AV1), shared by all sinks.
     pub data: Arc<[u8]>,
     /// The same frame cut into RTP payloads once, for every viewer of the
@@ -174,6 +177,7 @@ mod tests {
             arrival: Instant::now(),
             sender_clock: None,
             after_loss: false,
+            layer: 0,
             data: Arc::from(data),
             rtp_payloads: Vec::new(),
         }

@@ -277,6 +277,7 @@ mod tests {
             arrival,
             sender_clock: sr,
             after_loss: false,
+            layer: 0,
             data: Arc::from(vec![0u8]),
             rtp_payloads: Vec::new(),
         }

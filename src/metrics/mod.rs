@@ -289,6 +289,12 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "Keyframe requests made to publishers on behalf of sinks",
             totals.keyframe_requests,
         )?;
+        counter(
+            e,
+            "castgate_layer_switches",
+            "Sinks moved from one simulcast layer to another",
+            totals.layer_switches,
+        )?;
         let dropped: Vec<(&str, f64)> = SinkKind::ALL
             .iter()
             .map(|k| (k.name(), totals.dropped[k.index()] as f64))

@@ -24,6 +24,8 @@ struct Track {
     pt: Pt,
     /// Extended sequence number of the next packet.
     next_seq: u64,
+    /// RTP time of the last frame written.
+    last_time: Option<u64>,
 }
 
 /// Writes shared payloads to one viewer's send streams.
@@ -78,6 +80,7 @@ impl RtpForwarder {
                     // Random, and low enough that the rollover counter starts
                     // at 0, which the receiver assumes (RFC 3711 3.3.1).
                     next_seq: rand::rng().random_range(0..0x8000),
+                    last_time: None,
                 });
                 self.tracks.last_mut().ok_or(ForwardError::NoStream)?
             }
@@ -87,8 +90,18 @@ impl RtpForwarder {
             .stream_tx_by_mid(mid, None)
             .ok_or(ForwardError::NoStream)?;
         let video = frame.kind() == MediaKind::Video;
-        // RTP time is the low 32 bits of the publisher's extended time.
-        let time = frame.rtp_time as u32;
+        // RTP time is the low 32 bits of the publisher's extended time,
+        // moved on by a tick where it would not advance: at a simulcast
+        // switch the new layer's keyframe can be the picture the old layer
+        // just sent, and a receiver takes one timestamp for one frame.
+        let time = if pieces.start == 0 {
+            let t = next_time(track.last_time, frame.rtp_time);
+            track.last_time = Some(t);
+            t
+        } else {
+            track.last_time.unwrap_or(frame.rtp_time)
+        };
+        let time = time as u32;
         let last = frame.rtp_payloads.len() - 1;
         let mut bytes = 0;
         for (i, payload) in payloads.iter().enumerate() {
@@ -107,5 +120,31 @@ impl RtpForwarder {
             );
         }
         Ok(bytes)
+    }
+}
+
+/// The time to send a frame of time `time` at after a frame sent at `last`:
+/// its own, or a tick after `last` if it would not advance.
+pub(super) fn next_time(last: Option<u64>, time: u64) -> u64 {
+    match last {
+        Some(l) if time <= l => l + 1,
+        _ => time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_time;
+
+    #[test]
+    fn times_always_advance() {
+        assert_eq!(next_time(None, 90), 90);
+        assert_eq!(next_time(Some(90), 3090), 3090);
+        assert_eq!(
+            next_time(Some(3090), 3090),
+            3091,
+            "the same picture on a new layer"
+        );
+        assert_eq!(next_time(Some(3090), 3000), 3091, "never back");
     }
 }

@@ -6,6 +6,7 @@
 //! hub [`Frame`](crate::media::Frame)s, and a viewer session writes the frames
 //! its sink queue receives. Nothing above this folder sees str0m.
 
+mod adapt;
 pub mod codecs;
 mod forward;
 pub mod limits;
@@ -18,6 +19,9 @@ pub mod router;
 pub mod sdp;
 mod session;
 mod shard;
+mod simulcast;
+
+pub use adapt::LayerMode;
 pub mod tcp;
 pub mod upstream;
 
@@ -36,7 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, OnConflict};
 use crate::names::StreamName;
-use crate::stream::{Hub, LiveStream, PublishError, SinkQueue};
+use crate::stream::{Hub, LiveStream, PublishError, SinkQueue, Want};
 use limits::{ClientLimits, Lease, PublisherLimits, ViewerLimits};
 use net::MediaSocket;
 use router::{Destinations, Routes};
@@ -139,6 +143,10 @@ pub struct SessionInfo {
     pub bytes_in: u64,
     /// Bytes sent to the client.
     pub bytes_out: u64,
+    /// A viewer of a simulcast stream: the rid of the layer it receives
+    /// now (refreshed about once a second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
 
 /// What shards share with the engine.
@@ -410,6 +418,7 @@ impl Engine {
             rtc,
             answer,
             tracks,
+            layers,
         } = offer::publisher(
             self.rtc_builder(),
             offer,
@@ -426,7 +435,7 @@ impl Engine {
         let stream = self
             .shared
             .hub
-            .publish(name.clone(), tracks, control, takeover)
+            .publish(name.clone(), tracks, &layers, control, takeover)
             .map_err(|e| match e {
                 PublishError::Busy(n) => NegotiateError::Busy(format!(
                     "stream {n:?} already has a publisher; stop it first or use another name"
@@ -441,6 +450,7 @@ impl Engine {
                 self.config.limits.max_publish_width,
                 self.config.limits.max_publish_height,
             ),
+            &layers,
         ));
         let result = self
             .start_session(
@@ -462,14 +472,15 @@ impl Engine {
     }
 
     /// Answers a WHEP offer from `client` for a live stream and starts the
-    /// viewer session.
+    /// viewer session; of a simulcast stream it gets the layer `layer` says.
     pub async fn view(
         &self,
         stream: Arc<LiveStream>,
         offer: &str,
         client: IpAddr,
+        layer: LayerMode,
     ) -> Result<Answer, NegotiateError> {
-        self.view_as(stream, offer, client, false).await
+        self.view_as(stream, offer, client, false, layer).await
     }
 
     /// [`Engine::view`] for another node's relay (a cluster): its keyframe
@@ -481,7 +492,9 @@ impl Engine {
         offer: &str,
         client: IpAddr,
     ) -> Result<Answer, NegotiateError> {
-        self.view_as(stream, offer, client, true).await
+        // A relay carries the top layer (see the README's simulcast notes).
+        self.view_as(stream, offer, client, true, LayerMode::Pinned(Want::Top))
+            .await
     }
 
     async fn view_as(
@@ -490,6 +503,7 @@ impl Engine {
         offer: &str,
         client: IpAddr,
         relay: bool,
+        layer: LayerMode,
     ) -> Result<Answer, NegotiateError> {
         if self.shared.hub.is_closed() {
             return Err(NegotiateError::ShuttingDown);
@@ -513,6 +527,7 @@ impl Engine {
             offer,
             &self.shared.ice_candidates,
             &stream,
+            layer == LayerMode::Auto,
         )?;
         if stream.is_ended() {
             if self.shared.hub.is_closed() {
@@ -529,7 +544,14 @@ impl Engine {
                 key,
             }),
         ));
-        let mut viewer = ViewerState::new(queue, forward, self.config.rtc.send_buffer_video);
+        let adaptive = layer == LayerMode::Auto && stream.is_simulcast();
+        let mode = if adaptive || layer != LayerMode::Auto {
+            layer
+        } else {
+            LayerMode::Pinned(Want::Top)
+        };
+        let mut viewer =
+            ViewerState::new(queue, forward, self.config.rtc.send_buffer_video).with_layer(mode);
         if relay {
             viewer = viewer.for_relay(self.config.keyframes.min_interval());
         }
@@ -710,8 +732,9 @@ impl Engine {
         }
     }
 
-    /// Every session of `stream` (of the stream's `codecs`), oldest first.
-    pub fn sessions(&self, stream: &StreamName, codecs: &[String]) -> Vec<SessionInfo> {
+    /// Every session of `live` (of the stream's `codecs`), oldest first.
+    pub fn sessions(&self, live: &LiveStream, codecs: &[String]) -> Vec<SessionInfo> {
+        let stream = live.name();
         let sessions = self.shared.sessions.lock();
         let mut out: Vec<(SessionInfo, SystemTime)> = sessions
             .iter()
@@ -738,6 +761,7 @@ impl Engine {
                     bitrate_out_bps,
                     bytes_in,
                     bytes_out,
+                    layer: v.layer().and_then(|l| live.layer_rid(l)),
                 };
                 (info, v.created)
             })

@@ -9,6 +9,7 @@
 
 use std::time::Instant;
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::media::Mid;
 use str0m::{Candidate, Rtc};
@@ -18,6 +19,7 @@ use super::{NegotiateError, codecs, payloads};
 use crate::config::Config;
 use crate::media::{Codec, CodecParams, MediaKind};
 use crate::stream::LiveStream;
+use crate::stream::layers::MAX_LAYERS;
 
 /// A publisher's negotiated session, not yet running.
 pub(super) struct Negotiated {
@@ -27,6 +29,9 @@ pub(super) struct Negotiated {
     pub answer: String,
     /// The tracks as str0m agreed them, to announce to the stream's sinks.
     pub tracks: Vec<CodecParams>,
+    /// The video's simulcast layers (rids, in the offer's order); empty
+    /// without simulcast.
+    pub layers: Vec<String>,
 }
 
 /// A viewer's negotiated session, not yet running.
@@ -41,7 +46,8 @@ pub(super) struct Viewing {
 }
 
 /// Negotiates a WHIP `offer` on `builder` (one audio and one video track at
-/// most, sendonly, no simulcast; video in `config`'s codec preference).
+/// most, sendonly, video in `config`'s codec preference, in up to
+/// [`MAX_LAYERS`] simulcast layers named by rids).
 pub(super) fn publisher(
     mut builder: str0m::RtcConfig,
     offer: &str,
@@ -64,12 +70,8 @@ pub(super) fn publisher(
                 s.kind, s.direction
             )));
         }
-        if s.simulcast {
-            return Err(NegotiateError::Unsupported(
-                "simulcast publishing is not supported; send a single layer".into(),
-            ));
-        }
     }
+    let layers = simulcast_layers(audio, video)?;
     let preference: Vec<Codec> = config
         .codecs
         .video
@@ -109,16 +111,57 @@ pub(super) fn publisher(
         rtc,
         answer,
         tracks,
+        layers,
     })
 }
 
+/// The simulcast layers (rids) of a WHIP offer's video, after checking that
+/// simulcast is asked for the way castgate (and str0m) take it: RFC 8853's
+/// `a=simulcast` with `a=rid` lines, on video, at most [`MAX_LAYERS`] layers.
+fn simulcast_layers(
+    audio: Option<&MediaSection>,
+    video: Option<&MediaSection>,
+) -> Result<Vec<String>, NegotiateError> {
+    if audio.is_some_and(|a| a.simulcast) {
+        return Err(NegotiateError::Unsupported(
+            "simulcast is for video; the audio track must send one stream".into(),
+        ));
+    }
+    let Some(video) = video else {
+        return Ok(Vec::new());
+    };
+    if video.ssrc_simulcast {
+        return Err(NegotiateError::Unsupported(
+            "simulcast signalled with a=ssrc-group:SIM (a munged SDP) is not supported; \
+             send layers with rids (RFC 8853: sendEncodings with a rid each)"
+                .into(),
+        ));
+    }
+    if !video.simulcast {
+        return Ok(Vec::new());
+    }
+    match video.send_rids.len() {
+        0 => Err(NegotiateError::Unsupported(
+            "the offer has a=simulcast but no a=rid lines that send; name each layer with a rid"
+                .into(),
+        )),
+        n if n > MAX_LAYERS => Err(NegotiateError::Unsupported(format!(
+            "the offer sends {n} simulcast layers; castgate takes at most {MAX_LAYERS}"
+        ))),
+        _ => Ok(video.send_rids.clone()),
+    }
+}
+
 /// Negotiates a WHEP `offer` for `stream` on `builder`: recvonly tracks
-/// that can take exactly the stream's codecs.
+/// that can take exactly the stream's codecs. With `auto` on a simulcast
+/// stream the viewer's layer follows its bandwidth: its session estimates
+/// it (transport-wide congestion control); no other viewer pays for that.
 pub(super) fn viewer(
     builder: str0m::RtcConfig,
     offer: &str,
     candidates: &[Candidate],
     stream: &LiveStream,
+    auto: bool,
 ) -> Result<Viewing, NegotiateError> {
     let summary =
         OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
@@ -138,9 +181,13 @@ pub(super) fn viewer(
         .tracks()
         .iter()
         .all(|t| payloads::is_cut_once(t.codec));
+    let estimate = auto && stream.is_simulcast();
     let mut builder = builder
-        .set_extension_map(viewer_extensions())
+        .set_extension_map(viewer_extensions(estimate))
         .set_rtp_mode(forward);
+    if estimate {
+        builder = builder.enable_bwe(Some(Bitrate::bps(START_ESTIMATE_BPS)));
+    }
     for t in stream.tracks() {
         let (pt, rtx) = match t.codec.kind() {
             MediaKind::Video => (96, Some(97)),
@@ -265,16 +312,21 @@ fn describe(p: &CodecParams) -> String {
     }
 }
 
-/// The RTP header extensions offered to viewers: the standard set without
-/// transport-wide congestion control. castgate forwards what the publisher
-/// sends and runs no bandwidth estimation towards viewers, so TWCC feedback
-/// would go unused while every viewer paid for a 1,000-entry send history
-/// (about 90 KB) and an extra header extension on every packet.
-fn viewer_extensions() -> str0m::rtp::ExtensionMap {
+/// Where an automatic viewer's bandwidth estimate starts: enough for the
+/// middle layer of a 720p simulcast (≈ 500 kbit/s), which it starts on.
+const START_ESTIMATE_BPS: u64 = 1_000_000;
+
+/// The RTP header extensions offered to viewers: the standard set, without
+/// transport-wide congestion control unless the viewer's bandwidth is
+/// `estimated` (automatic layer choice). A viewer of one layer has nothing
+/// to choose, so TWCC feedback would go unused while it paid for a
+/// 1,000-entry send history (about 90 KB) and an extra header extension on
+/// every packet.
+fn viewer_extensions(estimated: bool) -> str0m::rtp::ExtensionMap {
     use str0m::rtp::{Extension, ExtensionMap};
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
-        if *ext != Extension::TransportSequenceNumber {
+        if estimated || *ext != Extension::TransportSequenceNumber {
             exts.set(id, ext.clone());
         }
     }

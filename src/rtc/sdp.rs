@@ -23,6 +23,12 @@ pub struct MediaSection {
     pub codecs: Vec<OfferedCodec>,
     /// `a=simulcast:` is present.
     pub simulcast: bool,
+    /// The rids of `a=rid:<id> send` lines, in the offer's order: the
+    /// simulcast layers the offerer sends (RFC 8851).
+    pub send_rids: Vec<String>,
+    /// `a=ssrc-group:SIM` is present: simulcast signalled the legacy way,
+    /// by munging the SDP (SSRCs instead of rids).
+    pub ssrc_simulcast: bool,
 }
 
 /// SDP media direction from the offerer's side.
@@ -171,6 +177,8 @@ impl OfferSummary {
                     direction: Direction::SendRecv,
                     codecs: Vec::new(),
                     simulcast: false,
+                    send_rids: Vec::new(),
+                    ssrc_simulcast: false,
                 });
                 continue;
             }
@@ -188,6 +196,17 @@ impl OfferSummary {
                 "recvonly" => m.direction = Direction::RecvOnly,
                 "inactive" => m.direction = Direction::Inactive,
                 "simulcast" => m.simulcast = true,
+                "rid" => {
+                    let mut parts = arg.split_whitespace();
+                    if let (Some(id), Some("send")) = (parts.next(), parts.next())
+                        && !m.send_rids.iter().any(|r| r == id)
+                    {
+                        m.send_rids.push(id.to_string());
+                    }
+                }
+                "ssrc-group" if arg.split_whitespace().next() == Some("SIM") => {
+                    m.ssrc_simulcast = true
+                }
                 "rtpmap" => {
                     let Some((pt, enc)) = arg.split_once(' ') else {
                         continue;

@@ -10,18 +10,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::outbox::Outbox;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::{
-    Frequency, KeyframeRequestKind, MediaData, MediaKind as S0Kind, MediaTime, Mid, Pt,
+    Frequency, KeyframeRequestKind, MediaData, MediaKind as S0Kind, MediaTime, Mid, Pt, Rid,
 };
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use super::Counters;
+use super::adapt::{Adapter, Candidate, LayerMode};
 use super::codecs;
 use super::forward::RtpForwarder;
 use super::payloads::PayloadCutter;
+use super::simulcast::LayerClocks;
 use crate::media::{Frame, MediaKind};
-use crate::stream::{KeyframePacer, LiveStream, SinkKind, SinkQueue, Subscription};
+use crate::stream::{KeyframePacer, LayerId, LiveStream, SinkKind, SinkQueue, Subscription, Want};
 
 /// What a session does.
 pub enum Role {
@@ -34,31 +37,65 @@ pub enum Role {
 /// Publisher bookkeeping.
 pub struct PublisherState {
     kinds: HashMap<Mid, MediaKind>,
-    pacer: KeyframePacer,
+    /// Keyframe requests per video layer: each layer is its own encoding
+    /// with its own keyframes.
+    pacers: Vec<KeyframePacer>,
     periodic: Duration,
     video_mid: Option<Mid>,
     limits: super::limits::PublisherLimits,
-    /// Per track: cuts its frames into RTP payloads once for every viewer
-    /// (`None` for codecs that are not cut once).
-    cutters: HashMap<MediaKind, Option<PayloadCutter>>,
+    /// Per track and layer: cuts its frames into RTP payloads once for
+    /// every viewer (`None` for codecs that are not cut once).
+    cutters: HashMap<(MediaKind, LayerId), Option<PayloadCutter>>,
+    /// The video's simulcast layers by rid (empty without simulcast).
+    rids: Vec<Rid>,
+    /// Puts every simulcast layer on one timeline (`None` without simulcast).
+    clocks: Option<LayerClocks>,
 }
 
 impl PublisherState {
-    /// A publisher whose keyframe requests are paced by `min_interval`, and
-    /// who may send within `limits`.
+    /// A publisher whose keyframe requests are paced by `min_interval`, who
+    /// may send within `limits`, its video in the simulcast layers `rids`
+    /// (empty without simulcast).
     pub fn new(
         min_interval: Duration,
         periodic: Duration,
         limits: super::limits::PublisherLimits,
+        rids: &[String],
     ) -> PublisherState {
+        let layers = rids.len().max(1);
         PublisherState {
             kinds: HashMap::new(),
-            pacer: KeyframePacer::new(min_interval),
+            pacers: vec![KeyframePacer::new(min_interval); layers],
             periodic,
             video_mid: None,
             limits,
             cutters: HashMap::new(),
+            rids: rids.iter().map(|r| Rid::from(r.as_str())).collect(),
+            clocks: (rids.len() > 1).then(|| LayerClocks::new(rids.len(), 90_000)),
         }
+    }
+
+    /// The layer of a frame that came with `rid`: its position among the
+    /// offer's rids; 0 without simulcast; `None` for a rid not offered.
+    fn layer_of(&self, rid: Option<Rid>) -> Option<LayerId> {
+        if self.rids.is_empty() {
+            return Some(0);
+        }
+        let rid = rid?;
+        self.rids
+            .iter()
+            .position(|r| *r == rid)
+            .map(|i| i as LayerId)
+    }
+
+    /// The rid to name in a keyframe request for `layer` (`None` without simulcast).
+    fn rid_of(&self, layer: LayerId) -> Option<Rid> {
+        self.rids.get(usize::from(layer)).copied()
+    }
+
+    /// When the next paced keyframe request of any layer is due.
+    fn next_keyframe_deadline(&self) -> Option<Instant> {
+        self.pacers.iter().filter_map(|p| p.next_deadline()).min()
     }
 }
 
@@ -79,6 +116,17 @@ pub struct ViewerState {
     forward: Option<RtpForwarder>,
     /// Most video packets kept for retransmission (`rtc.send_buffer_video`).
     retransmit_packets: usize,
+    /// The simulcast layer it asks for when it joins.
+    want: Want,
+    /// Chooses its layer by its bandwidth estimate (automatic viewers of
+    /// simulcast streams, whose `Rtc` runs the estimator).
+    adapter: Option<Adapter>,
+    /// Its latest bandwidth estimate, bits per second.
+    estimate: Option<f64>,
+    /// When the adapter last decided.
+    adapted_at: Option<Instant>,
+    /// RTP time of the last video frame written in frame mode.
+    last_video_time: Option<u64>,
 }
 
 impl ViewerState {
@@ -98,7 +146,30 @@ impl ViewerState {
             last_forwarded_pli: None,
             pli_interval: VIEWER_PLI_INTERVAL,
             joined: false,
+            want: Want::Top,
+            adapter: None,
+            estimate: None,
+            adapted_at: None,
+            last_video_time: None,
         }
+    }
+
+    /// The same viewer getting its simulcast layer as `mode` says; `Auto`
+    /// needs its `Rtc` built with bandwidth estimation.
+    pub fn with_layer(mut self, mode: LayerMode) -> ViewerState {
+        match mode {
+            LayerMode::Auto => {
+                // Until the first estimate: the middle layer, which the
+                // estimator's starting rate carries.
+                self.want = Want::Mid;
+                self.adapter = Some(Adapter::new());
+            }
+            LayerMode::Pinned(want) => {
+                self.want = want;
+                self.adapter = None;
+            }
+        }
+        self
     }
 
     /// The same viewer as another node's relay: it speaks for every viewer
@@ -109,6 +180,9 @@ impl ViewerState {
         self
     }
 }
+
+/// An automatic viewer's layer is reconsidered at most this often.
+const ADAPT_EVERY: Duration = Duration::from_millis(200);
 
 /// A viewer's own keyframe requests reach the publisher at most this often, so
 /// one viewer on a lossy link cannot make everyone's stream keyframe-heavy.
@@ -204,7 +278,12 @@ pub struct SessionView {
     bytes_out: AtomicU64,
     bps_in: AtomicU64,
     bps_out: AtomicU64,
+    /// A viewer's simulcast layer ([`NO_LAYER`]: none).
+    layer: std::sync::atomic::AtomicU8,
 }
+
+/// [`SessionView`]'s layer when the viewer is on none.
+const NO_LAYER: u8 = 0xff;
 
 impl SessionView {
     /// A new session's view.
@@ -217,6 +296,15 @@ impl SessionView {
             bytes_out: AtomicU64::new(0),
             bps_in: AtomicU64::new(0),
             bps_out: AtomicU64::new(0),
+            layer: std::sync::atomic::AtomicU8::new(NO_LAYER),
+        }
+    }
+
+    /// The simulcast layer a viewer receives now.
+    pub fn layer(&self) -> Option<LayerId> {
+        match self.layer.load(Ordering::Relaxed) {
+            NO_LAYER => None,
+            l => Some(l),
         }
     }
 
@@ -345,6 +433,45 @@ impl Session {
         v.bytes_in.store(f.bytes_in, Ordering::Relaxed);
         v.bytes_out.store(f.bytes_out, Ordering::Relaxed);
         self.view_mark = (now, f.bytes_in, f.bytes_out);
+        if let Role::Viewer(viewer) = &self.role {
+            let layer = viewer
+                .subscription
+                .as_ref()
+                .and_then(|s| s.layer.current())
+                .unwrap_or(NO_LAYER);
+            v.layer.store(layer, Ordering::Relaxed);
+        }
+        self.adapt(now);
+    }
+
+    /// An automatic viewer follows its bandwidth estimate: it moves to the
+    /// layer the estimate carries (the switch happens at that layer's next
+    /// keyframe) and tells the estimator which rates to probe for.
+    fn adapt(&mut self, now: Instant) {
+        let Role::Viewer(v) = &mut self.role else {
+            return;
+        };
+        let (Some(adapter), Some(estimate), Some(sub)) =
+            (&mut v.adapter, v.estimate, &v.subscription)
+        else {
+            return;
+        };
+        if v.adapted_at
+            .is_some_and(|t| now.saturating_duration_since(t) < ADAPT_EVERY)
+        {
+            return;
+        }
+        v.adapted_at = Some(now);
+        let layers = Candidate::live(&self.stream.layers());
+        if let Some(layer) = adapter.decide(now, estimate, &layers) {
+            tracing::debug!(session = %short(&self.id), layer, estimate, "viewer layer");
+            sub.layer.set_want(Want::Layer(layer));
+        }
+        if let Some((minimum, desired)) = adapter.probe_rates(&layers) {
+            self.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(minimum as u64), Bitrate::bps(desired as u64));
+        }
     }
 
     /// Moves str0m's clock forward and checks for silence.
@@ -360,8 +487,10 @@ impl Session {
             return;
         }
         if let Role::Publisher(p) = &mut self.role {
-            if p.pacer.poll(now) {
-                send_keyframe_request(&mut self.rtc, p.video_mid);
+            for layer in 0..p.pacers.len() {
+                if p.pacers[layer].poll(now) {
+                    send_keyframe_request(&mut self.rtc, p.video_mid, p.rid_of(layer as LayerId));
+                }
             }
             if let Some(rate) = &mut p.limits.rate
                 && rate.exceeded(now, self.stream.bytes_in())
@@ -380,20 +509,26 @@ impl Session {
         }
     }
 
-    /// The hub (or a viewer) wants a keyframe from this publisher.
-    pub fn ask_keyframe(&mut self, now: Instant) {
+    /// The hub (or a viewer) wants a keyframe of video layer `layer` from
+    /// this publisher.
+    pub fn ask_keyframe(&mut self, now: Instant, layer: LayerId) {
         if let Role::Publisher(p) = &mut self.role
-            && p.pacer.ask(now)
+            && let Some(pacer) = p.pacers.get_mut(usize::from(layer))
+            && pacer.ask(now)
         {
-            send_keyframe_request(&mut self.rtc, p.video_mid);
+            send_keyframe_request(&mut self.rtc, p.video_mid, p.rid_of(layer));
         }
     }
 
-    /// A sink that needs regular keyframes appeared or left.
+    /// A sink that needs regular keyframes appeared or left. Every layer
+    /// gets them: the sinks that need them follow the top layer, which can
+    /// change.
     pub fn set_periodic_keyframes(&mut self, on: bool) {
         if let Role::Publisher(p) = &mut self.role {
             let period = on.then_some(p.periodic);
-            p.pacer.set_periodic(period);
+            for pacer in &mut p.pacers {
+                pacer.set_periodic(period);
+            }
         }
     }
 
@@ -502,7 +637,13 @@ impl Session {
         let Some(freq) = Frequency::new(frame.params.clock_rate) else {
             return 0;
         };
-        let time = MediaTime::new(frame.rtp_time, freq);
+        let mut rtp_time = frame.rtp_time;
+        if kind == MediaKind::Video {
+            // As in RTP mode: a simulcast switch must not repeat a time.
+            rtp_time = super::forward::next_time(v.last_video_time, rtp_time);
+            v.last_video_time = Some(rtp_time);
+        }
+        let time = MediaTime::new(rtp_time, freq);
         self.figures.frames += 1;
         if let Err(e) = writer.write(pt, frame.arrival, time, frame.data.clone()) {
             tracing::debug!(session = %short(&self.id), error = %e, "viewer write failed");
@@ -533,7 +674,7 @@ impl Session {
                     // The keyframe pacer's next request (merged, periodic or
                     // a retry) is due on time, not at str0m's next wake-up.
                     let pacer = match &self.role {
-                        Role::Publisher(p) => p.pacer.next_deadline(),
+                        Role::Publisher(p) => p.next_keyframe_deadline(),
                         Role::Viewer(_) => None,
                     };
                     self.next_timeout = pacer.map_or(t, |d| d.min(t));
@@ -598,7 +739,10 @@ impl Session {
                     "connected"
                 );
                 if let Role::Viewer(v) = &mut self.role {
-                    match self.stream.subscribe(SinkKind::Viewer, v.queue.clone()) {
+                    match self
+                        .stream
+                        .subscribe_to(SinkKind::Viewer, v.queue.clone(), v.want)
+                    {
                         Some(sub) => {
                             v.subscription = Some(sub);
                             if !v.joined {
@@ -651,6 +795,12 @@ impl Session {
                 }
             }
             Event::MediaData(data) => self.on_media(data),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                if let Role::Viewer(v) = &mut self.role {
+                    v.estimate = Some(estimate.as_f64());
+                }
+                self.adapt(Instant::now());
+            }
             Event::KeyframeRequest(_) => {
                 if let Role::Viewer(v) = &mut self.role {
                     let now = Instant::now();
@@ -659,7 +809,13 @@ impl Session {
                         .is_none_or(|t| now.saturating_duration_since(t) >= v.pli_interval);
                     if due {
                         v.last_forwarded_pli = Some(now);
-                        self.stream.request_keyframe();
+                        // The layer the viewer is on (the one it decodes).
+                        let layer = v
+                            .subscription
+                            .as_ref()
+                            .and_then(|sub| sub.layer.current())
+                            .unwrap_or(0);
+                        self.stream.request_keyframe(layer);
                     }
                 }
             }
@@ -682,17 +838,39 @@ impl Session {
             return;
         };
         let video = kind == MediaKind::Video;
+        let layer = if video { p.layer_of(data.rid) } else { Some(0) };
+        let Some(layer) = layer else {
+            // str0m binds only the offer's rids; anything else is not ours.
+            return;
+        };
         let keyframe = !video || data.is_keyframe();
         let now = Instant::now();
-        if video && keyframe {
-            p.pacer.keyframe_received(now);
+        let rid = p.rid_of(layer);
+        if let Some(pacer) = p.pacers.get_mut(usize::from(layer))
+            && video
+        {
+            if keyframe {
+                pacer.keyframe_received(now);
+            }
+            if !data.contiguous && pacer.ask(now) {
+                // Lost packets we could not recover: the picture is broken until
+                // the next keyframe, so ask for one (paced with everyone else's).
+                send_keyframe_request(&mut self.rtc, p.video_mid, rid);
+            }
         }
-        if video && !data.contiguous && p.pacer.ask(now) {
-            // Lost packets we could not recover: the picture is broken until
-            // the next keyframe, so ask for one (paced with everyone else's).
-            send_keyframe_request(&mut self.rtc, p.video_mid);
+        let mut frame = super::upstream::frame_of(params, data, layer, &mut p.cutters);
+        if video && let Some(clocks) = &mut p.clocks {
+            let Some((time, report)) = clocks.rebase(
+                usize::from(layer),
+                frame.rtp_time,
+                frame.arrival,
+                frame.sender_clock,
+            ) else {
+                return;
+            };
+            frame.rtp_time = time;
+            frame.sender_clock = report;
         }
-        let frame = super::upstream::frame_of(params, data, &mut p.cutters);
         self.figures.frames += 1;
         self.stream.publish(frame);
         if video
@@ -764,7 +942,9 @@ pub(super) fn frequency(rate: u32) -> Frequency {
     Frequency::new(rate).unwrap_or(Frequency::NINETY_KHZ)
 }
 
-pub(super) fn send_keyframe_request(rtc: &mut Rtc, mid: Option<Mid>) {
+/// Asks the peer for a keyframe on the track `mid` (of the simulcast layer
+/// `rid`: without one str0m picks any layer), by PLI or else FIR.
+pub(super) fn send_keyframe_request(rtc: &mut Rtc, mid: Option<Mid>, rid: Option<Rid>) {
     let Some(mid) = mid else { return };
     let Some(mut writer) = rtc.writer(mid) else {
         return;
@@ -776,7 +956,7 @@ pub(super) fn send_keyframe_request(rtc: &mut Rtc, mid: Option<Mid>) {
     } else {
         return;
     };
-    if let Err(e) = writer.request_keyframe(None, kind) {
+    if let Err(e) = writer.request_keyframe(rid, kind) {
         tracing::debug!(error = %e, "keyframe request failed");
     }
 }

@@ -18,7 +18,7 @@ use super::Shared;
 use super::outbox::Outbox;
 use super::router::Target;
 use super::session::{EndReason, Session, short};
-use crate::stream::{PublisherControl, Wake};
+use crate::stream::{LayerId, PublisherControl, Wake};
 
 /// Messages a shard acts on.
 pub enum Command {
@@ -61,6 +61,8 @@ pub enum Command {
     Keyframe {
         /// Session key.
         key: u64,
+        /// Of which simulcast layer (0 without simulcast).
+        layer: LayerId,
     },
     /// Periodic keyframe requests on or off for this publisher.
     Periodic {
@@ -152,10 +154,13 @@ pub struct ShardPublisher {
 }
 
 impl PublisherControl for ShardPublisher {
-    fn request_keyframe(&self) {
+    fn request_keyframe(&self, layer: LayerId) {
         // If the inbox is full the shard is busy with media; the next ask
         // (viewers re-ask on loss, periodic requests repeat) will get through.
-        let _ = self.tx.try_send(Command::Keyframe { key: self.key });
+        let _ = self.tx.try_send(Command::Keyframe {
+            key: self.key,
+            layer,
+        });
     }
 
     fn set_periodic_keyframes(&self, on: bool) {
@@ -330,8 +335,8 @@ impl Shard {
                     let _ = done.send(());
                 }
             }
-            Command::Keyframe { key } => {
-                self.with_session(key, |s| s.ask_keyframe(Instant::now()));
+            Command::Keyframe { key, layer } => {
+                self.with_session(key, |s| s.ask_keyframe(Instant::now(), layer));
             }
             Command::Periodic { key, on } => {
                 self.with_session(key, |s| s.set_periodic_keyframes(on));

@@ -31,7 +31,7 @@ use super::payloads::PayloadCutter;
 use super::sdp::OfferSummary;
 use crate::media::{CodecParams, Frame, MediaKind, SenderClock};
 use crate::names::StreamName;
-use crate::stream::{KeyframePacer, LiveStream, PublishError, PublisherControl};
+use crate::stream::{KeyframePacer, LayerId, LiveStream, PublishError, PublisherControl};
 
 /// Largest datagram read.
 const RECV_BUF: usize = 2048;
@@ -140,7 +140,8 @@ struct PullControl {
 }
 
 impl PublisherControl for PullControl {
-    fn request_keyframe(&self) {
+    fn request_keyframe(&self, _layer: crate::stream::LayerId) {
+        // A relayed stream has one layer (the origin's top one).
         let _ = self.tx.try_send(PullCommand::Keyframe);
     }
 
@@ -319,7 +320,7 @@ struct Pull {
     hub: Arc<crate::stream::Hub>,
     kinds: HashMap<Mid, MediaKind>,
     video_mid: Option<Mid>,
-    cutters: HashMap<MediaKind, Option<PayloadCutter>>,
+    cutters: HashMap<(MediaKind, LayerId), Option<PayloadCutter>>,
     commands: mpsc::Receiver<PullCommand>,
     silence: Duration,
     /// Keyframe requests upstream, paced and re-sent when unanswered, as a
@@ -445,7 +446,7 @@ impl Pull {
                 .find(|(_, k)| **k == MediaKind::Video)
                 .map(|(m, _)| *m)
         });
-        super::session::send_keyframe_request(&mut self.rtc, mid);
+        super::session::send_keyframe_request(&mut self.rtc, mid, None);
     }
 
     fn on_media(&mut self, data: MediaData) {
@@ -459,7 +460,7 @@ impl Pull {
             return;
         };
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        let frame = frame_of(params, data, &mut self.cutters);
+        let frame = frame_of(params, data, 0, &mut self.cutters);
         if kind == MediaKind::Video && frame.keyframe {
             self.pacer.keyframe_received(Instant::now());
         }
@@ -472,19 +473,22 @@ impl Pull {
     }
 }
 
-/// A hub frame from what str0m depacketized, with its RTP payloads cut once
-/// for every viewer (shared with the publisher sessions).
+/// A hub frame of simulcast layer `layer` (0 without simulcast) from what
+/// str0m depacketized, with its RTP payloads cut once for every viewer
+/// (shared with the publisher sessions; one cutter per track and layer, as
+/// H.264's keeps each layer's parameter sets).
 pub(super) fn frame_of(
     params: CodecParams,
     data: MediaData,
-    cutters: &mut HashMap<MediaKind, Option<PayloadCutter>>,
+    layer: LayerId,
+    cutters: &mut HashMap<(MediaKind, LayerId), Option<PayloadCutter>>,
 ) -> Frame {
     let kind = params.codec.kind();
     let keyframe = kind != MediaKind::Video || data.is_keyframe();
     let clock = super::session::frequency(params.clock_rate);
     let time = data.time.rebase(clock);
     let rtp_payloads = cutters
-        .entry(kind)
+        .entry((kind, layer))
         .or_insert_with(|| PayloadCutter::for_codec(params.codec))
         .as_mut()
         .map(|c| c.cut(&data.data))
@@ -499,6 +503,7 @@ pub(super) fn frame_of(
             rtp_time: s.rtp_time.rebase(clock).numer(),
         }),
         after_loss: !data.contiguous,
+        layer: if kind == MediaKind::Video { layer } else { 0 },
         data: data.data,
         rtp_payloads,
     }

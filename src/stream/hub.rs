@@ -85,19 +85,22 @@ impl Hub {
         }
     }
 
-    /// Claims `name` for a new publisher. With `takeover`, a current publisher
-    /// is closed and its stream ended (its viewers' sessions close too).
+    /// Claims `name` for a new publisher of `tracks`, its video in the
+    /// simulcast layers `layers` (rids; empty without simulcast). With
+    /// `takeover`, a current publisher is closed and its stream ended (its
+    /// viewers' sessions close too).
     pub fn publish(
         &self,
         name: StreamName,
         tracks: Vec<CodecParams>,
+        layers: &[String],
         control: Arc<dyn PublisherControl>,
         takeover: bool,
     ) -> Result<Arc<LiveStream>, PublishError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
-        let stream = Arc::new(self.new_stream(&name, tracks, control));
+        let stream = Arc::new(self.new_stream(&name, tracks, layers, control));
         let old = {
             let mut streams = self.streams.lock();
             if streams.live.contains_key(&name) && !takeover {
@@ -135,12 +138,14 @@ impl Hub {
         &self,
         name: &StreamName,
         tracks: Vec<CodecParams>,
+        layers: &[String],
         control: Arc<dyn PublisherControl>,
     ) -> LiveStream {
         LiveStream::new(
             self.next_id.fetch_add(1, Ordering::Relaxed),
             name.clone(),
             tracks,
+            layers,
             control,
             self.policy.clone(),
             self.events.clone(),
@@ -160,7 +165,10 @@ impl Hub {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::ShuttingDown);
         }
-        let stream = Arc::new(self.new_stream(&name, tracks, control).relayed_from(origin));
+        let stream = Arc::new(
+            self.new_stream(&name, tracks, &[], control)
+                .relayed_from(origin),
+        );
         {
             let mut streams = self.streams.lock();
             if streams.live.contains_key(&name) {
@@ -293,19 +301,24 @@ mod tests {
     use super::*;
     use crate::config::ViewerStart;
     use crate::media::frame::{Codec, Frame};
+    use crate::stream::Want;
     use crate::stream::live::SinkKind;
     use crate::stream::sink::{SinkQueue, Wake};
     use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
     use std::time::Instant;
 
     #[derive(Default)]
     struct FakePublisher {
         keyframe_requests: AtomicUsize,
         closed: AtomicUsize,
+        /// The layer of every keyframe request, in order.
+        asked_layers: parking_lot::Mutex<Vec<crate::stream::LayerId>>,
     }
     impl PublisherControl for FakePublisher {
-        fn request_keyframe(&self) {
+        fn request_keyframe(&self, layer: crate::stream::LayerId) {
             self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            self.asked_layers.lock().push(layer);
         }
         fn set_periodic_keyframes(&self, _on: bool) {}
         fn close(&self) {
@@ -333,8 +346,14 @@ mod tests {
 
     /// Starts stream `name` on `hub` for `publisher` (no takeover).
     fn start(hub: &Hub, name: &str, publisher: Arc<FakePublisher>) -> Arc<LiveStream> {
-        hub.publish(StreamName::parse(name).unwrap(), tracks(), publisher, false)
-            .unwrap()
+        hub.publish(
+            StreamName::parse(name).unwrap(),
+            tracks(),
+            &[],
+            publisher,
+            false,
+        )
+        .unwrap()
     }
 
     fn video(keyframe: bool, t: u64) -> Frame {
@@ -345,6 +364,7 @@ mod tests {
             arrival: Instant::now(),
             sender_clock: None,
             after_loss: false,
+            layer: 0,
             data: Arc::from(vec![1u8, 2, 3]),
             rtp_payloads: Vec::new(),
         }
@@ -356,12 +376,13 @@ mod tests {
         let name = StreamName::parse("demo").unwrap();
         let first = Arc::new(FakePublisher::default());
         let s1 = hub
-            .publish(name.clone(), tracks(), first.clone(), false)
+            .publish(name.clone(), tracks(), &[], first.clone(), false)
             .unwrap();
         let err = hub
             .publish(
                 name.clone(),
                 tracks(),
+                &[],
                 Arc::new(FakePublisher::default()),
                 false,
             )
@@ -371,6 +392,7 @@ mod tests {
             .publish(
                 name.clone(),
                 tracks(),
+                &[],
                 Arc::new(FakePublisher::default()),
                 true,
             )
@@ -483,8 +505,127 @@ mod tests {
         let n = name.clone();
         let waiter = tokio::spawn(async move { h.wait_for(&n, Duration::from_secs(10)).await });
         tokio::task::yield_now().await;
-        hub.publish(name, tracks(), Arc::new(FakePublisher::default()), false)
-            .unwrap();
+        hub.publish(
+            name,
+            tracks(),
+            &[],
+            Arc::new(FakePublisher::default()),
+            false,
+        )
+        .unwrap();
         assert!(waiter.await.unwrap().is_some());
+    }
+
+    /// A simulcast stream of three layers (rids `h`, `l`, `m`: the names say
+    /// nothing, the sizes do).
+    fn simulcast(hub: &Hub, publisher: Arc<FakePublisher>) -> Arc<LiveStream> {
+        let rids = ["h", "l", "m"].map(String::from);
+        hub.publish(
+            StreamName::parse("sim").unwrap(),
+            tracks(),
+            &rids,
+            publisher,
+            false,
+        )
+        .unwrap()
+    }
+
+    /// A VP8 frame of `layer` at `t`; a keyframe carries its picture size.
+    fn layer_frame(layer: u8, keyframe: bool, t: u64) -> Frame {
+        let (w, h): (u16, u16) = match layer {
+            0 => (1280, 720),
+            1 => (320, 180),
+            _ => (640, 360),
+        };
+        let mut f = video(keyframe, t);
+        f.layer = layer;
+        if keyframe {
+            let [w0, w1] = w.to_le_bytes();
+            let [h0, h1] = h.to_le_bytes();
+            f.data = Arc::from(vec![0, 0, 0, 0x9d, 0x01, 0x2a, w0, w1, h0, h1, 0]);
+        }
+        f
+    }
+
+    /// One picture on every layer at `t`.
+    fn all_layers(s: &LiveStream, keyframe: bool, t: u64) {
+        for l in 0..3 {
+            s.publish(layer_frame(l, keyframe, t));
+        }
+    }
+
+    fn drained(q: &SinkQueue) -> Vec<(u8, u64)> {
+        let mut out = vec![];
+        q.drain(&mut out);
+        out.iter().map(|f| (f.layer, f.rtp_time)).collect()
+    }
+
+    #[test]
+    fn simulcast_sinks_get_the_layer_they_want_and_switch_at_its_keyframe() {
+        let hub = hub(ViewerStart::Fresh);
+        let publisher = Arc::new(FakePublisher::default());
+        let s = simulcast(&hub, publisher.clone());
+        all_layers(&s, true, 0);
+        let low = Arc::new(SinkQueue::new(64, Box::new(NoWake)));
+        let top = Arc::new(SinkQueue::new(64, Box::new(NoWake)));
+        let low_sub = s
+            .subscribe_to(SinkKind::Viewer, low.clone(), Want::Low)
+            .unwrap();
+        s.subscribe_to(SinkKind::Recorder, top.clone(), Want::Top)
+            .unwrap();
+        // Each joining sink asked for a keyframe of its own layer.
+        assert_eq!(*publisher.asked_layers.lock(), [1, 0]);
+        all_layers(&s, true, 3000);
+        all_layers(&s, false, 6000);
+        assert_eq!(drained(&low), [(1, 3000), (1, 6000)]);
+        assert_eq!(drained(&top), [(0, 3000), (0, 6000)]);
+        assert_eq!(low_sub.layer.current(), Some(1));
+        // The viewer wants the middle layer now: it stays on its own until
+        // a keyframe of the middle one, which is asked for.
+        low_sub.layer.set_want(Want::Mid);
+        all_layers(&s, false, 9000);
+        assert_eq!(drained(&low), [(1, 9000)]);
+        assert_eq!(publisher.asked_layers.lock().last(), Some(&2));
+        s.publish(layer_frame(2, true, 12_000));
+        s.publish(layer_frame(1, false, 12_000));
+        assert_eq!(
+            drained(&low),
+            [(2, 12_000)],
+            "switched at the keyframe, nothing of the old layer after"
+        );
+        assert_eq!(low_sub.layer.current(), Some(2));
+        assert_eq!(s.counters().layer_switches, 1);
+        let layers = s.layers();
+        let widths: Vec<Option<u32>> = layers.iter().map(|l| l.width).collect();
+        assert_eq!(widths, [Some(320), Some(640), Some(1280)]);
+        assert_eq!(s.video_size(), Some((1280, 720)));
+    }
+
+    #[test]
+    fn sinks_of_a_paused_layer_move_to_the_nearest_live_one() {
+        let hub = hub(ViewerStart::Fresh);
+        let publisher = Arc::new(FakePublisher::default());
+        let s = simulcast(&hub, publisher.clone());
+        all_layers(&s, true, 0);
+        let top = Arc::new(SinkQueue::new(64, Box::new(NoWake)));
+        let sub = s
+            .subscribe_to(SinkKind::Recorder, top.clone(), Want::Top)
+            .unwrap();
+        all_layers(&s, true, 3000);
+        assert_eq!(drained(&top), [(0, 3000)]);
+        // The top layer stops (the browser paused it): once it counts as
+        // paused, the next keyframe of the middle layer takes over.
+        std::thread::sleep(crate::stream::layers::PAUSED_AFTER + Duration::from_millis(50));
+        s.publish(layer_frame(1, false, 6000));
+        s.publish(layer_frame(2, false, 6000));
+        assert_eq!(drained(&top), []);
+        assert_eq!(
+            publisher.asked_layers.lock().last(),
+            Some(&2),
+            "the middle layer is asked"
+        );
+        s.publish(layer_frame(2, true, 9000));
+        assert_eq!(drained(&top), [(2, 9000)]);
+        assert_eq!(sub.layer.current(), Some(2));
     }
 }

@@ -3,6 +3,10 @@
 //! The publisher's session calls [`LiveStream::publish`] for every frame; the
 //! frame is wrapped in an `Arc` once and offered to every sink's own bounded
 //! queue, so a slow sink never holds up the publisher or the other sinks.
+//!
+//! A simulcast publisher sends its video as several layers (see
+//! [`super::layers`]); each sink receives one of them at a time, the one its
+//! [`LayerChoice`] resolves to, and moves to another at a keyframe of it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::layers::{LayerChoice, LayerId, LayerInfo, LayerTable, Want};
+use super::meter::Meter;
 use super::sink::{Pushed, SinkQueue};
 use crate::config::ViewerStart;
 use crate::events::{Event, Events};
@@ -20,8 +26,9 @@ use crate::names::StreamName;
 
 /// What the hub may ask of a publisher's session, whatever engine runs it.
 pub trait PublisherControl: Send + Sync {
-    /// Ask the publisher for a keyframe (the session merges and throttles).
-    fn request_keyframe(&self);
+    /// Ask the publisher for a keyframe of video layer `layer` (0 without
+    /// simulcast); the session merges and throttles.
+    fn request_keyframe(&self, layer: LayerId);
     /// Turn periodic keyframe requests on or off.
     fn set_periodic_keyframes(&self, on: bool);
     /// End the publisher's session (takeover, shutdown).
@@ -75,12 +82,22 @@ pub struct Subscription {
     pub id: u64,
     /// Frames for this sink.
     pub queue: Arc<SinkQueue>,
+    /// Which video layer it wants and receives (simulcast streams).
+    pub layer: Arc<LayerChoice>,
 }
 
 struct SinkEntry {
     id: u64,
     kind: SinkKind,
     queue: Arc<SinkQueue>,
+    layer: Arc<LayerChoice>,
+}
+
+/// What the fan-out walks for every frame, under one lock: the sinks and
+/// what decides which layer each gets.
+struct Fanout {
+    sinks: Vec<SinkEntry>,
+    layers: LayerTable,
 }
 
 /// Stream-wide settings taken from the config.
@@ -102,59 +119,85 @@ struct Gop {
     keyframe_at: Option<Instant>,
 }
 
-/// Bytes and frames counted over one-second windows.
-#[derive(Debug)]
-struct Meter {
-    window_start: Instant,
-    bytes: u64,
-    frames: u64,
-    last_bps: f64,
-    last_fps: f64,
-    last_at: Instant,
-}
-
-impl Meter {
-    fn new(now: Instant) -> Meter {
-        Meter {
-            window_start: now,
-            bytes: 0,
-            frames: 0,
-            last_bps: 0.0,
-            last_fps: 0.0,
-            last_at: now,
-        }
-    }
-
-    fn add(&mut self, now: Instant, bytes: usize, frames: u64) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            let secs = elapsed.as_secs_f64();
-            self.last_bps = self.bytes as f64 * 8.0 / secs;
-            self.last_fps = self.frames as f64 / secs;
-            self.last_at = now;
-            self.window_start = now;
+impl Gop {
+    /// Keeps `frame` (a video keyframe starts the group over); a group
+    /// grown past `limit` bytes is given up until the next keyframe.
+    fn add(&mut self, frame: &Arc<Frame>, video: bool, limit: usize) {
+        if video && frame.keyframe {
+            self.frames.clear();
             self.bytes = 0;
-            self.frames = 0;
+            self.valid = true;
+            self.keyframe_at = Some(Instant::now());
         }
-        self.bytes += bytes as u64;
-        self.frames += frames;
-    }
-
-    /// (bits per second, frames per second), zero when nothing flowed lately.
-    fn rates(&self, now: Instant) -> (f64, f64) {
-        if now.saturating_duration_since(self.last_at) > Duration::from_secs(3) {
-            return (0.0, 0.0);
+        if !self.valid {
+            return;
         }
-        (self.last_bps, self.last_fps)
+        self.bytes += frame.held_bytes();
+        if self.bytes > limit {
+            self.frames.clear();
+            self.bytes = 0;
+            self.valid = false;
+            return;
+        }
+        self.frames.push(frame.clone());
     }
 }
 
+/// What the fan-out does with a simulcast video frame for one sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Route {
+    /// Hand it to the sink.
+    deliver: bool,
+    /// The sink moved to this frame's layer with it.
+    switched: bool,
+    /// The sink waits for a keyframe of this layer.
+    ask: Option<LayerId>,
+}
+
+/// Routes one video frame of a simulcast stream for a sink choosing
+/// `choice`: frames of the layer it is on pass; a keyframe of the layer it
+/// wants moves it there; everything else is not for it.
+fn route(choice: &LayerChoice, frame: &Frame, layers: &LayerTable, now: Instant) -> Route {
+    let layer = frame.layer;
+    let current = choice.current();
+    let want = choice.want();
+    if current.is_none() && want == Want::Top && !layers.settled(now) {
+        // Which layer is the top one is not known yet.
+        return Route {
+            deliver: false,
+            switched: false,
+            ask: None,
+        };
+    }
+    let target = layers.resolve(want);
+    if current == Some(layer) {
+        return Route {
+            deliver: true,
+            switched: false,
+            ask: target.filter(|t| *t != layer),
+        };
+    }
+    if target == Some(layer) && frame.keyframe {
+        choice.set_current(layer);
+        return Route {
+            deliver: true,
+            switched: current.is_some(),
+            ask: None,
+        };
+    }
+    Route {
+        deliver: false,
+        switched: false,
+        ask: target.filter(|t| Some(*t) != current),
+    }
+}
+
+/// Keyframe requests of one layer and how the publisher answers them.
 #[derive(Default)]
 struct KeyframeState {
     outstanding_since: Option<Instant>,
     /// Recent requests: whether each was answered within [`ANSWERED_WITHIN`].
     recent: std::collections::VecDeque<bool>,
-    requests: u64,
 }
 
 impl KeyframeState {
@@ -177,14 +220,16 @@ pub struct LiveStream {
     tracks: Vec<CodecParams>,
     control: Arc<dyn PublisherControl>,
     policy: StreamPolicy,
-    sinks: Mutex<Vec<SinkEntry>>,
+    fanout: Mutex<Fanout>,
     next_sink_id: AtomicU64,
-    gop: Mutex<Gop>,
-    video_size: Mutex<Option<(u32, u32)>>,
+    /// The cached group of pictures of each layer.
+    gops: Mutex<Vec<Gop>>,
     meter_in: Mutex<Meter>,
-    meter_video: Mutex<Meter>,
     meter_out: Mutex<Meter>,
-    keyframes: Mutex<KeyframeState>,
+    /// Per layer.
+    keyframes: Mutex<Vec<KeyframeState>>,
+    keyframe_requests: AtomicU64,
+    layer_switches: AtomicU64,
     frames_in: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -211,6 +256,8 @@ pub struct StreamCounters {
     pub keyframe_requests: u64,
     /// Frames dropped because a sink fell behind, per [`SinkKind::index`].
     pub dropped: [u64; 3],
+    /// Sinks moved from one simulcast layer to another.
+    pub layer_switches: u64,
 }
 
 impl std::ops::AddAssign for StreamCounters {
@@ -219,6 +266,7 @@ impl std::ops::AddAssign for StreamCounters {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.keyframe_requests += o.keyframe_requests;
+        self.layer_switches += o.layer_switches;
         for (a, b) in self.dropped.iter_mut().zip(o.dropped) {
             *a += b;
         }
@@ -235,16 +283,21 @@ impl std::fmt::Debug for LiveStream {
 }
 
 impl LiveStream {
-    /// A stream fed by a publisher whose negotiated tracks are `tracks`.
+    /// A stream fed by a publisher whose negotiated tracks are `tracks`,
+    /// its video in the simulcast layers `layers` (their rids, in the
+    /// publisher's order; empty without simulcast).
     pub fn new(
         id: u64,
         name: StreamName,
         tracks: Vec<CodecParams>,
+        layers: &[String],
         control: Arc<dyn PublisherControl>,
         policy: StreamPolicy,
         events: Events,
     ) -> LiveStream {
         let now = Instant::now();
+        let table = LayerTable::new(layers, now);
+        let count = table.len();
         LiveStream {
             id,
             name,
@@ -253,14 +306,17 @@ impl LiveStream {
             tracks,
             control,
             policy,
-            sinks: Mutex::new(Vec::new()),
+            fanout: Mutex::new(Fanout {
+                sinks: Vec::new(),
+                layers: table,
+            }),
             next_sink_id: AtomicU64::new(1),
-            gop: Mutex::new(Gop::default()),
-            video_size: Mutex::new(None),
+            gops: Mutex::new((0..count).map(|_| Gop::default()).collect()),
             meter_in: Mutex::new(Meter::new(now)),
-            meter_video: Mutex::new(Meter::new(now)),
             meter_out: Mutex::new(Meter::new(now)),
-            keyframes: Mutex::new(KeyframeState::default()),
+            keyframes: Mutex::new((0..count).map(|_| KeyframeState::default()).collect()),
+            keyframe_requests: AtomicU64::new(0),
+            layer_switches: AtomicU64::new(0),
             frames_in: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -310,7 +366,8 @@ impl LiveStream {
         self.ended.load(Ordering::Acquire)
     }
 
-    /// Hands one frame from the publisher to every sink.
+    /// Hands one frame from the publisher to every sink (to those on its
+    /// layer, for a simulcast stream's video).
     pub fn publish(&self, frame: Frame) {
         if self.is_ended() {
             return;
@@ -318,105 +375,162 @@ impl LiveStream {
         let now = Instant::now();
         let frame = Arc::new(frame);
         let len = frame.data.len();
-        self.frames_in.fetch_add(1, Ordering::Relaxed);
-        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
-        self.meter_in.lock().add(now, len, 1);
+        let layer = frame.layer;
         let video = frame.kind() == MediaKind::Video;
-        if video {
-            self.meter_video.lock().add(now, len, 1);
-            if frame.keyframe {
-                self.on_keyframe(&frame, now);
-            }
-        }
-        let mut want_keyframe = false;
+        let size = if video && frame.keyframe {
+            self.on_keyframe(layer, now);
+            probe::picture_size(frame.params.codec, &frame.data)
+        } else {
+            None
+        };
+        // Layers whose keyframe a sink needs: after an overflow, or to
+        // switch to it.
+        let (mut overflowed, mut switching) = (0u8, 0u8);
         {
-            // Cache and fan out under the sinks lock (order: sinks, then gop,
-            // as in `subscribe`): a viewer joining now gets this frame either
-            // from the cache or from the fan-out, never from both.
-            let mut sinks = self.sinks.lock();
+            // Cache and fan out under the fan-out lock (order: fan-out, then
+            // gops, as in `subscribe`): a viewer joining now gets this frame
+            // either from the cache or from the fan-out, never from both.
+            let mut fanout = self.fanout.lock();
+            let Fanout { sinks, layers } = &mut *fanout;
+            if usize::from(layer) >= layers.len() {
+                return;
+            }
+            self.frames_in.fetch_add(1, Ordering::Relaxed);
+            self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+            self.meter_in.lock().add(now, len, 1);
+            if video {
+                layers.on_frame(layer, now, len, size);
+            }
             self.cache(&frame, video);
+            let simulcast = video && layers.is_simulcast();
             sinks.retain(|s| {
+                if simulcast {
+                    let route = route(&s.layer, &frame, layers, now);
+                    if let Some(l) = route.ask {
+                        switching |= 1 << l;
+                    }
+                    if route.switched {
+                        self.layer_switches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !route.deliver {
+                        return true;
+                    }
+                }
                 let pushed = s.queue.push(&frame);
-                want_keyframe |= pushed == Pushed::Overflow;
+                if pushed == Pushed::Overflow {
+                    overflowed |= 1 << layer;
+                }
                 if pushed == Pushed::Closed {
                     self.depart(s);
                 }
                 pushed != Pushed::Closed
             });
         }
-        if want_keyframe {
-            self.request_keyframe();
-        }
-    }
-
-    fn on_keyframe(&self, frame: &Frame, now: Instant) {
-        {
-            let mut k = self.keyframes.lock();
-            if let Some(since) = k.outstanding_since.take() {
-                let answered = now.saturating_duration_since(since) <= ANSWERED_WITHIN;
-                k.recent.push_back(answered);
-                if k.recent.len() > 3 {
-                    k.recent.pop_front();
-                }
+        for l in 0..crate::stream::layers::MAX_LAYERS as LayerId {
+            // A switch asks once per outstanding request; an overflow always.
+            let overflow = overflowed & (1 << l) != 0;
+            let switch = switching & (1 << l) != 0 && !self.keyframe_outstanding(l, now);
+            if overflow || switch {
+                self.request_keyframe(l);
             }
         }
-        let size = probe::picture_size(frame.params.codec, &frame.data);
-        if size.is_some() {
-            *self.video_size.lock() = size;
+    }
+
+    /// A keyframe of `layer` arrived: it answers the request outstanding.
+    fn on_keyframe(&self, layer: LayerId, now: Instant) {
+        let mut all = self.keyframes.lock();
+        let Some(k) = all.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if let Some(since) = k.outstanding_since.take() {
+            let answered = now.saturating_duration_since(since) <= ANSWERED_WITHIN;
+            k.recent.push_back(answered);
+            if k.recent.len() > 3 {
+                k.recent.pop_front();
+            }
         }
     }
 
+    /// Whether a keyframe of `layer` was asked for lately and may still come.
+    fn keyframe_outstanding(&self, layer: LayerId, now: Instant) -> bool {
+        self.keyframes
+            .lock()
+            .get(usize::from(layer))
+            .and_then(|k| k.outstanding_since)
+            .is_some_and(|t| now.saturating_duration_since(t) <= ANSWERED_WITHIN)
+    }
+
+    /// Keeps the frame in its layer's group of pictures (audio in every
+    /// layer's: a sink starting on any layer gets the sound with it).
     fn cache(&self, frame: &Arc<Frame>, video: bool) {
-        let mut gop = self.gop.lock();
-        if video && frame.keyframe {
-            gop.frames.clear();
-            gop.bytes = 0;
-            gop.valid = true;
-            gop.keyframe_at = Some(Instant::now());
+        let mut gops = self.gops.lock();
+        let limit = self.policy.gop_cache_bytes;
+        if video {
+            if let Some(gop) = gops.get_mut(usize::from(frame.layer)) {
+                gop.add(frame, true, limit);
+            }
+        } else {
+            for gop in gops.iter_mut() {
+                gop.add(frame, false, limit);
+            }
         }
-        if !gop.valid {
-            return;
-        }
-        gop.bytes += frame.held_bytes();
-        if gop.bytes > self.policy.gop_cache_bytes {
-            gop.frames.clear();
-            gop.bytes = 0;
-            gop.valid = false;
-            return;
-        }
-        gop.frames.push(frame.clone());
     }
 
-    /// Adds a consumer. A viewer starts at a keyframe: a fresh one asked of the
-    /// publisher, or the cached group of pictures, as the policy says.
+    /// Adds a consumer wanting the top video layer (see [`LiveStream::subscribe_to`]).
     pub fn subscribe(&self, kind: SinkKind, queue: Arc<SinkQueue>) -> Option<Subscription> {
+        self.subscribe_to(kind, queue, Want::Top)
+    }
+
+    /// Adds a consumer of the video layer `want` resolves to (any want on a
+    /// stream without simulcast). It starts at a keyframe: a fresh one asked
+    /// of the publisher, or the cached group of pictures, as the policy says.
+    pub fn subscribe_to(
+        &self,
+        kind: SinkKind,
+        queue: Arc<SinkQueue>,
+        want: Want,
+    ) -> Option<Subscription> {
         if self.is_ended() {
             return None;
         }
         let id = self.next_sink_id.fetch_add(1, Ordering::Relaxed);
         let has_video = self.track(MediaKind::Video).is_some();
+        let choice = Arc::new(LayerChoice::new(want));
         let periodic_before;
-        let mut ask = false;
+        let mut ask = None;
         {
-            // Decided under the sinks lock, which every frame's fan-out
+            // Decided under the fan-out lock, which every frame's fan-out
             // holds: a keyframe cannot slip between the decision and the
             // queue's joining.
-            let mut sinks = self.sinks.lock();
-            periodic_before = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
+            let mut fanout = self.fanout.lock();
+            periodic_before = fanout
+                .sinks
+                .iter()
+                .any(|s| s.kind.needs_periodic_keyframes());
             if has_video {
-                ask = match self.start_of_new_sink(Instant::now()) {
+                // No live layer yet: the first keyframe of the one it
+                // resolves to starts the sink.
+                let layer = fanout.layers.resolve(want).unwrap_or(0);
+                ask = match self.start_of_new_sink(Instant::now(), layer) {
                     Start::Cache => {
-                        let gop = self.gop.lock();
-                        !(gop.valid && queue.prefill(&gop.frames))
+                        let gops = self.gops.lock();
+                        let started = gops
+                            .get(usize::from(layer))
+                            .is_some_and(|g| g.valid && queue.prefill(&g.frames));
+                        if started {
+                            choice.set_current(layer);
+                        }
+                        (!started).then_some(layer)
                     }
-                    Start::Wait => false,
-                    Start::Ask => true,
+                    Start::Wait => None,
+                    Start::Ask => Some(layer),
                 };
             }
-            sinks.push(SinkEntry {
+            fanout.sinks.push(SinkEntry {
                 id,
                 kind,
                 queue: queue.clone(),
+                layer: choice.clone(),
             });
         }
         if self.is_ended() {
@@ -425,19 +539,24 @@ impl LiveStream {
             self.unsubscribe(id);
             return None;
         }
-        if ask {
-            self.request_keyframe();
+        if let Some(layer) = ask {
+            self.request_keyframe(layer);
         }
         if kind.needs_periodic_keyframes() && !periodic_before {
             self.control.set_periodic_keyframes(true);
         }
-        Some(Subscription { id, queue })
+        Some(Subscription {
+            id,
+            queue,
+            layer: choice,
+        })
     }
 
     /// Removes a consumer; its queue is closed.
     pub fn unsubscribe(&self, id: u64) {
         let (removed, periodic_after) = {
-            let mut sinks = self.sinks.lock();
+            let mut fanout = self.fanout.lock();
+            let sinks = &mut fanout.sinks;
             let before = sinks.iter().any(|s| s.kind.needs_periodic_keyframes());
             let mut removed = None;
             sinks.retain(|s| {
@@ -460,35 +579,47 @@ impl LiveStream {
         }
     }
 
-    /// Asks the publisher for a keyframe (a viewer joined, lost packets or fell behind).
-    pub fn request_keyframe(&self) {
+    /// Asks the publisher for a keyframe of video layer `layer` (a viewer
+    /// joined, lost packets, fell behind or switches layers).
+    pub fn request_keyframe(&self, layer: LayerId) {
         if self.is_ended() {
             return;
         }
         {
-            let mut k = self.keyframes.lock();
-            k.requests += 1;
+            let mut all = self.keyframes.lock();
+            let Some(k) = all.get_mut(usize::from(layer)) else {
+                return;
+            };
             k.outstanding_since.get_or_insert_with(Instant::now);
         }
-        self.control.request_keyframe();
+        self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        self.control.request_keyframe(layer);
     }
 
-    /// How a sink joining at `now` gets its first keyframe (see [`Start`]).
-    fn start_of_new_sink(&self, now: Instant) -> Start {
+    /// How a sink joining at `now` on `layer` gets its first keyframe (see [`Start`]).
+    fn start_of_new_sink(&self, now: Instant, layer: LayerId) -> Start {
         match self.policy.viewer_start {
             ViewerStart::Fresh => Start::Ask,
             ViewerStart::Cached => Start::Cache,
             ViewerStart::Auto => {
                 let (ignored, outstanding) = {
-                    let k = self.keyframes.lock();
-                    (k.publisher_ignores_requests(now), k.outstanding_since)
+                    let all = self.keyframes.lock();
+                    match all.get(usize::from(layer)) {
+                        Some(k) => (k.publisher_ignores_requests(now), k.outstanding_since),
+                        None => (false, None),
+                    }
                 };
                 let age = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+                let cached_at = self
+                    .gops
+                    .lock()
+                    .get(usize::from(layer))
+                    .and_then(|g| g.keyframe_at);
                 if ignored {
                     Start::Cache
                 } else if age(outstanding).is_some_and(|a| a <= ANSWERED_WITHIN) {
                     Start::Wait
-                } else if age(self.gop.lock().keyframe_at).is_some_and(|a| a <= FRESH_CACHE) {
+                } else if age(cached_at).is_some_and(|a| a <= FRESH_CACHE) {
                     Start::Cache
                 } else {
                     Start::Ask
@@ -497,9 +628,46 @@ impl LiveStream {
         }
     }
 
-    /// The picture size of the latest video keyframe, once one was probed.
+    /// The picture size of the top video layer's latest keyframe, once one
+    /// was probed.
     pub fn video_size(&self) -> Option<(u32, u32)> {
-        *self.video_size.lock()
+        let fanout = self.fanout.lock();
+        let top = fanout.layers.resolve(Want::Top).unwrap_or(0);
+        fanout.layers.size(top)
+    }
+
+    /// The simulcast layers, smallest first (empty without simulcast).
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        let fanout = self.fanout.lock();
+        if fanout.layers.is_simulcast() {
+            fanout.layers.infos(Instant::now())
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The index of the simulcast layer named `rid`.
+    pub fn layer_by_rid(&self, rid: &str) -> Option<LayerId> {
+        let fanout = self.fanout.lock();
+        if fanout.layers.is_simulcast() {
+            fanout.layers.by_rid(rid)
+        } else {
+            None
+        }
+    }
+
+    /// The rid of simulcast layer `layer` (`None` without simulcast).
+    pub fn layer_rid(&self, layer: LayerId) -> Option<String> {
+        let fanout = self.fanout.lock();
+        if !fanout.layers.is_simulcast() {
+            return None;
+        }
+        fanout.layers.rid(layer).map(str::to_string)
+    }
+
+    /// Whether the publisher sends several video layers.
+    pub fn is_simulcast(&self) -> bool {
+        self.fanout.lock().layers.is_simulcast()
     }
 
     /// Bytes received from the publisher so far.
@@ -526,18 +694,19 @@ impl LiveStream {
             return;
         }
         {
-            let mut sinks = self.sinks.lock();
-            for s in sinks.iter() {
+            let mut fanout = self.fanout.lock();
+            for s in fanout.sinks.iter() {
                 self.depart(s);
             }
-            for s in std::mem::take(&mut *sinks) {
+            for s in std::mem::take(&mut fanout.sinks) {
                 s.queue.close();
             }
         }
         {
-            let mut gop = self.gop.lock();
-            gop.frames.clear();
-            gop.valid = false;
+            for gop in self.gops.lock().iter_mut() {
+                gop.frames.clear();
+                gop.valid = false;
+            }
         }
         let c = self.counters();
         let duration_secs = round1(self.started.elapsed().as_secs_f64());
@@ -580,7 +749,8 @@ impl LiveStream {
     pub fn counters(&self) -> StreamCounters {
         let mut dropped = [0u64; 3];
         {
-            let sinks = self.sinks.lock();
+            let fanout = self.fanout.lock();
+            let sinks = &fanout.sinks;
             for (i, d) in dropped.iter_mut().enumerate() {
                 *d = self.departed_dropped[i].load(Ordering::Relaxed);
             }
@@ -592,8 +762,9 @@ impl LiveStream {
             frames_in: self.frames_in.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
-            keyframe_requests: self.keyframes.lock().requests,
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
             dropped,
+            layer_switches: self.layer_switches.load(Ordering::Relaxed),
         }
     }
 
@@ -606,27 +777,45 @@ impl LiveStream {
 
     /// Whether a sink that needs regular keyframes is attached.
     pub fn wants_periodic_keyframes(&self) -> bool {
-        self.sinks
+        self.fanout
             .lock()
+            .sinks
             .iter()
             .any(|s| s.kind.needs_periodic_keyframes())
     }
 
     /// Number of consumers of one kind.
     pub fn sink_count(&self, kind: SinkKind) -> usize {
-        self.sinks.lock().iter().filter(|s| s.kind == kind).count()
+        self.fanout
+            .lock()
+            .sinks
+            .iter()
+            .filter(|s| s.kind == kind)
+            .count()
     }
 
     /// A snapshot for the API.
     pub fn info(&self) -> StreamInfo {
         let now = Instant::now();
         let (bps_in, _) = self.meter_in.lock().rates(now);
-        let (_, fps) = self.meter_video.lock().rates(now);
         let (bps_out, _) = self.meter_out.lock().rates(now);
-        let size = *self.video_size.lock();
-        let (dropped, skipped) = self.sinks.lock().iter().fold((0, 0), |(d, k), s| {
-            (d + s.queue.dropped(), k + s.queue.skipped())
-        });
+        let (size, fps, layers, dropped, skipped) = {
+            let fanout = self.fanout.lock();
+            let infos = fanout.layers.infos(now);
+            let top = fanout.layers.resolve(Want::Top).unwrap_or(0);
+            let top = infos.iter().find(|l| l.id == top);
+            let size = top.and_then(|l| l.width.zip(l.height));
+            let fps = top.map_or(0.0, |l| l.fps);
+            let layers = if fanout.layers.is_simulcast() {
+                infos
+            } else {
+                Vec::new()
+            };
+            let (dropped, skipped) = fanout.sinks.iter().fold((0, 0), |(d, k), s| {
+                (d + s.queue.dropped(), k + s.queue.skipped())
+            });
+            (size, fps, layers, dropped, skipped)
+        };
         StreamInfo {
             node: self.origin.clone(),
             name: self.name.to_string(),
@@ -653,7 +842,9 @@ impl LiveStream {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             frames_dropped: dropped,
             frames_skipped: skipped,
-            keyframe_requests: self.keyframes.lock().requests,
+            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
+            layer_switches: self.layer_switches.load(Ordering::Relaxed),
+            layers,
         }
     }
 }
@@ -727,6 +918,13 @@ pub struct StreamInfo {
     pub frames_skipped: u64,
     /// Keyframe requests made to the publisher on behalf of sinks.
     pub keyframe_requests: u64,
+    /// Sinks moved from one simulcast layer to another.
+    #[serde(default)]
+    pub layer_switches: u64,
+    /// A simulcast publisher's video layers, smallest first (absent without
+    /// simulcast).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerInfo>,
 }
 
 /// Video track details.

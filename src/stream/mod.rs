@@ -6,11 +6,14 @@
 
 pub mod hub;
 pub mod keyframe;
+pub mod layers;
 pub mod live;
+pub mod meter;
 pub mod sink;
 
 pub use hub::{Hub, PublishError, StreamObserver};
 pub use keyframe::KeyframePacer;
+pub use layers::{LayerChoice, LayerId, LayerInfo, Want};
 pub use live::{
     LiveStream, PublisherControl, SinkKind, StreamCounters, StreamInfo, StreamPolicy, Subscription,
 };

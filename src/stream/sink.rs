@@ -310,6 +310,7 @@ mod tests {
             arrival: Instant::now(),
             sender_clock: None,
             after_loss: false,
+            layer: 0,
             data: Arc::from(vec![t as u8]),
             rtp_payloads: Vec::new(),
         })

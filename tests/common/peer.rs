@@ -66,6 +66,9 @@ pub struct PeerOptions {
     /// payload type before str0m sees it (a lossy link), so str0m must NACK
     /// and the gateway retransmit.
     pub lose_video_every: Option<u32>,
+    /// Publisher only: the video is sent in simulcast layers with these
+    /// rids (RFC 8853), written with [`Publisher::play_layers`].
+    pub simulcast: Vec<String>,
 }
 
 impl Default for PeerOptions {
@@ -85,7 +88,15 @@ impl PeerOptions {
             bind: std::net::Ipv4Addr::LOCALHOST.into(),
             tcp: false,
             lose_video_every: None,
+            simulcast: Vec::new(),
         }
+    }
+
+    /// The same options for a publisher sending its video in simulcast
+    /// layers named `rids`.
+    pub fn with_simulcast(mut self, rids: &[&str]) -> Self {
+        self.simulcast = rids.iter().map(|r| r.to_string()).collect();
+        self
     }
 
     /// The same options over ICE-TCP only (see [`PeerOptions::tcp`]).
@@ -330,8 +341,17 @@ pub fn make_offer(opts: &PeerOptions, recv: bool) -> anyhow::Result<Offer> {
     let audio_mid = opts
         .audio
         .then(|| api.add_media(MediaKind::Audio, dir, None, None, None));
-    let video_mid =
-        (!video_codecs.is_empty()).then(|| api.add_media(MediaKind::Video, dir, None, None, None));
+    let simulcast = (!recv && !opts.simulcast.is_empty()).then(|| {
+        let mut s = str0m::media::Simulcast::new();
+        s.send = opts
+            .simulcast
+            .iter()
+            .map(|r| str0m::media::SimulcastLayer::new(r))
+            .collect();
+        s
+    });
+    let video_mid = (!video_codecs.is_empty())
+        .then(|| api.add_media(MediaKind::Video, dir, None, None, simulcast));
     let (offer, pending) = api
         .apply()
         .context("nothing to offer: no audio and no video")?;
@@ -599,6 +619,8 @@ enum Command {
         data: Vec<u8>,
         rtp_time: u64,
         captured: Option<Instant>,
+        /// The simulcast layer of a video frame.
+        rid: Option<String>,
         reply: oneshot::Sender<anyhow::Result<()>>,
     },
     Stop {
@@ -751,7 +773,7 @@ impl Peer {
     }
 
     async fn write(&self, kind: Kind, data: Vec<u8>, rtp_time: u64) -> anyhow::Result<()> {
-        self.write_captured(kind, data, rtp_time, None).await
+        self.write_captured(kind, data, rtp_time, None, None).await
     }
 
     async fn write_captured(
@@ -760,6 +782,7 @@ impl Peer {
         data: Vec<u8>,
         rtp_time: u64,
         captured: Option<Instant>,
+        rid: Option<String>,
     ) -> anyhow::Result<()> {
         let (reply, rx) = oneshot::channel();
         self.cmd
@@ -768,6 +791,7 @@ impl Peer {
                 data,
                 rtp_time,
                 captured,
+                rid,
                 reply,
             })
             .await
@@ -891,8 +915,8 @@ impl PeerTask {
                         }
                         return Ok("stopped by the test".into());
                     }
-                    Some(Command::Write { kind, data, rtp_time, captured, reply }) => {
-                        let _ = reply.send(self.write(kind, data, rtp_time, captured));
+                    Some(Command::Write { kind, data, rtp_time, captured, rid, reply }) => {
+                        let _ = reply.send(self.write(kind, data, rtp_time, captured, rid));
                     }
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => {
@@ -984,6 +1008,7 @@ impl PeerTask {
         data: Vec<u8>,
         rtp_time: u64,
         captured: Option<Instant>,
+        rid: Option<String>,
     ) -> anyhow::Result<()> {
         if !self.rtc.is_connected() {
             bail!("not connected (str0m would drop the frame)");
@@ -1006,6 +1031,10 @@ impl PeerTask {
             .find(|p| p.spec().codec == codec)
             .map(|p| p.pt())
             .with_context(|| format!("{codec:?} was not negotiated"))?;
+        let writer = match rid {
+            Some(rid) => writer.rid(str0m::media::Rid::from(rid.as_str())),
+            None => writer,
+        };
         writer
             .write(
                 pt,
@@ -1089,8 +1118,68 @@ impl Publisher {
     ) -> anyhow::Result<()> {
         let kind = if video { Kind::Video } else { Kind::Audio };
         self.peer
-            .write_captured(kind, data, rtp_time, Some(captured))
+            .write_captured(kind, data, rtp_time, Some(captured), None)
             .await
+    }
+
+    /// Sends each simulcast layer's video (`(rid, frames)`, the same pictures
+    /// at several sizes, frame for frame) and `audio`, paced in real time.
+    /// Each layer gets its own RTP time offset, as a browser's layers have.
+    pub async fn play_layers(
+        &self,
+        layers: &[(&str, &[EncodedFrame])],
+        audio: &[EncodedFrame],
+    ) -> anyhow::Result<()> {
+        let start = tokio::time::Instant::now();
+        let started = Instant::now();
+        let frames = layers.iter().map(|l| l.1.len()).min().unwrap_or(0);
+        let v0 = layers
+            .first()
+            .and_then(|l| l.1.first())
+            .map_or(0, |f| f.rtp_time);
+        let a0 = audio.first().map_or(0, |f| f.rtp_time);
+        let (mut vi, mut ai) = (0, 0);
+        loop {
+            let vt = (vi < frames).then(|| {
+                Duration::from_micros(layers[0].1[vi].rtp_time.saturating_sub(v0) * 1000 / 90)
+            });
+            let at = audio
+                .get(ai)
+                .map(|f| Duration::from_micros(f.rtp_time.saturating_sub(a0) * 1000 / 48));
+            match (vt, at) {
+                (Some(v), Some(a)) if a < v => {
+                    tokio::time::sleep_until(start + a).await;
+                    let f = &audio[ai];
+                    self.send_audio(f.data.clone(), f.rtp_time).await?;
+                    ai += 1;
+                }
+                (Some(v), _) => {
+                    tokio::time::sleep_until(start + v).await;
+                    for (i, (rid, frames)) in layers.iter().enumerate() {
+                        let f = &frames[vi];
+                        // A random-looking offset per layer (RFC 3550).
+                        let offset = 1_234_567 * (i as u64 + 1) + 7_000_000 * i as u64;
+                        self.peer
+                            .write_captured(
+                                Kind::Video,
+                                f.data.clone(),
+                                f.rtp_time + offset,
+                                Some(started + v),
+                                Some(rid.to_string()),
+                            )
+                            .await?;
+                    }
+                    vi += 1;
+                }
+                (None, Some(a)) => {
+                    tokio::time::sleep_until(start + a).await;
+                    let f = &audio[ai];
+                    self.send_audio(f.data.clone(), f.rtp_time).await?;
+                    ai += 1;
+                }
+                (None, None) => return Ok(()),
+            }
+        }
     }
 
     /// Sends `video` (90 kHz) and `audio` (48 kHz) frames interleaved in timestamp order,

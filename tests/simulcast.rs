@@ -1,0 +1,355 @@
+//! Simulcast end to end (issue 19): a publisher sends the same pictures in
+//! three layers (str0m's simulcast sender, rids and RTP time offsets of its
+//! own per layer, as a browser's), viewers pinned to `low`, `mid`, `high` or
+//! a rid get the layer asked for, an automatic viewer on a good link climbs
+//! to the top one, every viewer sees one continuous timeline, and the
+//! recording is the top layer. Offers that signal simulcast the munged way
+//! are refused with a reason.
+
+use std::time::Duration;
+
+use castgate::media::Codec;
+use castgate::media::probe::picture_size;
+use castgate::names::StreamName;
+
+use crate::common;
+use common::files::{decodes_cleanly, probe, recordings_in, temp_dir};
+use common::gateway::{self, eventually, recordings_idle, url};
+use common::media::{EncodedFrame, opus_packets, video_frames_sized};
+use common::peer::{
+    HttpError, Kind, PeerOptions, Publisher, ReceivedFrame, VideoCodec, Viewer, http_client,
+    make_offer,
+};
+
+/// The layers, named so that neither their names nor their order say which
+/// is largest (castgate must rank them by what their pictures measure).
+const LAYERS: [(&str, &str); 3] = [("b", "640x360"), ("a", "1280x720"), ("c", "320x180")];
+
+fn encode_layers(seconds: u32) -> Vec<(&'static str, Vec<EncodedFrame>)> {
+    LAYERS
+        .iter()
+        .map(|(rid, size)| (*rid, video_frames_sized(VideoCodec::Vp8, seconds, size)))
+        .collect()
+}
+
+/// Publishes `layers` (and audio) to `/whip/{name}` of `server` in the
+/// background; the task ends when the clip does.
+async fn publish(
+    server: &castgate::server::Server,
+    name: &str,
+    layers: Vec<(&'static str, Vec<EncodedFrame>)>,
+    audio: Vec<EncodedFrame>,
+) -> tokio::task::JoinHandle<Publisher> {
+    let rids: Vec<&str> = layers.iter().map(|l| l.0).collect();
+    let publisher = Publisher::connect(
+        &url(server, &format!("/whip/{name}")),
+        PeerOptions::new(Some(VideoCodec::Vp8), true).with_simulcast(&rids),
+    )
+    .await
+    .expect("a simulcast publisher connects");
+    tokio::spawn(async move {
+        let refs: Vec<(&str, &[EncodedFrame])> =
+            layers.iter().map(|(r, f)| (*r, f.as_slice())).collect();
+        publisher.play_layers(&refs, &audio).await.expect("plays");
+        publisher
+    })
+}
+
+/// The picture size of the next video keyframe `viewer` receives.
+async fn next_keyframe_size(viewer: &mut Viewer, within: Duration) -> Option<(u32, u32)> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let f = viewer.next_frame_of(Kind::Video, left).await?;
+        if f.keyframe {
+            return picture_size(Codec::Vp8, &f.data);
+        }
+    }
+}
+
+/// Video frames `viewer` receives over `span`.
+async fn video_for(viewer: &mut Viewer, span: Duration) -> Vec<ReceivedFrame> {
+    let until = tokio::time::Instant::now() + span;
+    let mut out = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match viewer.next_frame_of(Kind::Video, left).await {
+            Some(f) => out.push(f),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
+    let (layers, audio) = tokio::task::spawn_blocking(|| (encode_layers(8), opus_packets(8)))
+        .await
+        .unwrap();
+    let top_frames = layers[1].1.len();
+    let dir = temp_dir("simulcast-rec");
+    let d = dir.to_path_buf();
+    let server = gateway::start(move |c| {
+        c.record.enabled = true;
+        c.record.dir = d;
+    })
+    .await;
+    let playing = publish(&server, "sim", layers, audio).await;
+    let name = StreamName::parse("sim").unwrap();
+    let hub = server.hub().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || hub.get(&name).is_some_and(|s| s
+            .layers()
+            .iter()
+            .filter(|l| l.width.is_some())
+            .count()
+            == 3))
+        .await,
+        "three layers measured: {:?}",
+        hub.get(&name).map(|s| s.layers())
+    );
+
+    // The API lists the layers smallest first, by measured size.
+    let info: serde_json::Value = http_client()
+        .unwrap()
+        .get(url(&server, "/api/streams/sim"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<(String, u64)> = info["layers"]
+        .as_array()
+        .expect("layers listed")
+        .iter()
+        .map(|l| {
+            (
+                l["rid"].as_str().unwrap().to_string(),
+                l["width"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [("c".into(), 320), ("b".into(), 640), ("a".into(), 1280)],
+        "{info}"
+    );
+    assert_eq!(
+        info["video"]["width"], 1280,
+        "the stream's size is its top layer's"
+    );
+
+    // Pinned viewers, by quality and by rid.
+    let mut viewers = Vec::new();
+    for layer in ["low", "mid", "high", "c"] {
+        let v = Viewer::connect(&url(&server, &format!("/whep/sim?layer={layer}")), None)
+            .await
+            .unwrap_or_else(|e| panic!("viewer {layer}: {e:#}"));
+        viewers.push((layer, v));
+    }
+    let mut sizes = Vec::new();
+    for (layer, v) in &mut viewers {
+        let size = next_keyframe_size(v, Duration::from_secs(4)).await;
+        sizes.push((*layer, size));
+    }
+    assert_eq!(
+        sizes,
+        [
+            ("low", Some((320, 180))),
+            ("mid", Some((640, 360))),
+            ("high", Some((1280, 720))),
+            ("c", Some((320, 180))),
+        ]
+    );
+    // Each keeps its layer: every frame of a second more decodes at its
+    // size, at 30 fps steps of the one timeline.
+    for (layer, v) in &mut viewers {
+        let frames = video_for(v, Duration::from_secs(1)).await;
+        assert!(frames.len() >= 20, "{layer}: {} frames", frames.len());
+        for f in frames.iter().filter(|f| f.keyframe) {
+            let size = picture_size(Codec::Vp8, &f.data);
+            assert_eq!(
+                Some(size),
+                sizes.iter().find(|s| s.0 == *layer).map(|s| s.1)
+            );
+        }
+        for pair in frames.windows(2) {
+            let step = pair[1].rtp_time.wrapping_sub(pair[0].rtp_time);
+            assert_eq!(step, 3000, "{layer}: one frame is 3000 ticks at 30 fps");
+        }
+    }
+    // The sessions API names each viewer's layer (refreshed once a second).
+    let mut rids = Vec::new();
+    for _ in 0..30 {
+        let sessions: serde_json::Value = http_client()
+            .unwrap()
+            .get(url(&server, "/api/streams/sim/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rids = sessions["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["layer"].as_str().map(str::to_string))
+            .collect();
+        rids.sort();
+        if rids.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(rids, ["a", "b", "c", "c"]);
+
+    // A rid the stream does not have: 400 naming its layers.
+    let err = Viewer::connect(&url(&server, "/whep/sim?layer=zz"), None)
+        .await
+        .err()
+        .expect("refused");
+    let http = err.downcast_ref::<HttpError>().expect("an HTTP error");
+    assert_eq!(http.status, 400);
+    assert!(
+        http.body.contains("its layers are c, b, a"),
+        "{}",
+        http.body
+    );
+
+    let publisher = playing.await.unwrap();
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    drop(viewers);
+    recordings_idle(&server).await;
+    let files = recordings_in(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    let streams = probe(file, "stream=width,height");
+    assert!(
+        streams.contains("width=1280") && streams.contains("height=720"),
+        "{streams}"
+    );
+    decodes_cleanly(file);
+    let packets = common::files::packets(file, "v");
+    assert!(
+        packets + 45 >= top_frames && packets <= top_frames,
+        "the top layer recorded: {packets} of {top_frames} frames"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_automatic_viewer_on_a_good_link_climbs_to_the_top_layer_on_one_timeline() {
+    let (layers, audio) = tokio::task::spawn_blocking(|| (encode_layers(14), opus_packets(14)))
+        .await
+        .unwrap();
+    let server = gateway::start(|_| {}).await;
+    let playing = publish(&server, "auto", layers, audio).await;
+    let name = StreamName::parse("auto").unwrap();
+    let hub = server.hub().clone();
+    assert!(
+        eventually(Duration::from_secs(5), || hub.get(&name).is_some_and(|s| s
+            .layers()
+            .iter()
+            .filter(|l| l.width.is_some())
+            .count()
+            == 3))
+        .await
+    );
+    let mut viewer = Viewer::connect(&url(&server, "/whep/auto"), None)
+        .await
+        .expect("an automatic viewer connects");
+    // Its answer carries transport-wide congestion control (it estimates).
+    assert!(
+        viewer.session().answer_sdp.contains("transport-wide-cc"),
+        "{}",
+        viewer.session().answer_sdp
+    );
+    let frames = video_for(&mut viewer, Duration::from_secs(10)).await;
+    let sizes: Vec<(u32, u32)> = frames
+        .iter()
+        .filter(|f| f.keyframe)
+        .filter_map(|f| picture_size(Codec::Vp8, &f.data))
+        .collect();
+    assert_eq!(
+        sizes.last(),
+        Some(&(1280, 720)),
+        "on the top layer at the end: {sizes:?}"
+    );
+    assert!(
+        sizes.first() != Some(&(1280, 720)),
+        "it started lower: {sizes:?}"
+    );
+    // One timeline across the switches: every step is one frame (3000
+    // ticks), a tick (a switch's keyframe was the picture just sent), or a
+    // few frames when some were passed over at a switch; never back.
+    for pair in frames.windows(2) {
+        let step = pair[1].rtp_time as i64 - pair[0].rtp_time as i64;
+        assert!(
+            step > 0 && step <= 3000 * 10,
+            "a jump of {step} ticks at a switch"
+        );
+    }
+    let switches = hub.get(&name).unwrap().counters().layer_switches;
+    assert!(switches >= 1, "counted: {switches}");
+    drop(viewer);
+    playing.abort();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_layer_viewers_and_refused_simulcast_offers() {
+    let server = gateway::start(|_| {}).await;
+    // A single-layer stream's viewers carry no transport-wide feedback.
+    let p = gateway::publisher(&server, "one", Some(VideoCodec::Vp8), true).await;
+    let v = Viewer::connect(&url(&server, "/whep/one"), None)
+        .await
+        .unwrap();
+    assert!(!v.session().answer_sdp.contains("transport-wide-cc"));
+    // `?layer=` qualities are fine on one layer; a rid is not.
+    let pinned = Viewer::connect(&url(&server, "/whep/one?layer=low"), None).await;
+    assert!(pinned.is_ok(), "{:?}", pinned.err());
+    let err = Viewer::connect(&url(&server, "/whep/one?layer=h"), None)
+        .await
+        .err()
+        .unwrap();
+    let http = err.downcast_ref::<HttpError>().unwrap();
+    assert_eq!(http.status, 400);
+    assert!(http.body.contains("single layer"), "{}", http.body);
+    drop(p);
+
+    // Simulcast the munged way (SSRC groups, no rids): 422 with a reason.
+    let offer = make_offer(&PeerOptions::new(Some(VideoCodec::Vp8), false), false).unwrap();
+    let munged = offer.sdp.replacen(
+        "a=sendonly\r\n",
+        "a=sendonly\r\na=ssrc-group:SIM 1 2 3\r\n",
+        1,
+    );
+    assert_ne!(munged, offer.sdp);
+    let r = post_offer(&server, "munged", &munged).await;
+    assert_eq!(r.0, 422, "{}", r.1);
+    assert!(r.1.contains("ssrc-group:SIM"), "{}", r.1);
+
+    // Four layers: more than castgate takes.
+    let four = make_offer(
+        &PeerOptions::new(Some(VideoCodec::Vp8), false).with_simulcast(&["a", "b", "c", "d"]),
+        false,
+    )
+    .unwrap();
+    let r = post_offer(&server, "four", &four.sdp).await;
+    assert_eq!(r.0, 422, "{}", r.1);
+    assert!(r.1.contains("at most 3"), "{}", r.1);
+    server.shutdown().await;
+}
+
+async fn post_offer(server: &castgate::server::Server, name: &str, sdp: &str) -> (u16, String) {
+    let r = http_client()
+        .unwrap()
+        .post(url(server, &format!("/whip/{name}")))
+        .header("content-type", "application/sdp")
+        .body(sdp.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
