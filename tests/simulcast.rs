@@ -6,6 +6,7 @@
 //! recording is the top layer. Offers that signal simulcast the munged way
 //! are refused with a reason.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use castgate::media::Codec;
@@ -15,7 +16,8 @@ use castgate::names::StreamName;
 use crate::common;
 use common::files::{decodes_cleanly, probe, recordings_in, temp_dir};
 use common::gateway::{self, eventually, recordings_idle, url};
-use common::media::{EncodedFrame, opus_packets, video_frames_sized};
+use common::media::{EncodedFrame, opus_packets, video_frames_at, video_frames_sized};
+use common::netns::Pair;
 use common::peer::{
     HttpError, Kind, PeerOptions, Publisher, ReceivedFrame, VideoCodec, Viewer, http_client,
     make_offer,
@@ -50,7 +52,10 @@ async fn publish(
     tokio::spawn(async move {
         let refs: Vec<(&str, &[EncodedFrame])> =
             layers.iter().map(|(r, f)| (*r, f.as_slice())).collect();
-        publisher.play_layers(&refs, &audio).await.expect("plays");
+        publisher
+            .play_layers(&refs, &audio, 1)
+            .await
+            .expect("plays");
         publisher
     })
 }
@@ -352,4 +357,130 @@ async fn post_offer(server: &castgate::server::Server, name: &str, sdp: &str) ->
         .await
         .unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Frames `viewer` receives until a video keyframe whose picture passes
+/// `wanted` (by its width), for at most `within`: how long it took and the
+/// longest gap between two video frames meanwhile, `None` if none came.
+async fn until_keyframe_width(
+    viewer: &mut Viewer,
+    within: Duration,
+    wanted: impl Fn(u32) -> bool,
+) -> Option<(Duration, Duration)> {
+    let start = tokio::time::Instant::now();
+    let until = start + within;
+    let mut last = start;
+    let mut longest = Duration::ZERO;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let f = viewer.next_frame_of(Kind::Video, left).await?;
+        let now = tokio::time::Instant::now();
+        longest = longest.max(now - last);
+        last = now;
+        if f.keyframe
+            && let Some((w, _)) = picture_size(Codec::Vp8, &f.data)
+            && wanted(w)
+        {
+            return Some((now - start, longest));
+        }
+    }
+}
+
+/// An automatic viewer on another host behind a link that slows down
+/// (`tc`'s token bucket: a queue, as a real bottleneck) moves down to a
+/// layer the link carries, and back up once the limit is lifted. The
+/// publisher sends 150, 500 and 1,500 kbit/s layers.
+#[test]
+fn an_automatic_viewer_behind_a_slowed_link_moves_down_and_back_up() {
+    let net = std::sync::Arc::new(Pair::new("simul"));
+    let shaper = net.clone();
+    let viewer_ns = net.b.name().to_string();
+    let layers: Vec<(&'static str, Vec<EncodedFrame>)> = [
+        ("l", "320x180", 150),
+        ("m", "640x360", 500),
+        ("h", "1280x720", 1500),
+    ]
+    .iter()
+    .map(|(rid, size, kbps)| (*rid, video_frames_at(VideoCodec::Vp8, 12, size, *kbps)))
+    .collect();
+    let figures = net.a.run(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = gateway::start(|c| {
+                c.rtc.udp_listen = SocketAddr::from((Pair::A, 0));
+            })
+            .await;
+            let rids: Vec<&str> = layers.iter().map(|l| l.0).collect();
+            let publisher = Publisher::connect(
+                &url(&server, "/whip/slow"),
+                PeerOptions::new(Some(VideoCodec::Vp8), false)
+                    .with_simulcast(&rids)
+                    .bound_to(Pair::A.into()),
+            )
+            .await
+            .expect("the publisher connects");
+            let playing = tokio::spawn(async move {
+                let refs: Vec<(&str, &[EncodedFrame])> =
+                    layers.iter().map(|(r, f)| (*r, f.as_slice())).collect();
+                let _ = publisher.play_layers(&refs, &[], 6).await;
+                publisher
+            });
+            let name = StreamName::parse("slow").unwrap();
+            let hub = server.hub().clone();
+            assert!(
+                eventually(Duration::from_secs(5), || hub.get(&name).is_some_and(|s| s
+                    .layers()
+                    .iter()
+                    .filter(|l| l.bitrate_kbps > 0.0)
+                    .count()
+                    == 3))
+                .await,
+                "three layers measured: {:?}",
+                hub.get(&name).map(|s| s.layers())
+            );
+            let mut viewer = Viewer::connect_with(
+                &url(&server, "/whep/slow"),
+                PeerOptions::new(None, true)
+                    .bound_to(Pair::B.into())
+                    .in_netns(&viewer_ns),
+            )
+            .await
+            .expect("the viewer on the other host connects");
+            let free =
+                until_keyframe_width(&mut viewer, Duration::from_secs(20), |w| w == 1280).await;
+            shaper.limit_a_to_b(800);
+            let slowed =
+                until_keyframe_width(&mut viewer, Duration::from_secs(20), |w| w <= 640).await;
+            // It keeps receiving pictures on the lower layer.
+            let kept = video_for(&mut viewer, Duration::from_secs(2)).await.len();
+            shaper.unlimit_a_to_b();
+            let lifted =
+                until_keyframe_width(&mut viewer, Duration::from_secs(30), |w| w == 1280).await;
+            let switches = hub.get(&name).map(|s| s.counters().layer_switches);
+            drop(viewer);
+            playing.abort();
+            server.shutdown().await;
+            (free, slowed, kept, lifted, switches)
+        })
+    });
+    let (free, slowed, kept, lifted, switches) = figures;
+    eprintln!(
+        "figure: auto viewer free→top {free:?}, down after the limit {slowed:?}, \
+         frames in 2 s on the lower layer {kept}, up after the lift {lifted:?}, switches {switches:?}"
+    );
+    assert!(free.is_some(), "it reached the top layer on the free link");
+    assert!(slowed.is_some(), "it moved down when the link slowed");
+    assert!(
+        kept >= 30,
+        "it kept decoding on the lower layer: {kept} frames in 2 s"
+    );
+    assert!(
+        lifted.is_some(),
+        "it went back up once the limit was lifted"
+    );
+    assert!(switches.is_some_and(|s| s >= 3), "{switches:?}");
 }

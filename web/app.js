@@ -343,10 +343,13 @@ export async function senderFigures(pc, meter) {
     if (s.type === 'outbound-rtp') {
       const r = meter.rate(s.id, s.bytesSent ?? 0, s.timestamp);
       if (r != null) { out.bitrate += r; haveRate = true; }
-      if (s.kind === 'video') {
+      // With simulcast there is one per layer: the figures are the largest's.
+      if (s.kind === 'video' && (s.frameWidth ?? 0) >= (out.width ?? 0)) {
         out.fps = s.framesPerSecond ?? out.fps;
         out.width = s.frameWidth ?? out.width;
         out.height = s.frameHeight ?? out.height;
+      }
+      if (s.kind === 'video') {
         out.codec = codecOf(report, s) ?? out.codec;
         out.limit = s.qualityLimitationReason ?? out.limit;
       }

@@ -32,6 +32,7 @@ const ui = {
   fps: $('#fps'),
   codec: $('#codec'),
   bitrate: $('#bitrate'),
+  simulcast: $('#simulcast'),
   name: $('#name'),
   nameHint: $('#name-hint'),
   token: $('#token'),
@@ -72,6 +73,7 @@ function loadSettings() {
   setIf(ui.fps, saved.fps);
   setIf(ui.codec, saved.codec);
   setIf(ui.bitrate, saved.bitrate);
+  ui.simulcast.checked = saved.simulcast === true || new URLSearchParams(location.search).get('simulcast') === '1';
   ui.name.value = fromUrl || saved.name || `stream-${Math.random().toString(36).slice(2, 6)}`;
   try { ui.token.value = sessionStorage.getItem(TOKEN_KEY) ?? ''; } catch { /* storage blocked */ }
   return saved;
@@ -85,6 +87,7 @@ function saveSettings() {
     fps: ui.fps.value,
     codec: ui.codec.value,
     bitrate: ui.bitrate.value,
+    simulcast: ui.simulcast.checked,
     name: ui.name.value.trim(),
   };
   try {
@@ -406,7 +409,7 @@ function updateWatchLink() {
 function setLive(live) {
   ui.start.hidden = live;
   ui.stop.hidden = !live;
-  for (const el of [ui.codec, ui.name, ui.token]) el.disabled = live;
+  for (const el of [ui.codec, ui.simulcast, ui.name, ui.token]) el.disabled = live;
   document.body.classList.toggle('is-live', live);
 }
 
@@ -460,6 +463,7 @@ async function start(event) {
       token: ui.token.value.trim() || null,
       videoCodec: ui.codec.value || null,
       maxBitrate: Number(ui.bitrate.value) || null,
+      simulcast: ui.simulcast.checked,
       gatherMs: 0, // castgate is ICE-lite: candidates can all follow over PATCH
     });
   } catch (e) {
@@ -556,6 +560,7 @@ function init() {
   ui.fps.addEventListener('change', () => { saveSettings(); applyVideoSettings(); });
   ui.bitrate.addEventListener('change', () => { saveSettings(); whip?.setMaxBitrate(Number(ui.bitrate.value)).catch(() => {}); });
   ui.codec.addEventListener('change', saveSettings);
+  ui.simulcast.addEventListener('change', saveSettings);
   ui.name.addEventListener('input', updateWatchLink);
   $('#copy-watch').addEventListener('click', (e) => copyText(watchLink(), e.currentTarget));
   window.addEventListener('beforeunload', (e) => {

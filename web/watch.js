@@ -35,6 +35,7 @@ const ui = {
   controls: $('#controls'),
   mute: $('#mute'),
   fullscreen: $('#fullscreen'),
+  quality: $('#quality'),
   figures: Object.fromEntries([...document.querySelectorAll('[data-figure]')].map((el) => [el.dataset.figure, el])),
 };
 
@@ -50,6 +51,10 @@ const page = {
   firstFrameMs: null, // ms from navigation to the first picture
   streamId: null, // id (from the API) of the stream the current session plays
   info: null, // last GET /api/streams/{name}
+  layer: ['auto', 'high', 'mid', 'low'].includes(new URLSearchParams(location.search).get('layer'))
+    ? new URLSearchParams(location.search).get('layer')
+    : 'auto', // the simulcast quality asked for (?layer= on the WHEP URL)
+  quality: null, // the layer received now: { name: 'high' | 'mid' | 'low', rid, width, height }
   infoAt: 0,
   timing: { script: Math.round(performance.now()) }, // ms since navigation of a few milestones
 };
@@ -352,7 +357,32 @@ async function sampleFigures() {
     ui.figures.codec.textContent = [f.codec, f.audioCodec].filter(Boolean).join(' + ') || '–';
     ui.figures.jitter.textContent = f.jitterMs != null ? `${Math.round(f.jitterMs)} ms` : '–';
     ui.figures.lost.textContent = String(f.lost);
+    page.quality = receivedLayer(f);
+    ui.figures.layer.textContent = page.quality
+      ? `${page.quality.name.charAt(0).toUpperCase()}${page.quality.name.slice(1)}${page.layer === 'auto' ? ' (auto)' : ''}`
+      : '–';
   } catch { /* closed between two samples */ }
+}
+
+/** Which of a simulcast stream's layers (the API lists them smallest first)
+ *  the pictures received now are, by their size. */
+function receivedLayer(f) {
+  const layers = (page.info?.layers ?? []).filter((l) => l.width);
+  if (layers.length < 2 || !f.width) return null;
+  const names = layers.length === 2 ? ['low', 'high'] : ['low', 'mid', 'high'];
+  let best = 0;
+  layers.forEach((l, i) => {
+    if (Math.abs(l.width - f.width) < Math.abs(layers[best].width - f.width)) best = i;
+  });
+  const l = layers[best];
+  return { name: names[Math.min(best, names.length - 1)], rid: l.rid, width: l.width, height: l.height };
+}
+
+/** The quality menu: shown for a simulcast stream only. */
+function renderQuality() {
+  const simulcast = (page.info?.layers?.length ?? 0) > 1 && page.mode === 'webrtc';
+  show(ui.quality, simulcast);
+  ui.quality.value = page.layer;
 }
 
 function renderInfo() {
@@ -366,6 +396,7 @@ function renderInfo() {
   ui.viewers.textContent = n === 1 ? '1 watching' : `${n} watching`;
   show(ui.viewers, true);
   ui.figures.uptime.textContent = formatDuration(info.uptime_secs + (performance.now() - page.infoAt) / 1000);
+  renderQuality();
 }
 
 // ---------------------------------------------------------------- the stream's life
@@ -427,7 +458,8 @@ function startWatching(token) {
   // front, so the offer goes out at once and candidates follow over PATCH.
   let whep;
   try {
-    whep = new WhepClient(`/whep/${encodeURIComponent(name)}`, { token: token || null, gatherMs: 0 });
+    const layer = page.layer === 'auto' ? '' : `?layer=${page.layer}`;
+    whep = new WhepClient(`/whep/${encodeURIComponent(name)}${layer}`, { token: token || null, gatherMs: 0 });
   } catch (e) {
     page.whep = null;
     overlay('lock', 'Check the token', e.message.charAt(0).toUpperCase() + e.message.slice(1) + '.', { token: true, state: 'failed' });
@@ -463,6 +495,11 @@ ui.tokenForm.addEventListener('submit', (e) => {
   const token = ui.token.value.trim();
   try { sessionStorage.setItem(TOKEN_KEY, token); } catch { /* not kept */ }
   startWatching(token);
+});
+ui.quality.addEventListener('change', () => {
+  page.layer = ui.quality.value;
+  // A new session on the layer asked for (the picture stays until it plays).
+  startWatching(currentToken());
 });
 ui.retry.addEventListener('click', () => (page.mode === 'hls' ? startHls() : startWatching(currentToken())));
 

@@ -8,7 +8,9 @@
  *   const whip = new WhipClient('https://gateway.example/whip/my-stream', {
  *     token: 'secret',          // optional: sent as "Authorization: Bearer secret"
  *     videoCodec: 'VP9',        // optional: 'VP8' | 'VP9' | 'H264' | 'AV1'
- *     maxBitrate: 2_500_000,    // optional: video bits per second
+ *     maxBitrate: 2_500_000,    // optional: video bits per second (the top layer's)
+ *     simulcast: true,          // optional: send three layers (full, ½, ¼ size) so each
+ *                               // viewer gets the one its connection carries
  *   });
  *   whip.addEventListener('statechange', () => console.log(whip.state, whip.error?.message));
  *   await whip.publish(media);  // resolves once the server accepted the offer
@@ -508,6 +510,20 @@ export function sendableVideoCodecs() {
   return ['VP8', 'VP9', 'H264', 'AV1'].filter((name) => mimes.has(`video/${name.toLowerCase()}`));
 }
 
+/** The three simulcast layers, smallest first (as libwebrtc expects them).
+ *  VP9 and AV1 need a scalability mode on every layer, or browsers fall back
+ *  to one SVC stream, which castgate does not take. */
+function simulcastEncodings(options) {
+  const svcCodec = ['VP9', 'AV1'].includes(options.videoCodec);
+  const layer = (rid, scale, maxBitrate) => ({
+    rid,
+    scaleResolutionDownBy: scale,
+    ...(maxBitrate ? { maxBitrate } : {}),
+    ...(svcCodec ? { scalabilityMode: 'L1T3' } : {}),
+  });
+  return [layer('l', 4, 200_000), layer('m', 2, 700_000), layer('h', 1, options.maxBitrate)];
+}
+
 function codecPreferences(name) {
   const codecs = RTCRtpSender.getCapabilities?.('video')?.codecs;
   if (!codecs) return null;
@@ -522,7 +538,9 @@ function codecPreferences(name) {
  * Publishes one audio and one video track to a WHIP endpoint.
  *
  * Options (all optional): `token`, `videoCodec` ('VP8' | 'VP9' | 'H264' | 'AV1'),
- * `maxBitrate` (video, bits/s), `iceServers`, and the timing knobs of the shared
+ * `maxBitrate` (video, bits/s), `simulcast` (true: the video in three layers,
+ * rids 'l', 'm', 'h' at ¼, ½ and full size; browsers make all three only from
+ * about 960x540 up), `iceServers`, and the timing knobs of the shared
  * core (`gatherMs`, `connectTimeoutMs`, `disconnectGraceMs`, `restartTimeoutMs`,
  * `maxBackoffMs`, `closeOnPageHide`).
  */
@@ -549,7 +567,8 @@ export class WhipClient extends Session {
   _prepare(pc) {
     for (const kind of this._kinds) {
       const init = { direction: 'sendonly' };
-      if (kind === 'video' && this.options.maxBitrate) init.sendEncodings = [{ maxBitrate: this.options.maxBitrate }];
+      if (kind === 'video' && this.options.simulcast) init.sendEncodings = simulcastEncodings(this.options);
+      else if (kind === 'video' && this.options.maxBitrate) init.sendEncodings = [{ maxBitrate: this.options.maxBitrate }];
       const transceiver = pc.addTransceiver(this._tracks[kind] ?? kind, init);
       if (kind === 'video' && this.options.videoCodec && transceiver.setCodecPreferences) {
         const prefs = codecPreferences(this.options.videoCodec);
@@ -586,7 +605,8 @@ export class WhipClient extends Session {
     await this._sender(kind)?.replaceTrack(track);
   }
 
-  /** Changes the video bitrate cap (bits/s; 0 or null removes it), live. */
+  /** Changes the video bitrate cap (bits/s; 0 or null removes it; with
+   *  simulcast, the top layer's), live. */
   async setMaxBitrate(bps) {
     this.options.maxBitrate = bps || null;
     const sender = this._sender('video');
@@ -594,6 +614,7 @@ export class WhipClient extends Session {
     const params = sender.getParameters();
     if (!params.encodings?.length) params.encodings = [{}];
     for (const enc of params.encodings) {
+      if (this.options.simulcast && enc.rid !== 'h') continue;
       if (bps) enc.maxBitrate = bps;
       else delete enc.maxBitrate;
     }

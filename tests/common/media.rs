@@ -119,6 +119,26 @@ pub fn video_frames_sized(codec: VideoCodec, seconds: u32, size: &str) -> Vec<En
     encode_video_sized(codec, seconds, size)
 }
 
+/// `seconds` of a `size` picture in `codec` at a constant `kbps` (a test
+/// pattern under moving noise, so the encoder spends what it is given): a
+/// simulcast layer of a known bitrate (not cached).
+pub fn video_frames_at(
+    codec: VideoCodec,
+    seconds: u32,
+    size: &str,
+    kbps: u32,
+) -> Vec<EncodedFrame> {
+    let rate = format!("{kbps}k");
+    encode_video_with(
+        codec,
+        seconds,
+        &format!("testsrc=size={size}:rate=30,noise=alls=40:allf=t+u"),
+        &[
+            "-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate,
+        ],
+    )
+}
+
 /// `seconds` of 640x360 H.264 at 30 fps that compresses badly (a test
 /// pattern under moving noise) at about `kbps`: a large recording quickly.
 pub fn h264_frames_heavy(seconds: u32, kbps: u32) -> Vec<EncodedFrame> {

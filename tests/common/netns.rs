@@ -124,6 +124,8 @@ pub struct Pair {
     pub a: NetNs,
     /// The second host (address [`Pair::B`]).
     pub b: NetNs,
+    /// The first host's end of the link.
+    link_a: String,
 }
 
 impl Pair {
@@ -173,6 +175,68 @@ impl Pair {
         ]);
         ip(&["-n", a.name(), "link", "set", &va, "up"]);
         ip(&["-n", b.name(), "link", "set", &vb, "up"]);
-        Pair { a, b }
+        Pair { a, b, link_a: va }
     }
+
+    /// Limits what the first host sends to the second to `kbit` kbit/s
+    /// through a queue (a token bucket holding up to 300 ms, as a slow link
+    /// does), not a policer; replaces any limit set before.
+    pub fn limit_a_to_b(&self, kbit: u32) {
+        self.unlimit_a_to_b();
+        let rate = format!("{kbit}kbit");
+        let out = Command::new("tc")
+            .args([
+                "-n",
+                self.a.name(),
+                "qdisc",
+                "add",
+                "dev",
+                &self.link_a,
+                "root",
+                "tbf",
+            ])
+            .args(["rate", &rate, "burst", "16kb", "latency", "300ms"])
+            .output()
+            .expect("`tc` (iproute2) runs");
+        assert!(
+            out.status.success(),
+            "tc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Lifts the limit of [`Pair::limit_a_to_b`].
+    pub fn unlimit_a_to_b(&self) {
+        let _ = Command::new("tc")
+            .args([
+                "-n",
+                self.a.name(),
+                "qdisc",
+                "del",
+                "dev",
+                &self.link_a,
+                "root",
+            ])
+            .output();
+    }
+}
+
+/// A UDP socket bound to `addr` inside the namespace `name` (it stays
+/// there whichever thread uses it).
+pub fn udp_socket_in(
+    name: &str,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<std::net::UdpSocket> {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this (new, short-lived) thread with a valid namespace fd.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::net::UdpSocket::bind(addr)
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("the socket thread panicked"))?
 }

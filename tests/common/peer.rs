@@ -69,6 +69,9 @@ pub struct PeerOptions {
     /// Publisher only: the video is sent in simulcast layers with these
     /// rids (RFC 8853), written with [`Publisher::play_layers`].
     pub simulcast: Vec<String>,
+    /// The network namespace the peer's UDP socket lives in (another host),
+    /// `None`: this process's.
+    pub netns: Option<String>,
 }
 
 impl Default for PeerOptions {
@@ -89,7 +92,14 @@ impl PeerOptions {
             tcp: false,
             lose_video_every: None,
             simulcast: Vec::new(),
+            netns: None,
         }
+    }
+
+    /// The same options with the UDP socket in the network namespace `name`.
+    pub fn in_netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
+        self
     }
 
     /// The same options for a publisher sending its video in simulcast
@@ -371,7 +381,11 @@ pub fn make_offer(opts: &PeerOptions, recv: bool) -> anyhow::Result<Offer> {
 fn bind_socket(opts: &PeerOptions) -> anyhow::Result<(PeerSocket, std::net::SocketAddr)> {
     let addr = std::net::SocketAddr::new(opts.bind, 0);
     if !opts.tcp {
-        let socket = std::net::UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
+        let socket = match &opts.netns {
+            Some(ns) => super::netns::udp_socket_in(ns, addr),
+            None => std::net::UdpSocket::bind(addr),
+        }
+        .with_context(|| format!("binding {addr}"))?;
         let local = socket.local_addr().context("local address")?;
         return Ok((PeerSocket::Udp(socket), local));
     }
@@ -1123,12 +1137,14 @@ impl Publisher {
     }
 
     /// Sends each simulcast layer's video (`(rid, frames)`, the same pictures
-    /// at several sizes, frame for frame) and `audio`, paced in real time.
-    /// Each layer gets its own RTP time offset, as a browser's layers have.
+    /// at several sizes, frame for frame) and `audio`, paced in real time,
+    /// `loops` times over (times running on). Each layer gets its own RTP
+    /// time offset, as a browser's layers have.
     pub async fn play_layers(
         &self,
         layers: &[(&str, &[EncodedFrame])],
         audio: &[EncodedFrame],
+        loops: u32,
     ) -> anyhow::Result<()> {
         let start = tokio::time::Instant::now();
         let started = Instant::now();
@@ -1138,47 +1154,58 @@ impl Publisher {
             .and_then(|l| l.1.first())
             .map_or(0, |f| f.rtp_time);
         let a0 = audio.first().map_or(0, |f| f.rtp_time);
+        // One pass of the clip, in each clock.
+        let video_span = match (layers.first(), frames) {
+            (Some(l), n) if n > 0 => l.1[n - 1].rtp_time - v0 + 3000,
+            _ => 0,
+        };
+        let audio_span = audio.last().map_or(0, |f| f.rtp_time - a0 + 960);
+        let total_video = frames * loops as usize;
+        let total_audio = audio.len() * loops as usize;
         let (mut vi, mut ai) = (0, 0);
         loop {
-            let vt = (vi < frames).then(|| {
-                Duration::from_micros(layers[0].1[vi].rtp_time.saturating_sub(v0) * 1000 / 90)
+            let vt = (vi < total_video).then(|| {
+                let round = (vi / frames) as u64;
+                let t = layers[0].1[vi % frames].rtp_time - v0 + round * video_span;
+                Duration::from_micros(t * 1000 / 90)
             });
-            let at = audio
-                .get(ai)
-                .map(|f| Duration::from_micros(f.rtp_time.saturating_sub(a0) * 1000 / 48));
-            match (vt, at) {
-                (Some(v), Some(a)) if a < v => {
-                    tokio::time::sleep_until(start + a).await;
-                    let f = &audio[ai];
-                    self.send_audio(f.data.clone(), f.rtp_time).await?;
-                    ai += 1;
-                }
-                (Some(v), _) => {
-                    tokio::time::sleep_until(start + v).await;
-                    for (i, (rid, frames)) in layers.iter().enumerate() {
-                        let f = &frames[vi];
-                        // A random-looking offset per layer (RFC 3550).
-                        let offset = 1_234_567 * (i as u64 + 1) + 7_000_000 * i as u64;
-                        self.peer
-                            .write_captured(
-                                Kind::Video,
-                                f.data.clone(),
-                                f.rtp_time + offset,
-                                Some(started + v),
-                                Some(rid.to_string()),
-                            )
-                            .await?;
-                    }
-                    vi += 1;
-                }
-                (None, Some(a)) => {
-                    tokio::time::sleep_until(start + a).await;
-                    let f = &audio[ai];
-                    self.send_audio(f.data.clone(), f.rtp_time).await?;
-                    ai += 1;
-                }
-                (None, None) => return Ok(()),
+            let at = (ai < total_audio).then(|| {
+                let round = (ai / audio.len()) as u64;
+                let t = audio[ai % audio.len()].rtp_time - a0 + round * audio_span;
+                Duration::from_micros(t * 1000 / 48)
+            });
+            let audio_next = match (vt, at) {
+                (Some(v), Some(a)) => a < v,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if let (true, Some(a)) = (audio_next, at) {
+                tokio::time::sleep_until(start + a).await;
+                let round = (ai / audio.len()) as u64;
+                let f = &audio[ai % audio.len()];
+                self.send_audio(f.data.clone(), f.rtp_time + round * audio_span)
+                    .await?;
+                ai += 1;
+                continue;
             }
+            let Some(v) = vt else { return Ok(()) };
+            tokio::time::sleep_until(start + v).await;
+            let round = (vi / frames) as u64;
+            for (i, (rid, clip)) in layers.iter().enumerate() {
+                let f = &clip[vi % frames];
+                // A random-looking offset per layer (RFC 3550).
+                let offset = 1_234_567 * (i as u64 + 1) + 7_000_000 * i as u64;
+                self.peer
+                    .write_captured(
+                        Kind::Video,
+                        f.data.clone(),
+                        f.rtp_time + round * video_span + offset,
+                        Some(started + v),
+                        Some(rid.to_string()),
+                    )
+                    .await?;
+            }
+            vi += 1;
         }
     }
 
