@@ -4,6 +4,7 @@
 //! cargo build --release --bin castgate
 //! cargo run --release --example bench_core            # ~2 minutes
 //! cargo run --release --example bench_core -- --quick # ~30 s
+//! cargo run --release --example bench_core -- --simulcast # figures 2 and 3, simulcast
 //! ```
 //!
 //! The gateway runs as a separate process (`target/release/castgate serve` on free
@@ -21,6 +22,11 @@
 //! 2. Gateway CPU time per 1000 forwarded packets (UDP datagrams out), 1 publisher and
 //!    N viewers (default 50).
 //! 3. Gateway resident memory per viewer: (RSS with N viewers − RSS with 0) / N.
+//!
+//! With `--simulcast` (figures 2 and 3 only) the publisher sends three layers
+//! (the clip at 1280x720, and 640x360 / 320x180 encodings of the same picture)
+//! and the viewers are automatic: each runs castgate's bandwidth estimation
+//! (transport-wide congestion control) and gets the layer it carries.
 
 // The end-to-end tests' helpers; a benchmark uses a few of them.
 #[path = "../tests/common/mod.rs"]
@@ -57,6 +63,8 @@ const LATE: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone)]
 struct Plan {
     quick: bool,
+    /// Three layers and automatic viewers (see the module's doc).
+    simulcast: bool,
     binary: PathBuf,
     viewers: usize,
     joins: usize,
@@ -71,6 +79,7 @@ struct Plan {
 impl Plan {
     fn from_args() -> anyhow::Result<Plan> {
         let mut quick = false;
+        let mut simulcast = false;
         let mut viewers = None;
         let mut joins = None;
         let mut window = None;
@@ -81,13 +90,14 @@ impl Plan {
                 |name: &str| args.next().with_context(|| format!("{name} needs a value"));
             match a.as_str() {
                 "--quick" => quick = true,
+                "--simulcast" => simulcast = true,
                 "--viewers" => viewers = Some(value("--viewers")?.parse()?),
                 "--joins" => joins = Some(value("--joins")?.parse()?),
                 "--window" => window = Some(value("--window")?.parse::<u64>()?),
                 "--bin" => binary = Some(PathBuf::from(value("--bin")?)),
                 "-h" | "--help" => {
                     println!(
-                        "bench_core [--quick] [--viewers N] [--joins N] [--window SECS] [--bin PATH]\n\
+                        "bench_core [--quick] [--simulcast] [--viewers N] [--joins N] [--window SECS] [--bin PATH]\n\
                          default: ~2 min (20 joins per case, 50 viewers, 15 s window); --quick: ~30 s"
                     );
                     std::process::exit(0);
@@ -112,12 +122,15 @@ impl Plan {
             );
         }
         let mut join_cases = vec![("fresh", "fresh", false), ("cached", "cached", false)];
-        if !quick {
+        if simulcast {
+            join_cases.clear();
+        } else if !quick {
             join_cases.push(("auto", "auto", false));
             join_cases.push(("fresh", "fresh", true));
         }
         Ok(Plan {
             quick,
+            simulcast,
             binary,
             viewers: viewers.unwrap_or(50),
             joins: joins.unwrap_or(if quick { 8 } else { 20 }),
@@ -137,6 +150,9 @@ impl Plan {
 /// The looped test clip: 1280x720 30 fps VP8 (~2 Mbit/s, keyframe every 30 frames) + Opus.
 struct Clip {
     video: Vec<EncodedFrame>,
+    /// With `--simulcast`: the same pictures at 640x360 and 320x180 (rids
+    /// `m`, `l`), frame for frame.
+    lower: Vec<(&'static str, Vec<EncodedFrame>)>,
     audio: Vec<EncodedFrame>,
     secs: u64,
     keyframes: HashSet<Vec<u8>>,
@@ -145,28 +161,16 @@ struct Clip {
 }
 
 impl Clip {
-    fn make(secs: u64) -> anyhow::Result<Clip> {
-        let dir = std::env::temp_dir().join(format!("castgate-bench-clip-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let out = dir.join("v.ivf");
-        let duration = secs.to_string();
-        let gop = GOP.to_string();
-        let status = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-            .args(["-t", &duration, "-pix_fmt", "yuv420p", "-c:v", "libvpx"])
-            .args(["-deadline", "realtime", "-cpu-used", "8", "-b:v", "2M"])
-            .args(["-g", &gop, "-keyint_min", &gop])
-            .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-f", "ivf"])
-            .arg(&out)
-            .status()
-            .context("running ffmpeg (install it with scripts/setup.sh --test)")?;
-        if !status.success() {
-            bail!("ffmpeg failed to encode the VP8 clip ({status})");
-        }
-        let ivf = std::fs::read(&out)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        let video = parse_ivf(&ivf)?;
+    fn make(secs: u64, simulcast: bool) -> anyhow::Result<Clip> {
+        let video = encode_vp8(secs, "1280x720", "2M")?;
+        let lower = if simulcast {
+            vec![
+                ("m", encode_vp8(secs, "640x360", "600k")?),
+                ("l", encode_vp8(secs, "320x180", "150k")?),
+            ]
+        } else {
+            Vec::new()
+        };
         let n = video.len() as u64;
         if n < GOP || !video[0].keyframe {
             bail!("the VP8 clip has {n} frames and must start with a keyframe");
@@ -188,6 +192,7 @@ impl Clip {
             video_kbps: vbytes as f64 * 8.0 / 1000.0 / video_secs,
             audio_kbps: abytes as f64 * 8.0 / 1000.0 / secs as f64,
             video,
+            lower,
             audio,
             secs,
             keyframes,
@@ -205,6 +210,33 @@ impl Clip {
             .find(|&i| self.video[i].keyframe)
             .unwrap_or(0)
     }
+}
+
+/// `secs` of the test picture at `size` in VP8 at `bitrate` (keyframe every [`GOP`]).
+fn encode_vp8(secs: u64, size: &str, bitrate: &str) -> anyhow::Result<Vec<EncodedFrame>> {
+    let dir =
+        std::env::temp_dir().join(format!("castgate-bench-clip-{}-{size}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("v.ivf");
+    let duration = secs.to_string();
+    let gop = GOP.to_string();
+    let source = format!("testsrc2=size={size}:rate=30");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", &source])
+        .args(["-t", &duration, "-pix_fmt", "yuv420p", "-c:v", "libvpx"])
+        .args(["-deadline", "realtime", "-cpu-used", "8", "-b:v", bitrate])
+        .args(["-g", &gop, "-keyint_min", &gop])
+        .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-f", "ivf"])
+        .arg(&out)
+        .status()
+        .context("running ffmpeg (install it with scripts/setup.sh --test)")?;
+    if !status.success() {
+        bail!("ffmpeg failed to encode the VP8 clip ({status})");
+    }
+    let ivf = std::fs::read(&out)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    parse_ivf(&ivf)
 }
 
 /// Frames of an IVF file (32-byte header, 12-byte frame headers).
@@ -305,9 +337,22 @@ async fn run_publisher(
                 stats.answered_requests.fetch_add(1, Ordering::Relaxed);
             }
             let frame = &clip.video[vi];
-            publisher
-                .send_video(frame.data.clone(), vn * (90_000 / FPS))
-                .await?;
+            let time = vn * (90_000 / FPS);
+            if clip.lower.is_empty() {
+                publisher.send_video(frame.data.clone(), time).await?;
+            } else {
+                publisher
+                    .send_video_layer("h", frame.data.clone(), time)
+                    .await?;
+                for (i, (rid, frames)) in clip.lower.iter().enumerate() {
+                    // Each layer on its own RTP time offset, as a browser's.
+                    let offset = 7_000_000 * (i as u64 + 1);
+                    let f = &frames[vi % frames.len()];
+                    publisher
+                        .send_video_layer(rid, f.data.clone(), time + offset)
+                        .await?;
+                }
+            }
             vi = (vi + 1) % clip.video.len();
             vn += 1;
             stats.video_sent.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +383,11 @@ impl Publishing {
         let publisher = Arc::new(
             Publisher::connect(
                 &gw.url(&format!("/whip/{STREAM}")),
-                PeerOptions::new(Some(VideoCodec::Vp8), true),
+                if clip.lower.is_empty() {
+                    PeerOptions::new(Some(VideoCodec::Vp8), true)
+                } else {
+                    PeerOptions::new(Some(VideoCodec::Vp8), true).with_simulcast(&["h", "m", "l"])
+                },
             )
             .await
             .context("WHIP publish")?,
@@ -951,16 +1000,21 @@ async fn main() -> anyhow::Result<()> {
         .map_or("?".into(), |d| format!("{}s", d.as_secs()));
 
     let clip = {
-        let secs = plan.clip_secs;
+        let (secs, simulcast) = (plan.clip_secs, plan.simulcast);
         Arc::new(
-            tokio::task::spawn_blocking(move || Clip::make(secs))
+            tokio::task::spawn_blocking(move || Clip::make(secs, simulcast))
                 .await
                 .context("encoding")??,
         )
     };
     println!(
         "conditions: mode={} cores={cores} clk_tck={clk}({clk_src}) git={} binary={} (built {binary_age} ago)",
-        if plan.quick { "quick" } else { "full" },
+        match (plan.quick, plan.simulcast) {
+            (_, true) =>
+                "simulcast (3 layers h/m/l: 1280x720 2M, 640x360 600k, 320x180 150k; automatic viewers with bandwidth estimation)",
+            (true, false) => "quick",
+            (false, false) => "full",
+        },
         git_rev(),
         plan.binary.display(),
     );
@@ -1065,12 +1119,13 @@ async fn main() -> anyhow::Result<()> {
     println!("  {}", r.gateway);
     let api = &r.api;
     println!(
-        "stream_api: bitrate_in_kbps={} bitrate_out_kbps={} frames_in={} frames_dropped={} keyframe_requests={} viewers={}",
+        "stream_api: bitrate_in_kbps={} bitrate_out_kbps={} frames_in={} frames_dropped={} keyframe_requests={} layer_switches={} viewers={}",
         api["bitrate_in_kbps"],
         api["bitrate_out_kbps"],
         api["frames_in"],
         api["frames_dropped"],
         api["keyframe_requests"],
+        api["layer_switches"],
         api["viewers"]
     );
 

@@ -295,8 +295,15 @@ async fn an_automatic_viewer_on_a_good_link_climbs_to_the_top_layer_on_one_timel
             "a jump of {step} ticks at a switch"
         );
     }
-    let switches = hub.get(&name).unwrap().counters().layer_switches;
-    assert!(switches >= 1, "counted: {switches}");
+    let counters = hub.get(&name).unwrap().counters();
+    assert!(counters.layer_switches >= 1, "counted: {counters:?}");
+    // A switch waits for the layer's next keyframe and asks for it about
+    // every 350 ms meanwhile, not with every frame of the other layers
+    // (this publisher ignores requests: its keyframes come every second).
+    assert!(
+        counters.keyframe_requests <= 4 * (counters.layer_switches + 1),
+        "{counters:?}"
+    );
     drop(viewer);
     playing.abort();
     server.shutdown().await;

@@ -583,9 +583,13 @@ mod tests {
         // The viewer wants the middle layer now: it stays on its own until
         // a keyframe of the middle one, which is asked for.
         low_sub.layer.set_want(Want::Mid);
-        all_layers(&s, false, 9000);
-        assert_eq!(drained(&low), [(1, 9000)]);
-        assert_eq!(publisher.asked_layers.lock().last(), Some(&2));
+        let asked = publisher.asked_layers.lock().len();
+        for t in [9000, 10_000, 11_000] {
+            all_layers(&s, false, t);
+        }
+        assert_eq!(drained(&low), [(1, 9000), (1, 10_000), (1, 11_000)]);
+        // Asked once for the wait, not once per frame.
+        assert_eq!(publisher.asked_layers.lock()[asked..], [2]);
         s.publish(layer_frame(2, true, 12_000));
         s.publish(layer_frame(1, false, 12_000));
         assert_eq!(

@@ -196,6 +196,8 @@ fn route(choice: &LayerChoice, frame: &Frame, layers: &LayerTable, now: Instant)
 #[derive(Default)]
 struct KeyframeState {
     outstanding_since: Option<Instant>,
+    /// The latest request (`outstanding_since` is the first unanswered one).
+    last_request: Option<Instant>,
     /// Recent requests: whether each was answered within [`ANSWERED_WITHIN`].
     recent: std::collections::VecDeque<bool>,
 }
@@ -451,12 +453,14 @@ impl LiveStream {
         }
     }
 
-    /// Whether a keyframe of `layer` was asked for lately and may still come.
+    /// Whether a keyframe of `layer` was asked for lately and may still come
+    /// (a sink waiting to switch asks again only after that).
     fn keyframe_outstanding(&self, layer: LayerId, now: Instant) -> bool {
         self.keyframes
             .lock()
             .get(usize::from(layer))
-            .and_then(|k| k.outstanding_since)
+            .filter(|k| k.outstanding_since.is_some())
+            .and_then(|k| k.last_request)
             .is_some_and(|t| now.saturating_duration_since(t) <= ANSWERED_WITHIN)
     }
 
@@ -590,7 +594,9 @@ impl LiveStream {
             let Some(k) = all.get_mut(usize::from(layer)) else {
                 return;
             };
-            k.outstanding_since.get_or_insert_with(Instant::now);
+            let now = Instant::now();
+            k.outstanding_since.get_or_insert(now);
+            k.last_request = Some(now);
         }
         self.keyframe_requests.fetch_add(1, Ordering::Relaxed);
         self.control.request_keyframe(layer);

@@ -1116,6 +1116,24 @@ impl Publisher {
         self.peer.write(Kind::Video, data, rtp_time_90khz).await
     }
 
+    /// Sends one encoded video frame of the simulcast layer `rid`.
+    pub async fn send_video_layer(
+        &self,
+        rid: &str,
+        data: Vec<u8>,
+        rtp_time_90khz: u64,
+    ) -> anyhow::Result<()> {
+        self.peer
+            .write_captured(
+                Kind::Video,
+                data,
+                rtp_time_90khz,
+                None,
+                Some(rid.to_string()),
+            )
+            .await
+    }
+
     /// Sends one Opus packet; `rtp_time_48khz` is its timestamp at 48 kHz.
     pub async fn send_audio(&self, data: Vec<u8>, rtp_time_48khz: u64) -> anyhow::Result<()> {
         self.peer.write(Kind::Audio, data, rtp_time_48khz).await
