@@ -1117,6 +1117,7 @@ impl Publisher {
     }
 
     /// Sends one encoded video frame of the simulcast layer `rid`.
+    #[allow(dead_code, reason = "used by the benchmarks (examples/)")]
     pub async fn send_video_layer(
         &self,
         rid: &str,
