@@ -27,11 +27,21 @@ use common::peer::{
 /// is largest (castgate must rank them by what their pictures measure).
 const LAYERS: [(&str, &str); 3] = [("b", "640x360"), ("a", "1280x720"), ("c", "320x180")];
 
-fn encode_layers(seconds: u32) -> Vec<(&'static str, Vec<EncodedFrame>)> {
+fn encode_layers(codec: VideoCodec, seconds: u32) -> Vec<(&'static str, Vec<EncodedFrame>)> {
     LAYERS
         .iter()
-        .map(|(rid, size)| (*rid, video_frames_sized(VideoCodec::Vp8, seconds, size)))
+        .map(|(rid, size)| (*rid, video_frames_sized(codec, seconds, size)))
         .collect()
+}
+
+/// castgate's name for a test codec.
+fn media_codec(codec: VideoCodec) -> Codec {
+    match codec {
+        VideoCodec::Vp8 => Codec::Vp8,
+        VideoCodec::Vp9 => Codec::Vp9,
+        VideoCodec::H264 => Codec::H264,
+        VideoCodec::Av1 => Codec::Av1,
+    }
 }
 
 /// Publishes `layers` (and audio) to `/whip/{name}` of `server` in the
@@ -39,13 +49,14 @@ fn encode_layers(seconds: u32) -> Vec<(&'static str, Vec<EncodedFrame>)> {
 async fn publish(
     server: &castgate::server::Server,
     name: &str,
+    codec: VideoCodec,
     layers: Vec<(&'static str, Vec<EncodedFrame>)>,
     audio: Vec<EncodedFrame>,
 ) -> tokio::task::JoinHandle<Publisher> {
     let rids: Vec<&str> = layers.iter().map(|l| l.0).collect();
     let publisher = Publisher::connect(
         &url(server, &format!("/whip/{name}")),
-        PeerOptions::new(Some(VideoCodec::Vp8), true).with_simulcast(&rids),
+        PeerOptions::new(Some(codec), true).with_simulcast(&rids),
     )
     .await
     .expect("a simulcast publisher connects");
@@ -61,13 +72,17 @@ async fn publish(
 }
 
 /// The picture size of the next video keyframe `viewer` receives.
-async fn next_keyframe_size(viewer: &mut Viewer, within: Duration) -> Option<(u32, u32)> {
+async fn next_keyframe_size(
+    viewer: &mut Viewer,
+    codec: VideoCodec,
+    within: Duration,
+) -> Option<(u32, u32)> {
     let until = tokio::time::Instant::now() + within;
     loop {
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         let f = viewer.next_frame_of(Kind::Video, left).await?;
         if f.keyframe {
-            return picture_size(Codec::Vp8, &f.data);
+            return picture_size(media_codec(codec), &f.data);
         }
     }
 }
@@ -86,10 +101,22 @@ async fn video_for(viewer: &mut Viewer, span: Duration) -> Vec<ReceivedFrame> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pinned_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
-    let (layers, audio) = tokio::task::spawn_blocking(|| (encode_layers(8), opus_packets(8)))
-        .await
-        .unwrap();
+async fn pinned_vp8_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
+    pinned_viewers_and_the_recording(VideoCodec::Vp8).await;
+}
+
+/// H.264 layers are cut once per layer (each with its own parameter sets);
+/// the recording is Matroska.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_h264_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
+    pinned_viewers_and_the_recording(VideoCodec::H264).await;
+}
+
+async fn pinned_viewers_and_the_recording(codec: VideoCodec) {
+    let (layers, audio) =
+        tokio::task::spawn_blocking(move || (encode_layers(codec, 8), opus_packets(8)))
+            .await
+            .unwrap();
     let top_frames = layers[1].1.len();
     let dir = temp_dir("simulcast-rec");
     let d = dir.to_path_buf();
@@ -98,7 +125,7 @@ async fn pinned_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
         c.record.dir = d;
     })
     .await;
-    let playing = publish(&server, "sim", layers, audio).await;
+    let playing = publish(&server, "sim", codec, layers, audio).await;
     let name = StreamName::parse("sim").unwrap();
     let hub = server.hub().clone();
     assert!(
@@ -154,7 +181,7 @@ async fn pinned_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
     }
     let mut sizes = Vec::new();
     for (layer, v) in &mut viewers {
-        let size = next_keyframe_size(v, Duration::from_secs(4)).await;
+        let size = next_keyframe_size(v, codec, Duration::from_secs(4)).await;
         sizes.push((*layer, size));
     }
     assert_eq!(
@@ -172,7 +199,7 @@ async fn pinned_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
         let frames = video_for(v, Duration::from_secs(1)).await;
         assert!(frames.len() >= 20, "{layer}: {} frames", frames.len());
         for f in frames.iter().filter(|f| f.keyframe) {
-            let size = picture_size(Codec::Vp8, &f.data);
+            let size = picture_size(media_codec(codec), &f.data);
             assert_eq!(
                 Some(size),
                 sizes.iter().find(|s| s.0 == *layer).map(|s| s.1)
@@ -245,11 +272,12 @@ async fn pinned_viewers_get_their_layer_and_the_recording_gets_the_top_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_automatic_viewer_on_a_good_link_climbs_to_the_top_layer_on_one_timeline() {
-    let (layers, audio) = tokio::task::spawn_blocking(|| (encode_layers(14), opus_packets(14)))
-        .await
-        .unwrap();
+    let (layers, audio) =
+        tokio::task::spawn_blocking(|| (encode_layers(VideoCodec::Vp8, 14), opus_packets(14)))
+            .await
+            .unwrap();
     let server = gateway::start(|_| {}).await;
-    let playing = publish(&server, "auto", layers, audio).await;
+    let playing = publish(&server, "auto", VideoCodec::Vp8, layers, audio).await;
     let name = StreamName::parse("auto").unwrap();
     let hub = server.hub().clone();
     assert!(
