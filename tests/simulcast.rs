@@ -22,6 +22,7 @@ use common::peer::{
     HttpError, Kind, PeerOptions, Publisher, ReceivedFrame, VideoCodec, Viewer, http_client,
     make_offer,
 };
+use common::rtmp::get_json;
 
 /// The layers, named so that neither their names nor their order say which
 /// is largest (castgate must rank them by what their pictures measure).
@@ -69,6 +70,22 @@ async fn publish(
             .expect("plays");
         publisher
     })
+}
+
+/// Waits until the stream `name` of `server` has measured its three layers
+/// (seen a keyframe, and so a size, of each); fails the test if it does not.
+async fn three_layers_measured(server: &castgate::server::Server, name: &str) {
+    let name = StreamName::parse(name).unwrap();
+    let hub = server.hub().clone();
+    let measured = || {
+        hub.get(&name)
+            .is_some_and(|s| s.layers().iter().filter(|l| l.width.is_some()).count() == 3)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), measured).await,
+        "three layers measured: {:?}",
+        hub.get(&name).map(|s| s.layers())
+    );
 }
 
 /// The picture size of the next video keyframe `viewer` receives.
@@ -126,30 +143,10 @@ async fn pinned_viewers_and_the_recording(codec: VideoCodec) {
     })
     .await;
     let playing = publish(&server, "sim", codec, layers, audio).await;
-    let name = StreamName::parse("sim").unwrap();
-    let hub = server.hub().clone();
-    assert!(
-        eventually(Duration::from_secs(5), || hub.get(&name).is_some_and(|s| s
-            .layers()
-            .iter()
-            .filter(|l| l.width.is_some())
-            .count()
-            == 3))
-        .await,
-        "three layers measured: {:?}",
-        hub.get(&name).map(|s| s.layers())
-    );
+    three_layers_measured(&server, "sim").await;
 
     // The API lists the layers smallest first, by measured size.
-    let info: serde_json::Value = http_client()
-        .unwrap()
-        .get(url(&server, "/api/streams/sim"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = get_json(&server, "/api/streams/sim").await;
     let listed: Vec<(String, u64)> = info["layers"]
         .as_array()
         .expect("layers listed")
@@ -213,15 +210,7 @@ async fn pinned_viewers_and_the_recording(codec: VideoCodec) {
     // The sessions API names each viewer's layer (refreshed once a second).
     let mut rids = Vec::new();
     for _ in 0..30 {
-        let sessions: serde_json::Value = http_client()
-            .unwrap()
-            .get(url(&server, "/api/streams/sim/sessions"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let sessions = get_json(&server, "/api/streams/sim/sessions").await;
         rids = sessions["sessions"]
             .as_array()
             .unwrap()
@@ -278,17 +267,9 @@ async fn an_automatic_viewer_on_a_good_link_climbs_to_the_top_layer_on_one_timel
             .unwrap();
     let server = gateway::start(|_| {}).await;
     let playing = publish(&server, "auto", VideoCodec::Vp8, layers, audio).await;
+    three_layers_measured(&server, "auto").await;
     let name = StreamName::parse("auto").unwrap();
     let hub = server.hub().clone();
-    assert!(
-        eventually(Duration::from_secs(5), || hub.get(&name).is_some_and(|s| s
-            .layers()
-            .iter()
-            .filter(|l| l.width.is_some())
-            .count()
-            == 3))
-        .await
-    );
     let mut viewer = Viewer::connect(&url(&server, "/whep/auto"), None)
         .await
         .expect("an automatic viewer connects");
