@@ -352,6 +352,41 @@ async fn catalog_lists_serves_ranges_and_deletes() {
 
 /// Onsets (seconds) where a per-frame level first rises above `on` after
 /// having been below `off`.
+/// How far a recording's beeps are from its flashes (a [`flash_beep`]
+/// clip): the worst offset in seconds (audio late: positive), and the flash
+/// and beep times found.
+///
+/// [`flash_beep`]: common::media::flash_beep
+pub(crate) fn av_offset(file: &std::path::Path) -> (f64, Vec<f64>, Vec<f64>) {
+    let file = file.to_string_lossy();
+    let luma = lavfi_series(
+        &format!("movie={file},signalstats"),
+        "lavfi.signalstats.YAVG",
+    );
+    let flashes = onsets(&luma, 100.0, 50.0);
+    let level = lavfi_series(
+        &format!("amovie={file},asetnsamples=n=48,astats=metadata=1:reset=1"),
+        "lavfi.astats.Overall.RMS_level",
+    );
+    let beeps = onsets(&level, -30.0, -60.0);
+    assert!(flashes.len() >= 6, "flashes {flashes:?}");
+    assert!(beeps.len() >= 6, "beeps {beeps:?}");
+    let mut worst: f64 = 0.0;
+    for f in &flashes {
+        let nearest = beeps
+            .iter()
+            .map(|b| b - f)
+            .min_by(|a, b| a.abs().total_cmp(&b.abs()))
+            .unwrap();
+        worst = if nearest.abs() > worst.abs() {
+            nearest
+        } else {
+            worst
+        };
+    }
+    (worst, flashes, beeps)
+}
+
 fn onsets(samples: &[(f64, f64)], on: f64, off: f64) -> Vec<f64> {
     let mut out = Vec::new();
     let mut armed = true;
@@ -416,33 +451,7 @@ async fn audio_and_video_stay_in_sync_despite_a_delayed_audio_path() {
     server.shutdown().await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 1);
-    let file = files[0].to_string_lossy().to_string();
-
-    let luma = lavfi_series(
-        &format!("movie={file},signalstats"),
-        "lavfi.signalstats.YAVG",
-    );
-    let flashes = onsets(&luma, 100.0, 50.0);
-    let level = lavfi_series(
-        &format!("amovie={file},asetnsamples=n=48,astats=metadata=1:reset=1"),
-        "lavfi.astats.Overall.RMS_level",
-    );
-    let beeps = onsets(&level, -30.0, -60.0);
-    assert!(flashes.len() >= 6, "flashes {flashes:?}");
-    assert!(beeps.len() >= 6, "beeps {beeps:?}");
-    let mut worst: f64 = 0.0;
-    for f in &flashes {
-        let nearest = beeps
-            .iter()
-            .map(|b| b - f)
-            .min_by(|a, b| a.abs().total_cmp(&b.abs()))
-            .unwrap();
-        worst = if nearest.abs() > worst.abs() {
-            nearest
-        } else {
-            worst
-        };
-    }
+    let (worst, flashes, beeps) = av_offset(&files[0]);
     println!(
         "figure: av_sync_worst_offset_ms={:.1} (audio path +150 ms, jitter 0–24 ms, flashes={}, beeps={})",
         worst * 1000.0,

@@ -302,14 +302,21 @@ fn encode_opus(seconds: u32) -> Vec<EncodedFrame> {
 /// second, and Opus audio that beeps (1 kHz) at the same instants: the A/V
 /// sync probe.
 pub fn flash_beep(seconds: u32) -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
+    (flash_video(seconds, "320x240"), beep_audio(seconds))
+}
+
+/// The picture of [`flash_beep`] at `size`, in VP8 (a simulcast layer of it).
+pub fn flash_video(seconds: u32, size: &str) -> Vec<EncodedFrame> {
     let dir = TempDir::new();
     let duration = seconds.to_string();
+    let source =
+        format!("color=c=black:s={size}:r=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'");
     let ivf = ffmpeg(
         &[
             "-f",
             "lavfi",
             "-i",
-            "color=c=black:s=320x240:r=30,drawbox=c=white:t=fill:enable='lt(mod(t,1),0.1)'",
+            &source,
             "-t",
             &duration,
             "-c:v",
@@ -325,7 +332,13 @@ pub fn flash_beep(seconds: u32) -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
         ],
         &dir.0.join("v.ivf"),
     );
-    let video = parse_ivf(&ivf, vp8_keyframe);
+    parse_ivf(&ivf, vp8_keyframe)
+}
+
+/// The sound of [`flash_beep`].
+fn beep_audio(seconds: u32) -> Vec<EncodedFrame> {
+    let dir = TempDir::new();
+    let duration = seconds.to_string();
     let ogg = ffmpeg(
         &[
             "-f",
@@ -347,7 +360,7 @@ pub fn flash_beep(seconds: u32) -> (Vec<EncodedFrame>, Vec<EncodedFrame>) {
         ],
         &dir.0.join("a.ogg"),
     );
-    (video, opus_from_ogg(&ogg))
+    opus_from_ogg(&ogg)
 }
 
 /// The Opus packets of an Ogg file, timestamped at 48 kHz from 0.
