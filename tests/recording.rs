@@ -352,12 +352,29 @@ async fn catalog_lists_serves_ranges_and_deletes() {
 
 /// Onsets (seconds) where a per-frame level first rises above `on` after
 /// having been below `off`.
-/// How far a recording's beeps are from its flashes (a [`flash_beep`]
-/// clip): the worst offset in seconds (audio late: positive), and the flash
-/// and beep times found.
+/// Asserts that a recording of a [`flash_beep`] clip has each beep within
+/// 40 ms of its flash, and prints the worst offset as a figure (`what`
+/// describes the case).
 ///
 /// [`flash_beep`]: common::media::flash_beep
-pub(crate) fn av_offset(file: &std::path::Path) -> (f64, Vec<f64>, Vec<f64>) {
+pub(crate) fn assert_in_sync(file: &std::path::Path, what: &str) {
+    let (worst, flashes, beeps) = av_offset(file);
+    println!(
+        "figure: av_sync_worst_offset_ms={:.1} ({what}, flashes={}, beeps={})",
+        worst * 1000.0,
+        flashes.len(),
+        beeps.len()
+    );
+    assert!(
+        worst.abs() <= 0.040,
+        "flash/beep offset {:.1} ms; flashes {flashes:?} beeps {beeps:?}",
+        worst * 1000.0
+    );
+}
+
+/// How far a recording's beeps are from its flashes: the worst offset in
+/// seconds (audio late: positive), and the flash and beep times found.
+fn av_offset(file: &std::path::Path) -> (f64, Vec<f64>, Vec<f64>) {
     let file = file.to_string_lossy();
     let luma = lavfi_series(
         &format!("movie={file},signalstats"),
@@ -451,18 +468,7 @@ async fn audio_and_video_stay_in_sync_despite_a_delayed_audio_path() {
     server.shutdown().await;
     let files = recordings_in(&dir);
     assert_eq!(files.len(), 1);
-    let (worst, flashes, beeps) = av_offset(&files[0]);
-    println!(
-        "figure: av_sync_worst_offset_ms={:.1} (audio path +150 ms, jitter 0–24 ms, flashes={}, beeps={})",
-        worst * 1000.0,
-        flashes.len(),
-        beeps.len()
-    );
-    assert!(
-        worst.abs() <= 0.040,
-        "flash/beep offset {:.1} ms; flashes {flashes:?} beeps {beeps:?}",
-        worst * 1000.0
-    );
+    assert_in_sync(&files[0], "audio path +150 ms, jitter 0–24 ms");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
