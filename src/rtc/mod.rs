@@ -518,6 +518,12 @@ impl Engine {
             .acquire(client)
             .map_err(NegotiateError::TooManySessions)?
             .with_viewer_slot(slot);
+        // Only a simulcast stream has layers to choose between: its automatic
+        // viewers estimate their bandwidth; everyone else gets the one layer.
+        let mode = match layer {
+            LayerMode::Auto if !stream.is_simulcast() => LayerMode::Pinned(Want::Top),
+            mode => mode,
+        };
         let offer::Viewing {
             rtc,
             answer,
@@ -527,7 +533,7 @@ impl Engine {
             offer,
             &self.shared.ice_candidates,
             &stream,
-            layer == LayerMode::Auto,
+            mode == LayerMode::Auto,
         )?;
         if stream.is_ended() {
             if self.shared.hub.is_closed() {
@@ -544,12 +550,6 @@ impl Engine {
                 key,
             }),
         ));
-        let adaptive = layer == LayerMode::Auto && stream.is_simulcast();
-        let mode = if adaptive || layer != LayerMode::Auto {
-            layer
-        } else {
-            LayerMode::Pinned(Want::Top)
-        };
         let mut viewer =
             ViewerState::new(queue, forward, self.config.rtc.send_buffer_video).with_layer(mode);
         if relay {

@@ -153,15 +153,16 @@ fn simulcast_layers(
 }
 
 /// Negotiates a WHEP `offer` for `stream` on `builder`: recvonly tracks
-/// that can take exactly the stream's codecs. With `auto` on a simulcast
-/// stream the viewer's layer follows its bandwidth: its session estimates
-/// it (transport-wide congestion control); no other viewer pays for that.
+/// that can take exactly the stream's codecs. With `estimate` (an automatic
+/// viewer of a simulcast stream, whose layer follows its bandwidth) the
+/// session estimates the bandwidth towards the viewer (transport-wide
+/// congestion control); no other viewer pays for that.
 pub(super) fn viewer(
     builder: str0m::RtcConfig,
     offer: &str,
     candidates: &[Candidate],
     stream: &LiveStream,
-    auto: bool,
+    estimate: bool,
 ) -> Result<Viewing, NegotiateError> {
     let summary =
         OfferSummary::parse(offer).map_err(|e| NegotiateError::BadOffer(e.to_string()))?;
@@ -181,7 +182,6 @@ pub(super) fn viewer(
         .tracks()
         .iter()
         .all(|t| payloads::is_cut_once(t.codec));
-    let estimate = auto && stream.is_simulcast();
     let mut builder = builder
         .set_extension_map(viewer_extensions(estimate))
         .set_rtp_mode(forward);

@@ -172,6 +172,11 @@ impl ViewerState {
         self
     }
 
+    /// The simulcast layer it receives now, once it is on one.
+    fn current_layer(&self) -> Option<LayerId> {
+        self.subscription.as_ref().and_then(|s| s.layer.current())
+    }
+
     /// The same viewer as another node's relay: it speaks for every viewer
     /// of that node (each joining one needs a keyframe), so its requests
     /// pass as often as the publisher's pacing allows (`min_interval`).
@@ -434,11 +439,7 @@ impl Session {
         v.bytes_out.store(f.bytes_out, Ordering::Relaxed);
         self.view_mark = (now, f.bytes_in, f.bytes_out);
         if let Role::Viewer(viewer) = &self.role {
-            let layer = viewer
-                .subscription
-                .as_ref()
-                .and_then(|s| s.layer.current())
-                .unwrap_or(NO_LAYER);
+            let layer = viewer.current_layer().unwrap_or(NO_LAYER);
             v.layer.store(layer, Ordering::Relaxed);
         }
         self.adapt(now);
@@ -810,11 +811,7 @@ impl Session {
                     if due {
                         v.last_forwarded_pli = Some(now);
                         // The layer the viewer is on (the one it decodes).
-                        let layer = v
-                            .subscription
-                            .as_ref()
-                            .and_then(|sub| sub.layer.current())
-                            .unwrap_or(0);
+                        let layer = v.current_layer().unwrap_or(0);
                         self.stream.request_keyframe(layer);
                     }
                 }
