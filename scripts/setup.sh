@@ -7,6 +7,7 @@ set -euo pipefail
 BUILD_PKGS=(pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev
   libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev)
 TEST_PKGS=(ffmpeg chromium mkvtoolnix openssl nginx libnginx-mod-rtmp socat docker-compose jq redis-server
+  iproute2
   python3-venv)
 
 want=("${BUILD_PKGS[@]}")

@@ -175,6 +175,15 @@ async fn a_stream_published_on_one_node_is_found_and_watched_from_every_node() {
     assert_eq!(other.0, 401, "a ticket is for one stream");
     let bare = post_sdp(&a.url("/whep/show"), None, &offer.sdp).await;
     assert_eq!(bare.0, 401, "no token, no ticket: refused");
+    // The viewer's choice of layer goes along.
+    let (status, pinned) = post_sdp(&b.url("/whep/show?layer=low"), Some("see"), &offer.sdp).await;
+    assert_eq!(status, 307);
+    let pinned = pinned.unwrap();
+    assert!(
+        pinned.starts_with(&a.url("/whep/show?cluster_ticket=v1."))
+            && pinned.ends_with("&layer=low"),
+        "{pinned}"
+    );
 
     // Viewers through B and C (following the redirect) get what A's own
     // viewer gets: the publisher's frames, byte for byte.

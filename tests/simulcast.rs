@@ -17,7 +17,8 @@ use crate::common;
 use common::files::{decodes_cleanly, probe, recordings_in, temp_dir};
 use common::gateway::{self, eventually, recordings_idle, url};
 use common::media::{
-    EncodedFrame, flash_beep, flash_video, opus_packets, video_frames_at, video_frames_sized,
+    EncodedFrame, flash_beep, flash_video, intra_frames_at, opus_packets, video_frames_at,
+    video_frames_sized,
 };
 use common::netns::Pair;
 use common::peer::{
@@ -431,14 +432,21 @@ fn an_automatic_viewer_behind_a_slowed_link_moves_down_and_back_up() {
     let net = std::sync::Arc::new(Pair::new("simul"));
     let shaper = net.clone();
     let viewer_ns = net.b.name().to_string();
-    let layers: Vec<(&'static str, Vec<EncodedFrame>)> = [
+    const SHAPED: [(&str, &str, u32); 3] = [
         ("l", "320x180", 150),
         ("m", "640x360", 500),
         ("h", "1280x720", 1500),
-    ]
-    .iter()
-    .map(|(rid, size, kbps)| (*rid, video_frames_at(VideoCodec::Vp8, 12, size, *kbps)))
-    .collect();
+    ];
+    let clips = |encode: fn(VideoCodec, u32, &str, u32) -> Vec<EncodedFrame>| {
+        SHAPED
+            .iter()
+            .map(|(rid, size, kbps)| (*rid, encode(VideoCodec::Vp8, 12, size, *kbps)))
+            .collect::<Vec<(&'static str, Vec<EncodedFrame>)>>()
+    };
+    let layers = clips(video_frames_at);
+    // What each layer sends when asked for a keyframe (a browser answers at
+    // its next frame).
+    let intra = clips(intra_frames_at);
     let figures = net.a.run(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -462,7 +470,9 @@ fn an_automatic_viewer_behind_a_slowed_link_moves_down_and_back_up() {
             let playing = tokio::spawn(async move {
                 let refs: Vec<(&str, &[EncodedFrame])> =
                     layers.iter().map(|(r, f)| (*r, f.as_slice())).collect();
-                let _ = publisher.play_layers(&refs, &[], 6).await;
+                let intra: Vec<(&str, &[EncodedFrame])> =
+                    intra.iter().map(|(r, f)| (*r, f.as_slice())).collect();
+                let _ = publisher.play_layers_answering(&refs, &intra, &[], 6).await;
                 publisher
             });
             let name = StreamName::parse("slow").unwrap();
@@ -495,7 +505,7 @@ fn an_automatic_viewer_behind_a_slowed_link_moves_down_and_back_up() {
             let kept = video_for(&mut viewer, Duration::from_secs(2)).await.len();
             shaper.unlimit_a_to_b();
             let lifted =
-                until_keyframe_width(&mut viewer, Duration::from_secs(30), |w| w == 1280).await;
+                until_keyframe_width(&mut viewer, Duration::from_secs(45), |w| w == 1280).await;
             let switches = hub.get(&name).map(|s| s.counters().layer_switches);
             drop(viewer);
             playing.abort();

@@ -163,18 +163,25 @@ pub fn created(state: &AppState, base: &str, stream: &StreamName, answer: Answer
 /// `307 Temporary Redirect` to the `base` (`whip` or `whep`) endpoint of
 /// `stream` on the node at `node_url`, carrying a cluster `ticket` (a
 /// browser drops `Authorization` on a cross-origin redirect; the ticket is
-/// what lets the request in there).
+/// what lets the request in there) and the request's own query parameters
+/// the other node reads (`keep`, e.g. a viewer's `layer`).
 pub fn redirect_with_ticket(
     node_url: &str,
     base: &str,
     stream: &StreamName,
     ticket: &str,
+    keep: &[(&str, &str)],
 ) -> Response {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair(super::auth::CLUSTER_TICKET, ticket);
+    for (key, value) in keep {
+        query.append_pair(key, value);
+    }
     let location = format!(
-        "{}/{base}/{}?{}={ticket}",
+        "{}/{base}/{}?{}",
         node_url.trim_end_matches('/'),
         stream.as_str(),
-        super::auth::CLUSTER_TICKET
+        query.finish()
     );
     let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -70,7 +70,7 @@ pub async fn post(
                 .relay(&name, &origin)
                 .await
                 .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))?,
-            _ => return Ok(redirect(&state, &name, &origin)),
+            _ => return Ok(redirect(&state, &name, &origin, &query)),
         },
         None => {
             if state.hub.is_closed() {
@@ -175,11 +175,13 @@ async fn locate(
 }
 
 /// `307` to the stream's origin, with a ticket that lets the viewer in
-/// there (its browser drops `Authorization` on a cross-origin redirect).
+/// there (its browser drops `Authorization` on a cross-origin redirect) and
+/// the viewer's `layer`.
 fn redirect(
     state: &AppState,
     name: &crate::names::StreamName,
     origin: &crate::cluster::Claim,
+    query: &WatchQuery,
 ) -> Response {
     let ticket = state
         .cluster
@@ -187,7 +189,8 @@ fn redirect(
         .map(|c| c.view_ticket(name))
         .unwrap_or_default();
     tracing::debug!(stream = %name, node = %origin.node, "viewer redirected to the stream's origin");
-    session::redirect_with_ticket(&origin.url, "whep", name, &ticket)
+    let keep: Vec<(&str, &str)> = query.layer.iter().map(|l| ("layer", l.as_str())).collect();
+    session::redirect_with_ticket(&origin.url, "whep", name, &ticket, &keep)
 }
 
 /// `OPTIONS /whep/{stream}`.

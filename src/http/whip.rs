@@ -52,7 +52,13 @@ pub async fn post(
     // A loaded node sends the publisher to the least-loaded one.
     if let Some((node, ticket)) = state.cluster.as_ref().and_then(|c| c.placement(&name)) {
         tracing::info!(stream = %name, to = %node, "publisher placed on a less loaded node");
-        return Ok(session::redirect_with_ticket(&node, "whip", &name, &ticket));
+        return Ok(session::redirect_with_ticket(
+            &node,
+            "whip",
+            &name,
+            &ticket,
+            &[],
+        ));
     }
     // In a cluster the name is claimed cluster-wide first: one origin per name.
     let claim = match &state.cluster {

@@ -186,7 +186,9 @@ pub(super) fn viewer(
         .set_extension_map(viewer_extensions(estimate))
         .set_rtp_mode(forward);
     if estimate {
-        builder = builder.enable_bwe(Some(Bitrate::bps(START_ESTIMATE_BPS)));
+        builder = builder
+            .enable_bwe(Some(Bitrate::bps(START_ESTIMATE_BPS)))
+            .set_stats_interval(Some(LOSS_REPORTS_EVERY));
     }
     for t in stream.tracks() {
         let (pt, rtx) = match t.codec.kind() {
@@ -311,6 +313,10 @@ fn describe(p: &CodecParams) -> String {
         (c, _) => c.name().to_string(),
     }
 }
+
+/// How often an automatic viewer's loss (its receiver reports) is read: a
+/// full queue on its path shows as loss well before the estimate falls.
+const LOSS_REPORTS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where an automatic viewer's bandwidth estimate starts: enough for the
 /// middle layer of a 720p simulcast (≈ 500 kbit/s), which it starts on.

@@ -125,8 +125,16 @@ pub struct ViewerState {
     estimate: Option<f64>,
     /// When the adapter last decided.
     adapted_at: Option<Instant>,
+    /// Whether the estimator was last told to hold (a congested path).
+    held: bool,
+    /// When the estimator last gave an estimate.
+    estimate_at: Option<Instant>,
+    /// When the estimator was last asked for a probe of its own.
+    kicked_at: Option<Instant>,
     /// RTP time of the last video frame written in frame mode.
     last_video_time: Option<u64>,
+    /// The simulcast layer of the last video frame forwarded.
+    forwarded_layer: Option<LayerId>,
 }
 
 impl ViewerState {
@@ -150,7 +158,11 @@ impl ViewerState {
             adapter: None,
             estimate: None,
             adapted_at: None,
+            held: false,
+            estimate_at: None,
+            kicked_at: None,
             last_video_time: None,
+            forwarded_layer: None,
         }
     }
 
@@ -185,6 +197,10 @@ impl ViewerState {
         self
     }
 }
+
+/// An automatic viewer's estimate that has not changed for this long,
+/// below what its next layer needs, is probed for.
+const ESTIMATE_STALE: Duration = Duration::from_secs(5);
 
 /// An automatic viewer's layer is reconsidered at most this often.
 const ADAPT_EVERY: Duration = Duration::from_millis(200);
@@ -463,12 +479,29 @@ impl Session {
             return;
         }
         v.adapted_at = Some(now);
-        let layers = Candidate::live(&self.stream.layers());
+        let layers = Candidate::live(&self.stream.live_layer_rates());
         if let Some(layer) = adapter.decide(now, estimate, &layers) {
             tracing::debug!(session = %short(&self.id), layer, estimate, "viewer layer");
             sub.layer.set_want(Want::Layer(layer));
         }
-        if let Some((minimum, desired)) = adapter.probe_rates(&layers) {
+        let congested = adapter.congested(now);
+        if let Some(rates) = adapter.probe_rates(now, &layers)
+            && !(congested && v.held)
+        {
+            // Raising `desired` above the estimate asks for a probe: while
+            // congested the estimator is told once to hold (and no more).
+            v.held = congested;
+            let (minimum, mut desired) = rates;
+            // An estimate that has not moved for a while below what the next
+            // layer needs (the estimator can stall after heavy loss): ask
+            // for a probe by raising the rate wanted.
+            let stale = |t: Option<Instant>| {
+                t.is_none_or(|t| now.saturating_duration_since(t) >= ESTIMATE_STALE)
+            };
+            if !congested && minimum > estimate && stale(v.estimate_at) && stale(v.kicked_at) {
+                v.kicked_at = Some(now);
+                desired *= 1.5;
+            }
             self.rtc
                 .bwe()
                 .set_bitrate(Bitrate::bps(minimum as u64), Bitrate::bps(desired as u64));
@@ -585,6 +618,9 @@ impl Session {
         let Some(mid) = self.viewer_mid(frame.kind()) else {
             return 0;
         };
+        if frame.kind() == MediaKind::Video {
+            self.leave_old_layer(mid, frame.layer);
+        }
         let count = frame.rtp_payloads.len();
         let (mut start, mut bytes) = (0, 0);
         loop {
@@ -611,6 +647,23 @@ impl Session {
         }
         self.figures.frames += 1;
         bytes
+    }
+
+    /// Before the first frame of simulcast layer `layer` on the video track
+    /// `mid` (the new layer's keyframe): the old layer's packets are of no
+    /// more use to the viewer, so its retransmission buffer is emptied and
+    /// its requests for them no longer compete with that keyframe on a path
+    /// that may be congested (the usual reason to move down).
+    fn leave_old_layer(&mut self, mid: Mid, layer: LayerId) {
+        let Role::Viewer(v) = &mut self.role else {
+            return;
+        };
+        let switched = v.forwarded_layer.is_some_and(|l| l != layer);
+        v.forwarded_layer = Some(layer);
+        if switched && let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(mid, None) {
+            // Setting the cache empties it.
+            tx.set_rtx_cache(v.retransmit_packets, RETRANSMIT_WINDOW, RTX_RATIO_CAP);
+        }
     }
 
     /// Hands one frame to str0m to packetize (frame mode). Returns its bytes.
@@ -729,7 +782,20 @@ impl Session {
                 self.fold_stats((st.mid, true), st.packets, st.nacks, counters)
             }
             Event::MediaEgressStats(st) => {
-                self.fold_stats((st.mid, false), st.packets, st.nacks, counters)
+                self.fold_stats((st.mid, false), st.packets, st.nacks, counters);
+                if let Role::Viewer(v) = &mut self.role
+                    && let Some(adapter) = &mut v.adapter
+                    && v.mids.get(&MediaKind::Video) == Some(&st.mid)
+                {
+                    let now = Instant::now();
+                    if let Some(loss) = st.loss {
+                        adapter.on_loss(now, f64::from(loss));
+                    }
+                    if let Some(rtt) = st.rtt {
+                        adapter.on_rtt(now, rtt);
+                    }
+                    self.adapt(now);
+                }
             }
             Event::Connected => {
                 self.view.connected.store(true, Ordering::Relaxed);
@@ -799,6 +865,7 @@ impl Session {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
                 if let Role::Viewer(v) = &mut self.role {
                     v.estimate = Some(estimate.as_f64());
+                    v.estimate_at = Some(Instant::now());
                 }
                 self.adapt(Instant::now());
             }
@@ -808,7 +875,12 @@ impl Session {
                     let due = v
                         .last_forwarded_pli
                         .is_none_or(|t| now.saturating_duration_since(t) >= v.pli_interval);
-                    if due {
+                    // While it moves to another layer, that layer's keyframe
+                    // (already asked for) is the one it gets next.
+                    let switching = v.subscription.as_ref().is_some_and(|s| {
+                        matches!(s.layer.want(), Want::Layer(l) if Some(l) != s.layer.current())
+                    });
+                    if due && !switching {
                         v.last_forwarded_pli = Some(now);
                         // The layer the viewer is on (the one it decodes).
                         let layer = v.current_layer().unwrap_or(0);

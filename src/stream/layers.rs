@@ -312,6 +312,18 @@ impl LayerTable {
             .collect()
     }
 
+    /// The live layers, smallest first, each with its bitrate over the last
+    /// second (bits per second): what an automatic viewer chooses from, a
+    /// few times a second, without building `LayerInfo`s.
+    pub fn live_rates(&self, now: Instant) -> Vec<(LayerId, f64)> {
+        self.ranked
+            .iter()
+            .copied()
+            .filter(|&id| self.is_live(id))
+            .map(|id| (id, self.slots[usize::from(id)].meter.rates(now).0))
+            .collect()
+    }
+
     /// The rid of `layer` (empty for a stream without simulcast).
     pub fn rid(&self, layer: LayerId) -> Option<&str> {
         self.slots.get(usize::from(layer)).map(|s| s.rid.as_str())

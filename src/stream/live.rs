@@ -652,6 +652,17 @@ impl LiveStream {
         }
     }
 
+    /// The live simulcast layers, smallest first, with their bitrates (bits
+    /// per second); empty without simulcast.
+    pub fn live_layer_rates(&self) -> Vec<(LayerId, f64)> {
+        let fanout = self.fanout.lock();
+        if fanout.layers.is_simulcast() {
+            fanout.layers.live_rates(Instant::now())
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The index of the simulcast layer named `rid`.
     pub fn layer_by_rid(&self, rid: &str) -> Option<LayerId> {
         let fanout = self.fanout.lock();

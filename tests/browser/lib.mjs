@@ -2,7 +2,7 @@
 // Debian's Chromium (never a downloaded browser) with the flags below, and polling.
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -106,22 +106,31 @@ async function freeUdpPort() {
  * directory, removed by `stop()`). Inherited CASTGATE_* variables are dropped;
  * `env` adds variables.
  */
-export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, udpPort, recordDir } = {}) {
+export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, udpPort, recordDir, netns } = {}) {
   if (!fs.existsSync(binary)) throw new Error(`${binary} is missing: run \`cargo build --bin castgate\` first`);
-  httpPort ??= await freeTcpPort();
-  udpPort ??= await freeUdpPort();
+  // In a namespace of its own every port is free; HTTP on every address
+  // (loopback for pages that need a secure context, the link for the other
+  // host), media on the link's address.
+  httpPort ??= netns ? 8080 : await freeTcpPort();
+  udpPort ??= netns ? 40000 : await freeUdpPort();
+  const httpListen = netns ? `0.0.0.0:${httpPort}` : `127.0.0.1:${httpPort}`;
+  const udpListen = netns ? `${netns.address}:${udpPort}` : `127.0.0.1:${udpPort}`;
   const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-browser-'));
   recordDir ??= path.join(cwd, 'recordings');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CASTGATE_')));
   env.RUST_LOG ??= 'castgate=info,warn';
   Object.assign(env, extraEnv);
-  const proc = spawn(binary, [
+  const command = [
+    binary,
     'serve',
-    '--http-listen', `127.0.0.1:${httpPort}`,
-    '--udp-listen', `127.0.0.1:${udpPort}`,
+    '--http-listen', httpListen,
+    '--udp-listen', udpListen,
     '--record-dir', recordDir,
     ...args,
-  ], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  ];
+  const inNs = netns ? ['ip', 'netns', 'exec', netns.name] : [];
+  const [program, ...rest] = [...inNs, ...command];
+  const proc = spawn(program, rest, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const killOnExit = () => proc.kill('SIGKILL');
   process.once('exit', killOnExit);
   const logs = [];
@@ -159,6 +168,7 @@ export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, u
   try {
     await waitFor(async () => {
       if (exited) throw new Error(`castgate exited early (${JSON.stringify(exited)}):\n${logs.join('\n')}`);
+      if (netns) return netns.fetchOk(`${base}/healthz`);
       const res = await fetch(`${base}/healthz`);
       return res.ok;
     }, { timeout: 20000, what: `castgate on ${base} to answer /healthz` });
@@ -173,14 +183,21 @@ export async function startCastgate({ args = [], env: extraEnv = {}, httpPort, u
  * A Chromium of its own (a persistent context in a new empty profile directory);
  * `args` are extra command-line flags.
  */
-export async function launchBrowser({ args = [], prefs = null } = {}) {
+export async function launchBrowser({ args = [], prefs = null, netns } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'castgate-chromium-'));
   if (prefs) {
     fs.mkdirSync(path.join(dir, 'Default'));
     fs.writeFileSync(path.join(dir, 'Default', 'Preferences'), JSON.stringify(prefs));
   }
+  let executablePath = '/usr/bin/chromium';
+  if (netns) {
+    // Playwright talks to Chromium over inherited pipes, which `ip netns
+    // exec` keeps (it execs, it does not fork).
+    executablePath = path.join(dir, 'chromium-in-netns');
+    fs.writeFileSync(executablePath, `#!/bin/sh\nexec ip netns exec ${netns.name} /usr/bin/chromium "$@"\n`, { mode: 0o755 });
+  }
   const context = await chromium.launchPersistentContext(dir, {
-    executablePath: '/usr/bin/chromium',
+    executablePath,
     args: [...CHROMIUM_ARGS, ...args],
     viewport: DESKTOP,
   });
@@ -234,6 +251,10 @@ export async function watchFigures(page) {
       videoWidth: video.videoWidth,
       totalVideoFrames: video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0,
       framesDecoded: 0,
+      frameHeight: 0,
+      freezeCount: 0,
+      totalFreezesDuration: 0,
+      packetsLost: 0,
       videoCodec: null,
       audioBytes: 0,
       audioSamples: 0,
@@ -245,6 +266,10 @@ export async function watchFigures(page) {
       if (s.type !== 'inbound-rtp') return;
       if (s.kind === 'video') {
         out.framesDecoded = s.framesDecoded ?? 0;
+        out.frameHeight = s.frameHeight ?? 0;
+        out.freezeCount = s.freezeCount ?? 0;
+        out.totalFreezesDuration = s.totalFreezesDuration ?? 0;
+        out.packetsLost = s.packetsLost ?? 0;
         out.videoCodec = report.get(s.codecId)?.mimeType ?? null;
       } else if (s.kind === 'audio') {
         out.audioBytes = s.bytesReceived ?? 0;
@@ -275,11 +300,13 @@ export async function expectPlaying(page, { codec, timeout = 20000 } = {}) {
 }
 
 /**
- * On a publish page: sets name, codec, resolution and token, waits for the
- * camera, clicks Start and (unless `expectLive` is false) waits for 'connected'.
+ * On a publish page: sets name, codec, resolution, token and (if asked)
+ * simulcast, waits for the camera, clicks Start and (unless `expectLive` is
+ * false) waits for 'connected'.
  */
-export async function startPublishing(page, base, { name, codec, resolution = '360', token, expectLive = true, navigate = true }) {
+export async function startPublishing(page, base, { name, codec, resolution = '360', token, simulcast = false, expectLive = true, navigate = true }) {
   if (navigate) await page.goto(`${base}/publish`);
+  if (simulcast) await page.check('#simulcast');
   await page.fill('#name', name);
   if (codec) await page.selectOption('#codec', codec);
   await page.selectOption('#resolution', resolution);
@@ -365,4 +392,70 @@ export async function expectSeekToMiddle(page, label) {
   }, { what: 'frames to decode after the seek' });
   assert.ok(after.error === null && after.overlay === null);
   console.log(`figure: ${label} target=${seek.target.toFixed(2)} landed=${seek.landed.toFixed(2)} first_frame_at=${seek.shown?.toFixed(2)}`);
+}
+
+const run = (program, args) => new Promise((resolve, reject) => {
+  execFile(program, args, (error, stdout, stderr) => {
+    if (error) reject(new Error(`${program} ${args.join(' ')}: ${stderr || error.message}`));
+    else resolve(stdout);
+  });
+});
+
+/**
+ * Two network namespaces joined by a veth pair: two hosts, `a` (192.0.2.1)
+ * and `b` (192.0.2.2), on the documentation range (never routed anywhere),
+ * created by this test and deleted by `close()`. `limitAtoB(kbit)` shapes
+ * what `a` sends to `b` with `tc`'s token bucket (a queue holding up to
+ * 300 ms, as a slow link has, not a policer); `unlimit()` lifts it. Needs
+ * root and iproute2, as the Rust tests' `netns::Pair`.
+ */
+export async function netnsPair(tag) {
+  const id = `${process.pid % 100000}`;
+  const a = `cg-${tag}a-${id}`;
+  const b = `cg-${tag}b-${id}`;
+  const [va, vb] = [`cg${tag}a${id}`.slice(0, 15), `cg${tag}b${id}`.slice(0, 15)];
+  const host = (name, address) => ({
+    name,
+    address,
+    /** Whether `url` answers 2xx from inside the namespace. */
+    async fetchOk(url) {
+      try {
+        await run('ip', ['netns', 'exec', name, process.execPath, '-e',
+          `fetch(${JSON.stringify(url)}).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))`]);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  });
+  const pair = {
+    a: host(a, '192.0.2.1'),
+    b: host(b, '192.0.2.2'),
+    async limitAtoB(kbit) {
+      await pair.unlimit();
+      await run('tc', ['-n', a, 'qdisc', 'add', 'dev', va, 'root', 'tbf',
+        'rate', `${kbit}kbit`, 'burst', '16kb', 'latency', '300ms']);
+    },
+    async unlimit() {
+      await run('tc', ['-n', a, 'qdisc', 'del', 'dev', va, 'root']).catch(() => {});
+    },
+    async close() {
+      for (const ns of [a, b]) await run('ip', ['netns', 'del', ns]).catch(() => {});
+    },
+  };
+  try {
+    for (const ns of [a, b]) {
+      await run('ip', ['netns', 'add', ns]);
+      await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    await run('ip', ['-n', a, 'link', 'add', va, 'type', 'veth', 'peer', 'name', vb, 'netns', b]);
+    await run('ip', ['-n', a, 'addr', 'add', '192.0.2.1/30', 'dev', va]);
+    await run('ip', ['-n', b, 'addr', 'add', '192.0.2.2/30', 'dev', vb]);
+    await run('ip', ['-n', a, 'link', 'set', va, 'up']);
+    await run('ip', ['-n', b, 'link', 'set', vb, 'up']);
+  } catch (e) {
+    await pair.close();
+    throw e;
+  }
+  return pair;
 }

@@ -43,9 +43,7 @@ describe('simulcast from the publish page', { timeout: 240000 }, () => {
     const name = 'simulcast';
     const pub = await openPage(publisher, 'publish simulcast');
     pages.push(pub);
-    await pub.goto(`${server.base}/publish`);
-    await pub.check('#simulcast');
-    await startPublishing(pub, server.base, { name, codec: 'VP8', resolution: '720', navigate: false });
+    await startPublishing(pub, server.base, { name, codec: 'VP8', resolution: '720', simulcast: true });
 
     // libwebrtc makes three layers from a 1280x720 capture (CPU adaptation on
     // two cores may shrink them: the order is asserted, not the sizes).

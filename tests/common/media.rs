@@ -139,6 +139,38 @@ pub fn video_frames_at(
     )
 }
 
+/// The pictures of [`video_frames_at`] (`kbps` for its rate) with every
+/// frame a keyframe, each about four times a frame of that clip (a
+/// keyframe is that much larger than the frames between): what a publisher
+/// sends when asked for a keyframe at any point.
+pub fn intra_frames_at(
+    codec: VideoCodec,
+    seconds: u32,
+    size: &str,
+    kbps: u32,
+) -> Vec<EncodedFrame> {
+    let rate = format!("{}k", kbps * 4);
+    encode_video_with(
+        codec,
+        seconds,
+        &format!("testsrc=size={size}:rate=30,noise=alls=40:allf=t+u"),
+        &[
+            "-b:v",
+            &rate,
+            "-minrate",
+            &rate,
+            "-maxrate",
+            &rate,
+            "-bufsize",
+            &rate,
+            "-g",
+            "1",
+            "-keyint_min",
+            "1",
+        ],
+    )
+}
+
 /// `seconds` of 640x360 H.264 at 30 fps that compresses badly (a test
 /// pattern under moving noise) at about `kbps`: a large recording quickly.
 pub fn h264_frames_heavy(seconds: u32, kbps: u32) -> Vec<EncodedFrame> {

@@ -34,6 +34,9 @@ pub const FRAME_QUEUE: usize = 4096;
 
 /// Capacity of the command queue into a peer's task.
 const COMMAND_QUEUE: usize = 256;
+/// The "rid" of the one layer of a publisher without simulcast in
+/// [`Publisher::play_layers_answering`]: sent without a rid.
+const NO_RID: &str = "";
 
 /// Largest UDP datagram the peer reads.
 const RECV_BUF: usize = 2048;
@@ -591,6 +594,8 @@ enum State {
 #[derive(Debug, Default)]
 struct Counters {
     keyframe_requests: AtomicU64,
+    /// The simulcast layers (rids) asked for a keyframe and not sent one yet.
+    keyframes_wanted: std::sync::Mutex<std::collections::HashSet<String>>,
     frames_dropped: AtomicU64,
     video_packets_lost: AtomicU64,
 }
@@ -986,10 +991,14 @@ impl PeerTask {
                 // Keep polling: str0m drains its own close output, then is_alive() turns false.
                 self.set_ended("server closed the session (DTLS close_notify / SCTP)".into());
             }
-            Event::KeyframeRequest(_) => {
+            Event::KeyframeRequest(r) => {
                 self.counters
                     .keyframe_requests
                     .fetch_add(1, Ordering::Relaxed);
+                if let (Some(rid), Ok(mut wanted)) = (r.rid, self.counters.keyframes_wanted.lock())
+                {
+                    wanted.insert(rid.to_string());
+                }
             }
             Event::MediaData(d) => {
                 let Some(frames) = &self.frames else {
@@ -1158,10 +1167,25 @@ impl Publisher {
     /// Sends each simulcast layer's video (`(rid, frames)`, the same pictures
     /// at several sizes, frame for frame) and `audio`, paced in real time,
     /// `loops` times over (times running on). Each layer gets its own RTP
-    /// time offset, as a browser's layers have.
+    /// time offset, as a browser's layers have. Keyframe requests are
+    /// ignored: each layer's keyframes come as its clip has them.
     pub async fn play_layers(
         &self,
         layers: &[(&str, &[EncodedFrame])],
+        audio: &[EncodedFrame],
+        loops: u32,
+    ) -> anyhow::Result<()> {
+        self.play_layers_answering(layers, &[], audio, loops).await
+    }
+
+    /// [`Publisher::play_layers`] answering keyframe requests as a browser
+    /// does: a layer asked for one sends, as its next frame, that frame of
+    /// its `intra` clip (`(rid, frames)`: the same pictures, every one a
+    /// keyframe); layers without an intra clip ignore requests.
+    pub async fn play_layers_answering(
+        &self,
+        layers: &[(&str, &[EncodedFrame])],
+        intra: &[(&str, &[EncodedFrame])],
         audio: &[EncodedFrame],
         loops: u32,
     ) -> anyhow::Result<()> {
@@ -1175,22 +1199,24 @@ impl Publisher {
         let a0 = audio.first().map_or(0, |f| f.rtp_time);
         // One pass of the clip, in each clock.
         let video_span = match (layers.first(), frames) {
-            (Some(l), n) if n > 0 => l.1[n - 1].rtp_time - v0 + 3000,
+            (Some(l), n) if n > 0 => l.1[n - 1].rtp_time.saturating_sub(v0) + 3000,
             _ => 0,
         };
-        let audio_span = audio.last().map_or(0, |f| f.rtp_time - a0 + 960);
+        let audio_span = audio
+            .last()
+            .map_or(0, |f| f.rtp_time.saturating_sub(a0) + 960);
         let total_video = frames * loops as usize;
         let total_audio = audio.len() * loops as usize;
         let (mut vi, mut ai) = (0, 0);
         loop {
             let vt = (vi < total_video).then(|| {
                 let round = (vi / frames) as u64;
-                let t = layers[0].1[vi % frames].rtp_time - v0 + round * video_span;
+                let t = layers[0].1[vi % frames].rtp_time.saturating_sub(v0) + round * video_span;
                 Duration::from_micros(t * 1000 / 90)
             });
             let at = (ai < total_audio).then(|| {
                 let round = (ai / audio.len()) as u64;
-                let t = audio[ai % audio.len()].rtp_time - a0 + round * audio_span;
+                let t = audio[ai % audio.len()].rtp_time.saturating_sub(a0) + round * audio_span;
                 Duration::from_micros(t * 1000 / 48)
             });
             let audio_next = match (vt, at) {
@@ -1211,16 +1237,36 @@ impl Publisher {
             tokio::time::sleep_until(start + v).await;
             let round = (vi / frames) as u64;
             for (i, (rid, clip)) in layers.iter().enumerate() {
-                let f = &clip[vi % frames];
-                // A random-looking offset per layer (RFC 3550).
-                let offset = 1_234_567 * (i as u64 + 1) + 7_000_000 * i as u64;
+                let mut f = &clip[vi % frames];
+                let asked = self
+                    .peer
+                    .counters
+                    .keyframes_wanted
+                    .lock()
+                    .is_ok_and(|mut w| w.remove(*rid));
+                if asked
+                    && !f.keyframe
+                    && let Some((_, keyframes)) = intra.iter().find(|(r, _)| r == rid)
+                    && let Some(k) = keyframes.get(vi % frames)
+                {
+                    f = k;
+                }
+                // A random-looking offset per simulcast layer (RFC 3550); a
+                // single layer keeps the clip's times.
+                let (offset, rid) = match *rid {
+                    NO_RID => (0, None),
+                    rid => (
+                        1_234_567 * (i as u64 + 1) + 7_000_000 * i as u64,
+                        Some(rid.to_string()),
+                    ),
+                };
                 self.peer
                     .write_captured(
                         Kind::Video,
                         f.data.clone(),
                         f.rtp_time + round * video_span + offset,
                         Some(started + v),
-                        Some(rid.to_string()),
+                        rid,
                     )
                     .await?;
             }
@@ -1231,37 +1277,8 @@ impl Publisher {
     /// Sends `video` (90 kHz) and `audio` (48 kHz) frames interleaved in timestamp order,
     /// paced in real time from the first frame. Either slice may be empty.
     pub async fn play(&self, video: &[EncodedFrame], audio: &[EncodedFrame]) -> anyhow::Result<()> {
-        let start = tokio::time::Instant::now();
-        let v0 = video.first().map_or(0, |f| f.rtp_time);
-        let a0 = audio.first().map_or(0, |f| f.rtp_time);
-        let (mut vi, mut ai) = (0, 0);
-        loop {
-            let vt = video
-                .get(vi)
-                .map(|f| Duration::from_micros(f.rtp_time.saturating_sub(v0) * 1000 / 90));
-            let at = audio
-                .get(ai)
-                .map(|f| Duration::from_micros(f.rtp_time.saturating_sub(a0) * 1000 / 48));
-            let (kind, at_time) = match (vt, at) {
-                (Some(v), Some(a)) if a < v => (Kind::Audio, a),
-                (Some(v), _) => (Kind::Video, v),
-                (None, Some(a)) => (Kind::Audio, a),
-                (None, None) => return Ok(()),
-            };
-            tokio::time::sleep_until(start + at_time).await;
-            match kind {
-                Kind::Video => {
-                    let f = &video[vi];
-                    self.send_video(f.data.clone(), f.rtp_time).await?;
-                    vi += 1;
-                }
-                Kind::Audio => {
-                    let f = &audio[ai];
-                    self.send_audio(f.data.clone(), f.rtp_time).await?;
-                    ai += 1;
-                }
-            }
-        }
+        self.play_layers_answering(&[(NO_RID, video)], &[], audio, 1)
+            .await
     }
 
     /// Number of keyframe requests (PLI or FIR) received from the server so far.
