@@ -800,6 +800,146 @@ async fn restream_targets_and_recording_follow_a_publisher_that_reconnects_to_an
     assert!(common::files::packets(&second.out, "v") >= video.len() - 30);
 }
 
+/// The picture width of the next video keyframe `viewer` receives, and
+/// the video frames it received until then and for a second after.
+async fn next_keyframe_width(viewer: &mut Viewer, within: Duration) -> (Option<u32>, Vec<Vec<u8>>) {
+    let until = tokio::time::Instant::now() + within;
+    let mut frames = Vec::new();
+    let mut width = None;
+    let mut tail = None;
+    loop {
+        let end = tail.unwrap_or(until);
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        let Some(f) = viewer.next_frame_of(Kind::Video, left).await else {
+            return (width, frames);
+        };
+        if width.is_none() && f.keyframe {
+            width = castgate::media::probe::picture_size(castgate::media::Codec::Vp8, &f.data)
+                .map(|(w, _)| w);
+            tail = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+        }
+        frames.push(f.data);
+    }
+}
+
+/// A simulcast stream is relayed with every layer (one pull per layer):
+/// viewers on another node pin each layer and get its frames byte for
+/// byte, and an automatic viewer there climbs to the top layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_stream_is_relayed_with_every_layer() {
+    const LAYERS: [(&str, &str, u32); 3] = [
+        ("l", "320x180", 320),
+        ("m", "640x360", 640),
+        ("h", "1280x720", 1280),
+    ];
+    let (layers, audio) = tokio::task::spawn_blocking(|| {
+        let layers: Vec<(&str, Vec<common::media::EncodedFrame>)> = LAYERS
+            .iter()
+            .map(|(rid, size, _)| {
+                (
+                    *rid,
+                    common::media::video_frames_sized(VideoCodec::Vp8, 10, size),
+                )
+            })
+            .collect();
+        (layers, opus_packets(10))
+    })
+    .await
+    .unwrap();
+    let sent: Vec<HashSet<Vec<u8>>> = layers
+        .iter()
+        .map(|(_, frames)| frames.iter().map(|f| f.data.clone()).collect())
+        .collect();
+    let redis = Redis::start();
+    let a = node(BIN, &redis, "a", &[]).await;
+    let b = node(BIN, &redis, "b", &[]).await;
+    let rids: Vec<&str> = LAYERS.iter().map(|l| l.0).collect();
+    let publisher = Publisher::connect(
+        &a.url("/whip/sim"),
+        PeerOptions::new(Some(VideoCodec::Vp8), true).with_simulcast(&rids),
+    )
+    .await
+    .expect("a simulcast publisher on a");
+    let _playing = tokio::spawn(async move {
+        let refs: Vec<(&str, &[common::media::EncodedFrame])> =
+            layers.iter().map(|(r, f)| (*r, f.as_slice())).collect();
+        let _ = publisher.play_layers(&refs, &audio, 6).await;
+        publisher
+    });
+    let measured = within(SOON, || async {
+        let layers = a.get("/api/streams/sim").await["layers"].clone();
+        let sized = layers
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|l| l["width"].is_u64()).count());
+        sized == 3 && b.lists("sim").await.is_some()
+    })
+    .await;
+    assert!(
+        measured.is_some(),
+        "a measures three layers, b lists the stream"
+    );
+
+    // Pinned viewers on b get their layer, each frame one the publisher sent
+    // in that layer.
+    let mut pinned = Vec::new();
+    for (i, (quality, width)) in [("low", 320), ("mid", 640), ("high", 1280)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut v = Viewer::connect(&b.url(&format!("/whep/sim?layer={quality}")), None)
+            .await
+            .unwrap_or_else(|e| panic!("a {quality} viewer on b: {e:#}"));
+        let (got, frames) = next_keyframe_width(&mut v, Duration::from_secs(10)).await;
+        assert_eq!(got, Some(width), "{quality}");
+        assert!(frames.len() >= 10, "{quality}: {} frames", frames.len());
+        for f in &frames {
+            assert!(
+                sent[i].contains(f),
+                "{quality}: a frame not sent in that layer"
+            );
+        }
+        pinned.push(v);
+    }
+    // a serves b's three layers through three sessions, however many
+    // viewers b has.
+    assert_eq!(viewer_sessions(&a, "sim").await, 3);
+
+    // An automatic viewer on b estimates its bandwidth (the relayed stream
+    // has layers to choose from) and climbs to the top one.
+    let mut auto = Viewer::connect(&b.url("/whep/sim"), None)
+        .await
+        .expect("an automatic viewer on b");
+    assert!(
+        auto.session().answer_sdp.contains("transport-wide-cc"),
+        "{}",
+        auto.session().answer_sdp
+    );
+    let until = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut widths = Vec::new();
+    while widths.last() != Some(&1280) {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let Some(f) = auto.next_frame_of(Kind::Video, left).await else {
+            break;
+        };
+        if f.keyframe
+            && let Some((w, _)) =
+                castgate::media::probe::picture_size(castgate::media::Codec::Vp8, &f.data)
+        {
+            widths.push(w);
+        }
+    }
+    assert_eq!(
+        widths.last(),
+        Some(&1280),
+        "on the top layer at the end: {widths:?}"
+    );
+    assert_eq!(
+        viewer_sessions(&a, "sim").await,
+        3,
+        "still one pull per layer"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp9_and_av1_streams_are_relayed_too() {
     let redis = Redis::start();

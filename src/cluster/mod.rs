@@ -41,7 +41,7 @@ use crate::stream::{Hub, StreamInfo};
 pub use directory::{Announcement, Claim, ClaimOutcome, RefreshOutcome};
 use directory::{Directory, NODE_PREFIX, STREAM_PREFIX};
 pub use node::{Load, NodeRecord};
-pub use relay::{RELAY_PATH, RelayError};
+pub use relay::{LAYERS_HEADER, RELAY_PATH, RelayError};
 pub use ticket::{Purpose, TicketError, TicketKey};
 
 /// How long one Redis request may take before it counts as failed.

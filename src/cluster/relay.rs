@@ -18,11 +18,16 @@ use super::directory::Claim;
 use super::ticket::{Purpose, TicketKey};
 use crate::names::StreamName;
 use crate::rtc::Engine;
-use crate::rtc::upstream::Upstream;
-use crate::stream::{LiveStream, SinkKind};
+use crate::rtc::upstream::{LayerPull, Upstream, UpstreamOffer};
+use crate::stream::{LayerId, LiveStream, SinkKind};
 
 /// The origin's path that answers relays (node-to-node, with a ticket).
 pub const RELAY_PATH: &str = "/cluster/relay";
+/// The header of the origin's answer to a relay that lists a simulcast
+/// stream's layers (their rids, smallest first, comma-separated).
+pub const LAYERS_HEADER: &str = "castgate-layers";
+/// The most simulcast layers a relay pulls (as many as a publisher may send).
+const MAX_LAYERS: usize = 3;
 /// How long a relay ticket is good for (one POST or DELETE).
 const TICKET_TTL: Duration = Duration::from_secs(60);
 /// The HTTP exchange with the origin.
@@ -44,8 +49,20 @@ pub enum RelayError {
 /// A pull that is running.
 struct Running {
     upstream: Upstream,
-    /// The session resource at the origin (DELETEd at the end).
+    /// Of a simulcast stream, the pulls of the layers besides the main one's
+    /// (held: they end with the stream, or when dropped).
+    _layer_pulls: Vec<LayerPull>,
+    /// The session resources at the origin, one per pull (DELETEd at the end).
+    resources: Vec<String>,
+}
+
+/// The origin's answer to one pull's offer.
+struct Answered {
+    sdp: String,
+    /// The session resource at the origin.
     resource: String,
+    /// The stream's simulcast layers (rids), smallest first; empty without.
+    layers: Vec<String>,
 }
 
 /// One relayed name: its pull (started once, shared by every viewer that
@@ -169,13 +186,15 @@ impl Relays {
             .sign(Purpose::Relay, name.as_str(), SystemTime::now(), TICKET_TTL)
     }
 
+    /// Pulls `name` from `origin`: one session for the audio and the top
+    /// layer, and of a simulcast stream one more per other layer (a layer
+    /// that cannot be pulled is left out, the others serve).
     async fn pull(&self, name: &StreamName, origin: &Claim) -> Result<Running, RelayError> {
         let fail = |reason: String| RelayError::Origin {
             node: origin.node.clone(),
             reason,
         };
         let base = origin.url.trim_end_matches('/');
-        let url = format!("{base}{RELAY_PATH}/{}", name.as_str());
         let server = origin_ip(base)
             .await
             .ok_or_else(|| fail(format!("cannot resolve the host of {base}")))?;
@@ -183,6 +202,94 @@ impl Relays {
             .engine
             .upstream_offer(server)
             .map_err(|e| fail(e.to_string()))?;
+        let main = self.ask(origin, name, None, &offer).await.map_err(fail)?;
+        let layers = main.layers;
+        let top = layers.len().saturating_sub(1);
+        let upstream = self
+            .engine
+            .upstream_start(
+                offer,
+                &main.sdp,
+                name.clone(),
+                &origin.node,
+                self.silence,
+                &layers,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let mut running = Running {
+            upstream,
+            _layer_pulls: Vec::new(),
+            resources: vec![main.resource],
+        };
+        for (layer, rid) in layers.iter().enumerate().take(top) {
+            match self
+                .pull_layer(
+                    &running.upstream,
+                    origin,
+                    name,
+                    server,
+                    rid,
+                    layer as LayerId,
+                )
+                .await
+            {
+                Ok((pull, resource)) => {
+                    running._layer_pulls.push(pull);
+                    running.resources.push(resource);
+                }
+                Err(reason) => {
+                    tracing::warn!(stream = %name, origin = %origin.node, rid, reason, "a simulcast layer could not be relayed; the others are");
+                }
+            }
+        }
+        self.started.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(stream = %name, origin = %origin.node, layers = layers.len().max(1), "relay started");
+        Ok(running)
+    }
+
+    /// Pulls simulcast layer `layer` (rid `rid`) into `upstream`'s stream.
+    async fn pull_layer(
+        &self,
+        upstream: &Upstream,
+        origin: &Claim,
+        name: &StreamName,
+        server: std::net::IpAddr,
+        rid: &str,
+        layer: LayerId,
+    ) -> Result<(LayerPull, String), String> {
+        let offer = self
+            .engine
+            .upstream_layer_offer(server)
+            .map_err(|e| e.to_string())?;
+        let answered = self.ask(origin, name, Some(rid), &offer).await?;
+        match self
+            .engine
+            .upstream_add_layer(upstream, offer, &answered.sdp, layer, self.silence)
+        {
+            Ok(pull) => Ok((pull, answered.resource)),
+            Err(e) => {
+                self.delete(&answered.resource, name);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// POSTs `offer` to the origin's relay path (for the simulcast layer
+    /// `rid`, or the top one); its answer.
+    async fn ask(
+        &self,
+        origin: &Claim,
+        name: &StreamName,
+        rid: Option<&str>,
+        offer: &UpstreamOffer,
+    ) -> Result<Answered, String> {
+        let base = origin.url.trim_end_matches('/');
+        let mut url = format!("{base}{RELAY_PATH}/{}", name.as_str());
+        if let Some(rid) = rid {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.append_pair("layer", rid);
+            url = format!("{url}?{}", query.finish());
+        }
         let resp = self
             .http
             .post(&url)
@@ -191,29 +298,30 @@ impl Relays {
             .body(offer.sdp().to_string())
             .send()
             .await
-            .map_err(|e| fail(format!("POST {url}: {e}")))?;
+            .map_err(|e| format!("POST {url}: {e}"))?;
         let status = resp.status();
-        let location = resp
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |h: &str| {
+            resp.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let location = header(reqwest::header::LOCATION.as_str());
+        let layers = header(LAYERS_HEADER).map_or_else(Vec::new, |v| rids(&v));
         let body = resp.text().await.unwrap_or_default();
         if status != reqwest::StatusCode::CREATED {
             let reason: String = body.trim().chars().take(200).collect();
-            return Err(fail(format!("POST {url}: HTTP {status}: {reason}")));
+            return Err(format!("POST {url}: HTTP {status}: {reason}"));
         }
         let resource = location
             .and_then(|l| reqwest::Url::parse(&url).ok()?.join(&l).ok())
             .map(|u| u.to_string())
-            .ok_or_else(|| fail(format!("POST {url}: 201 without a usable Location")))?;
-        let upstream = self
-            .engine
-            .upstream_start(offer, &body, name.clone(), &origin.node, self.silence)
-            .map_err(|e| fail(e.to_string()))?;
-        self.started.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(stream = %name, origin = %origin.node, "relay started");
-        Ok(Running { upstream, resource })
+            .ok_or_else(|| format!("POST {url}: 201 without a usable Location"))?;
+        Ok(Answered {
+            sdp: body,
+            resource,
+            layers,
+        })
     }
 
     /// Ends what must end: pulls whose stream ended, whose origin is no
@@ -264,22 +372,44 @@ impl Relays {
         }
     }
 
-    /// Closes `e`'s pull and DELETEs its session at the origin (in the
-    /// background, best effort: the origin also ends it on the BYE).
+    /// Closes `e`'s pulls and DELETEs their sessions at the origin (in the
+    /// background, best effort: the origin also ends them on the BYE).
     fn finish(&self, e: Arc<Entry>) {
         let Some(Ok(run)) = e.pull.get() else { return };
         run.upstream.close();
         let Ok(name) = StreamName::parse(run.upstream.stream().name().as_str()) else {
             return;
         };
-        let req = self
-            .http
-            .delete(&run.resource)
-            .bearer_auth(self.ticket(&name));
+        for resource in &run.resources {
+            self.delete(resource, &name);
+        }
+    }
+
+    /// DELETEs a pull's session `resource` at the origin, in the background.
+    fn delete(&self, resource: &str, name: &StreamName) {
+        let req = self.http.delete(resource).bearer_auth(self.ticket(name));
         tokio::spawn(async move {
             let _ = req.send().await;
         });
     }
+}
+
+/// The rids in a `Castgate-Layers` header: at most [`MAX_LAYERS`], each a
+/// valid rid (RFC 8851: letters, digits, `-`, `_`); anything else makes it
+/// a single-layer relay.
+fn rids(header: &str) -> Vec<String> {
+    let rids: Vec<String> = header.split(',').map(|r| r.trim().to_string()).collect();
+    let valid = |r: &String| {
+        !r.is_empty()
+            && r.len() <= 32
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let unique = rids.iter().enumerate().all(|(i, r)| !rids[..i].contains(r));
+    if !(2..=MAX_LAYERS).contains(&rids.len()) || !unique || !rids.iter().all(valid) {
+        return Vec::new();
+    }
+    rids
 }
 
 /// The IP address of the host in `base` (resolving a name).
@@ -298,4 +428,20 @@ async fn origin_ip(base: &str) -> Option<std::net::IpAddr> {
         .ok()?
         .next()
         .map(|a| a.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layers_header_names_two_or_three_distinct_rids() {
+        assert_eq!(rids("l,m,h"), ["l", "m", "h"]);
+        assert_eq!(rids(" q , f "), ["q", "f"]);
+        for bad in [
+            "", "h", "a,b,c,d", "a,,b", "a,a", "a,b c", "a,\u{e9}", "a;b",
+        ] {
+            assert!(rids(bad).is_empty(), "{bad:?}");
+        }
+    }
 }

@@ -4,16 +4,17 @@
 //! routes take neither the view token nor a redirect ticket.
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 use super::AppState;
 use super::error::ApiError;
 use super::session::{self, SDP};
-use crate::cluster::{Cluster, Purpose};
+use crate::cluster::{Cluster, LAYERS_HEADER, Purpose};
 use crate::names::StreamName;
 use crate::rtc::RoleKind;
+use crate::stream::Want;
 
 /// The cluster, or 404 on a single node.
 fn cluster(state: &AppState) -> Result<&Cluster, ApiError> {
@@ -59,11 +60,14 @@ fn require_ticket(
     operation_id = "cluster_relay",
     tag = "cluster",
     summary = "Pull a stream published on this node (node to node, in a cluster)",
-    params(("stream" = String, Path, description = "Stream name")),
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("layer" = Option<String>, Query, description = "Of a simulcast stream, the rid of the layer to pull (one session per layer); the top layer without it"),
+    ),
     request_body(content = String, content_type = "application/sdp", description = "The relaying node's receive-only offer"),
     responses(
-        (status = 201, description = "The SDP answer; `Location` is the session resource (DELETE it with a ticket)", body = String, content_type = "application/sdp"),
-        (status = 400, description = "Invalid stream name, a body that is not UTF-8, or not a usable SDP offer"),
+        (status = 201, description = "The SDP answer; `Location` is the session resource (DELETE it with a ticket); of a simulcast stream, `Castgate-Layers` lists its layers' rids, smallest first", body = String, content_type = "application/sdp"),
+        (status = 400, description = "Invalid stream name, a body that is not UTF-8, not a usable SDP offer, or a `layer` the stream does not have"),
         (status = 401, description = "No ticket, or one not signed with the cluster secret for this stream"),
         (status = 404, description = "This node is not part of a cluster"),
         (status = 409, description = "The stream is not published on this node"),
@@ -78,6 +82,7 @@ pub async fn post(
     State(state): State<AppState>,
     Extension(client): Extension<super::client::Client>,
     Path(stream): Path<String>,
+    Query(query): Query<RelayQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -96,8 +101,34 @@ pub async fn post(
                 format!("stream {:?} is not published on this node", name.as_str()),
             )
         })?;
-    let answer = state.engine.view_for_relay(live, offer, client.ip).await?;
-    Ok(session::created(&state, "cluster/relay", &name, answer))
+    let want = match query.layer.as_deref() {
+        None => Want::Top,
+        Some(rid) => live.layer_by_rid(rid).map(Want::Layer).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("stream {:?} has no layer {rid:?}", name.as_str()),
+            )
+        })?,
+    };
+    let rids: Vec<String> = live.layers().into_iter().map(|l| l.rid).collect();
+    let answer = state
+        .engine
+        .view_for_relay(live, offer, client.ip, want)
+        .await?;
+    let mut resp = session::created(&state, "cluster/relay", &name, answer);
+    if !rids.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&rids.join(","))
+    {
+        resp.headers_mut().insert(LAYERS_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// The query of `POST /cluster/relay/{stream}`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RelayQuery {
+    /// `?layer=`: the rid of the simulcast layer to pull.
+    layer: Option<String>,
 }
 
 /// `DELETE /cluster/relay/{stream}/{session}`: a relay ends its pull.

@@ -484,17 +484,18 @@ impl Engine {
         self.view_as(stream, offer, client, false, layer).await
     }
 
-    /// [`Engine::view`] for another node's relay (a cluster): its keyframe
-    /// requests, made for all of that node's viewers, are paced like the
-    /// publisher's rather than like one viewer's.
+    /// [`Engine::view`] for another node's relay (a cluster) of the layer
+    /// `want` (one session per simulcast layer): its keyframe requests,
+    /// made for all of that node's viewers, are paced like the publisher's
+    /// rather than like one viewer's.
     pub async fn view_for_relay(
         &self,
         stream: Arc<LiveStream>,
         offer: &str,
         client: IpAddr,
+        want: Want,
     ) -> Result<Answer, NegotiateError> {
-        // A relay carries the top layer (see the README's simulcast notes).
-        self.view_as(stream, offer, client, true, LayerMode::Pinned(Want::Top))
+        self.view_as(stream, offer, client, true, LayerMode::Pinned(want))
             .await
     }
 

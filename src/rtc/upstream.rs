@@ -6,8 +6,11 @@
 //! socket of its own (the engine's router maps sessions by remote address,
 //! and two pulls from one origin would share its address), driven by one
 //! task: datagrams in, str0m's frames out into a relayed [`LiveStream`] of
-//! the hub. Keyframe requests from local viewers go upstream (the origin
-//! merges them with its own); NACKs are answered on each hop by str0m.
+//! the hub. Of a simulcast stream each layer is pulled by a session of its
+//! own (the main one also carries the audio), so viewers here choose between
+//! the layers as they do at the origin. Keyframe requests from local viewers
+//! go upstream, to the pull of the layer asked for (the origin merges them
+//! with its own); NACKs are answered on each hop by str0m.
 //!
 //! The HTTP exchange (POST the offer, DELETE at the end) is the caller's:
 //! this floor knows no HTTP.
@@ -111,6 +114,21 @@ pub struct Upstream {
     task: JoinHandle<()>,
 }
 
+/// A pull of one more simulcast layer into an [`Upstream`]'s stream: it
+/// ends with that stream (or on its own, its layer then pausing here).
+#[derive(Debug)]
+pub struct LayerPull {
+    task: JoinHandle<()>,
+}
+
+impl Drop for LayerPull {
+    fn drop(&mut self) {
+        // Its owner (the relay) is gone: so is the pull. Normally it has
+        // ended already, with its stream.
+        self.task.abort();
+    }
+}
+
 impl Upstream {
     /// The relayed stream, served to local viewers.
     pub fn stream(&self) -> &Arc<LiveStream> {
@@ -133,16 +151,34 @@ enum PullCommand {
     Close,
 }
 
-/// How the hub reaches the pull's task.
+/// How the hub reaches the pulls' tasks: the main pull (audio and one video
+/// layer) and, of a simulcast stream, one pull per other layer.
 #[derive(Debug)]
 struct PullControl {
-    tx: mpsc::Sender<PullCommand>,
+    main: mpsc::Sender<PullCommand>,
+    layers: parking_lot::Mutex<Vec<(LayerId, mpsc::Sender<PullCommand>)>>,
+}
+
+impl PullControl {
+    fn senders(&self) -> Vec<mpsc::Sender<PullCommand>> {
+        let mut all = vec![self.main.clone()];
+        all.extend(self.layers.lock().iter().map(|(_, tx)| tx.clone()));
+        all
+    }
 }
 
 impl PublisherControl for PullControl {
-    fn request_keyframe(&self, _layer: crate::stream::LayerId) {
-        // A relayed stream has one layer (the origin's top one).
-        let _ = self.tx.try_send(PullCommand::Keyframe);
+    fn request_keyframe(&self, layer: LayerId) {
+        let tx = self
+            .layers
+            .lock()
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map(|(_, tx)| tx.clone());
+        let _ = tx
+            .as_ref()
+            .unwrap_or(&self.main)
+            .try_send(PullCommand::Keyframe);
     }
 
     fn set_periodic_keyframes(&self, _on: bool) {
@@ -150,11 +186,12 @@ impl PublisherControl for PullControl {
     }
 
     fn close(&self) {
-        if self.tx.try_send(PullCommand::Close).is_err() {
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                let _ = tx.send(PullCommand::Close).await;
-            });
+        for tx in self.senders() {
+            if tx.try_send(PullCommand::Close).is_err() {
+                tokio::spawn(async move {
+                    let _ = tx.send(PullCommand::Close).await;
+                });
+            }
         }
     }
 }
@@ -164,6 +201,20 @@ impl Engine {
     /// socket of its own (on loopback for a loopback server, else on every
     /// address, announcing the one the kernel routes towards the server).
     pub fn upstream_offer(&self, server: IpAddr) -> Result<UpstreamOffer, UpstreamError> {
+        self.offer_to_pull(server, &[S0Kind::Audio, S0Kind::Video])
+    }
+
+    /// [`Engine::upstream_offer`] for one more simulcast layer of a pull:
+    /// video only.
+    pub fn upstream_layer_offer(&self, server: IpAddr) -> Result<UpstreamOffer, UpstreamError> {
+        self.offer_to_pull(server, &[S0Kind::Video])
+    }
+
+    fn offer_to_pull(
+        &self,
+        server: IpAddr,
+        kinds: &[S0Kind],
+    ) -> Result<UpstreamOffer, UpstreamError> {
         let bind_ip: IpAddr = if server.is_loopback() {
             server
         } else if server.is_ipv6() {
@@ -201,8 +252,15 @@ impl Engine {
             )));
         }
         let mut api = rtc.sdp_api();
-        let audio = api.add_media(S0Kind::Audio, Direction::RecvOnly, None, None, None);
-        let video = api.add_media(S0Kind::Video, Direction::RecvOnly, None, None, None);
+        let mut mids = HashMap::new();
+        for &kind in kinds {
+            let mid = api.add_media(kind, Direction::RecvOnly, None, None, None);
+            let kind = match kind {
+                S0Kind::Audio => MediaKind::Audio,
+                S0Kind::Video => MediaKind::Video,
+            };
+            mids.insert(mid, kind);
+        }
         let (offer, pending) = api
             .apply()
             .ok_or_else(|| UpstreamError::Sdp("nothing to offer".into()))?;
@@ -212,72 +270,46 @@ impl Engine {
             socket,
             local,
             sdp: offer.to_sdp_string(),
-            mids: HashMap::from([(audio, MediaKind::Audio), (video, MediaKind::Video)]),
+            mids,
         })
     }
 
     /// Applies the origin's `answer` to `offer` and starts the pull: the
     /// stream `name` is relayed here (marked as carried by `origin`) until
     /// the pull is closed, the origin closes it, or nothing arrives for
-    /// `silence`.
+    /// `silence`. Of a simulcast stream, `layers` are the origin's rids,
+    /// smallest first, and this pull carries the top layer's video (the
+    /// others come with [`Engine::upstream_add_layer`]); `layers` is empty
+    /// otherwise.
     pub fn upstream_start(
         &self,
-        mut offer: UpstreamOffer,
+        offer: UpstreamOffer,
         answer: &str,
         name: StreamName,
         origin: &str,
         silence: Duration,
+        layers: &[String],
     ) -> Result<Upstream, UpstreamError> {
         let tracks = answer_tracks(answer);
         if tracks.is_empty() {
             return Err(UpstreamError::NoTracks);
         }
-        let parsed =
-            SdpAnswer::from_sdp_string(answer).map_err(|e| UpstreamError::Sdp(e.to_string()))?;
-        let pending = offer
-            .pending
-            .take()
-            .ok_or_else(|| UpstreamError::Sdp("answer already applied".into()))?;
-        offer
-            .rtc
-            .sdp_api()
-            .accept_answer(pending, parsed)
-            .map_err(|e| UpstreamError::Sdp(format!("the origin's answer was refused: {e}")))?;
-        offer
-            .socket
-            .set_nonblocking(true)
-            .map_err(|source| UpstreamError::Socket {
-                addr: offer.local.ip(),
-                source,
-            })?;
-        let socket = UdpSocket::from_std(offer.socket).map_err(|source| UpstreamError::Socket {
-            addr: offer.local.ip(),
-            source,
-        })?;
+        let accepted = accept(offer, answer)?;
         let (tx, rx) = mpsc::channel(COMMANDS);
-        let control = Arc::new(PullControl { tx });
+        let control = Arc::new(PullControl {
+            main: tx,
+            layers: parking_lot::Mutex::new(Vec::new()),
+        });
         let stream = self
             .shared
             .hub
-            .relay(name, tracks, control.clone(), origin)
+            .relay(name, tracks, layers, control.clone(), origin)
             .map_err(|e| match e {
                 PublishError::Busy(n) => UpstreamError::Busy(n),
                 PublishError::ShuttingDown => UpstreamError::ShuttingDown,
             })?;
-        let pull = Pull {
-            rtc: offer.rtc,
-            socket,
-            local: offer.local,
-            stream: stream.clone(),
-            hub: self.shared.hub.clone(),
-            kinds: offer.mids,
-            video_mid: None,
-            cutters: HashMap::new(),
-            commands: rx,
-            silence,
-            pacer: KeyframePacer::new(self.config.keyframes.min_interval()),
-            counters: self.upstream.clone(),
-        };
+        let top = layers.len().saturating_sub(1) as LayerId;
+        let pull = self.pull(accepted, stream.clone(), rx, silence, top, true);
         let task = tokio::spawn(pull.run());
         Ok(Upstream {
             stream,
@@ -286,10 +318,95 @@ impl Engine {
         })
     }
 
+    /// Applies the origin's `answer` to a [`Engine::upstream_layer_offer`]
+    /// and pulls simulcast layer `layer` into `upstream`'s stream, until that
+    /// stream ends (or the origin ends this pull, or is silent for
+    /// `silence`).
+    pub fn upstream_add_layer(
+        &self,
+        upstream: &Upstream,
+        offer: UpstreamOffer,
+        answer: &str,
+        layer: LayerId,
+        silence: Duration,
+    ) -> Result<LayerPull, UpstreamError> {
+        let accepted = accept(offer, answer)?;
+        let (tx, rx) = mpsc::channel(COMMANDS);
+        upstream.control.layers.lock().push((layer, tx));
+        let pull = self.pull(accepted, upstream.stream.clone(), rx, silence, layer, false);
+        Ok(LayerPull {
+            task: tokio::spawn(pull.run()),
+        })
+    }
+
+    fn pull(
+        &self,
+        accepted: Accepted,
+        stream: Arc<LiveStream>,
+        commands: mpsc::Receiver<PullCommand>,
+        silence: Duration,
+        layer: LayerId,
+        main: bool,
+    ) -> Pull {
+        Pull {
+            rtc: accepted.rtc,
+            socket: accepted.socket,
+            local: accepted.local,
+            stream,
+            hub: self.shared.hub.clone(),
+            kinds: accepted.mids,
+            video_mid: None,
+            layer,
+            main,
+            cutters: HashMap::new(),
+            commands,
+            silence,
+            pacer: KeyframePacer::new(self.config.keyframes.min_interval()),
+            counters: self.upstream.clone(),
+        }
+    }
+
     /// Counters of every pull of the process.
     pub fn upstream_counters(&self) -> &Arc<UpstreamCounters> {
         &self.upstream
     }
+}
+
+/// An offer the origin answered: what a pull's task runs on.
+struct Accepted {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    mids: HashMap<Mid, MediaKind>,
+}
+
+/// Applies the origin's `answer` to `offer` and hands its socket to the
+/// runtime.
+fn accept(mut offer: UpstreamOffer, answer: &str) -> Result<Accepted, UpstreamError> {
+    let parsed =
+        SdpAnswer::from_sdp_string(answer).map_err(|e| UpstreamError::Sdp(e.to_string()))?;
+    let pending = offer
+        .pending
+        .take()
+        .ok_or_else(|| UpstreamError::Sdp("answer already applied".into()))?;
+    offer
+        .rtc
+        .sdp_api()
+        .accept_answer(pending, parsed)
+        .map_err(|e| UpstreamError::Sdp(format!("the origin's answer was refused: {e}")))?;
+    let local = offer.local;
+    let socket_error = |source| UpstreamError::Socket {
+        addr: local.ip(),
+        source,
+    };
+    offer.socket.set_nonblocking(true).map_err(socket_error)?;
+    let socket = UdpSocket::from_std(offer.socket).map_err(socket_error)?;
+    Ok(Accepted {
+        rtc: offer.rtc,
+        socket,
+        local,
+        mids: offer.mids,
+    })
 }
 
 /// The codecs the origin answered with, one per kind (the first castgate
@@ -320,6 +437,11 @@ struct Pull {
     hub: Arc<crate::stream::Hub>,
     kinds: HashMap<Mid, MediaKind>,
     video_mid: Option<Mid>,
+    /// The simulcast layer its video is (0 without simulcast).
+    layer: LayerId,
+    /// Whether it is the stream's main pull (its end ends the stream) rather
+    /// than one more layer's.
+    main: bool,
     cutters: HashMap<(MediaKind, LayerId), Option<PayloadCutter>>,
     commands: mpsc::Receiver<PullCommand>,
     silence: Duration,
@@ -339,8 +461,12 @@ impl Pull {
             // RTCP BYE and DTLS close_notify: the origin ends its session at once.
             self.rtc.disconnect();
         }
-        tracing::info!(stream = %self.stream.name(), reason, "relay ended");
-        self.hub.remove(&self.stream, reason);
+        if self.main {
+            tracing::info!(stream = %self.stream.name(), reason, "relay ended");
+            self.hub.remove(&self.stream, reason);
+        } else {
+            tracing::info!(stream = %self.stream.name(), layer = self.layer, reason, "relay of a layer ended");
+        }
     }
 
     /// Runs until the pull ends; why.
@@ -460,7 +586,7 @@ impl Pull {
             return;
         };
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        let frame = frame_of(params, data, 0, &mut self.cutters);
+        let frame = frame_of(params, data, self.layer, &mut self.cutters);
         if kind == MediaKind::Video && frame.keyframe {
             self.pacer.keyframe_received(Instant::now());
         }

@@ -152,13 +152,16 @@ impl Hub {
         )
     }
 
-    /// Registers a stream relayed from the node `origin` under `name`: local
-    /// viewers find it as any stream, but no observer (recorder, restreamer)
-    /// hears of it and no `stream_started` is emitted (its origin did that).
+    /// Registers a stream relayed from the node `origin` under `name` (with
+    /// the origin's simulcast `layers`, their rids; empty without
+    /// simulcast): local viewers find it as any stream, but no observer
+    /// (recorder, restreamer) hears of it and no `stream_started` is emitted
+    /// (its origin did that).
     pub fn relay(
         &self,
         name: StreamName,
         tracks: Vec<CodecParams>,
+        layers: &[String],
         control: Arc<dyn PublisherControl>,
         origin: &str,
     ) -> Result<Arc<LiveStream>, PublishError> {
@@ -166,7 +169,7 @@ impl Hub {
             return Err(PublishError::ShuttingDown);
         }
         let stream = Arc::new(
-            self.new_stream(&name, tracks, &[], control)
+            self.new_stream(&name, tracks, layers, control)
                 .relayed_from(origin),
         );
         {
