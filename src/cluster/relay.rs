@@ -24,7 +24,8 @@ use crate::stream::{LayerId, LiveStream, SinkKind};
 /// The origin's path that answers relays (node-to-node, with a ticket).
 pub const RELAY_PATH: &str = "/cluster/relay";
 /// The header of the origin's answer to a relay that lists a simulcast
-/// stream's layers (their rids, smallest first, comma-separated).
+/// stream's layers (their rids, comma-separated, smallest first but for the
+/// one the main pull carries, the top layer at the time, which comes last).
 pub const LAYERS_HEADER: &str = "castgate-layers";
 /// The most simulcast layers a relay pulls (as many as a publisher may send).
 const MAX_LAYERS: usize = 3;
@@ -61,7 +62,8 @@ struct Answered {
     sdp: String,
     /// The session resource at the origin.
     resource: String,
-    /// The stream's simulcast layers (rids), smallest first; empty without.
+    /// The stream's simulcast layers (rids), the main pull's last; empty
+    /// without simulcast.
     layers: Vec<String>,
 }
 

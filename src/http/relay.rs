@@ -14,7 +14,7 @@ use super::session::{self, SDP};
 use crate::cluster::{Cluster, LAYERS_HEADER, Purpose};
 use crate::names::StreamName;
 use crate::rtc::RoleKind;
-use crate::stream::Want;
+use crate::stream::{LayerId, Want};
 
 /// The cluster, or 404 on a single node.
 fn cluster(state: &AppState) -> Result<&Cluster, ApiError> {
@@ -62,11 +62,11 @@ fn require_ticket(
     summary = "Pull a stream published on this node (node to node, in a cluster)",
     params(
         ("stream" = String, Path, description = "Stream name"),
-        ("layer" = Option<String>, Query, description = "Of a simulcast stream, the rid of the layer to pull (one session per layer); the top layer without it"),
+        ("layer" = Option<String>, Query, description = "Of a simulcast stream, the rid of the layer to pull (one session per layer); without it, the layer that is the top one now"),
     ),
     request_body(content = String, content_type = "application/sdp", description = "The relaying node's receive-only offer"),
     responses(
-        (status = 201, description = "The SDP answer; `Location` is the session resource (DELETE it with a ticket); of a simulcast stream, `Castgate-Layers` lists its layers' rids, smallest first", body = String, content_type = "application/sdp"),
+        (status = 201, description = "The SDP answer; `Location` is the session resource (DELETE it with a ticket); of a simulcast stream, `Castgate-Layers` lists its layers' rids, the one this session carries (the top one, when no `layer` was asked for) last", body = String, content_type = "application/sdp"),
         (status = 400, description = "Invalid stream name, a body that is not UTF-8, not a usable SDP offer, or a `layer` the stream does not have"),
         (status = 401, description = "No ticket, or one not signed with the cluster secret for this stream"),
         (status = 404, description = "This node is not part of a cluster"),
@@ -101,8 +101,22 @@ pub async fn post(
                 format!("stream {:?} is not published on this node", name.as_str()),
             )
         })?;
+    // Each relay session carries one of the origin's layers, by rid: the
+    // main one (no `layer`) the top layer as it is now, named last in
+    // `Castgate-Layers` (the relay's top slot), the others the layer asked for.
+    let mut rids: Vec<(LayerId, String)> =
+        live.layers().into_iter().map(|l| (l.id, l.rid)).collect();
     let want = match query.layer.as_deref() {
-        None => Want::Top,
+        None => match live.resolve_layer(Want::Top) {
+            Some(top) if !rids.is_empty() => {
+                if let Some(at) = rids.iter().position(|(id, _)| *id == top) {
+                    let entry = rids.remove(at);
+                    rids.push(entry);
+                }
+                Want::Layer(top)
+            }
+            _ => Want::Top,
+        },
         Some(rid) => live.layer_by_rid(rid).map(Want::Layer).ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -110,7 +124,7 @@ pub async fn post(
             )
         })?,
     };
-    let rids: Vec<String> = live.layers().into_iter().map(|l| l.rid).collect();
+    let rids: Vec<String> = rids.into_iter().map(|(_, rid)| rid).collect();
     let answer = state
         .engine
         .view_for_relay(live, offer, client.ip, want)

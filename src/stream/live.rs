@@ -642,6 +642,12 @@ impl LiveStream {
         fanout.layers.size(top)
     }
 
+    /// The layer a sink wanting `want` is on now (`None` while no layer is
+    /// live).
+    pub fn resolve_layer(&self, want: Want) -> Option<LayerId> {
+        self.fanout.lock().layers.resolve(want)
+    }
+
     /// The simulcast layers, smallest first (empty without simulcast).
     pub fn layers(&self) -> Vec<LayerInfo> {
         let fanout = self.fanout.lock();
