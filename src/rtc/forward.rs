@@ -3,8 +3,7 @@
 //! A viewer of a stream whose tracks are all cut once ([`super::payloads`])
 //! runs its str0m [`Rtc`] in RTP mode and writes those payloads itself: the
 //! bytes are the publisher's shared pieces, only the RTP header (sequence
-//! number, payload type, SSRC) is the viewer's own (and, for VP8, the picture
-//! ids once it has moved between simulcast layers). str0m's retransmission
+//! number, payload type, SSRC) is the viewer's own. str0m's retransmission
 //! buffer then keeps references to the shared pieces, not copies.
 
 use std::ops::Range;
@@ -16,8 +15,7 @@ use str0m::media::{Mid, Pt};
 use str0m::rtp::{RtpWrite, SeqNo};
 
 use super::codecs;
-use super::vp8_ids::Vp8Ids;
-use crate::media::{Codec, Frame, MediaKind};
+use crate::media::{Frame, MediaKind};
 
 /// Per-track sending state of one viewer in RTP mode.
 #[derive(Debug)]
@@ -28,8 +26,6 @@ struct Track {
     next_seq: u64,
     /// RTP time of the last frame written.
     last_time: Option<u64>,
-    /// VP8 picture ids kept continuous across simulcast layers.
-    vp8: Vp8Ids,
 }
 
 /// Writes shared payloads to one viewer's send streams.
@@ -85,7 +81,6 @@ impl RtpForwarder {
                     // at 0, which the receiver assumes (RFC 3711 3.3.1).
                     next_seq: rand::rng().random_range(0..0x8000),
                     last_time: None,
-                    vp8: Vp8Ids::default(),
                 });
                 self.tracks.last_mut().ok_or(ForwardError::NoStream)?
             }
@@ -108,24 +103,21 @@ impl RtpForwarder {
         };
         let time = time as u32;
         let last = frame.rtp_payloads.len() - 1;
-        let vp8 = frame.params.codec == Codec::Vp8;
         let mut bytes = 0;
         for (i, payload) in payloads.iter().enumerate() {
             let i = pieces.start + i;
             bytes += payload.len();
             let seq = SeqNo::from(track.next_seq);
             track.next_seq += 1;
-            let mut write = RtpWrite::new(track.pt, seq, time, frame.arrival, Arc::clone(payload))
-                // As str0m's packetizers mark: the last packet of a
-                // video frame; audio unmarked.
-                .marker(video && i == last)
-                // Video answers NACKs from the retransmission buffer;
-                // audio is not worth resending.
-                .nackable(video);
-            if vp8 && let Some(patch) = track.vp8.patch(frame.layer, i == 0, payload) {
-                write = write.vp8_patch(patch);
-            }
-            stream.write_rtp(write);
+            stream.write_rtp(
+                RtpWrite::new(track.pt, seq, time, frame.arrival, Arc::clone(payload))
+                    // As str0m's packetizers mark: the last packet of a
+                    // video frame; audio unmarked.
+                    .marker(video && i == last)
+                    // Video answers NACKs from the retransmission buffer;
+                    // audio is not worth resending.
+                    .nackable(video),
+            );
         }
         Ok(bytes)
     }

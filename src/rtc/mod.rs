@@ -20,7 +20,6 @@ pub mod sdp;
 mod session;
 mod shard;
 mod simulcast;
-mod vp8_ids;
 
 pub use adapt::LayerMode;
 pub mod tcp;
