@@ -350,8 +350,6 @@ async fn catalog_lists_serves_ranges_and_deletes() {
     server.shutdown().await;
 }
 
-/// Onsets (seconds) where a per-frame level first rises above `on` after
-/// having been below `off`.
 /// Asserts that a recording of a [`flash_beep`] clip has each beep within
 /// 40 ms of its flash, and prints the worst offset as a figure (`what`
 /// describes the case).
@@ -404,6 +402,8 @@ fn av_offset(file: &std::path::Path) -> (f64, Vec<f64>, Vec<f64>) {
     (worst, flashes, beeps)
 }
 
+/// Onsets (seconds) where a per-frame level first rises above `on` after
+/// having been below `off`.
 fn onsets(samples: &[(f64, f64)], on: f64, off: f64) -> Vec<f64> {
     let mut out = Vec::new();
     let mut armed = true;

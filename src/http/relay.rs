@@ -66,7 +66,7 @@ fn require_ticket(
     ),
     request_body(content = String, content_type = "application/sdp", description = "The relaying node's receive-only offer"),
     responses(
-        (status = 201, description = "The SDP answer; `Location` is the session resource (DELETE it with a ticket); of a simulcast stream, `Castgate-Layers` lists its layers' rids, the one this session carries (the top one, when no `layer` was asked for) last", body = String, content_type = "application/sdp"),
+        (status = 201, description = "The SDP answer; `Location` is the session resource (DELETE it with a ticket); of a simulcast stream, `Castgate-Layers` lists its layers' rids, smallest first, but without `layer` the one this session carries (the top one now) last", body = String, content_type = "application/sdp"),
         (status = 400, description = "Invalid stream name, a body that is not UTF-8, not a usable SDP offer, or a `layer` the stream does not have"),
         (status = 401, description = "No ticket, or one not signed with the cluster secret for this stream"),
         (status = 404, description = "This node is not part of a cluster"),
@@ -109,10 +109,8 @@ pub async fn post(
     let want = match query.layer.as_deref() {
         None => match live.resolve_layer(Want::Top) {
             Some(top) if !rids.is_empty() => {
-                if let Some(at) = rids.iter().position(|(id, _)| *id == top) {
-                    let entry = rids.remove(at);
-                    rids.push(entry);
-                }
+                // Stable: the others keep their order, the top goes last.
+                rids.sort_by_key(|(id, _)| *id == top);
                 Want::Layer(top)
             }
             _ => Want::Top,

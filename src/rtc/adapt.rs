@@ -194,9 +194,7 @@ impl Adapter {
             return None;
         }
         let mut budget = estimate_bps * VIDEO_SHARE;
-        let at = self
-            .target
-            .and_then(|t| layers.iter().position(|l| l.id == t));
+        let at = self.position(layers);
         let loss = self.recent_loss(now);
         if let Some(l) = loss
             && l.share >= LOSS_HIGH
@@ -244,6 +242,13 @@ impl Adapter {
         None
     }
 
+    /// Where the layer it is on stands in `layers` (`None` before its first
+    /// choice, or once that layer is gone).
+    fn position(&self, layers: &[Candidate]) -> Option<usize> {
+        self.target
+            .and_then(|t| layers.iter().position(|l| l.id == t))
+    }
+
     fn switch(&mut self, now: Instant, to: LayerId, down: bool) -> Option<LayerId> {
         if down {
             self.last_down = Some(now);
@@ -260,16 +265,13 @@ impl Adapter {
     /// The rates to tell the bandwidth estimator at `now`, in bits per
     /// second: (`minimum`: the next layer up, which padding keeps the path
     /// probed for, none on the top layer; `desired`: the top layer with the
-    /// same margin as going up). While the path is congested: no padding and no more than the
-    /// layer being sent (a probe or padding would only add to the queue,
-    /// and the estimate lags behind it).
+    /// same margin as going up). While the path is congested: no padding
+    /// and no more than the layer being sent (a probe or padding would only
+    /// add to the queue, and the estimate lags behind it).
     pub fn probe_rates(&self, now: Instant, layers: &[Candidate]) -> Option<(f64, f64)> {
         let top = layers.last()?;
         let desired = top.bps * UP_MARGIN / VIDEO_SHARE;
-        let at = self
-            .target
-            .and_then(|t| layers.iter().position(|l| l.id == t))
-            .unwrap_or(0);
+        let at = self.position(layers).unwrap_or(0);
         if self.congested(now) {
             return Some((0.0, layers[at].bps / VIDEO_SHARE));
         }
