@@ -93,7 +93,7 @@ async fn three_layers_measured(server: &castgate::server::Server, name: &str) {
 }
 
 /// The picture size of the next video keyframe `viewer` receives.
-async fn next_keyframe_size(
+pub(crate) async fn next_keyframe_size(
     viewer: &mut Viewer,
     codec: VideoCodec,
     within: Duration,
@@ -109,7 +109,7 @@ async fn next_keyframe_size(
 }
 
 /// Video frames `viewer` receives over `span`.
-async fn video_for(viewer: &mut Viewer, span: Duration) -> Vec<ReceivedFrame> {
+pub(crate) async fn video_for(viewer: &mut Viewer, span: Duration) -> Vec<ReceivedFrame> {
     let until = tokio::time::Instant::now() + span;
     let mut out = Vec::new();
     loop {
@@ -399,7 +399,7 @@ async fn post_offer(server: &castgate::server::Server, name: &str, sdp: &str) ->
 /// Frames `viewer` receives until a video keyframe whose picture passes
 /// `wanted` (by its width), for at most `within`: how long it took and the
 /// longest gap between two video frames meanwhile, `None` if none came.
-async fn until_keyframe_width(
+pub(crate) async fn until_keyframe_width(
     viewer: &mut Viewer,
     within: Duration,
     wanted: impl Fn(u32) -> bool,
