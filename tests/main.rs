@@ -20,6 +20,7 @@ mod keyframes;
 mod lifecycle;
 mod limits;
 mod load;
+mod mp4;
 mod openapi;
 mod ops;
 mod recording;

@@ -17,7 +17,9 @@ use super::error::ApiError;
 use crate::config::Role;
 use crate::config::StorageDelivery;
 use crate::record::catalog::{self, Meta};
+use crate::record::derived::{self, DerivedError};
 use crate::record::index::Location;
+use crate::record::mp4::Mp4Audio;
 
 /// Query of `GET /api/recordings`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -157,24 +159,42 @@ pub async fn one(
     Ok(Json(find(&state, id).await?.0))
 }
 
+/// Query of `GET /recordings/{id}/download`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// `mp4` for an MP4 copy of an H.264 or AV1 recording (made on the
+    /// first request, then kept beside the recording); without it, the
+    /// recording's own file (WebM or Matroska).
+    pub format: Option<String>,
+    /// With `format=mp4`: `aac` re-encodes the Opus audio to AAC, which
+    /// Windows' players, DaVinci Resolve, Premiere and Apple devices before
+    /// iOS 17 need; `opus` (the default) copies it.
+    pub audio: Option<String>,
+}
+
 /// `GET /recordings/{id}/download`: the file, with Range support. A recording
 /// in progress is served as far as it is written; one only in the bucket is
 /// read from there (or redirected to, with `storage.delivery = "redirect"`).
+/// With `format=mp4`, an MP4 copy (see [`DownloadQuery`]).
 #[utoipa::path(
     get,
     path = "/recordings/{id}/download",
     operation_id = "download_recording",
     tag = "recordings",
-    summary = "Download a recording's file (Range requests supported)",
-    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`")),
+    summary = "Download a recording's file, or an MP4 copy of it (Range requests supported)",
+    description = "Without `format`, the recording's own file. With `format=mp4`, an H.264 or AV1 recording copied into MP4 with its index first (`faststart`), video not re-encoded; the copy is made on the first request (seconds for an hour) and kept beside the recording, counted by retention. VP8 and VP9 recordings need an export instead (409).",
+    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`"), DownloadQuery),
     responses(
-        (status = 200, description = "The file (`video/webm`, `audio/webm` or `video/x-matroska`) as an attachment", body = [u8], content_type = "video/webm"),
+        (status = 200, description = "The file (`video/webm`, `audio/webm`, `video/x-matroska`, or `video/mp4` with `format=mp4`) as an attachment", body = [u8], content_type = "video/webm"),
         (status = 206, description = "The requested byte range", body = [u8], content_type = "video/webm"),
         (status = 304, description = "Not modified since `If-Modified-Since`"),
         (status = 307, description = "A stored recording, at a presigned URL of the bucket (`storage.delivery = \"redirect\"`)"),
+        (status = 400, description = "`format` or `audio` has an unknown value"),
         (status = 404, description = "No such recording"),
+        (status = 409, description = "`format=mp4` of a recording still being written, or of VP8/VP9 video (export it instead)"),
         (status = 416, description = "The range is outside the file"),
-        (status = 500, description = "The file could not be read"),
+        (status = 500, description = "The file could not be read, or the MP4 could not be made"),
         (status = 502, description = "The bucket holding the recording did not answer"),
     ),
     security(("bearer" = ["view"]), ("query_token" = ["view"])),
@@ -182,8 +202,24 @@ pub async fn one(
 pub async fn download(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    match q.format.as_deref() {
+        None | Some("original") => {}
+        Some("mp4") => {
+            let audio = match q.audio.as_deref() {
+                None | Some("opus") => Mp4Audio::Opus,
+                Some("aac") => Mp4Audio::Aac,
+                Some(_) => return Err(ApiError::bad_request("audio must be opus or aac")),
+            };
+            return download_mp4(&state, &id, audio, req).await;
+        }
+        Some(_) => return Err(ApiError::bad_request("format must be mp4 or original")),
+    }
+    if q.audio.is_some() {
+        return Err(ApiError::bad_request("audio is only for format=mp4"));
+    }
     let (meta, location) = find(&state, id).await?;
     let mime = meta.content_type();
     let mut resp = match location {
@@ -202,11 +238,60 @@ pub async fn download(
             stored(&state, &meta, mime, req.headers(), head).await?
         }
     };
-    let name = format!("{}-{}", meta.stream, meta.file);
+    attachment(&mut resp, &format!("{}-{}", meta.stream, meta.file));
+    Ok(resp.into_response())
+}
+
+/// The MP4 copy of a recording, made now if it is not kept yet.
+async fn download_mp4(
+    state: &AppState,
+    id: &str,
+    audio: Mp4Audio,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if catalog::parse_id(id).is_none() {
+        return Err(ApiError::not_found("no such recording"));
+    }
+    let (path, meta) = derived::mp4(&state.recorder, id, audio)
+        .await
+        .map_err(|e| match e {
+            DerivedError::NotFound => ApiError::not_found("no such recording"),
+            DerivedError::InProgress | DerivedError::NeedsExport(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string().replace("{id}", id))
+            }
+            DerivedError::Storage(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            DerivedError::Failed(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        })?;
+    let mime = if meta.video.is_some() {
+        "video/mp4"
+    } else {
+        "audio/mp4"
+    };
+    let mut resp = ServeFile::new_with_mime(
+        &path,
+        &mime
+            .parse()
+            .map_err(|_| ApiError::bad_request("bad type"))?,
+    )
+    .oneshot(req)
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?
+    .map(Body::new);
+    let stem = meta
+        .file
+        .rsplit_once('.')
+        .map_or(meta.file.as_str(), |(s, _)| s);
+    attachment(&mut resp, &format!("{}-{stem}.mp4", meta.stream));
+    Ok(resp)
+}
+
+/// Names the file a browser saves a download as.
+fn attachment(resp: &mut Response, name: &str) {
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(resp.into_response())
 }
 
 /// A stored recording: the requested range read from the bucket and passed

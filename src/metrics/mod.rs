@@ -444,6 +444,12 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "Bytes of recording files finished (finalized or failed)",
             ld(&r.bytes_written),
         )?;
+        counter(
+            e,
+            "castgate_recording_mp4_made",
+            "MP4 copies of recordings made for downloads (a cached copy served again is not counted)",
+            ld(&r.mp4_made),
+        )?;
         if let Some(storage) = self.recorder.storage() {
             let s = storage.stats();
             counter(

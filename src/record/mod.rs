@@ -6,7 +6,9 @@
 //! the catalog. Nothing here knows about WebRTC or HTTP.
 
 pub mod catalog;
+pub mod derived;
 pub mod index;
+pub mod mp4;
 pub mod muxer;
 pub mod recording;
 pub mod storage;
@@ -91,6 +93,8 @@ pub struct RecorderStats {
     pub interrupted: AtomicU64,
     /// Bytes of the files finished (finalized or failed).
     pub bytes_written: AtomicU64,
+    /// MP4 copies of recordings made (not counting those served from the cache).
+    pub mp4_made: AtomicU64,
 }
 
 /// Starts, tracks and lists recordings.
@@ -111,6 +115,8 @@ pub struct Recorder {
     /// The bucket finished files go to (`storage.kind = "s3"`), and the
     /// runtime its requests run on (deletes come from blocking threads).
     storage: OnceLock<(Arc<Storage>, tokio::runtime::Handle)>,
+    /// Derived files (MP4 copies) being made, one maker per file.
+    flights: Arc<derived::Flights>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -162,6 +168,7 @@ impl Recorder {
             retention: Mutex::new(()),
             index: Arc::default(),
             storage: OnceLock::new(),
+            flights: Arc::default(),
         })
     }
 
@@ -178,6 +185,11 @@ impl Recorder {
     /// The bucket finished recordings go to, if any.
     pub fn storage(&self) -> Option<&Arc<Storage>> {
         self.storage.get().map(|(s, _)| s)
+    }
+
+    /// Who is making which derived file (see [`derived::mp4`]).
+    pub fn flights(&self) -> &Arc<derived::Flights> {
+        &self.flights
     }
 
     /// The settings in force now.
@@ -231,6 +243,11 @@ impl Recorder {
         &self.stats
     }
 
+    /// The same counts, shared (for jobs that outlive a borrow).
+    pub fn stats_handle(&self) -> Arc<RecorderStats> {
+        self.stats.clone()
+    }
+
     /// Recordings being written now.
     pub fn active_count(&self) -> usize {
         let mut active = self.active();
@@ -249,6 +266,10 @@ impl Recorder {
     /// remuxing. Reads files: call it off the async runtime.
     pub fn load_catalog(&self) -> Vec<PathBuf> {
         let repair = self.enabled();
+        let cleaned = derived::clean_temporaries(&self.dir);
+        if cleaned > 0 {
+            tracing::info!(files = cleaned, "deleted unfinished MP4 files a crash left");
+        }
         let mut repaired = Vec::new();
         let mut found = Vec::new();
         for (_, path) in catalog::scan(&self.dir) {
@@ -523,11 +544,16 @@ impl Recorder {
                 .block_on(storage.delete(&meta))
                 .map_err(|e| restore(std::io::Error::other(format!("in the bucket: {e}"))))?;
         }
+        let local = match &location {
+            Location::Local(path) => path.clone(),
+            Location::Stored => self.dir.join(&meta.stream).join(&meta.file),
+        };
         if let Location::Local(path) = &location {
             std::fs::remove_file(path).map_err(restore)?;
             catalog::remove_meta(&final_path(path));
             storage::parts::Journal::remove(path);
         }
+        derived::remove_all(&local);
         Ok(true)
     }
 
@@ -581,14 +607,21 @@ impl Recorder {
             .collect();
         // Oldest first.
         done.sort_by(|a, b| a.started_at.cmp(&b.started_at));
-        let mut total: u64 = done.iter().filter_map(|m| m.size_bytes).sum();
+        // A recording's size counts its derived files (MP4 copies) too.
+        let sizes: Vec<u64> = done
+            .iter()
+            .map(|m| {
+                m.size_bytes.unwrap_or(0) + derived::bytes(&self.dir.join(&m.stream).join(&m.file))
+            })
+            .collect();
+        let mut total: u64 = sizes.iter().sum();
         let mut per_stream: std::collections::HashMap<String, u64> =
             std::collections::HashMap::new();
-        for m in &done {
-            *per_stream.entry(m.stream.clone()).or_default() += m.size_bytes.unwrap_or(0);
+        for (m, size) in done.iter().zip(&sizes) {
+            *per_stream.entry(m.stream.clone()).or_default() += size;
         }
         let mut deleted = 0;
-        for m in done {
+        for (m, size) in done.into_iter().zip(sizes) {
             let started = humantime::parse_rfc3339_weak(&m.started_at).ok();
             let too_old = match (max_age, started) {
                 (Some(age), Some(t)) => now.duration_since(t).is_ok_and(|d| d > age),
@@ -608,7 +641,6 @@ impl Recorder {
             match removed {
                 Ok(true) => {
                     tracing::info!(recording = %m.id, too_old, too_big, over_quota, local_copy_only = local_copies, "retention: deleted");
-                    let size = m.size_bytes.unwrap_or(0);
                     total = total.saturating_sub(size);
                     if let Some(t) = per_stream.get_mut(&m.stream) {
                         *t = t.saturating_sub(size);
@@ -634,6 +666,7 @@ impl Recorder {
         self.index.put(meta, Location::Stored);
         std::fs::remove_file(&path)?;
         catalog::remove_meta(&final_path(&path));
+        derived::remove_all(&path);
         Ok(true)
     }
 

@@ -1,0 +1,396 @@
+//! Files made from a finished recording (an MP4 copy, later exports and
+//! pictures), kept beside it as a cache: made once on first request, served
+//! from disk (with Range) after, counted by retention and deleted with the
+//! recording.
+//!
+//! Names: `STEM.remux.mp4`, `STEM.remux-aac.mp4` beside `STEM.webm|mkv`.
+//! The catalog never takes them for recordings (it lists only `.webm` and
+//! `.mkv` with a timestamp stem), and their sidecar path is never written.
+//! Each is made under a temporary name (`….tmp`) and renamed when complete,
+//! so a reader never sees half a file; temporaries a crash left are deleted
+//! at start-up ([`clean_temporaries`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use super::Recorder;
+use super::catalog::{self, Meta, State};
+use super::index::Location;
+use super::mp4::{self, Mp4Audio};
+
+/// What can be made from a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The recording copied into MP4 without re-encoding the video.
+    Mp4(Mp4Audio),
+}
+
+impl Kind {
+    /// The file-name suffix after the recording's stem.
+    fn suffix(self) -> &'static str {
+        match self {
+            Kind::Mp4(Mp4Audio::Opus) => ".remux.mp4",
+            Kind::Mp4(Mp4Audio::Aac) => ".remux-aac.mp4",
+        }
+    }
+}
+
+/// Every suffix a derived file can have (for retention and deletes).
+const SUFFIXES: &[&str] = &[".remux.mp4", ".remux-aac.mp4"];
+
+/// The stem of a recording's file name (`2026-…Z` of `2026-…Z.webm`).
+fn stem_of(meta: &Meta) -> Option<&str> {
+    meta.file
+        .strip_suffix(".webm")
+        .or_else(|| meta.file.strip_suffix(".mkv"))
+}
+
+/// Where a derived file of `meta` lives: beside the recording, in `dir/STREAM/`.
+pub fn path_of(dir: &Path, meta: &Meta, kind: Kind) -> Option<PathBuf> {
+    let stem = stem_of(meta)?;
+    Some(
+        dir.join(&meta.stream)
+            .join(format!("{stem}{}", kind.suffix())),
+    )
+}
+
+/// The derived files of the recording file `recording` that exist now, with
+/// their sizes.
+pub fn existing(recording: &Path) -> Vec<(PathBuf, u64)> {
+    let Some(folder) = recording.parent() else {
+        return Vec::new();
+    };
+    let Some(name) = recording.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let base = name.strip_suffix(".part").unwrap_or(name);
+    let Some(stem) = base
+        .strip_suffix(".webm")
+        .or_else(|| base.strip_suffix(".mkv"))
+    else {
+        return Vec::new();
+    };
+    SUFFIXES
+        .iter()
+        .map(|s| folder.join(format!("{stem}{s}")))
+        .filter_map(|p| {
+            let md = std::fs::symlink_metadata(&p).ok()?;
+            md.file_type().is_file().then_some((p, md.len()))
+        })
+        .collect()
+}
+
+/// Bytes the derived files of `recording` take on disk.
+pub fn bytes(recording: &Path) -> u64 {
+    existing(recording).iter().map(|(_, n)| n).sum()
+}
+
+/// Deletes the derived files of `recording` (they can be made again).
+pub fn remove_all(recording: &Path) {
+    for (p, _) in existing(recording) {
+        if let Err(e) = std::fs::remove_file(&p) {
+            tracing::warn!(file = %p.display(), error = %e, "cannot delete a derived file");
+        }
+    }
+}
+
+/// Deletes the temporaries of derived files a crash or a failed job left in
+/// the recordings folder `dir`. Returns how many. Reads folders: call it off
+/// the async runtime.
+pub fn clean_temporaries(dir: &Path) -> usize {
+    let mut n = 0;
+    let Ok(streams) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for s in streams.flatten() {
+        if !s.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(files) = std::fs::read_dir(s.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().to_string();
+            let Some(base) = name.strip_suffix(".tmp") else {
+                continue;
+            };
+            let derived = SUFFIXES.iter().any(|s| base.ends_with(s)) || base.ends_with(".source");
+            let stem = base.split('.').next().unwrap_or("");
+            if derived && catalog::valid_stem(stem) && std::fs::remove_file(f.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Why a derived file could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DerivedError {
+    /// No such recording.
+    #[error("no such recording")]
+    NotFound,
+    /// The recording is still being written.
+    #[error("the recording is still being written; its MP4 can be made once it ends")]
+    InProgress,
+    /// The video codec needs encoding to go into MP4.
+    #[error(
+        "{0} video cannot be put into MP4 without re-encoding it; export the recording instead (POST /api/recordings/{{id}}/exports)"
+    )]
+    NeedsExport(&'static str),
+    /// The bucket holding the recording could not be read.
+    #[error("the storage holding this recording did not answer: {0}")]
+    Storage(String),
+    /// Making the file failed.
+    #[error("cannot make the MP4: {0}")]
+    Failed(String),
+}
+
+/// One maker per derived file at a time: concurrent requests for the same
+/// file wait for the one making it, then all read the result.
+#[derive(Debug, Default)]
+pub struct Flights {
+    running: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a derived file is checked or made; others wanting the same
+/// file wait for it.
+#[derive(Debug)]
+pub struct Flight {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    path: PathBuf,
+    flights: Arc<Flights>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut running = self
+            .flights
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map's reference and this flight's (held through the guard)
+        // are the only ones left: nobody waits, forget the entry.
+        if running
+            .get(&self.path)
+            .is_some_and(|m| Arc::strong_count(m) <= 2)
+        {
+            running.remove(&self.path);
+        }
+    }
+}
+
+impl Flights {
+    /// Waits until nobody else checks or makes `path`, then holds it.
+    pub async fn enter(self: &Arc<Self>, path: &Path) -> Flight {
+        let lock = {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.entry(path.to_path_buf()).or_default().clone()
+        };
+        let guard = lock.lock_owned().await;
+        Flight {
+            _guard: guard,
+            path: path.to_path_buf(),
+            flights: self.clone(),
+        }
+    }
+}
+
+/// Whether a derived file at `path` is there and newer than its source.
+fn fresh(path: &Path, source: Option<&Path>) -> bool {
+    let Ok(md) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !md.file_type().is_file() {
+        return false;
+    }
+    match (
+        source.and_then(|s| std::fs::metadata(s).ok()),
+        md.modified(),
+    ) {
+        (Some(src), Ok(made)) => src.modified().is_ok_and(|s| made >= s),
+        _ => true,
+    }
+}
+
+/// The MP4 of recording `id` (made now if it is not cached yet): its path,
+/// and the recording. Waits for anyone else making the same file. A
+/// recording only in the bucket is read from there first.
+pub async fn mp4(
+    recorder: &Arc<Recorder>,
+    id: &str,
+    audio: Mp4Audio,
+) -> Result<(PathBuf, Meta), DerivedError> {
+    let (meta, location) = {
+        let (r, id) = (recorder.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || r.get(&id))
+            .await
+            .ok()
+            .flatten()
+            .ok_or(DerivedError::NotFound)?
+    };
+    if meta.state == State::Recording || recorder.is_active(id) {
+        return Err(DerivedError::InProgress);
+    }
+    let codec = meta.video.as_ref().map(|v| v.codec);
+    if !mp4::remuxable(codec) {
+        return Err(DerivedError::NeedsExport(
+            codec.map_or("this", |c| c.name()),
+        ));
+    }
+    let target = path_of(recorder.dir(), &meta, Kind::Mp4(audio)).ok_or(DerivedError::NotFound)?;
+    let flight = recorder.flights().enter(&target).await;
+    let source = match &location {
+        Location::Local(p) => Some(p.clone()),
+        Location::Stored => None,
+    };
+    let (t, s) = (target.clone(), source.clone());
+    let cached = tokio::task::spawn_blocking(move || fresh(&t, s.as_deref()))
+        .await
+        .unwrap_or(false);
+    if cached {
+        return Ok((target, meta));
+    }
+    let folder = target
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or(DerivedError::NotFound)?;
+    tokio::fs::create_dir_all(&folder)
+        .await
+        .map_err(|e| DerivedError::Failed(e.to_string()))?;
+    // A stored recording is read to a temporary file first: FFmpeg seeks.
+    let mut download = None;
+    let source = match source {
+        Some(s) => s,
+        None => {
+            let tmp = target.with_extension("source.tmp");
+            let got = fetch(recorder, &meta, &tmp).await;
+            if let Err(e) = got {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+            download = Some(tmp.clone());
+            tmp
+        }
+    };
+    let tmp = PathBuf::from(format!("{}.tmp", target.display()));
+    let (t, tmp2, src) = (target.clone(), tmp.clone(), source.clone());
+    let stats = recorder.stats_handle();
+    // The flight moves into the blocking job, so a client that goes away
+    // mid-way does not let a second maker start on the same temporary file.
+    let made = tokio::task::spawn_blocking(move || {
+        let _flight = flight;
+        let started = std::time::Instant::now();
+        let result = mp4::remux_to_mp4(&src, &tmp2, audio, &AtomicBool::new(false))
+            .map_err(|e| DerivedError::Failed(e.to_string()))
+            .and_then(|stats| {
+                commit(&tmp2, &t).map_err(|e| DerivedError::Failed(e.to_string()))?;
+                Ok(stats)
+            });
+        if let Some(d) = &download {
+            let _ = std::fs::remove_file(d);
+        }
+        match result {
+            Ok(made) => {
+                stats.mp4_made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(
+                    file = %t.display(),
+                    video_packets = made.video_packets,
+                    audio_packets = made.audio_packets,
+                    secs = started.elapsed().as_secs_f64(),
+                    "made an MP4 of a recording"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp2);
+                tracing::warn!(source = %src.display(), error = %e, "cannot make an MP4 of a recording");
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|_| DerivedError::Failed("the job stopped".into()))?;
+    made.map(|()| (target, meta))
+}
+
+/// Reads a stored recording whole into `tmp`.
+async fn fetch(recorder: &Recorder, meta: &Meta, tmp: &Path) -> Result<(), DerivedError> {
+    let storage = recorder.storage().ok_or(DerivedError::NotFound)?;
+    let read = storage
+        .read(meta, None)
+        .await
+        .map_err(|e| DerivedError::Storage(e.to_string()))?;
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| DerivedError::Failed(e.to_string()))?;
+    let mut body = read.body;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| DerivedError::Storage(e.to_string()))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| DerivedError::Failed(e.to_string()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| DerivedError::Failed(e.to_string()))
+}
+
+/// Syncs the finished temporary file and renames it to its final name.
+fn commit(tmp: &Path, target: &Path) -> std::io::Result<()> {
+    std::fs::File::open(tmp)?.sync_all()?;
+    std::fs::rename(tmp, target)?;
+    if let Some(dir) = target.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_files_are_found_and_temporaries_cleaned() {
+        let root = std::env::temp_dir().join(format!("castgate-derived-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let folder = root.join("demo");
+        std::fs::create_dir_all(&folder).unwrap();
+        let rec = folder.join("2026-11-24T15-04-05Z.mkv");
+        std::fs::write(&rec, b"x").unwrap();
+        std::fs::write(folder.join("2026-11-24T15-04-05Z.remux.mp4"), b"abc").unwrap();
+        std::fs::write(folder.join("2026-11-24T15-04-05Z.remux-aac.mp4"), b"ab").unwrap();
+        std::fs::write(folder.join("2026-11-24T15-04-05Z.remux.mp4.tmp"), b"a").unwrap();
+        std::fs::write(folder.join("2026-11-24T15-04-05Z.remux.source.tmp"), b"a").unwrap();
+        std::fs::write(folder.join("notes.tmp"), b"keep").unwrap();
+        assert_eq!(bytes(&rec), 5);
+        assert_eq!(bytes(&folder.join("2026-11-24T15-04-05Z.mkv.part")), 5);
+        assert_eq!(clean_temporaries(&root), 2);
+        assert!(folder.join("notes.tmp").exists());
+        remove_all(&rec);
+        assert_eq!(bytes(&rec), 0);
+        assert!(rec.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_flight_per_file() {
+        let flights = Arc::new(Flights::default());
+        let a = flights.enter(Path::new("/x")).await;
+        let f2 = flights.clone();
+        let waiter = tokio::spawn(async move { f2.enter(Path::new("/x")).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        let other = flights.enter(Path::new("/y")).await;
+        drop(a);
+        let b = waiter.await.unwrap();
+        drop(b);
+        drop(other);
+        assert!(flights.running.lock().unwrap().is_empty());
+    }
+}
