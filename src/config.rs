@@ -569,6 +569,13 @@ pub struct RecordConfig {
     pub stream_quota_gib: f64,
     /// Seconds between two retention passes (the first runs at start-up).
     pub retention_check_secs: f64,
+    /// Exports (VP8/VP9 recordings encoded to H.264 MP4) running at once,
+    /// one core each; 0 = half the cores (at least one). Needs a restart.
+    pub export_max_concurrent: usize,
+    /// Who may start and cancel exports: `view` (anyone who may watch the
+    /// recording, so the page's MP4 button works for them) or `admin`.
+    /// Needs a restart.
+    pub export_role: Role,
 }
 
 impl Default for RecordConfig {
@@ -589,6 +596,8 @@ impl Default for RecordConfig {
             retention_max_gib: 0.0,
             stream_quota_gib: 0.0,
             retention_check_secs: 60.0,
+            export_max_concurrent: 0,
+            export_role: Role::View,
         }
     }
 }
@@ -926,7 +935,7 @@ pub struct WebhookConfig {
 }
 
 /// The event types there are (`type` of an event).
-pub const EVENT_TYPES: [&str; 12] = [
+pub const EVENT_TYPES: [&str; 13] = [
     "stream_started",
     "stream_ended",
     "viewer_joined",
@@ -936,6 +945,7 @@ pub const EVENT_TYPES: [&str; 12] = [
     "recording_stored",
     "recording_failed",
     "recording_interrupted",
+    "export_finished",
     "restream_state",
     "config_reloaded",
     "config_rejected",

@@ -60,6 +60,8 @@ pub struct Server {
     engine: Arc<Engine>,
     hub: Arc<Hub>,
     recorder: Arc<Recorder>,
+    /// Export jobs (stopped before the recorder at shutdown).
+    exports: Arc<crate::record::export::Exports>,
     restreamer: Arc<Restreamer>,
     retention: JoinHandle<()>,
     /// The uploader and the bucket listing (`storage.kind = "s3"`).
@@ -152,6 +154,11 @@ impl Server {
         }
         let restreamer = Arc::new(Restreamer::new(config.restream.clone(), outbound.clone()));
         hub.add_observer(restreamer.clone());
+        let exports = crate::record::export::Exports::new(
+            recorder.clone(),
+            events.clone(),
+            config.record.export_max_concurrent,
+        );
 
         let engine = Arc::new(Engine::start(config.clone(), hub.clone()).await?);
         let listener = http::serve::listen(config.http.listen)
@@ -197,6 +204,7 @@ impl Server {
             gate: gate.clone(),
             sse_clients: Arc::new(tokio::sync::Semaphore::new(config.events.max_sse_clients)),
             cluster: cluster.clone(),
+            exports: exports.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let follow = cluster.as_ref().map(|c| {
@@ -232,6 +240,7 @@ impl Server {
             hub,
             recorder,
             restreamer,
+            exports,
             retention,
             storage_tasks,
             stop,
@@ -393,6 +402,8 @@ impl Server {
             // The streams ended with the sessions: their names are free.
             c.shutdown().await;
         }
+        let ex = self.exports.clone();
+        let _ = tokio::task::spawn_blocking(move || ex.shutdown()).await;
         let recordings = self.recorder.active_count();
         tracing::info!(recordings, "shutdown: finalizing recordings");
         let r = self.recorder.clone();

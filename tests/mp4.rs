@@ -271,3 +271,226 @@ async fn a_vp8_recording_is_not_remuxed_but_pointed_to_an_export() {
     );
     server.shutdown().await;
 }
+
+/// The exports of a recording, as the API lists them.
+async fn exports_of(server: &castgate::server::Server, id: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = reqwest::get(url(server, &format!("/api/recordings/{id}/exports")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// The export of `audio` in a listing.
+fn export_for<'a>(list: &'a [serde_json::Value], audio: &str) -> Option<&'a serde_json::Value> {
+    list.iter().find(|e| e["audio"] == audio)
+}
+
+/// Files in `folder` whose names contain `part`.
+fn files_with(folder: &Path, part: &str) -> Vec<String> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(part))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_recording_exports_to_h264_mp4_with_progress_and_cancels_cleanly() {
+    let dir = temp_dir("export");
+    let server = gateway::start({
+        let dir = dir.to_path_buf();
+        move |c| {
+            c.record.enabled = true;
+            c.record.dir = dir;
+            c.record.export_max_concurrent = 1;
+        }
+    })
+    .await;
+    // 720p, so that encoding takes long enough to watch and to cancel.
+    let video = common::media::video_frames_sized(VideoCodec::Vp8, 8, "1280x720");
+    let audio = opus_packets(8);
+    let publisher = publisher(&server, "ex", Some(VideoCodec::Vp8), true).await;
+    publisher.play(&video, &audio).await.unwrap();
+    wait_received(&server, "ex", video.len() + audio.len()).await;
+    publisher.delete().await.unwrap();
+    recordings_idle(&server).await;
+    let source = recordings_in(&dir).remove(0);
+    let folder = source.parent().unwrap().to_path_buf();
+    let list: serde_json::Value = reqwest::get(url(&server, "/api/recordings?stream=ex"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["recordings"][0]["id"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+    let exports = url(&server, &format!("/api/recordings/{id}/exports"));
+    let mut events = server.events().subscribe();
+    let mut next_export = async || loop {
+        let env = tokio::time::timeout(std::time::Duration::from_secs(60), events.recv())
+            .await
+            .expect("an export_finished event")
+            .unwrap();
+        if let castgate::events::Event::ExportFinished {
+            audio, state, id, ..
+        } = &env.event
+        {
+            break (audio.clone(), state.clone(), id.clone());
+        }
+    };
+
+    // Two at once with one encoder: the second waits; cancelling it (queued)
+    // and then the first (running) leaves nothing.
+    let r = client
+        .post(format!("{exports}?audio=opus"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = client
+        .post(format!("{exports}?audio=aac"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let queued: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(queued["state"], "queued", "{queued}");
+    let r = client
+        .delete(format!("{exports}/aac"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let mut seen_running = false;
+    for _ in 0..100 {
+        let list = exports_of(&server, &id).await;
+        let e = export_for(&list, "opus").unwrap().clone();
+        if e["state"] == "running" && e["percent"].as_f64().unwrap() > 0.0 {
+            seen_running = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen_running, "the export was seen running");
+    let r = client
+        .delete(format!("{exports}/opus"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let states: Vec<(String, String)> = [next_export().await, next_export().await]
+        .into_iter()
+        .map(|(audio, state, _)| (audio, state))
+        .collect();
+    assert!(
+        states.contains(&("aac".into(), "cancelled".into())),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&("opus".into(), "cancelled".into())),
+        "{states:?}"
+    );
+    assert!(
+        files_with(&folder, ".export").is_empty(),
+        "a cancelled export leaves no file: {:?}",
+        files_with(&folder, ".export")
+    );
+    let list = exports_of(&server, &id).await;
+    assert_eq!(export_for(&list, "opus").unwrap()["state"], "cancelled");
+
+    // A whole export: progress from 0 to 100, never back.
+    let r = client.post(&exports).send().await.unwrap();
+    assert_eq!(r.status(), 202, "a new export after a cancel");
+    let mut last = 0.0;
+    let mut percents = Vec::new();
+    let done = loop {
+        let list = exports_of(&server, &id).await;
+        let e = export_for(&list, "aac").unwrap().clone();
+        let p = e["percent"].as_f64().unwrap();
+        assert!(p >= last, "progress went back: {last} → {p}");
+        last = p;
+        percents.push(p);
+        match e["state"].as_str().unwrap() {
+            "done" => break e,
+            "queued" | "running" => {}
+            other => panic!("export {other}: {e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["percent"], 100.0);
+    assert!(
+        percents.iter().any(|p| *p > 0.0 && *p < 100.0),
+        "progress in between: {percents:?}"
+    );
+    let (audio, state, event_id) = next_export().await;
+    assert_eq!(
+        (audio.as_str(), state.as_str(), event_id.as_str()),
+        ("aac", "done", id.as_str())
+    );
+    let download = done["download"].as_str().unwrap();
+    assert_eq!(
+        download,
+        format!("/recordings/{id}/download?format=mp4&audio=aac")
+    );
+    let r = client.get(url(&server, download)).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "{:?} {:?}",
+        files_with(&folder, ""),
+        r.text().await
+    );
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    let out = dir.join("export.mp4");
+    std::fs::write(&out, r.bytes().await.unwrap()).unwrap();
+    assert_faststart(&out);
+    let streams = probe(&out, "stream=codec_name,width,height");
+    assert!(
+        streams.contains("codec_name=h264") && streams.contains("codec_name=aac"),
+        "{streams}"
+    );
+    assert!(
+        streams.contains("width=1280") && streams.contains("height=720"),
+        "{streams}"
+    );
+    assert_eq!(
+        packets(&out, "v"),
+        packets(&source, "v"),
+        "one picture per source frame"
+    );
+    let (d_src, d_out) = (
+        stream_duration(&source, "v").max(duration(&source) - 0.1),
+        stream_duration(&out, "v"),
+    );
+    assert!(
+        (d_src - d_out).abs() <= 1.0 / 30.0 + 0.05,
+        "video lasts {d_out} s, source {d_src} s"
+    );
+    decodes_cleanly(&out);
+    // Asked again: the same export, done.
+    let r = client.post(&exports).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let again: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(again["state"], "done");
+    // An H.264 recording needs none; bad values are refused.
+    let r = client
+        .post(format!("{exports}?audio=flac"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client
+        .post(url(
+            &server,
+            "/api/recordings/ex~2026-01-01T00-00-00Z/exports",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    server.shutdown().await;
+}

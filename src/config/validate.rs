@@ -181,6 +181,18 @@ impl Config {
                 "retention limits cannot be negative",
             ));
         }
+        if self.record.export_max_concurrent > 64 {
+            return Err(invalid(
+                "record.export_max_concurrent",
+                "must be at most 64 (each export takes a core)",
+            ));
+        }
+        if self.record.export_role == crate::config::Role::Publish {
+            return Err(invalid(
+                "record.export_role",
+                "must be \"view\" or \"admin\"",
+            ));
+        }
         if self.record.dir.as_os_str().is_empty() {
             return Err(invalid("record.dir", "must not be empty"));
         }

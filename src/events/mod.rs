@@ -116,6 +116,24 @@ pub enum Event {
         /// Whether the local copy was removed.
         local_removed: bool,
     },
+    /// An export of a recording to H.264 MP4 ended (finished, failed or
+    /// cancelled).
+    ExportFinished {
+        /// Stream name.
+        stream: String,
+        /// Recording id.
+        id: String,
+        /// The audio of the export: `opus` or `aac`.
+        audio: String,
+        /// `done`, `failed` or `cancelled`.
+        state: String,
+        /// Seconds of work.
+        secs: f64,
+        /// The MP4's size in bytes (when done).
+        size_bytes: Option<u64>,
+        /// What went wrong (when failed).
+        error: Option<String>,
+    },
     /// A recording could not open its next file (low disk); it tries again
     /// while the stream lives (a `recording_started` follows when it can).
     RecordingInterrupted {
@@ -178,6 +196,7 @@ impl Event {
             Event::RecordingFailed { .. } => "recording_failed",
             Event::RecordingStored { .. } => "recording_stored",
             Event::RecordingInterrupted { .. } => "recording_interrupted",
+            Event::ExportFinished { .. } => "export_finished",
             Event::RestreamState { .. } => "restream_state",
             Event::ConfigReloaded { .. } => "config_reloaded",
             Event::ConfigRejected { .. } => "config_rejected",

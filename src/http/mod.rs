@@ -8,6 +8,7 @@ pub mod client;
 pub mod controls;
 pub mod crosssite;
 pub mod error;
+pub mod exports;
 pub mod forward;
 pub mod hls;
 pub mod openapi;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub sse_clients: Arc<tokio::sync::Semaphore>,
     /// This node's membership of a cluster (`None` on a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Export jobs (recordings encoded to H.264 MP4).
+    pub exports: Arc<crate::record::export::Exports>,
 }
 
 /// Builds the router. Serve it with [`serve::serve`], which gives every
@@ -92,6 +95,7 @@ pub fn router(state: AppState) -> Router {
     let view = g.guard(Role::View, Scope::Stream, false);
     let view_rec = g.guard(Role::View, Scope::Recording, false);
     let admin = g.guard(Role::Admin, Scope::Stream, false);
+    let export = g.guard(state.config.record.export_role, Scope::Recording, false);
     let app = Router::new()
         .route(
             "/whip/{stream}",
@@ -160,7 +164,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/recordings/{id}/download",
-            get(recordings::download.layer(view_rec)),
+            get(recordings::download.layer(view_rec.clone())),
+        )
+        .route(
+            "/api/recordings/{id}/exports",
+            get(exports::list.layer(view_rec)).post(exports::start.layer(export.clone())),
+        )
+        .route(
+            "/api/recordings/{id}/exports/{audio}",
+            axum::routing::delete(exports::cancel.layer(export)),
         )
         .route("/api/restreams", get(restreams::list_all))
         .route(

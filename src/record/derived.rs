@@ -3,7 +3,9 @@
 //! from disk (with Range) after, counted by retention and deleted with the
 //! recording.
 //!
-//! Names: `STEM.remux.mp4`, `STEM.remux-aac.mp4` beside `STEM.webm|mkv`.
+//! Names: `STEM.remux.mp4`, `STEM.remux-aac.mp4` (copies) and
+//! `STEM.export.mp4`, `STEM.export-aac.mp4` (encoded by
+//! [`super::export`]) beside `STEM.webm|mkv`.
 //! The catalog never takes them for recordings (it lists only `.webm` and
 //! `.mkv` with a timestamp stem), and their sidecar path is never written.
 //! Each is made under a temporary name (`….tmp`) and renamed when complete,
@@ -28,6 +30,8 @@ use super::mp4::{self, Mp4Audio};
 pub enum Kind {
     /// The recording copied into MP4 without re-encoding the video.
     Mp4(Mp4Audio),
+    /// The recording's video encoded to H.264 MP4 (an export job).
+    Export(Mp4Audio),
 }
 
 impl Kind {
@@ -36,12 +40,19 @@ impl Kind {
         match self {
             Kind::Mp4(Mp4Audio::Opus) => ".remux.mp4",
             Kind::Mp4(Mp4Audio::Aac) => ".remux-aac.mp4",
+            Kind::Export(Mp4Audio::Opus) => ".export.mp4",
+            Kind::Export(Mp4Audio::Aac) => ".export-aac.mp4",
         }
     }
 }
 
 /// Every suffix a derived file can have (for retention and deletes).
-const SUFFIXES: &[&str] = &[".remux.mp4", ".remux-aac.mp4"];
+const SUFFIXES: &[&str] = &[
+    ".remux.mp4",
+    ".remux-aac.mp4",
+    ".export.mp4",
+    ".export-aac.mp4",
+];
 
 /// The stem of a recording's file name (`2026-…Z` of `2026-…Z.webm`).
 fn stem_of(meta: &Meta) -> Option<&str> {
@@ -138,9 +149,10 @@ pub enum DerivedError {
     /// The recording is still being written.
     #[error("the recording is still being written; its MP4 can be made once it ends")]
     InProgress,
-    /// The video codec needs encoding to go into MP4.
+    /// The video codec needs encoding to go into MP4, and no export of it
+    /// is finished.
     #[error(
-        "{0} video cannot be put into MP4 without re-encoding it; export the recording instead (POST /api/recordings/{{id}}/exports)"
+        "{0} video cannot be put into MP4 without re-encoding it; export the recording first (POST /api/recordings/{{id}}/exports), then download it here"
     )]
     NeedsExport(&'static str),
     /// The bucket holding the recording could not be read.
@@ -220,7 +232,8 @@ fn fresh(path: &Path, source: Option<&Path>) -> bool {
 
 /// The MP4 of recording `id` (made now if it is not cached yet): its path,
 /// and the recording. Waits for anyone else making the same file. A
-/// recording only in the bucket is read from there first.
+/// recording only in the bucket is read from there first. For VP8/VP9
+/// video, the finished export (made by [`super::export`]), if there is one.
 pub async fn mp4(
     recorder: &Arc<Recorder>,
     id: &str,
@@ -239,9 +252,13 @@ pub async fn mp4(
     }
     let codec = meta.video.as_ref().map(|v| v.codec);
     if !mp4::remuxable(codec) {
-        return Err(DerivedError::NeedsExport(
-            codec.map_or("this", |c| c.name()),
-        ));
+        let export = path_of(recorder.dir(), &meta, Kind::Export(audio));
+        return match export {
+            Some(p) if fresh(&p, None) => Ok((p, meta)),
+            _ => Err(DerivedError::NeedsExport(
+                codec.map_or("this", |c| c.name()),
+            )),
+        };
     }
     let target = path_of(recorder.dir(), &meta, Kind::Mp4(audio)).ok_or(DerivedError::NotFound)?;
     let flight = recorder.flights().enter(&target).await;
@@ -286,7 +303,14 @@ pub async fn mp4(
     let made = tokio::task::spawn_blocking(move || {
         let _flight = flight;
         let started = std::time::Instant::now();
-        let result = mp4::remux_to_mp4(&src, &tmp2, audio, &AtomicBool::new(false))
+        let result = mp4::convert(
+            &src,
+            &tmp2,
+            mp4::Mp4Video::Copy,
+            audio,
+            &mp4::Progress::default(),
+            &AtomicBool::new(false),
+        )
             .map_err(|e| DerivedError::Failed(e.to_string()))
             .and_then(|stats| {
                 commit(&tmp2, &t).map_err(|e| DerivedError::Failed(e.to_string()))?;
@@ -320,7 +344,11 @@ pub async fn mp4(
 }
 
 /// Reads a stored recording whole into `tmp`.
-async fn fetch(recorder: &Recorder, meta: &Meta, tmp: &Path) -> Result<(), DerivedError> {
+pub(crate) async fn fetch(
+    recorder: &Recorder,
+    meta: &Meta,
+    tmp: &Path,
+) -> Result<(), DerivedError> {
     let storage = recorder.storage().ok_or(DerivedError::NotFound)?;
     let read = storage
         .read(meta, None)
@@ -342,7 +370,7 @@ async fn fetch(recorder: &Recorder, meta: &Meta, tmp: &Path) -> Result<(), Deriv
 }
 
 /// Syncs the finished temporary file and renames it to its final name.
-fn commit(tmp: &Path, target: &Path) -> std::io::Result<()> {
+pub(crate) fn commit(tmp: &Path, target: &Path) -> std::io::Result<()> {
     std::fs::File::open(tmp)?.sync_all()?;
     std::fs::rename(tmp, target)?;
     if let Some(dir) = target.parent() {

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod derived;
+pub mod export;
 pub mod index;
 pub mod mp4;
 pub mod muxer;

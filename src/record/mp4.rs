@@ -2,9 +2,9 @@
 //! that open neither WebM nor Matroska (QuickTime, iOS, Windows' player,
 //! Premiere, Resolve).
 //!
-//! Video is copied as it is (no re-encode): H.264 and AV1 fit MP4; VP8 does
-//! not (and VP9 in MP4 is opened by browsers only), so those need an export
-//! that encodes. Audio is copied (Opus in MP4 plays in browsers and on Apple
+//! Video is copied as it is (no re-encode) where MP4 takes it: H.264 and
+//! AV1. VP8 does not fit MP4 (and VP9 in MP4 is opened by browsers only), so
+//! those are encoded to H.264 ([`Mp4Video::Encode`], an export job). Audio is copied (Opus in MP4 plays in browsers and on Apple
 //! devices from iOS 17 / Safari 17) or re-encoded to AAC ([`Mp4Audio::Aac`])
 //! for every other player. The file is written with `faststart` (the index,
 //! `moov`, before the media) so it plays while it downloads; that needs a
@@ -12,14 +12,15 @@
 //! only once the whole file is written.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use ffmpeg_next as ff;
 use ffmpeg_sys_next as sys;
 
 use super::muxer::MuxError;
-use crate::media::Codec;
+use crate::media::{Codec, probe};
 use crate::restream::audio::{AacPacket, Transcoder};
+use crate::restream::video::{H264Out, VideoSettings, VideoTranscoder};
 
 /// What happens to a recording's Opus track in the MP4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +35,44 @@ pub enum Mp4Audio {
 
 /// AAC bit rate of [`Mp4Audio::Aac`]: transparent for speech and music in stereo.
 const AAC_BITRATE: u32 = 160_000;
+
+/// What happens to a recording's video track in the MP4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mp4Video {
+    /// Copied (H.264, AV1).
+    Copy,
+    /// Decoded and encoded to H.264 with libx264 on one thread at constant
+    /// quality `crf` (23 is x264's default, visually close to the source),
+    /// every picture fitted into the largest size the recording has (a
+    /// browser starts small and ramps up; one MP4 track has one size).
+    Encode {
+        /// x264's constant rate factor (lower is better and bigger).
+        crf: u8,
+    },
+}
+
+/// How far a conversion is, readable from another thread while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Microseconds of the recording written so far.
+    pub done_us: AtomicI64,
+    /// The recording's length in microseconds (0 until known).
+    pub total_us: AtomicI64,
+}
+
+impl Progress {
+    /// Done, from 0 to 1 (0 while the length is unknown).
+    pub fn fraction(&self) -> f64 {
+        let total = self.total_us.load(Ordering::Relaxed);
+        if total <= 0 {
+            return 0.0;
+        }
+        (self.done_us.load(Ordering::Relaxed) as f64 / total as f64).clamp(0.0, 1.0)
+    }
+}
+
+/// IDR interval of an encoded MP4 (seeking lands within this).
+const EXPORT_KEYINT_US: i64 = 2_000_000;
 
 /// Which recordings can be remuxed into MP4 without encoding.
 pub fn remuxable(video: Option<Codec>) -> bool {
@@ -59,24 +98,43 @@ fn unsupported(msg: impl Into<String>) -> MuxError {
 }
 
 /// Copies the recording `input` (WebM / Matroska) into a new MP4 file at
-/// `output` with the index first. Checks `cancel` between packets. On an
-/// error or cancel, `output` may hold a partial file: the caller writes to a
-/// temporary name and removes it. Blocks (file I/O, maybe AAC encoding):
+/// `output` with the index first, the video copied or encoded per `video`.
+/// Reports how far it is in `progress` and checks `cancel` between packets.
+/// On an error or cancel, `output` may hold a partial file: the caller
+/// writes to a temporary name and removes it. Blocks (file I/O, encoding):
 /// run it off the async runtime.
-pub fn remux_to_mp4(
+pub fn convert(
     input: &Path,
     output: &Path,
+    video: Mp4Video,
     audio: Mp4Audio,
+    progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<Mp4Stats, MuxError> {
     ff::init().map_err(ff_err("initialising FFmpeg"))?;
     let mut ictx = ff::format::input(input).map_err(ff_err("opening the recording"))?;
+    if ictx.duration() > 0 {
+        progress.total_us.store(
+            rescale(
+                ictx.duration(),
+                ff::Rational::new(1, ff::ffi::AV_TIME_BASE),
+                US,
+            ),
+            Ordering::Relaxed,
+        );
+    }
+    let largest = match video {
+        Mp4Video::Copy => None,
+        Mp4Video::Encode { .. } => Some(largest_picture(input, cancel)?),
+    };
     let mut octx = ff::format::output_as(output, "mp4").map_err(ff_err("creating the MP4"))?;
 
     // (input index, output index, input time base) of each copied track, and
     // the AAC encoder in place of the Opus track.
     let mut copied: Vec<(usize, usize, ff::Rational)> = Vec::new();
     let mut aac: Option<(usize, usize, ff::Rational, Transcoder)> = None;
+    // The H.264 encoder in place of the video track.
+    let mut encoder: Option<(usize, usize, ff::Rational, VideoTranscoder)> = None;
     let mut video_out = None;
     let mut audio_taken = false;
     for st in ictx.streams() {
@@ -84,6 +142,36 @@ pub fn remux_to_mp4(
         match par.medium() {
             ff::media::Type::Video => {
                 if video_out.is_some() {
+                    continue;
+                }
+                if let (Mp4Video::Encode { crf }, Some((codec, size))) = (video, largest) {
+                    let t = VideoTranscoder::new(
+                        codec,
+                        VideoSettings {
+                            encoder: "libx264".into(),
+                            bitrate: 0,
+                            keyint_us: EXPORT_KEYINT_US,
+                            size,
+                            file_crf: Some(crf),
+                        },
+                    )
+                    .map_err(|e| unsupported(format!("cannot encode H.264: {e}")))?;
+                    let mut out = octx
+                        .add_stream(ff::codec::Id::None)
+                        .map_err(ff_err("adding the video track"))?;
+                    // SAFETY: the stream was just created; its codecpar is valid and empty.
+                    unsafe {
+                        let p = (*out.as_mut_ptr()).codecpar;
+                        (*p).codec_type = sys::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                        (*p).codec_id = sys::AVCodecID::AV_CODEC_ID_H264;
+                        (*p).width = size.0;
+                        (*p).height = size.1;
+                        crate::media::extradata::set(p, &t.extradata())
+                            .map_err(|e| unsupported(e.to_string()))?;
+                    }
+                    out.set_time_base(ff::Rational::new(1, 90_000));
+                    video_out = Some(out.index());
+                    encoder = Some((st.index(), out.index(), st.time_base(), t));
                     continue;
                 }
                 if !matches!(par.id(), ff::codec::Id::H264 | ff::codec::Id::AV1) {
@@ -139,7 +227,7 @@ pub fn remux_to_mp4(
         }
         copied.push((st.index(), out.index(), st.time_base()));
     }
-    if copied.is_empty() && aac.is_none() {
+    if copied.is_empty() && aac.is_none() && encoder.is_none() {
         return Err(unsupported("the recording has no audio or video track"));
     }
     let mut dict = ff::Dictionary::new();
@@ -153,9 +241,27 @@ pub fn remux_to_mp4(
     };
     let mut last_dts: Vec<Option<i64>> = vec![None; octx.nb_streams() as usize];
     let mut encoded: Vec<AacPacket> = Vec::new();
+    let mut pictures: Vec<H264Out> = Vec::new();
     for (stream, mut packet) in ictx.packets() {
         if cancel.load(Ordering::Relaxed) {
             return Err(unsupported("cancelled"));
+        }
+        if let Some(pts) = packet.pts().or(packet.dts()) {
+            progress
+                .done_us
+                .fetch_max(rescale(pts, stream.time_base(), US), Ordering::Relaxed);
+        }
+        if let Some((in_index, out_index, in_tb, t)) = encoder.as_mut()
+            && stream.index() == *in_index
+        {
+            let (Some(pts), Some(data)) = (packet.pts().or(packet.dts()), packet.data()) else {
+                continue;
+            };
+            t.push(rescale(pts, *in_tb, US), data, &mut pictures)
+                .map_err(|e| unsupported(format!("encoding H.264: {e}")))?;
+            let out_index = *out_index;
+            stats.video_packets += write_h264(&mut octx, out_index, &mut pictures)?;
+            continue;
         }
         if let Some((in_index, out_index, in_tb, t)) = aac.as_mut()
             && stream.index() == *in_index
@@ -163,7 +269,7 @@ pub fn remux_to_mp4(
             let Some(pts) = packet.pts().or(packet.dts()) else {
                 continue;
             };
-            let pos = rescale(pts, *in_tb, ff::Rational::new(1, 48_000));
+            let pos = rescale(pts, *in_tb, ff::Rational(1, 48_000));
             let Some(data) = packet.data() else { continue };
             t.push(pos, data, &mut encoded)
                 .map_err(|e| unsupported(format!("encoding AAC: {e}")))?;
@@ -197,6 +303,12 @@ pub fn remux_to_mp4(
         } else {
             stats.audio_packets += 1;
         }
+    }
+    if let Some((_, out_index, _, t)) = encoder.as_mut() {
+        t.finish(&mut pictures)
+            .map_err(|e| unsupported(format!("encoding H.264: {e}")))?;
+        let out_index = *out_index;
+        stats.video_packets += write_h264(&mut octx, out_index, &mut pictures)?;
     }
     if let Some((_, out_index, _, t)) = aac.as_mut() {
         t.finish(&mut encoded)
@@ -237,6 +349,75 @@ fn write_aac(
     }
     Ok(n)
 }
+
+/// Writes the H.264 access units the encoder has made (and empties `pictures`).
+fn write_h264(
+    octx: &mut ff::format::context::Output,
+    index: usize,
+    pictures: &mut Vec<H264Out>,
+) -> Result<u64, MuxError> {
+    let Some(out_tb) = octx.stream(index).map(|s| s.time_base()) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for p in pictures.drain(..) {
+        let mut pkt = ff::Packet::copy(&p.data);
+        let ts = rescale(p.us, US, out_tb);
+        pkt.set_pts(Some(ts));
+        pkt.set_dts(Some(ts));
+        pkt.set_stream(index);
+        if p.keyframe {
+            pkt.set_flags(ff::packet::Flags::KEY);
+        }
+        pkt.write_interleaved(octx)
+            .map_err(ff_err("writing an H.264 frame"))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The video codec of a recording and the largest picture in it (every
+/// keyframe's header read, nothing decoded), as an even output size.
+fn largest_picture(input: &Path, cancel: &AtomicBool) -> Result<(Codec, (i32, i32)), MuxError> {
+    let mut ictx = ff::format::input(input).map_err(ff_err("opening the recording"))?;
+    let stream = ictx
+        .streams()
+        .best(ff::media::Type::Video)
+        .ok_or_else(|| unsupported("the recording has no video to encode"))?;
+    let index = stream.index();
+    let codec = match stream.parameters().id() {
+        ff::codec::Id::VP8 => Codec::Vp8,
+        ff::codec::Id::VP9 => Codec::Vp9,
+        ff::codec::Id::AV1 => Codec::Av1,
+        ff::codec::Id::H264 => Codec::H264,
+        other => return Err(unsupported(format!("cannot decode {other:?} video"))),
+    };
+    let (mut w, mut h) = (0u32, 0u32);
+    for (s, packet) in ictx.packets() {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(unsupported("cancelled"));
+        }
+        if s.index() != index || !packet.is_key() {
+            continue;
+        }
+        if let Some((pw, ph)) = packet.data().and_then(|d| probe::picture_size(codec, d)) {
+            w = w.max(pw);
+            h = h.max(ph);
+        }
+    }
+    if w < 2 || h < 2 {
+        return Err(unsupported("no readable keyframe in the recording"));
+    }
+    Ok((codec, (even(w), even(h))))
+}
+
+/// Rounds down to an even number of at least 2 (4:2:0 needs even sizes).
+fn even(v: u32) -> i32 {
+    (v.min(16_384) as i32 & !1).max(2)
+}
+
+/// Microseconds.
+const US: ff::Rational = ff::Rational(1, 1_000_000);
 
 fn rescale(v: i64, from: ff::Rational, to: ff::Rational) -> i64 {
     // SAFETY: pure arithmetic.

@@ -403,6 +403,7 @@ impl Restreamer {
                     config.video_height,
                     (config.max_width, config.max_height),
                 ),
+                file_crf: None,
             },
             failure: Mutex::new(None),
             audio_in: AtomicU64::new(0),

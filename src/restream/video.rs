@@ -44,6 +44,11 @@ pub struct VideoSettings {
     pub keyint_us: i64,
     /// The output picture size (even numbers; see [`output_size`]).
     pub size: (i32, i32),
+    /// `Some(crf)` encodes for a file instead of live: constant quality
+    /// (x264's CRF) instead of a bit rate, look-ahead allowed, one thread,
+    /// and the parameter sets in [`VideoTranscoder::extradata`] instead of
+    /// before every IDR (what an MP4 track header needs).
+    pub file_crf: Option<u8>,
 }
 
 fn err(what: &'static str, code: i32) -> RestreamError {
@@ -200,6 +205,22 @@ impl VideoTranscoder {
         Ok(t)
     }
 
+    /// The encoder's parameter sets (Annex-B SPS and PPS) when encoding for
+    /// a file ([`VideoSettings::file_crf`]); empty when live.
+    pub fn extradata(&self) -> Vec<u8> {
+        // SAFETY: the encoder is open; extradata is valid for extradata_size bytes.
+        unsafe {
+            if self.enc.is_null() {
+                return Vec::new();
+            }
+            let e = &*self.enc;
+            if e.extradata.is_null() || e.extradata_size <= 0 {
+                return Vec::new();
+            }
+            std::slice::from_raw_parts(e.extradata, e.extradata_size as usize).to_vec()
+        }
+    }
+
     /// The output picture size.
     pub fn output_size(&self) -> (i32, i32) {
         self.settings.size
@@ -226,13 +247,24 @@ impl VideoTranscoder {
                 den: 1_000_000,
             };
             e.framerate = sys::AVRational { num: 30, den: 1 };
-            e.bit_rate = i64::from(bitrate);
-            e.rc_max_rate = i64::from(bitrate);
-            e.rc_buffer_size = bitrate as i32;
             e.gop_size = 600;
             e.max_b_frames = 0;
             let mut opts: *mut sys::AVDictionary = std::ptr::null_mut();
-            if x264 {
+            if let Some(crf) = self.settings.file_crf {
+                e.flags |= sys::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
+                e.thread_count = 1;
+                if x264 {
+                    set(&mut opts, "preset", "veryfast");
+                    set(&mut opts, "crf", &crf.to_string());
+                    set(&mut opts, "forced-idr", "1");
+                    set(&mut opts, "x264-params", "scenecut=0");
+                }
+            } else {
+                e.bit_rate = i64::from(bitrate);
+                e.rc_max_rate = i64::from(bitrate);
+                e.rc_buffer_size = bitrate as i32;
+            }
+            if x264 && self.settings.file_crf.is_none() {
                 set(&mut opts, "preset", "veryfast");
                 set(&mut opts, "tune", "zerolatency");
                 set(&mut opts, "forced-idr", "1");
