@@ -105,6 +105,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Where finished recordings are kept: this disk, or also a bucket.
     pub storage: StorageConfig,
+    /// Pictures of live streams (`GET /api/streams/{name}/snapshot.jpg`).
+    pub snapshots: SnapshotConfig,
 }
 
 /// How a node answers a WHEP request for a stream another node carries.
@@ -982,6 +984,35 @@ impl Default for EventsConfig {
             webhook_backoff_min_secs: 1.0,
             webhook_backoff_max_secs: 30.0,
             max_sse_clients: 64,
+        }
+    }
+}
+
+/// Pictures of live streams, decoded from the latest keyframe only when
+/// asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Largest picture width: a bigger stream is scaled down to fit (aspect
+    /// kept), a smaller one is never scaled up.
+    pub width: u32,
+    /// Largest picture height.
+    pub height: u32,
+    /// A picture is reused for this long (ms) before the next request
+    /// decodes a newer one.
+    pub cache_ms: u64,
+    /// Pictures decoded at once (each on one core); requests beyond wait
+    /// briefly, then get `503`. 0 = half the cores (at least one).
+    pub max_concurrent: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 360,
+            cache_ms: 2000,
+            max_concurrent: 0,
         }
     }
 }

@@ -154,6 +154,9 @@ impl Server {
         }
         let restreamer = Arc::new(Restreamer::new(config.restream.clone(), outbound.clone()));
         hub.add_observer(restreamer.clone());
+        let snapshots = Arc::new(crate::stream::snapshot::Snapshots::new(
+            config.snapshots.clone(),
+        ));
         let exports = crate::record::export::Exports::new(
             recorder.clone(),
             events.clone(),
@@ -187,6 +190,7 @@ impl Server {
                 http: http_stats.clone(),
                 per_stream: config.metrics.per_stream,
                 cluster: cluster.clone(),
+                snapshots: snapshots.clone(),
             }))
         });
         let Checked { tls, gate, .. } = checked;
@@ -205,6 +209,7 @@ impl Server {
             sse_clients: Arc::new(tokio::sync::Semaphore::new(config.events.max_sse_clients)),
             cluster: cluster.clone(),
             exports: exports.clone(),
+            snapshots: snapshots.clone(),
         });
         let (stop, mut stop_rx) = watch::channel(false);
         let follow = cluster.as_ref().map(|c| {

@@ -30,5 +30,6 @@ mod restream;
 mod restream_resilience;
 mod secure_defaults;
 mod simulcast;
+mod snapshot;
 mod storage;
 mod whip_whep;

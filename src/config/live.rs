@@ -10,9 +10,11 @@
 use super::Config;
 
 /// Keys under a live section that still need a restart.
-const RESTART_ONLY: [&str; 5] = [
+const RESTART_ONLY: [&str; 7] = [
     "record.enabled",
     "record.dir",
+    "record.export_max_concurrent",
+    "record.export_role",
     "restream.enabled",
     "restream.allowed_hosts",
     "restream.hls_dir",

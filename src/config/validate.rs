@@ -181,6 +181,19 @@ impl Config {
                 "retention limits cannot be negative",
             ));
         }
+        let snap = &self.snapshots;
+        if !(16..=3840).contains(&snap.width) || !(16..=2160).contains(&snap.height) {
+            return Err(invalid(
+                "snapshots.width",
+                "width must be 16–3840 and height 16–2160",
+            ));
+        }
+        if snap.cache_ms > 60_000 {
+            return Err(invalid("snapshots.cache_ms", "must be at most 60000"));
+        }
+        if snap.max_concurrent > 64 {
+            return Err(invalid("snapshots.max_concurrent", "must be at most 64"));
+        }
         if self.record.export_max_concurrent > 64 {
             return Err(invalid(
                 "record.export_max_concurrent",

@@ -1,7 +1,7 @@
 //! In a cluster, requests about a stream that another node carries are
 //! passed on to that node (its origin): the operator's controls
 //! (`DELETE /api/streams/{name}`, its sessions, recording, restream targets
-//! and HLS) and the HLS files. The origin decides them with its own rules:
+//! and HLS), its snapshot and the HLS files. The origin decides them with its own rules:
 //! the client's token goes along, and a `Forwarded` header names the client,
 //! so the origin never takes a forwarded request for one from its own
 //! machine. A request is passed on once at most (`x-castgate-forwarded-by`).
@@ -68,7 +68,7 @@ fn stream_of(method: &axum::http::Method, path: &str) -> Option<StreamName> {
             "api",
             "streams",
             name,
-            "restreams" | "hls" | "recording" | "sessions",
+            "restreams" | "hls" | "recording" | "sessions" | "snapshot.jpg",
             ..,
         ] => name,
         ["hls", name, _file] => name,

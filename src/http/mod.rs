@@ -20,6 +20,7 @@ pub mod relay;
 pub mod restreams;
 pub mod serve;
 pub mod session;
+pub mod snapshot;
 pub mod tls;
 pub mod whep;
 pub mod whip;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Export jobs (recordings encoded to H.264 MP4).
     pub exports: Arc<crate::record::export::Exports>,
+    /// Pictures of live streams.
+    pub snapshots: Arc<crate::stream::snapshot::Snapshots>,
 }
 
 /// Builds the router. Serve it with [`serve::serve`], which gives every
@@ -118,6 +121,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/streams/{name}",
             get(api::stream).delete(controls::end_stream.layer(admin.clone())),
+        )
+        .route(
+            "/api/streams/{name}/snapshot.jpg",
+            get(snapshot::get.layer(view.clone())),
         )
         .route(
             "/api/streams/{name}/sessions",

@@ -45,6 +45,7 @@ pub const QUERY_TOKEN: &str = "query_token";
         super::whep::delete,
         super::api::streams,
         super::api::stream,
+        super::snapshot::get,
         super::controls::end_stream,
         super::controls::sessions,
         super::controls::end_session,

@@ -3,8 +3,8 @@
 //! recorder and the restreamer both need to know about codecs — picture
 //! sizes ([`probe`]), H.264 Annex-B and parameter sets ([`h264`]), AV1 OBUs
 //! ([`av1`]), the Opus header ([`opus`]), codec data for FFmpeg
-//! ([`extradata`]) and the shared timeline with its A/V interleaver
-//! ([`timeline`]).
+//! ([`extradata`]), the shared timeline with its A/V interleaver
+//! ([`timeline`]) and pictures of a stream as JPEG ([`snapshot`]).
 //!
 //! It imports nothing else of castgate: the hub (`stream`), `record`,
 //! `restream` and `rtc` build on it.
@@ -15,6 +15,7 @@ pub mod frame;
 pub mod h264;
 pub mod opus;
 pub mod probe;
+pub mod snapshot;
 pub mod timeline;
 
 pub use frame::{Codec, CodecParams, Frame, MediaKind, SenderClock};

@@ -177,6 +177,8 @@ pub struct GatewayCollector {
     pub per_stream: bool,
     /// This node's membership of a cluster (`castgate_cluster_*` only then).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Pictures of live streams.
+    pub snapshots: Arc<crate::stream::snapshot::Snapshots>,
 }
 
 impl fmt::Debug for GatewayCollector {
@@ -443,6 +445,25 @@ impl prometheus_client::collector::Collector for GatewayCollector {
             "castgate_recording_bytes_written",
             "Bytes of recording files finished (finalized or failed)",
             ld(&r.bytes_written),
+        )?;
+        let sn = self.snapshots.stats();
+        counter(
+            e,
+            "castgate_snapshot_decodes",
+            "Pictures of live streams decoded (GET /api/streams/{name}/snapshot.jpg)",
+            ld(&sn.decodes),
+        )?;
+        counter(
+            e,
+            "castgate_snapshot_cached",
+            "Snapshot requests answered with a picture already made",
+            ld(&sn.cached),
+        )?;
+        counter(
+            e,
+            "castgate_snapshot_busy",
+            "Snapshot requests refused (503) because every decoding place stayed taken",
+            ld(&sn.busy),
         )?;
         counter(
             e,

@@ -634,6 +634,28 @@ impl LiveStream {
         }
     }
 
+    /// The top video layer's latest keyframe and the video frames cached
+    /// after it, in order (at most `max` frames), with when that keyframe
+    /// arrived; `None` before the first keyframe, or while the group of
+    /// pictures is too big to cache. Cheap: clones `Arc`s under the lock.
+    pub fn latest_pictures(&self, max: usize) -> Option<(Instant, Vec<Arc<Frame>>)> {
+        let top = self.resolve_layer(Want::Top).unwrap_or(0);
+        let gops = self.gops.lock();
+        let gop = gops.get(usize::from(top))?;
+        let at = gop.keyframe_at?;
+        if !gop.valid {
+            return None;
+        }
+        let frames: Vec<Arc<Frame>> = gop
+            .frames
+            .iter()
+            .filter(|f| f.kind() == MediaKind::Video && f.layer == top)
+            .take(max)
+            .cloned()
+            .collect();
+        (!frames.is_empty()).then_some((at, frames))
+    }
+
     /// The picture size of the top video layer's latest keyframe, once one
     /// was probed.
     pub fn video_size(&self) -> Option<(u32, u32)> {

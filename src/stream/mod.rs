@@ -10,6 +10,7 @@ pub mod layers;
 pub mod live;
 pub mod meter;
 pub mod sink;
+pub mod snapshot;
 
 pub use hub::{Hub, PublishError, StreamObserver};
 pub use keyframe::KeyframePacer;

@@ -183,6 +183,20 @@ pub fn h264_frames_heavy(seconds: u32, kbps: u32) -> Vec<EncodedFrame> {
     )
 }
 
+/// `seconds` of a 640x360 picture in `codec` whose left half is red for
+/// the first second and green after, and whose right half is blue: a
+/// picture whose colours say which moment it shows (not cached).
+pub fn colour_halves(codec: VideoCodec, seconds: u32) -> Vec<EncodedFrame> {
+    encode_video_with(
+        codec,
+        seconds,
+        "color=c=red:size=640x360:rate=30,\
+         drawbox=x=0:y=0:w=320:h=360:color=green:t=fill:enable='gte(t,1)',\
+         drawbox=x=320:y=0:w=320:h=360:color=blue:t=fill",
+        &["-b:v", "500k"],
+    )
+}
+
 fn encode_video(codec: VideoCodec, seconds: u32) -> Vec<EncodedFrame> {
     encode_video_sized(codec, seconds, "320x240")
 }
