@@ -141,3 +141,94 @@ async fn a_live_streams_snapshot_is_its_latest_picture_decoded_once_for_many() {
     assert!(r.text().await.unwrap().contains("no video"));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_gets_a_poster_and_a_strip_when_it_ends() {
+    for codec in [VideoCodec::H264, VideoCodec::Vp8] {
+        let dir = common::files::temp_dir("posters");
+        let server = gateway::start({
+            let dir = dir.to_path_buf();
+            move |c| {
+                c.record.enabled = true;
+                c.record.dir = dir;
+            }
+        })
+        .await;
+        let video = colour_halves(codec, 6);
+        let p = publisher(&server, "rec", Some(codec), false).await;
+        p.play(&video, &[]).await.unwrap();
+        wait_received(&server, "rec", video.len()).await;
+        p.delete().await.unwrap();
+        gateway::recordings_idle(&server).await;
+        let file = common::files::recordings_in(&dir).remove(0);
+        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+        let folder = file.parent().unwrap().to_path_buf();
+        // Made when the file closed, before anyone asked.
+        let made = gateway::eventually(std::time::Duration::from_secs(20), || {
+            folder.join(format!("{stem}.poster.jpg")).exists()
+                && folder.join(format!("{stem}.strip.jpg")).exists()
+        })
+        .await;
+        assert!(made, "{codec:?}: poster and strip beside the recording");
+        let id = format!("rec~{stem}");
+        let client = reqwest::Client::new();
+        let get = |what: &'static str| {
+            let u = url(&server, &format!("/recordings/{id}/{what}"));
+            let client = client.clone();
+            async move {
+                let r = client.get(u).send().await.unwrap();
+                assert_eq!(r.status(), 200, "{what}");
+                assert_eq!(r.headers()["content-type"], "image/jpeg");
+                r.bytes().await.unwrap()
+            }
+        };
+        // The poster: the first second (red on the left), full size.
+        let poster = decode_jpeg(&get("poster.jpg").await);
+        assert_eq!((poster.0, poster.1), (640, 360), "{codec:?}");
+        let left = average(&poster, 40..280, 40..320);
+        let right = average(&poster, 360..600, 40..320);
+        assert!(
+            close_to(left, [255.0, 0.0, 0.0]),
+            "{codec:?}: poster left is red: {left:?}"
+        );
+        assert!(
+            close_to(right, [0.0, 0.0, 255.0]),
+            "{codec:?}: right is blue: {right:?}"
+        );
+        // The strip: one 160x90 picture per 2 s; the later ones green on the left.
+        let strip = decode_jpeg(&get("strip.jpg").await);
+        assert_eq!((strip.0, strip.1), (3 * 160, 90), "{codec:?}");
+        for cell in 1..3 {
+            let x = cell * 160;
+            let left = average(&strip, x + 10..x + 70, 10..80);
+            let right = average(&strip, x + 90..x + 150, 10..80);
+            assert!(
+                close_to(left, [0.0, 128.0, 0.0]),
+                "{codec:?}: cell {cell} left: {left:?}"
+            );
+            assert!(
+                close_to(right, [0.0, 0.0, 255.0]),
+                "{codec:?}: cell {cell} right: {right:?}"
+            );
+        }
+        // One missing (made before this version, say) is made when asked for.
+        std::fs::remove_file(folder.join(format!("{stem}.strip.jpg"))).unwrap();
+        assert_eq!(decode_jpeg(&get("strip.jpg").await).0, 3 * 160);
+        assert!(folder.join(format!("{stem}.strip.jpg")).exists());
+        // Deleted with the recording.
+        let r = client
+            .delete(url(&server, &format!("/api/recordings/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(!folder.join(format!("{stem}.poster.jpg")).exists());
+        let r = client
+            .get(url(&server, &format!("/recordings/{id}/poster.jpg")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        server.shutdown().await;
+    }
+}

@@ -292,6 +292,22 @@ export async function copyText(text, button) {
   return ok;
 }
 
+/**
+ * The viewing token of this tab: ?token= in the page's address (kept for the
+ * tab) or the one another page kept; '' without one. Pictures and downloads
+ * carry it as ?token= (an <img> or a link cannot send headers).
+ */
+export function viewToken() {
+  const key = 'castgate.viewToken';
+  const fromUrl = new URLSearchParams(location.search).get('token');
+  try {
+    if (fromUrl) sessionStorage.setItem(key, fromUrl);
+    return fromUrl || sessionStorage.getItem(key) || '';
+  } catch {
+    return fromUrl || '';
+  }
+}
+
 /** Marks the nav link of the current page. */
 export function markNav() {
   for (const a of document.querySelectorAll('.nav a')) {

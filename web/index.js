@@ -3,10 +3,14 @@
 // is being recorded or a stream starts or ends, else every 10 seconds.
 import {
   $, h, icon, renderIcons, markNav, codecName, formatDuration, formatBitrate, copyText,
-  formatBytes, formatDateTime, recordingMedia, RECORDING_STATES, RecordingClock,
+  formatBytes, formatDateTime, recordingMedia, RECORDING_STATES, RecordingClock, viewToken,
 } from './app.js';
 
 const POLL_MS = 2000;
+// A visible tile's picture is refreshed this often (the server decodes one
+// only when asked, and shares it between everyone asking within ~2 s).
+const PICTURE_MS = 5000;
+const token = viewToken();
 const list = $('#streams');
 const cards = new Map(); // stream name → { el, info, seenAt }
 
@@ -35,6 +39,7 @@ function buildCard(info) {
   const watchHref = `/watch/${encodeURIComponent(info.name)}`;
   const el = h('article', { className: 'card stream-card', dataset: { stream: info.name } },
     h('a', { className: 'stream-thumb', href: watchHref, tabIndex: -1, 'aria-hidden': 'true' },
+      h('img', { className: 'picture', alt: '', hidden: true }),
       h('span', { className: 'pill live' }, 'Live'),
       h('span', { className: 'uptime' }),
       h('span', { className: 'codec' }),
@@ -70,6 +75,44 @@ function fillCard(entry) {
   tick(entry);
 }
 
+// ---------- pictures ----------
+
+const visible = new Set(); // tiles on screen
+const seen = new IntersectionObserver((changes) => {
+  for (const c of changes) {
+    const entry = cards.get(c.target.dataset.stream);
+    if (!entry) continue;
+    if (c.isIntersecting) { visible.add(entry); refreshPicture(entry); } else visible.delete(entry);
+  }
+});
+
+/**
+ * Loads a new picture of the stream into its tile (GET snapshot.jpg). The
+ * old picture stays until the new one has loaded; without one (no keyframe
+ * yet, no video, not allowed) the tile keeps its codec placeholder.
+ */
+function refreshPicture(entry) {
+  if (!entry.info.video || document.hidden || entry.loading) return;
+  const now = performance.now();
+  if (now - (entry.pictureAt ?? -Infinity) < PICTURE_MS - 100) return;
+  entry.pictureAt = now;
+  entry.loading = true;
+  let url = `/api/streams/${encodeURIComponent(entry.info.name)}/snapshot.jpg?t=${Math.floor(Date.now() / 1000)}`;
+  if (token) url += `&token=${encodeURIComponent(token)}`;
+  const next = new Image();
+  next.onload = () => {
+    entry.loading = false;
+    const img = entry.el.querySelector('.picture');
+    img.src = next.src;
+    img.hidden = false;
+    entry.el.classList.add('has-picture');
+  };
+  next.onerror = () => { entry.loading = false; };
+  next.src = url;
+}
+
+setInterval(() => visible.forEach(refreshPicture), 1000);
+
 function tick(entry) {
   const secs = entry.info.uptime_secs + (performance.now() - entry.seenAt) / 1000;
   entry.el.querySelector('.uptime').textContent = formatDuration(secs);
@@ -79,14 +122,15 @@ function tick(entry) {
 function render(streams) {
   const names = new Set(streams.map((s) => s.name));
   for (const [name, entry] of cards) {
-    if (!names.has(name)) { entry.el.remove(); cards.delete(name); }
+    if (!names.has(name)) { seen.unobserve(entry.el); visible.delete(entry); entry.el.remove(); cards.delete(name); }
   }
   streams.forEach((info, i) => {
     let entry = cards.get(info.name);
     if (!entry || entry.info.id !== info.id) {
-      entry?.el.remove();
+      if (entry) { seen.unobserve(entry.el); visible.delete(entry); entry.el.remove(); }
       entry = { el: buildCard(info) };
       cards.set(info.name, entry);
+      seen.observe(entry.el);
     }
     entry.info = info;
     entry.seenAt = performance.now();

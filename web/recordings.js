@@ -1,6 +1,6 @@
 // Recordings page: the catalog from GET /api/recordings (newest first, filter by
 // stream, pages), a player for any recording (the download URL is the <video>'s
-// source, so seeking uses HTTP Range requests), download and delete.
+// source, so seeking uses HTTP Range requests), download, MP4 and delete.
 // The list refreshes every 2 s while something on it is being recorded, else every 5 s.
 import {
   $, h, icon, renderIcons, markNav, show, formatDuration, formatBytes, formatDateTime,
@@ -50,10 +50,8 @@ const viewToken = (() => {
   }
 })();
 const addQuery = (url, key, value) => `${url}${url.includes('?') ? '&' : '?'}${key}=${encodeURIComponent(value)}`;
-const downloadUrl = (id) => {
-  const url = `/recordings/${encodeURIComponent(id)}/download`;
-  return viewToken ? addQuery(url, 'token', viewToken) : url;
-};
+const withToken = (url) => (viewToken ? addQuery(url, 'token', viewToken) : url);
+const downloadUrl = (id) => withToken(`/recordings/${encodeURIComponent(id)}/download`);
 const apiUrl = (id) => `/api/recordings/${encodeURIComponent(id)}`;
 
 function posInt(v) {
@@ -158,10 +156,12 @@ function buildRow(rec) {
     h('span', { className: 'rec-state' }, h('span', { className: 'pill' }), h('span', { className: 'pill rec-storage' })),
     h('div', { className: 'rec-actions' },
       h('a', { className: 'icon-action rec-download', href: downloadUrl(rec.id), download: '', title: 'Download', 'aria-label': `Download ${label}` }, icon('download')),
+      h('span', { className: 'mp4-slot rec-mp4' }),
       h('button', { className: 'icon-action danger rec-delete', type: 'button', title: 'Delete', 'aria-label': `Delete ${label}` }, icon('trash'))),
-    h('p', { className: 'rec-error' }));
+    h('p', { className: 'rec-error' }),
+    exportLine('rec-export'));
   el.addEventListener('click', (e) => {
-    if (e.target.closest('.rec-actions')) return;
+    if (e.target.closest('.rec-actions, .rec-export')) return;
     const entry = rows.get(rec.id);
     if (entry) open(entry.rec, { autoplay: true, scroll: true });
   });
@@ -200,6 +200,7 @@ function fillRow(entry) {
   err.classList.toggle('warn-text', rec.state !== 'failed');
   show(err, Boolean(err.textContent));
   el.toggleAttribute('aria-current', current?.rec.id === rec.id);
+  fillMp4(rec, el.querySelector('.rec-mp4'), el.querySelector('.rec-export'));
   tickRow(entry);
 }
 
@@ -449,6 +450,7 @@ function fillPlayer() {
   $('#player-media').textContent = recordingMedia(rec);
   $('#player-download').href = downloadUrl(rec.id);
   $('#player-download').setAttribute('download', '');
+  fillMp4(rec, $('#player-mp4'), $('#player-export'), { big: true });
   const del = $('#player-delete');
   del.disabled = rec.state === 'recording';
   del.title = del.disabled ? 'It is being recorded: stop the stream to delete it' : 'Delete this recording';
@@ -560,6 +562,176 @@ video.addEventListener('error', async () => {
     showOverlay({ kind: 'problem', title: 'The recording stopped loading', text: 'The connection was interrupted. Pick it again to retry.' });
   }
 });
+
+// ---------- MP4 ----------
+// H.264, AV1 and audio-only recordings: an MP4 copy the server makes on the first
+// request (seconds). Its link first asks for one byte, which makes the copy: the
+// wait shows on the link and a refusal is told in words; then the download starts.
+// VP8 and VP9 recordings: an export job encodes the video to H.264, started,
+// followed every second and cancelled from here; once done, its MP4 downloads.
+
+const MP4_AUDIO = 'aac'; // plays in every player and editor, unlike Opus in MP4
+const EXPORT_POLL_MS = 1000;
+const exportsOf = new Map(); // recording id → its export's status (null: none), once asked
+const following = new Set(); // ids whose export is followed
+const mp4Made = new Set(); // ids whose MP4 copy exists: their link downloads at once
+const cancelling = new Set(); // ids whose export was cancelled and has not stopped yet
+const finished = new Set(); // ids whose export was seen to finish here: their line says so
+
+const mp4Url = (id) => addQuery(addQuery(downloadUrl(id), 'format', 'mp4'), 'audio', MP4_AUDIO);
+const exportsUrl = (id) => `${apiUrl(id)}/exports`;
+const needsExport = (rec) => Boolean(rec.video) && !['h264', 'av1'].includes(rec.video.codec);
+const exporting = (st) => st?.state === 'queued' || st?.state === 'running';
+
+/** The line under a row (or above the player's buttons) following an export. */
+function exportLine(className) {
+  return h('div', { className: `mp4-export ${className}`, hidden: true },
+    h('progress', { max: 100, 'aria-label': 'MP4 export' }),
+    h('span', { className: 'mp4-export-text' }),
+    h('button', { className: 'link mp4-cancel', type: 'button' }, 'Cancel'));
+}
+
+/** What the MP4 action of `rec` is now. */
+function mp4Kind(rec) {
+  if (rec.state === 'recording') return 'wait';
+  if (!needsExport(rec)) return 'copy';
+  const st = exportsOf.get(rec.id);
+  if (st === undefined) loadExport(rec.id); // not asked yet: shown as none until the answer
+  return st?.state === 'done' ? 'done' : exporting(st) ? 'busy' : 'export';
+}
+
+/** Fills an MP4 action `slot` and its export `line` for `rec` (`big`: the player's buttons). */
+function fillMp4(rec, slot, line, { big = false } = {}) {
+  const kind = mp4Kind(rec);
+  const key = `${kind}:${rec.id}`;
+  if (slot.dataset.key !== key) { // unchanged: keep the element (and focus)
+    slot.dataset.key = key;
+    slot.replaceChildren(mp4Action(rec, kind, big));
+  }
+  const st = exportsOf.get(rec.id);
+  const failed = st?.state === 'failed' && kind === 'export';
+  const ready = kind === 'done' && finished.has(rec.id);
+  show(line, kind === 'busy' || failed || ready);
+  line.classList.toggle('bad', failed);
+  const bar = line.querySelector('progress');
+  const cancel = line.querySelector('.mp4-cancel');
+  show(bar, kind === 'busy' || ready);
+  show(cancel, kind === 'busy');
+  cancel.disabled = cancelling.has(rec.id);
+  cancel.textContent = cancel.disabled ? 'Cancelling…' : 'Cancel';
+  cancel.onclick = () => cancelExport(rec.id);
+  if (st?.state === 'running' || ready) bar.value = st.percent;
+  else bar.removeAttribute('value'); // waiting: no figure yet
+  const left = st?.eta_secs != null ? ` · about ${formatDuration(Math.ceil(st.eta_secs))} left` : '';
+  line.querySelector('.mp4-export-text').textContent = failed
+    ? `The MP4 export failed: ${st.error || 'the encoder stopped.'}`
+    : ready ? `The MP4 is ready (${formatBytes(st.size_bytes)}).`
+      : st?.state === 'running' ? `Exporting to MP4: ${Math.floor(st.percent)} %${left}`
+        : 'Waiting to export to MP4…';
+}
+
+function mp4Action(rec, kind, big) {
+  const label = `${rec.stream}, ${whenText(rec)}`;
+  const className = big ? 'btn' : 'icon-action mp4-action';
+  const text = (words) => (big ? [icon(kind === 'export' || kind === 'busy' ? 'film' : 'download'), words] : 'MP4');
+  if (kind === 'copy' || kind === 'done') {
+    const done = kind === 'done' && exportsOf.get(rec.id).download;
+    const href = done ? withToken(done) : mp4Url(rec.id);
+    const a = h('a', {
+      className, href, download: '',
+      title: kind === 'done' ? 'Download the MP4 export (H.264): plays in any player' : 'Download as MP4: plays in any player',
+      'aria-label': `Download ${label} as MP4`,
+    }, text('MP4'));
+    if (kind === 'copy') a.addEventListener('click', (e) => makeMp4(e, rec, a));
+    return a;
+  }
+  const titles = {
+    wait: 'The MP4 can be made once the recording ends',
+    busy: 'Exporting to MP4…',
+    export: 'Export to MP4: the video is encoded to H.264 (takes a while), then it downloads',
+  };
+  const b = h('button', {
+    className, type: 'button', disabled: kind !== 'export', title: titles[kind],
+    'aria-label': kind === 'export' ? `Export ${label} to MP4` : `MP4 of ${label}: ${titles[kind]}`,
+  }, text(kind === 'wait' ? 'MP4' : 'Export MP4'));
+  b.addEventListener('click', () => startExport(rec, b));
+  return b;
+}
+
+/** Before the first download of a copy: has the server make it (one byte), then downloads it. */
+async function makeMp4(e, rec, link) {
+  if (mp4Made.has(rec.id)) return;
+  e.preventDefault();
+  if (link.getAttribute('aria-busy')) return;
+  link.setAttribute('aria-busy', 'true');
+  const was = link.title;
+  link.title = 'Making the MP4…';
+  const res = await request(mp4Url(rec.id), { headers: { Range: 'bytes=0-0' } });
+  link.removeAttribute('aria-busy');
+  link.title = was;
+  if (!res.ok) { showError(problem(res.status, res.text, 'make the MP4')); return; }
+  mp4Made.add(rec.id);
+  link.click();
+}
+
+function setExport(id, status) {
+  if (exporting(exportsOf.get(id)) && status?.state === 'done') finished.add(id);
+  exportsOf.set(id, status);
+  if (!exporting(status)) cancelling.delete(id);
+  const entry = rows.get(id);
+  if (entry) fillMp4(entry.rec, entry.el.querySelector('.rec-mp4'), entry.el.querySelector('.rec-export'));
+  if (current?.rec.id === id) fillMp4(current.rec, $('#player-mp4'), $('#player-export'), { big: true });
+  if (exporting(status)) follow(id);
+}
+
+/** Asks once whether a finished VP8/VP9 recording has an export (done or under way). */
+async function loadExport(id) {
+  exportsOf.set(id, null);
+  const res = await request(exportsUrl(id));
+  if (exportsOf.get(id) !== null || following.has(id)) return; // started from here meanwhile
+  if (res.ok && Array.isArray(res.body)) setExport(id, res.body.find((x) => x.audio === MP4_AUDIO) ?? null);
+  else exportsOf.delete(id); // asked again at the next refresh
+}
+
+/** Polls an export every second until it ends (done, failed, cancelled, or gone). */
+async function follow(id) {
+  if (following.has(id)) return;
+  following.add(id);
+  try {
+    while (exporting(exportsOf.get(id))) {
+      await new Promise((r) => setTimeout(r, EXPORT_POLL_MS));
+      const res = await request(exportsUrl(id));
+      if (res.ok && Array.isArray(res.body)) setExport(id, res.body.find((x) => x.audio === MP4_AUDIO) ?? null);
+      else if (res.status === 404) setExport(id, null);
+    }
+  } finally {
+    following.delete(id);
+  }
+}
+
+async function startExport(rec, button) {
+  button.disabled = true;
+  const res = await request(`${exportsUrl(rec.id)}?audio=${MP4_AUDIO}`, { method: 'POST' });
+  button.disabled = false;
+  if (res.ok && res.body?.state) {
+    show($('#error'), false);
+    setExport(rec.id, res.body);
+  } else {
+    showError(problem(res.status, res.text, 'export it to MP4'));
+  }
+}
+
+/** Cancels an export; following it tells when it has stopped (an encoder stops at its next frame). */
+async function cancelExport(id) {
+  cancelling.add(id);
+  setExport(id, exportsOf.get(id));
+  const res = await request(`${exportsUrl(id)}/${MP4_AUDIO}`, { method: 'DELETE' });
+  if (!res.ok && res.status !== 404) {
+    cancelling.delete(id);
+    setExport(id, exportsOf.get(id));
+    showError(problem(res.status, res.text, 'cancel the export'));
+  }
+}
 
 // ---------- delete ----------
 

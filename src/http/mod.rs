@@ -174,6 +174,14 @@ pub fn router(state: AppState) -> Router {
             get(recordings::download.layer(view_rec.clone())),
         )
         .route(
+            "/recordings/{id}/poster.jpg",
+            get(recordings::poster.layer(view_rec.clone())),
+        )
+        .route(
+            "/recordings/{id}/strip.jpg",
+            get(recordings::strip.layer(view_rec.clone())),
+        )
+        .route(
             "/api/recordings/{id}/exports",
             get(exports::list.layer(view_rec)).post(exports::start.layer(export.clone())),
         )

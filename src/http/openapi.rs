@@ -63,6 +63,8 @@ pub const QUERY_TOKEN: &str = "query_token";
         super::recordings::one,
         super::recordings::delete,
         super::recordings::download,
+        super::recordings::poster,
+        super::recordings::strip,
         super::exports::start,
         super::exports::list,
         super::exports::cancel,

@@ -260,9 +260,7 @@ async fn download_mp4(
                 ApiError::new(StatusCode::CONFLICT, e.to_string().replace("{id}", id))
             }
             DerivedError::Storage(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
-            DerivedError::Failed(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
+            _ => derived_error(e),
         })?;
     let mime = if meta.video.is_some() {
         "video/mp4"
@@ -284,6 +282,98 @@ async fn download_mp4(
         .rsplit_once('.')
         .map_or(meta.file.as_str(), |(s, _)| s);
     attachment(&mut resp, &format!("{}-{stem}.mp4", meta.stream));
+    Ok(resp)
+}
+
+/// The answer to a derived file that cannot be had.
+fn derived_error(e: DerivedError) -> ApiError {
+    match e {
+        DerivedError::NotFound => ApiError::not_found("no such recording"),
+        DerivedError::NoPicture(_) => ApiError::not_found(e.to_string()),
+        DerivedError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            .with_header(header::RETRY_AFTER, "1"),
+        DerivedError::InProgress | DerivedError::NeedsExport(_) => {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        }
+        DerivedError::Storage(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        DerivedError::Failed(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /recordings/{id}/poster.jpg`.
+#[utoipa::path(
+    get,
+    path = "/recordings/{id}/poster.jpg",
+    operation_id = "recording_poster",
+    tag = "recordings",
+    summary = "A recording's poster: its picture about a second in (JPEG, at most 640x360)",
+    description = "Made when the recording finishes (or on the first request), kept beside it.",
+    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`")),
+    responses(
+        (status = 200, description = "The picture", body = [u8], content_type = "image/jpeg"),
+        (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 404, description = "No such recording, no video, still being written, or only in object storage with no picture made"),
+        (status = 503, description = "Too many pictures are being made (`Retry-After`)"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
+pub async fn poster(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    picture(&state, &id, derived::Kind::Poster, req).await
+}
+
+/// `GET /recordings/{id}/strip.jpg`.
+#[utoipa::path(
+    get,
+    path = "/recordings/{id}/strip.jpg",
+    operation_id = "recording_strip",
+    tag = "recordings",
+    summary = "A row of small pictures (160x90 each) at even times through a recording, for hover previews",
+    description = "`N` = width / 160 pictures (one per 2 s of recording, at most 60); picture `i` shows the time `(i + 0.5) × duration / N`. Made when the recording finishes (or on the first request), kept beside it.",
+    params(("id" = String, Path, description = "Recording id, `STREAM~TIME`")),
+    responses(
+        (status = 200, description = "The strip", body = [u8], content_type = "image/jpeg"),
+        (status = 304, description = "Not modified since `If-Modified-Since`"),
+        (status = 404, description = "No such recording, no video, still being written, or only in object storage with no picture made"),
+        (status = 503, description = "Too many pictures are being made (`Retry-After`)"),
+    ),
+    security(("bearer" = ["view"]), ("query_token" = ["view"])),
+)]
+pub async fn strip(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    picture(&state, &id, derived::Kind::Strip, req).await
+}
+
+async fn picture(
+    state: &AppState,
+    id: &str,
+    kind: derived::Kind,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if catalog::parse_id(id).is_none() {
+        return Err(ApiError::not_found("no such recording"));
+    }
+    let path = derived::picture(&state.recorder, id, kind, state.snapshots.places())
+        .await
+        .map_err(derived_error)?;
+    let jpeg = "image/jpeg"
+        .parse()
+        .map_err(|_| ApiError::bad_request("bad type"))?;
+    let mut resp = ServeFile::new_with_mime(&path, &jpeg)
+        .oneshot(req)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))?
+        .map(Body::new);
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
     Ok(resp)
 }
 

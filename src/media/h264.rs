@@ -81,9 +81,67 @@ pub fn parameter_sets(access_unit: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An access unit as stored in MP4/Matroska (NAL units each after a
+/// big-endian length of `length_size` bytes, parameter sets in the avcC
+/// `config`) turned back into Annex-B, with the avcC's SPS and PPS first
+/// when `with_parameter_sets` (what a decoder starting at a keyframe of a
+/// file needs). `None` when `config` or the unit is malformed.
+pub fn annex_b_from_avcc(config: &[u8], unit: &[u8], with_parameter_sets: bool) -> Option<Vec<u8>> {
+    const START: [u8; 4] = [0, 0, 0, 1];
+    if config.len() < 7 || config[0] != 1 {
+        return None;
+    }
+    let length_size = usize::from(config[4] & 3) + 1;
+    let mut out = Vec::with_capacity(unit.len() + 64);
+    if with_parameter_sets {
+        let mut at = 5;
+        for kind in 0..2 {
+            let count = usize::from(*config.get(at)?) & if kind == 0 { 31 } else { 255 };
+            at += 1;
+            for _ in 0..count {
+                let len = usize::from(u16::from_be_bytes([*config.get(at)?, *config.get(at + 1)?]));
+                let nal = config.get(at + 2..at + 2 + len)?;
+                out.extend_from_slice(&START);
+                out.extend_from_slice(nal);
+                at += 2 + len;
+            }
+        }
+    }
+    let mut at = 0;
+    while at < unit.len() {
+        let head = unit.get(at..at + length_size)?;
+        let len = head.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        let nal = unit.get(at + length_size..at + length_size + len)?;
+        out.extend_from_slice(&START);
+        out.extend_from_slice(nal);
+        at += length_size + len;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn avcc_units_become_annex_b_with_the_parameter_sets() {
+        // avcC: version 1, profile/compat/level, 4-byte lengths, 1 SPS, 1 PPS.
+        let config = [1, 0x42, 0, 0x1e, 0xff, 0xe1, 0, 2, 0x67, 1, 1, 0, 1, 0x68];
+        let unit = [0, 0, 0, 2, 0x65, 9, 0, 0, 0, 1, 0x06];
+        assert_eq!(
+            annex_b_from_avcc(&config, &unit, true).unwrap(),
+            vec![
+                0, 0, 0, 1, 0x67, 1, 0, 0, 0, 1, 0x68, 0, 0, 0, 1, 0x65, 9, 0, 0, 0, 1, 0x06
+            ]
+        );
+        assert_eq!(
+            annex_b_from_avcc(&config, &unit, false).unwrap(),
+            vec![0, 0, 0, 1, 0x65, 9, 0, 0, 0, 1, 0x06]
+        );
+        assert!(annex_b_from_avcc(&config, &[0, 0, 0, 9, 0x65], false).is_none());
+        assert!(annex_b_from_avcc(&[1, 2], &unit, true).is_none());
+        assert!(annex_b_from_avcc(&config[..9], &unit, true).is_none());
+    }
 
     #[test]
     fn finds_parameter_sets_with_either_start_code() {

@@ -3,9 +3,10 @@
 //! from disk (with Range) after, counted by retention and deleted with the
 //! recording.
 //!
-//! Names: `STEM.remux.mp4`, `STEM.remux-aac.mp4` (copies) and
-//! `STEM.export.mp4`, `STEM.export-aac.mp4` (encoded by
-//! [`super::export`]) beside `STEM.webm|mkv`.
+//! Names: `STEM.remux.mp4`, `STEM.remux-aac.mp4` (copies),
+//! `STEM.export.mp4`, `STEM.export-aac.mp4` (encoded by [`super::export`])
+//! and `STEM.poster.jpg`, `STEM.strip.jpg` ([`super::pictures`]) beside
+//! `STEM.webm|mkv`.
 //! The catalog never takes them for recordings (it lists only `.webm` and
 //! `.mkv` with a timestamp stem), and their sidecar path is never written.
 //! Each is made under a temporary name (`….tmp`) and renamed when complete,
@@ -32,6 +33,10 @@ pub enum Kind {
     Mp4(Mp4Audio),
     /// The recording's video encoded to H.264 MP4 (an export job).
     Export(Mp4Audio),
+    /// Its poster picture (JPEG).
+    Poster,
+    /// A row of small pictures at even times, for hover previews (JPEG).
+    Strip,
 }
 
 impl Kind {
@@ -42,6 +47,8 @@ impl Kind {
             Kind::Mp4(Mp4Audio::Aac) => ".remux-aac.mp4",
             Kind::Export(Mp4Audio::Opus) => ".export.mp4",
             Kind::Export(Mp4Audio::Aac) => ".export-aac.mp4",
+            Kind::Poster => ".poster.jpg",
+            Kind::Strip => ".strip.jpg",
         }
     }
 }
@@ -52,6 +59,8 @@ const SUFFIXES: &[&str] = &[
     ".remux-aac.mp4",
     ".export.mp4",
     ".export-aac.mp4",
+    ".poster.jpg",
+    ".strip.jpg",
 ];
 
 /// The stem of a recording's file name (`2026-…Z` of `2026-…Z.webm`).
@@ -68,6 +77,17 @@ pub fn path_of(dir: &Path, meta: &Meta, kind: Kind) -> Option<PathBuf> {
         dir.join(&meta.stream)
             .join(format!("{stem}{}", kind.suffix())),
     )
+}
+
+/// Where a derived file of the recording file `recording` (final or
+/// `.part` name) lives.
+pub fn beside(recording: &Path, kind: Kind) -> Option<PathBuf> {
+    let name = recording.file_name()?.to_str()?;
+    let base = name.strip_suffix(".part").unwrap_or(name);
+    let stem = base
+        .strip_suffix(".webm")
+        .or_else(|| base.strip_suffix(".mkv"))?;
+    Some(recording.with_file_name(format!("{stem}{}", kind.suffix())))
 }
 
 /// The derived files of the recording file `recording` that exist now, with
@@ -159,8 +179,14 @@ pub enum DerivedError {
     #[error("the storage holding this recording did not answer: {0}")]
     Storage(String),
     /// Making the file failed.
-    #[error("cannot make the MP4: {0}")]
+    #[error("cannot make the file: {0}")]
     Failed(String),
+    /// No picture can be had of this recording.
+    #[error("{0}")]
+    NoPicture(&'static str),
+    /// Every decoding place stayed taken.
+    #[error("too many pictures are being made; try again in a second")]
+    Busy,
 }
 
 /// One maker per derived file at a time: concurrent requests for the same
@@ -341,6 +367,67 @@ pub async fn mp4(
     .await
     .map_err(|_| DerivedError::Failed("the job stopped".into()))?;
     made.map(|()| (target, meta))
+}
+
+/// The poster or strip ([`Kind::Poster`], [`Kind::Strip`]) of recording
+/// `id`: the file beside it, made now if missing (under one of `places`,
+/// the CPU budget pictures share, waited for at most two seconds). A
+/// recording only in the bucket has only the pictures made while it was
+/// on this disk.
+pub async fn picture(
+    recorder: &Arc<Recorder>,
+    id: &str,
+    kind: Kind,
+    places: &Arc<tokio::sync::Semaphore>,
+) -> Result<PathBuf, DerivedError> {
+    let (meta, location) = {
+        let (r, id) = (recorder.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || r.get(&id))
+            .await
+            .ok()
+            .flatten()
+            .ok_or(DerivedError::NotFound)?
+    };
+    if meta.video.is_none() {
+        return Err(DerivedError::NoPicture("the recording has no video"));
+    }
+    let target = path_of(recorder.dir(), &meta, kind).ok_or(DerivedError::NotFound)?;
+    let flight = recorder.flights().enter(&target).await;
+    let t = target.clone();
+    if tokio::task::spawn_blocking(move || fresh(&t, None))
+        .await
+        .unwrap_or(false)
+    {
+        return Ok(target);
+    }
+    let source = match location {
+        Location::Local(p) if meta.state != State::Recording && !recorder.is_active(id) => p,
+        Location::Local(_) => {
+            return Err(DerivedError::NoPicture(
+                "the recording is still being written; its pictures are made when it ends",
+            ));
+        }
+        Location::Stored => {
+            return Err(DerivedError::NoPicture(
+                "no picture was made of this recording before it moved to object storage",
+            ));
+        }
+    };
+    let permit = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        places.clone().acquire_owned(),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .ok_or(DerivedError::Busy)?;
+    tokio::task::spawn_blocking(move || {
+        let _hold = (permit, flight);
+        super::pictures::make(&source, kind)
+    })
+    .await
+    .map_err(|_| DerivedError::Failed("the job stopped".into()))?
+    .map_err(|e| DerivedError::Failed(e.to_string()))
 }
 
 /// Reads a stored recording whole into `tmp`.

@@ -524,7 +524,7 @@ pub fn download_url(id: &str, audio: Mp4Audio) -> String {
 }
 
 /// Lets live traffic win the CPU over this thread (Linux: nice is per thread).
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: plain syscalls on the calling thread.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;

@@ -11,6 +11,7 @@ pub mod export;
 pub mod index;
 pub mod mp4;
 pub mod muxer;
+pub mod pictures;
 pub mod recording;
 pub mod storage;
 
@@ -118,6 +119,8 @@ pub struct Recorder {
     storage: OnceLock<(Arc<Storage>, tokio::runtime::Handle)>,
     /// Derived files (MP4 copies) being made, one maker per file.
     flights: Arc<derived::Flights>,
+    /// Makes finished recordings' posters and strips.
+    painter: Arc<pictures::Painter>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -170,6 +173,7 @@ impl Recorder {
             index: Arc::default(),
             storage: OnceLock::new(),
             flights: Arc::default(),
+            painter: Arc::new(pictures::Painter::start()),
         })
     }
 
@@ -439,6 +443,7 @@ impl Recorder {
             stop: stop.clone(),
             stats: self.stats.clone(),
             index: self.index.clone(),
+            painter: self.painter.clone(),
             settings: RecordingSettings {
                 mux: self.mux_options(),
                 fsync_every: Duration::from_secs_f64(config.fsync_secs),
@@ -568,6 +573,7 @@ impl Recorder {
         for a in all {
             let _ = a.thread.join();
         }
+        self.painter.close();
     }
 
     /// Deletes finished recordings beyond the retention limits (age, total

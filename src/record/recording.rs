@@ -65,6 +65,8 @@ pub struct RecordingJob {
     pub stats: Arc<super::RecorderStats>,
     /// The catalog, kept current as files open, grow and end.
     pub index: Arc<Index>,
+    /// Makes each finished file's poster and strip (off this thread).
+    pub painter: Arc<super::pictures::Painter>,
     /// Settings.
     pub settings: RecordingSettings,
 }
@@ -285,6 +287,9 @@ fn close_file(job: &RecordingJob, w: Writing) -> Result<(), String> {
         sha256 = sha256.as_deref().unwrap_or(""),
         "recording finalized"
     );
+    if m.video.is_some() {
+        job.painter.paint(&path);
+    }
     job.stream.events().emit(Event::RecordingFinalized {
         stream: job.stream.name().to_string(),
         id: m.id.clone(),

@@ -113,6 +113,12 @@ impl Snapshots {
         }
     }
 
+    /// The decoding places, shared with other pictures (recordings'
+    /// posters and strips) so all decoding stays within one CPU budget.
+    pub fn places(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.places
+    }
+
     /// What has been done since start.
     pub fn stats(&self) -> &SnapshotStats {
         &self.stats

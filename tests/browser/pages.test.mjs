@@ -129,6 +129,34 @@ describe('castgate pages in Chromium', { timeout: 300000 }, () => {
     await waitFor(() => home.isVisible(card), { what: 'the stream on the home page' });
     await waitFor(async () => /1 watching/.test(await home.textContent(card)), { what: 'the viewer count on the home page' });
     await waitFor(async () => (await watch.textContent('[data-figure="bitrate"]')) !== '–', { what: 'watch figures' });
+    // The tile shows a picture of the stream (GET snapshot.jpg), not the
+    // codec placeholder: a decoded JPEG with the camera's picture in it.
+    await waitFor(() => home.isVisible(`${card}.has-picture img.picture`), { what: 'a picture in the tile' });
+    const tile = await home.evaluate((sel) => {
+      const img = document.querySelector(`${sel} img.picture`);
+      const c = document.createElement('canvas');
+      c.width = img.naturalWidth;
+      c.height = img.naturalHeight;
+      const g = c.getContext('2d');
+      g.drawImage(img, 0, 0);
+      const px = g.getImageData(0, 0, c.width, c.height).data;
+      const values = new Set();
+      const sum = [0, 0, 0];
+      for (let i = 0; i < px.length; i += 4) {
+        values.add(px[i] >> 4 << 8 | px[i + 1] >> 4 << 4 | px[i + 2] >> 4);
+        for (let k = 0; k < 3; k++) sum[k] += px[i + k];
+      }
+      const n = px.length / 4;
+      return { src: img.getAttribute('src'), width: img.naturalWidth, height: img.naturalHeight, colours: values.size, mean: sum.map((v) => Math.round(v / n)) };
+    }, card);
+    console.log(`figure: home tile picture ${tile.width}x${tile.height}, ${tile.colours} distinct colours, mean RGB ${tile.mean}`);
+    assert.match(tile.src, new RegExp(`/api/streams/${name}/snapshot\\.jpg`));
+    assert.ok(tile.width >= 16 && tile.height >= 16 && tile.width <= 640 && tile.height <= 360, `size ${tile.width}x${tile.height}`);
+    // Chromium's fake camera: a green picture with lighter shapes on it.
+    const [r, gr, b] = tile.mean;
+    assert.ok(gr > r + 30 && gr > b + 30, `the camera's green picture: mean RGB ${tile.mean}`);
+    assert.ok(tile.colours >= 2, `a picture, not a flat tile: ${tile.colours} colours`);
+    assert.equal(await home.isVisible(`${card} .codec`), false, 'the codec placeholder gives way');
     await screenshot(home, 'home-live');
     await screenshot(pub, 'publish-live');
 
