@@ -52,6 +52,7 @@ const viewToken = (() => {
 const addQuery = (url, key, value) => `${url}${url.includes('?') ? '&' : '?'}${key}=${encodeURIComponent(value)}`;
 const withToken = (url) => (viewToken ? addQuery(url, 'token', viewToken) : url);
 const downloadUrl = (id) => withToken(`/recordings/${encodeURIComponent(id)}/download`);
+const pictureUrl = (id, what) => withToken(`/recordings/${encodeURIComponent(id)}/${what}.jpg`);
 const apiUrl = (id) => `/api/recordings/${encodeURIComponent(id)}`;
 
 function posInt(v) {
@@ -146,7 +147,7 @@ function mimeOf(rec) {
 function buildRow(rec) {
   const label = `${rec.stream}, ${whenText(rec)}`;
   const el = h('li', { className: 'rec-row', dataset: { id: rec.id } },
-    h('span', { className: 'rec-icon', 'aria-hidden': 'true' }, icon('play')),
+    h('span', { className: 'rec-icon', 'aria-hidden': 'true' }, h('img', { className: 'rec-poster', alt: '', hidden: true }), icon('play')),
     h('div', { className: 'rec-name' },
       h('button', { className: 'rec-open', type: 'button', title: 'Play', 'aria-label': `Play ${label}` }, rec.stream),
       h('time', { className: 'rec-date', dateTime: rec.started_at })),
@@ -172,9 +173,20 @@ function buildRow(rec) {
   return el;
 }
 
+/** Shows a finished recording's poster in its row once it has loaded. */
+function fillPoster(el, rec) {
+  const img = el.querySelector('.rec-poster');
+  if (!rec.video || rec.state === 'recording' || img.dataset.for === rec.id) return;
+  img.dataset.for = rec.id;
+  img.onload = () => { img.hidden = false; img.parentElement.classList.add('has-poster'); };
+  img.onerror = () => { img.hidden = true; };
+  img.src = pictureUrl(rec.id, 'poster');
+}
+
 function fillRow(entry) {
   const { el, rec } = entry;
   el.dataset.state = rec.state;
+  fillPoster(el, rec);
   el.querySelector('.rec-date').textContent = whenText(rec);
   el.querySelector('.rec-date').title = `Started ${formatDateTime(rec.started_at, { year: true })}${rec.ended_at ? `, ended ${formatDateTime(rec.ended_at, { year: true })}` : ''}`;
   el.querySelector('.rec-size').textContent = formatBytes(rec.size_bytes);
@@ -424,11 +436,76 @@ function open(rec, { autoplay = false, scroll = false } = {}) {
 function load_(rec, at = 0) {
   hideOverlay();
   const version = rec.state === 'recording' ? `${Date.now()}` : `${rec.state}-${rec.size_bytes ?? 0}`;
+  const pictures = Boolean(rec.video) && rec.state !== 'recording';
+  video.poster = pictures ? pictureUrl(rec.id, 'poster') : '';
   video.src = addQuery(downloadUrl(rec.id), 'v', version);
+  fillScrub(rec, pictures);
   if (at > 0) video.addEventListener('loadedmetadata', () => { video.currentTime = at; }, { once: true });
   video.load();
   if (!rec.video) showOverlay({ kind: 'audio', title: 'Audio only', text: `${codecName(rec.audio?.codec)} · use the controls below to listen.` });
 }
+
+// ---------- the strip under the player ----------
+
+const scrub = $('#player-scrub');
+const STRIP_CELL = 160; // px per picture in strip.jpg (one row)
+
+/** Loads the recording's strip; the bar shows once it has loaded. */
+function fillScrub(rec, pictures) {
+  show(scrub, false);
+  delete scrub.dataset.cells;
+  if (!pictures) return;
+  const url = pictureUrl(rec.id, 'strip');
+  const img = new Image();
+  img.onload = () => {
+    if (current?.rec.id !== rec.id) return;
+    const cells = Math.max(1, Math.round(img.naturalWidth / STRIP_CELL));
+    scrub.dataset.cells = String(cells);
+    scrub.style.setProperty('--strip', `url("${url}")`);
+    scrub.querySelector('.scrub-preview').style.backgroundSize = `${cells * STRIP_CELL}px 90px`;
+    show(scrub, true);
+    moveHead();
+  };
+  img.src = url;
+}
+
+/** The recording's length in seconds, as the player knows it. */
+function scrubDuration() {
+  if (Number.isFinite(video.duration) && video.duration > 0) return video.duration;
+  return current ? clock.seconds(current.rec) : 0;
+}
+
+/** Where along the bar (0–1) the pointer is. */
+function scrubFraction(e) {
+  const box = scrub.getBoundingClientRect();
+  return Math.min(1, Math.max(0, (e.clientX - box.left) / box.width));
+}
+
+function moveHead() {
+  const d = scrubDuration();
+  scrub.querySelector('.scrub-head').style.left = `${d > 0 ? (100 * video.currentTime) / d : 0}%`;
+}
+
+scrub.addEventListener('pointermove', (e) => {
+  const cells = Number(scrub.dataset.cells);
+  if (!cells) return;
+  const f = scrubFraction(e);
+  const cell = Math.min(cells - 1, Math.floor(f * cells));
+  const preview = scrub.querySelector('.scrub-preview');
+  // Centred on the pointer, but kept whole inside the bar.
+  const width = scrub.getBoundingClientRect().width;
+  preview.style.left = `${Math.min(Math.max(f * width, STRIP_CELL / 2), width - STRIP_CELL / 2)}px`;
+  preview.style.backgroundPosition = `${-cell * STRIP_CELL}px 0`;
+  preview.dataset.cell = String(cell);
+  preview.querySelector('.scrub-time').textContent = formatDuration(f * scrubDuration());
+  show(preview, true);
+});
+scrub.addEventListener('pointerleave', () => show(scrub.querySelector('.scrub-preview'), false));
+scrub.addEventListener('click', (e) => {
+  const d = scrubDuration();
+  if (d > 0) video.currentTime = scrubFraction(e) * d;
+});
+video.addEventListener('timeupdate', moveHead);
 
 function playNow() {
   video.play().catch((e) => {

@@ -125,6 +125,36 @@ describe('the recordings page in Chromium', { timeout: 300000 }, () => {
     // Seek to the middle: the time lands there and frames decode from there on.
     await expectSeekToMiddle(page, 'seek');
 
+    // Pictures: the row shows the recording's poster; the bar under the
+    // player shows its strip, hovering shows the picture at that point, and a
+    // click seeks there.
+    await waitFor(() => page.isVisible(`${row} .rec-icon.has-poster img.rec-poster`), { what: 'the poster in the row' });
+    const poster = await page.evaluate((sel) => {
+      const i = document.querySelector(`${sel} img.rec-poster`);
+      return { width: i.naturalWidth, src: i.getAttribute('src') };
+    }, row);
+    assert.ok(poster.width > 0, 'the poster decoded');
+    assert.ok(poster.src.endsWith(`/recordings/${encodeURIComponent(vp8.id)}/poster.jpg`), poster.src);
+    assert.ok((await page.getAttribute('#video', 'poster')).endsWith('/poster.jpg'), 'the player shows the poster before playing');
+    await waitFor(() => page.isVisible('#player-scrub'), { what: 'the strip under the player' });
+    const cells = Number(await page.getAttribute('#player-scrub', 'data-cells'));
+    const expected = Math.min(60, Math.ceil(vp8.duration_secs / 2));
+    assert.ok(Math.abs(cells - expected) <= 1, `${cells} pictures in the strip for ${vp8.duration_secs} s`);
+    const bar = await page.locator('#player-scrub').boundingBox();
+    await page.mouse.move(bar.x + bar.width * 0.9, bar.y + bar.height / 2);
+    await waitFor(() => page.isVisible('#player-scrub .scrub-preview'), { what: 'the hover preview' });
+    const preview = await page.evaluate(() => {
+      const p = document.querySelector('#player-scrub .scrub-preview');
+      return { cell: Number(p.dataset.cell), position: p.style.backgroundPosition, image: getComputedStyle(p).backgroundImage, time: p.textContent };
+    });
+    assert.equal(preview.cell, Math.min(cells - 1, Math.floor(0.9 * cells)));
+    assert.equal(preview.position, `${-preview.cell * 160}px 0px`);
+    assert.match(preview.image, /strip\.jpg/);
+    await screenshot(page, 'recordings-strip-hover');
+    await page.mouse.click(bar.x + bar.width * 0.9, bar.y + bar.height / 2);
+    await waitFor(async () => Math.abs((await page.evaluate(() => document.querySelector('#video').currentTime)) - 0.9 * playing.duration) < 0.5,
+      { what: 'the click to seek to 90 %' });
+
     await page.evaluate(() => { window.scrollTo(0, 0); document.querySelector('#video').pause(); });
     await screenshot(page, 'recordings-playing');
     await page.setViewportSize(PHONE);
