@@ -571,6 +571,11 @@ pub struct RecordConfig {
     pub stream_quota_gib: f64,
     /// Seconds between two retention passes (the first runs at start-up).
     pub retention_check_secs: f64,
+    /// The file H.264 streams are recorded to: `matroska` (`.mkv`, Cues at
+    /// the front) or `mp4` (fragmented MP4: plays in QuickTime, iOS and
+    /// editors as it is; fragments of at most `cluster_ms`, so a crash loses
+    /// as much as with Matroska).
+    pub h264_container: H264Container,
     /// Exports (VP8/VP9 recordings encoded to H.264 MP4) running at once,
     /// one core each; 0 = half the cores (at least one). Needs a restart.
     pub export_max_concurrent: usize,
@@ -598,6 +603,7 @@ impl Default for RecordConfig {
             retention_max_gib: 0.0,
             stream_quota_gib: 0.0,
             retention_check_secs: 60.0,
+            h264_container: H264Container::Matroska,
             export_max_concurrent: 0,
             export_role: Role::View,
         }
@@ -986,6 +992,17 @@ impl Default for EventsConfig {
             max_sse_clients: 64,
         }
     }
+}
+
+/// The container H.264 recordings are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum H264Container {
+    /// Matroska (`.mkv`).
+    #[default]
+    Matroska,
+    /// Fragmented MP4 (`.mp4`).
+    Mp4,
 }
 
 /// Pictures of live streams, decoded from the latest keyframe only when

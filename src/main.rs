@@ -320,6 +320,7 @@ fn repair(files: &[std::path::PathBuf]) -> ExitCode {
     let opts = castgate::record::muxer::MuxOptions {
         cluster_ms: defaults.cluster_ms,
         reserve_index_bytes: defaults.reserve_index_kib * 1024,
+        h264_mp4: false,
     };
     let mut failed = false;
     for f in files {

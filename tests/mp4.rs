@@ -494,3 +494,129 @@ async fn a_vp8_recording_exports_to_h264_mp4_with_progress_and_cancels_cleanly()
     assert_eq!(r.status(), 404);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mp4_recording_survives_sigkill_and_is_repaired_on_restart() {
+    use common::process::serve_with;
+    let dir = temp_dir("fmp4");
+    let config = dir.join("castgate.toml");
+    std::fs::write(&config, "[record]\nh264_container = \"mp4\"\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let bin = env!("CARGO_BIN_EXE_castgate");
+    let mut gw = serve_with(bin, &dir.join("rec"), &args, &[]).await;
+    let video = video_frames(VideoCodec::H264, 8);
+    let audio = opus_packets(8);
+    let publisher = common::peer::Publisher::connect(
+        &format!("{}/whip/crash", gw.http),
+        common::peer::PeerOptions::new(Some(VideoCodec::H264), true),
+    )
+    .await
+    .unwrap();
+    // Send 6 s, then kill the gateway without warning.
+    let n = 180;
+    publisher.play(&video[..n], &audio[..300]).await.unwrap();
+    gw.child.kill().unwrap(); // SIGKILL
+    gw.child.wait().unwrap();
+    publisher.vanish().await;
+
+    let files = recordings_in(&dir.join("rec"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let part = files[0].clone();
+    assert!(
+        part.to_string_lossy().ends_with(".mp4.part"),
+        "{}",
+        part.display()
+    );
+    // What the crash left is an MP4 whose complete fragments play.
+    let format = probe(&part, "format=format_name");
+    assert!(format.contains("mov,mp4"), "{format}");
+    let kinds: Vec<String> = top_level_boxes(&part).into_iter().map(|b| b.0).collect();
+    assert_eq!(&kinds[..2], ["ftyp", "moov"], "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| *k == "moof").count() >= 5,
+        "fragments: {kinds:?}"
+    );
+
+    let mut gw = serve_with(bin, &dir.join("rec"), &args, &[]).await;
+    let files = recordings_in(&dir.join("rec"));
+    assert_eq!(files.len(), 1, "{files:?}");
+    let fixed = files[0].clone();
+    assert!(
+        fixed.to_string_lossy().ends_with(".mp4"),
+        "{}",
+        fixed.display()
+    );
+    let kept = packets(&fixed, "v");
+    println!(
+        "figure: mp4_frames_kept_after_sigkill={kept} of {n} ({:.2} s lost)",
+        (n - kept) as f64 / 30.0
+    );
+    assert!(
+        n - kept <= 30,
+        "at most ~1 s lost: {kept} of {n} frames kept"
+    );
+    assert!(duration(&fixed) >= 5.0, "duration {}", duration(&fixed));
+    decodes_cleanly(&fixed);
+    let list: serde_json::Value = reqwest::get(format!("{}/api/recordings", gw.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["recordings"][0]["state"], "repaired", "{list}");
+    let id = list["recordings"][0]["id"].as_str().unwrap().to_string();
+    // Its MP4 download is the file itself.
+    let r = reqwest::get(format!("{}/recordings/{id}/download?format=mp4", gw.http))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        r.bytes().await.unwrap().len() as u64,
+        std::fs::metadata(&fixed).unwrap().len()
+    );
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_mp4_recording_finalizes_into_an_mp4_that_decodes() {
+    let dir = temp_dir("fmp4-clean");
+    let server = gateway::start({
+        let dir = dir.to_path_buf();
+        move |c| {
+            c.record.enabled = true;
+            c.record.dir = dir;
+            c.record.h264_container = castgate::config::H264Container::Mp4;
+        }
+    })
+    .await;
+    let video = video_frames(VideoCodec::H264, 4);
+    let audio = opus_packets(4);
+    let p = publisher(&server, "clean", Some(VideoCodec::H264), true).await;
+    p.play(&video, &audio).await.unwrap();
+    wait_received(&server, "clean", video.len() + audio.len()).await;
+    p.delete().await.unwrap();
+    recordings_idle(&server).await;
+    let file = recordings_in(&dir).remove(0);
+    assert!(
+        file.to_string_lossy().ends_with(".mp4"),
+        "{}",
+        file.display()
+    );
+    assert!(probe(&file, "format=format_name").contains("mov,mp4"));
+    assert_eq!(packets(&file, "v"), video.len(), "every video frame");
+    let a = packets(&file, "a");
+    assert!(
+        a + 2 >= audio.len() && a <= audio.len(),
+        "audio {a} of {}",
+        audio.len()
+    );
+    assert!(
+        (duration(&file) - 4.0).abs() <= 0.5,
+        "duration {}",
+        duration(&file)
+    );
+    decodes_cleanly(&file);
+    server.shutdown().await;
+}

@@ -213,7 +213,15 @@ pub async fn download(
                 Some("aac") => Mp4Audio::Aac,
                 Some(_) => return Err(ApiError::bad_request("audio must be opus or aac")),
             };
-            return download_mp4(&state, &id, audio, req).await;
+            // A recording made as MP4 (record.h264_container = "mp4") is
+            // its own MP4, unless its audio is to become AAC.
+            let (meta, location) = find(&state, id.clone()).await?;
+            let own =
+                meta.file.ends_with(".mp4") && (audio == Mp4Audio::Opus || meta.audio.is_none());
+            if !own {
+                return download_mp4(&state, &id, audio, req).await;
+            }
+            return original(&state, meta, location, req).await;
         }
         Some(_) => return Err(ApiError::bad_request("format must be mp4 or original")),
     }
@@ -221,6 +229,16 @@ pub async fn download(
         return Err(ApiError::bad_request("audio is only for format=mp4"));
     }
     let (meta, location) = find(&state, id).await?;
+    original(&state, meta, location, req).await
+}
+
+/// The recording's own file (local, or from the bucket).
+async fn original(
+    state: &AppState,
+    meta: Meta,
+    location: Location,
+    req: Request,
+) -> Result<Response, ApiError> {
     let mime = meta.content_type();
     let mut resp = match location {
         Location::Local(path) => ServeFile::new_with_mime(
@@ -235,7 +253,7 @@ pub async fn download(
         .map(Body::new),
         Location::Stored => {
             let head = req.method() == axum::http::Method::HEAD;
-            stored(&state, &meta, mime, req.headers(), head).await?
+            stored(state, &meta, mime, req.headers(), head).await?
         }
     };
     attachment(&mut resp, &format!("{}-{}", meta.stream, meta.file));

@@ -1,6 +1,6 @@
 //! The recordings on disk: file layout, ids, sidecar metadata, listing.
 //!
-//! Layout: `DIR/STREAM/YYYY-MM-DDTHH-MM-SSZ[-N].webm|mkv` (`.part` while being
+//! Layout: `DIR/STREAM/YYYY-MM-DDTHH-MM-SSZ[-N].webm|mkv|mp4` (`.part` while being
 //! written) with a sidecar `…json`. A recording's id is `STREAM~STEM`; ids are
 //! parsed strictly (stream-name rules, a timestamp stem), so no id can name a
 //! path outside the directory.
@@ -111,6 +111,12 @@ impl Meta {
     pub fn content_type(&self) -> &'static str {
         if self.file.ends_with(".mkv") {
             "video/x-matroska"
+        } else if self.file.ends_with(".mp4") {
+            if self.video.is_some() {
+                "video/mp4"
+            } else {
+                "audio/mp4"
+            }
         } else if self.video.is_some() {
             "video/webm"
         } else {
@@ -154,6 +160,15 @@ pub fn now_rfc3339() -> String {
 /// A file stem for a recording starting at `t`: `2026-11-24T15-04-05Z`.
 pub fn stem_for(t: SystemTime) -> String {
     rfc3339(t).replace(':', "-")
+}
+
+/// The stem of a recording file's name (`STEM` of `STEM.webm`, `.mkv` or
+/// `.mp4`); `None` for any other name. Derived files (`STEM.remux.mp4`…)
+/// give a stem that is not a valid one (see [`valid_stem`]).
+pub fn recording_stem(name: &str) -> Option<&str> {
+    name.strip_suffix(".webm")
+        .or_else(|| name.strip_suffix(".mkv"))
+        .or_else(|| name.strip_suffix(".mp4"))
 }
 
 /// Whether `stem` is one castgate makes (a timestamp, maybe `-N`).
@@ -235,10 +250,7 @@ pub fn scan(dir: &Path) -> Vec<(String, PathBuf)> {
             }
             let name = f.file_name().to_string_lossy().to_string();
             let base = name.strip_suffix(".part").unwrap_or(&name);
-            let Some(stem) = base
-                .strip_suffix(".webm")
-                .or_else(|| base.strip_suffix(".mkv"))
-            else {
+            let Some(stem) = recording_stem(base) else {
                 continue;
             };
             if valid_stem(stem) {
@@ -268,6 +280,14 @@ mod tests {
         ] {
             assert!(parse_id(bad).is_none(), "{bad}");
         }
+        assert_eq!(
+            recording_stem("2026-11-24T15-04-05Z.mp4"),
+            Some("2026-11-24T15-04-05Z")
+        );
+        assert!(!valid_stem(
+            recording_stem("2026-11-24T15-04-05Z.remux.mp4").unwrap()
+        ));
+        assert_eq!(recording_stem("2026-11-24T15-04-05Z.json"), None);
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_000_000);
         assert!(valid_stem(&stem_for(t)), "{}", stem_for(t));
     }

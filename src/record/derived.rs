@@ -6,9 +6,10 @@
 //! Names: `STEM.remux.mp4`, `STEM.remux-aac.mp4` (copies),
 //! `STEM.export.mp4`, `STEM.export-aac.mp4` (encoded by [`super::export`])
 //! and `STEM.poster.jpg`, `STEM.strip.jpg` ([`super::pictures`]) beside
-//! `STEM.webm|mkv`.
-//! The catalog never takes them for recordings (it lists only `.webm` and
-//! `.mkv` with a timestamp stem), and their sidecar path is never written.
+//! `STEM.webm|mkv|mp4`.
+//! The catalog never takes them for recordings (it lists only `.webm`,
+//! `.mkv` and `.mp4` files whose stem is a timestamp), and their sidecar
+//! path is never written.
 //! Each is made under a temporary name (`….tmp`) and renamed when complete,
 //! so a reader never sees half a file; temporaries a crash left are deleted
 //! at start-up ([`clean_temporaries`]).
@@ -65,9 +66,7 @@ const SUFFIXES: &[&str] = &[
 
 /// The stem of a recording's file name (`2026-…Z` of `2026-…Z.webm`).
 fn stem_of(meta: &Meta) -> Option<&str> {
-    meta.file
-        .strip_suffix(".webm")
-        .or_else(|| meta.file.strip_suffix(".mkv"))
+    catalog::recording_stem(&meta.file)
 }
 
 /// Where a derived file of `meta` lives: beside the recording, in `dir/STREAM/`.
@@ -84,9 +83,7 @@ pub fn path_of(dir: &Path, meta: &Meta, kind: Kind) -> Option<PathBuf> {
 pub fn beside(recording: &Path, kind: Kind) -> Option<PathBuf> {
     let name = recording.file_name()?.to_str()?;
     let base = name.strip_suffix(".part").unwrap_or(name);
-    let stem = base
-        .strip_suffix(".webm")
-        .or_else(|| base.strip_suffix(".mkv"))?;
+    let stem = catalog::recording_stem(base)?;
     Some(recording.with_file_name(format!("{stem}{}", kind.suffix())))
 }
 
@@ -100,10 +97,7 @@ pub fn existing(recording: &Path) -> Vec<(PathBuf, u64)> {
         return Vec::new();
     };
     let base = name.strip_suffix(".part").unwrap_or(name);
-    let Some(stem) = base
-        .strip_suffix(".webm")
-        .or_else(|| base.strip_suffix(".mkv"))
-    else {
+    let Some(stem) = catalog::recording_stem(base) else {
         return Vec::new();
     };
     SUFFIXES

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod derived;
 pub mod export;
+pub mod fmp4;
 pub mod index;
 pub mod mp4;
 pub mod muxer;
@@ -132,8 +133,8 @@ impl std::fmt::Debug for Recorder {
 /// Why a recording could not be repaired.
 #[derive(Debug, thiserror::Error)]
 pub enum RepairError {
-    /// Not a `.part` / `.webm` / `.mkv` file.
-    #[error("{0}: not a recording file (.webm, .mkv or .part)")]
+    /// Not a `.part` / `.webm` / `.mkv` / `.mp4` file.
+    #[error("{0}: not a recording file (.webm, .mkv, .mp4 or .part)")]
     NotARecording(PathBuf),
     /// FFmpeg could not read or write it.
     #[error("{path}: {source}")]
@@ -223,6 +224,7 @@ impl Recorder {
         MuxOptions {
             cluster_ms: config.cluster_ms,
             reserve_index_bytes: config.reserve_index_kib * 1024,
+            h264_mp4: config.h264_container == crate::config::H264Container::Mp4,
         }
     }
 
@@ -420,7 +422,11 @@ impl Recorder {
         if self.closed.load(Ordering::Acquire) {
             return Err(StartError::Ending);
         }
-        let ext = muxer::container_for(stream.track(MediaKind::Video).map(|t| t.codec)).1;
+        let ext = muxer::container_for(
+            stream.track(MediaKind::Video).map(|t| t.codec),
+            config.h264_container == crate::config::H264Container::Mp4,
+        )
+        .1;
         let meta = Meta::pending(stream.name().as_str());
         let bell = Doorbell::new();
         let queue = Arc::new(SinkQueue::new(QUEUE_FRAMES, Box::new(bell.clone())));
@@ -503,12 +509,7 @@ impl Recorder {
         let (_, stem) = catalog::parse_id(id)?;
         let entry = self.index.get(id)?;
         let meta = entry.meta;
-        if meta
-            .file
-            .strip_suffix(".webm")
-            .or_else(|| meta.file.strip_suffix(".mkv"))
-            != Some(stem.as_str())
-        {
+        if catalog::recording_stem(&meta.file) != Some(stem.as_str()) {
             return None;
         }
         match entry.location {
@@ -717,11 +718,16 @@ fn final_path(path: &Path) -> PathBuf {
 /// a final file is rewritten in place. Returns the repaired file's path.
 pub fn repair_file(path: &Path, opts: MuxOptions) -> Result<PathBuf, RepairError> {
     let name = path.to_string_lossy();
-    let ok = [".part", ".webm", ".mkv"].iter().any(|e| name.ends_with(e));
+    let ok = [".part", ".webm", ".mkv", ".mp4"]
+        .iter()
+        .any(|e| name.ends_with(e));
     if !ok {
         return Err(RepairError::NotARecording(path.to_path_buf()));
     }
     let target = final_path(path);
+    if target.extension().is_some_and(|e| e == "mp4") {
+        return repair_mp4(path, &target);
+    }
     let tmp = target.with_extension(format!(
         "repair.{}",
         target
@@ -751,20 +757,49 @@ pub fn repair_file(path: &Path, opts: MuxOptions) -> Result<PathBuf, RepairError
     if target != path {
         std::fs::remove_file(path).map_err(io)?;
     }
-    if let Some(mut m) = catalog::read_meta(&target) {
+    mark_repaired(path, &target);
+    Ok(target)
+}
+
+/// The sidecar of a repaired file `target` (formerly `path`): state
+/// `repaired`, its size and duration now, an end time.
+fn mark_repaired(path: &Path, target: &Path) {
+    if let Some(mut m) = catalog::read_meta(target) {
         m.state = State::Repaired;
-        m.size_bytes = std::fs::metadata(&target).map(|m| m.len()).ok();
-        m.duration_secs = probe_duration(&target).or(m.duration_secs);
+        m.size_bytes = std::fs::metadata(target).map(|m| m.len()).ok();
+        m.duration_secs = probe_duration(target).or(m.duration_secs);
         if m.ended_at.is_none() {
             m.ended_at = std::fs::metadata(path)
+                .or_else(|_| std::fs::metadata(target))
                 .and_then(|m| m.modified())
                 .ok()
                 .map(catalog::rfc3339)
                 .or_else(|| Some(catalog::now_rfc3339()));
         }
-        let _ = catalog::write_meta(&target, &m);
+        let _ = catalog::write_meta(target, &m);
     }
-    Ok(target)
+}
+
+/// A fragmented MP4 left by a crash: cut after its last complete fragment
+/// (what follows is a fragment the crash interrupted), then renamed to its
+/// final name. Every complete fragment plays; nothing is rewritten.
+fn repair_mp4(path: &Path, target: &Path) -> Result<PathBuf, RepairError> {
+    let io = |source| RepairError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let kept = fmp4::truncate_to_complete(path).map_err(io)?;
+    if kept.fragments == 0 {
+        return Err(RepairError::Empty(path.to_path_buf()));
+    }
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    if target != path {
+        std::fs::rename(path, target).map_err(io)?;
+    }
+    mark_repaired(path, target);
+    Ok(target.to_path_buf())
 }
 
 /// Whether `part` is the complete file its sidecar `m` describes: the

@@ -8,6 +8,10 @@
 //! * frames are written with `av_write_frame` (no muxer-side interleaving):
 //!   [`crate::media::timeline::Interleaver`] has already ordered them, so audio is
 //!   never held back waiting for video.
+//!
+//! H.264 can go into fragmented MP4 instead (`record.h264_container =
+//! "mp4"`): a fragment per keyframe and at least every `cluster_ms`, the
+//! same crash bound; see [`super::fmp4`] for the repair.
 
 use std::path::Path;
 
@@ -62,10 +66,12 @@ pub struct AudioTrack {
 /// Muxer settings.
 #[derive(Debug, Clone, Copy)]
 pub struct MuxOptions {
-    /// Longest cluster in milliseconds (bounds what a crash loses).
+    /// Longest cluster (MP4: fragment) in milliseconds (bounds what a crash loses).
     pub cluster_ms: u32,
     /// Bytes reserved before the first cluster for the Cues.
     pub reserve_index_bytes: u32,
+    /// H.264 into fragmented MP4 instead of Matroska.
+    pub h264_mp4: bool,
 }
 
 /// Opus encoders' look-ahead at 48 kHz (libopus): signalled as pre-skip and
@@ -82,6 +88,9 @@ pub struct Muxer {
     /// share one and players refuse non-increasing timestamps.
     last_ts: [Option<i64>; 2],
     bytes: u64,
+    /// Fragmented MP4: the last frame of each track, written when the next
+    /// one comes (or at the end), and the last duration seen.
+    held: Option<[(Option<Held>, i64); 2]>,
 }
 
 impl std::fmt::Debug for Muxer {
@@ -90,12 +99,23 @@ impl std::fmt::Debug for Muxer {
     }
 }
 
-/// WebM for VP8/VP9/AV1 (+Opus), Matroska for H.264.
-pub fn container_for(video: Option<Codec>) -> (&'static str, &'static str) {
+/// WebM for VP8/VP9/AV1 (+Opus), Matroska for H.264 (or fragmented MP4
+/// with `h264_mp4`): FFmpeg's format name and the file extension.
+pub fn container_for(video: Option<Codec>, h264_mp4: bool) -> (&'static str, &'static str) {
     match video {
+        Some(Codec::H264) if h264_mp4 => ("mp4", "mp4"),
         Some(Codec::H264) => ("matroska", "mkv"),
         _ => ("webm", "webm"),
     }
+}
+
+/// A frame held back by a fragmented-MP4 muxer until the next one of its
+/// track gives its duration (each fragment's last sample needs one).
+#[derive(Debug)]
+struct Held {
+    ts: i64,
+    keyframe: bool,
+    data: Vec<u8>,
 }
 
 fn codec_id(c: Codec) -> sys::AVCodecID {
@@ -117,7 +137,8 @@ impl Muxer {
         opts: MuxOptions,
     ) -> Result<Muxer, MuxError> {
         ff::init().map_err(ff_err("initialising FFmpeg"))?;
-        let (format, _) = container_for(video.map(|v| v.params.codec));
+        let (format, _) = container_for(video.map(|v| v.params.codec), opts.h264_mp4);
+        let fragmented = format == "mp4";
         let mut octx = ff::format::output_as(path, format).map_err(ff_err("creating the file"))?;
         let mut video_index = None;
         let mut audio_index = None;
@@ -163,9 +184,19 @@ impl Muxer {
             }
         }
         let mut dict = ff::Dictionary::new();
-        dict.set("cluster_time_limit", &opts.cluster_ms.to_string());
-        dict.set("cluster_size_limit", "4194304");
-        dict.set("reserve_index_space", &opts.reserve_index_bytes.to_string());
+        if fragmented {
+            // ftyp + an empty moov first, then a moof + mdat per fragment: a
+            // fragment ends at a keyframe or after `cluster_ms`.
+            dict.set("movflags", "+frag_keyframe+empty_moov+default_base_moof");
+            dict.set(
+                "frag_duration",
+                &(u64::from(opts.cluster_ms) * 1000).to_string(),
+            );
+        } else {
+            dict.set("cluster_time_limit", &opts.cluster_ms.to_string());
+            dict.set("cluster_size_limit", "4194304");
+            dict.set("reserve_index_space", &opts.reserve_index_bytes.to_string());
+        }
         octx.write_header_with(dict)
             .map_err(ff_err("writing the file header"))?;
         let mut m = Muxer {
@@ -174,6 +205,7 @@ impl Muxer {
             audio: audio_index,
             last_ts: [None, None],
             bytes: 0,
+            held: fragmented.then_some([(None, 0), (None, 0)]),
         };
         m.flush();
         Ok(m)
@@ -215,17 +247,48 @@ impl Muxer {
             ts = prev + 1;
         }
         *last = Some(ts);
+        let Some(held) = self.held.as_mut() else {
+            self.write_packet(index, ts, None, keyframe, data)?;
+            self.flush();
+            return Ok(());
+        };
+        // Fragmented MP4: write the frame before, now that its duration is known.
+        let (slot, last_duration) = &mut held[usize::from(!video)];
+        let before = slot.replace(Held {
+            ts,
+            keyframe,
+            data: data.to_vec(),
+        });
+        if let Some(b) = before {
+            *last_duration = ts - b.ts;
+            let d = *last_duration;
+            self.write_packet(index, b.ts, Some(d), b.keyframe, &b.data)?;
+            self.flush();
+        }
+        Ok(())
+    }
+
+    fn write_packet(
+        &mut self,
+        index: usize,
+        ts: i64,
+        duration: Option<i64>,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), MuxError> {
         let mut pkt = ff::Packet::copy(data);
         pkt.set_stream(index);
         pkt.set_pts(Some(ts));
         pkt.set_dts(Some(ts));
+        if let Some(d) = duration {
+            pkt.set_duration(d);
+        }
         if keyframe {
             pkt.set_flags(ff::packet::Flags::KEY);
         }
         pkt.write(&mut self.octx)
             .map_err(ff_err("writing a frame"))?;
         self.bytes += data.len() as u64;
-        self.flush();
         Ok(())
     }
 
@@ -247,6 +310,15 @@ impl Muxer {
 
     /// Writes Cues, Duration and the trailer; the file is complete afterwards.
     pub fn finish(mut self) -> Result<(), MuxError> {
+        if let Some(held) = self.held.take() {
+            for (track, (slot, duration)) in held.into_iter().enumerate() {
+                let index = if track == 0 { self.video } else { self.audio };
+                if let (Some(h), Some(index)) = (slot, index) {
+                    let d = if duration > 0 { duration } else { 20 };
+                    self.write_packet(index, h.ts, Some(d), h.keyframe, &h.data)?;
+                }
+            }
+        }
         self.octx
             .write_trailer()
             .map_err(ff_err("finishing the file"))?;
@@ -264,11 +336,14 @@ pub fn remux(input: &Path, output: &Path, opts: MuxOptions) -> Result<u64, MuxEr
         .streams()
         .find(|s| s.parameters().medium() == ff::media::Type::Video)
         .map(|s| s.parameters().id());
-    let (format, _) = container_for(match video {
-        Some(ff::codec::Id::H264) => Some(Codec::H264),
-        Some(_) => Some(Codec::Vp8),
-        None => None,
-    });
+    let (format, _) = container_for(
+        match video {
+            Some(ff::codec::Id::H264) => Some(Codec::H264),
+            Some(_) => Some(Codec::Vp8),
+            None => None,
+        },
+        false,
+    );
     let mut octx =
         ff::format::output_as(output, format).map_err(ff_err("creating the repaired file"))?;
     let mut map = Vec::new();

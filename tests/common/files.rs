@@ -120,14 +120,20 @@ pub fn decodes_cleanly(file: &Path) {
     );
 }
 
-/// The recording files (final or `.part`) under a recordings folder, sorted.
+/// The recording files (final or `.part`) under a recordings folder, sorted:
+/// `STEM.webm|mkv|mp4[.part]`, not the files made from them (`STEM.remux.mp4`…).
 pub fn recordings_in(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for s in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         for f in std::fs::read_dir(s.path()).into_iter().flatten().flatten() {
             let p = f.path();
-            let name = p.to_string_lossy().to_string();
-            if name.ends_with(".webm") || name.ends_with(".mkv") || name.ends_with(".part") {
+            let name = f.file_name().to_string_lossy().to_string();
+            let base = name.strip_suffix(".part").unwrap_or(&name);
+            let recording = [".webm", ".mkv", ".mp4"].iter().any(|ext| {
+                base.strip_suffix(ext)
+                    .is_some_and(|stem| !stem.is_empty() && !stem.contains('.'))
+            });
+            if recording {
                 out.push(p);
             }
         }

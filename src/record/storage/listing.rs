@@ -159,7 +159,7 @@ fn belongs(storage: &Storage, meta: &Meta, file_key: &str) -> bool {
         return false;
     };
     stream.as_str() == meta.stream
-        && (meta.file == format!("{stem}.webm") || meta.file == format!("{stem}.mkv"))
+        && catalog::recording_stem(&meta.file) == Some(stem.as_str())
         && storage.key_of(meta) == file_key
         && meta.state != State::Recording
 }
