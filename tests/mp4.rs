@@ -48,6 +48,21 @@ pub(crate) fn assert_faststart(file: &Path) {
     );
 }
 
+/// The id of the newest recording of `stream`, from the catalog API.
+async fn latest_recording(server: &castgate::server::Server, stream: &str) -> String {
+    let list: serde_json::Value =
+        reqwest::get(url(server, &format!("/api/recordings?stream={stream}")))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    list["recordings"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no recording of {stream}: {list}"))
+        .to_string()
+}
+
 /// The duration of one stream kind ("v" or "a"), as ffprobe reads it.
 fn stream_duration(file: &Path, kind: &str) -> f64 {
     let out = std::process::Command::new("ffprobe")
@@ -65,14 +80,7 @@ fn stream_duration(file: &Path, kind: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_recording_downloads_as_faststart_mp4_with_opus_or_aac() {
     let dir = temp_dir("mp4");
-    let server = gateway::start({
-        let dir = dir.to_path_buf();
-        move |c| {
-            c.record.enabled = true;
-            c.record.dir = dir;
-        }
-    })
-    .await;
+    let server = crate::recording::start(&dir).await;
     let video = video_frames(VideoCodec::H264, 6);
     let audio = opus_packets(6);
     let publisher = publisher(&server, "rec", Some(VideoCodec::H264), true).await;
@@ -86,15 +94,7 @@ async fn an_h264_recording_downloads_as_faststart_mp4_with_opus_or_aac() {
         .await
     );
     let client = reqwest::Client::new();
-    let list: serde_json::Value = client
-        .get(url(&server, "/api/recordings?stream=rec"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = list["recordings"][0]["id"].as_str().unwrap().to_string();
+    let id = latest_recording(&server, "rec").await;
     let mp4_url = url(&server, &format!("/recordings/{id}/download?format=mp4"));
     let r = client.get(&mp4_url).send().await.unwrap();
     assert_eq!(r.status(), 409);
@@ -229,27 +229,14 @@ async fn an_h264_recording_downloads_as_faststart_mp4_with_opus_or_aac() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_recording_is_not_remuxed_but_pointed_to_an_export() {
     let dir = temp_dir("mp4-vp8");
-    let server = gateway::start({
-        let dir = dir.to_path_buf();
-        move |c| {
-            c.record.enabled = true;
-            c.record.dir = dir;
-        }
-    })
-    .await;
+    let server = crate::recording::start(&dir).await;
     let video = video_frames(VideoCodec::Vp8, 2);
     let publisher = publisher(&server, "v8", Some(VideoCodec::Vp8), false).await;
     publisher.play(&video, &[]).await.unwrap();
     wait_received(&server, "v8", video.len()).await;
     publisher.delete().await.unwrap();
     recordings_idle(&server).await;
-    let list: serde_json::Value = reqwest::get(url(&server, "/api/recordings?stream=v8"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = list["recordings"][0]["id"].as_str().unwrap().to_string();
+    let id = latest_recording(&server, "v8").await;
     let r = reqwest::get(url(
         &server,
         &format!("/recordings/{id}/download?format=mp4"),
@@ -301,15 +288,7 @@ fn files_with(folder: &Path, part: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_recording_exports_to_h264_mp4_with_progress_and_cancels_cleanly() {
     let dir = temp_dir("export");
-    let server = gateway::start({
-        let dir = dir.to_path_buf();
-        move |c| {
-            c.record.enabled = true;
-            c.record.dir = dir;
-            c.record.export_max_concurrent = 1;
-        }
-    })
-    .await;
+    let server = crate::recording::start_with(&dir, |c| c.record.export_max_concurrent = 1).await;
     // 720p, so that encoding takes long enough to watch and to cancel.
     let video = common::media::video_frames_sized(VideoCodec::Vp8, 8, "1280x720");
     let audio = opus_packets(8);
@@ -320,13 +299,7 @@ async fn a_vp8_recording_exports_to_h264_mp4_with_progress_and_cancels_cleanly()
     recordings_idle(&server).await;
     let source = recordings_in(&dir).remove(0);
     let folder = source.parent().unwrap().to_path_buf();
-    let list: serde_json::Value = reqwest::get(url(&server, "/api/recordings?stream=ex"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = list["recordings"][0]["id"].as_str().unwrap().to_string();
+    let id = latest_recording(&server, "ex").await;
     let client = reqwest::Client::new();
     let exports = url(&server, &format!("/api/recordings/{id}/exports"));
     let mut events = server.events().subscribe();
@@ -582,13 +555,8 @@ async fn direct_mp4_recording_survives_sigkill_and_is_repaired_on_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_mp4_recording_finalizes_into_an_mp4_that_decodes() {
     let dir = temp_dir("fmp4-clean");
-    let server = gateway::start({
-        let dir = dir.to_path_buf();
-        move |c| {
-            c.record.enabled = true;
-            c.record.dir = dir;
-            c.record.h264_container = castgate::config::H264Container::Mp4;
-        }
+    let server = crate::recording::start_with(&dir, |c| {
+        c.record.h264_container = castgate::config::H264Container::Mp4
     })
     .await;
     let video = video_frames(VideoCodec::H264, 4);

@@ -16,11 +16,13 @@ use common::media::{EncodedFrame, opus_packets, video_frames};
 use common::peer::{PeerOptions, Publisher, VideoCodec};
 use common::process::{serve_recordings, signal, wait_exit};
 
-async fn start(dir: &Path) -> Server {
+/// A gateway recording into `dir`.
+pub(crate) async fn start(dir: &Path) -> Server {
     start_with(dir, |_| {}).await
 }
 
-async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
+/// A gateway recording into `dir`, with more settings from `tweak`.
+pub(crate) async fn start_with(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
     let dir = dir.to_path_buf();
     gateway::start(move |c| {
         c.record.enabled = true;

@@ -146,14 +146,7 @@ async fn a_live_streams_snapshot_is_its_latest_picture_decoded_once_for_many() {
 async fn a_recording_gets_a_poster_and_a_strip_when_it_ends() {
     for codec in [VideoCodec::H264, VideoCodec::Vp8] {
         let dir = common::files::temp_dir("posters");
-        let server = gateway::start({
-            let dir = dir.to_path_buf();
-            move |c| {
-                c.record.enabled = true;
-                c.record.dir = dir;
-            }
-        })
-        .await;
+        let server = crate::recording::start(&dir).await;
         let video = colour_halves(codec, 6);
         let p = publisher(&server, "rec", Some(codec), false).await;
         p.play(&video, &[]).await.unwrap();

@@ -17,5 +17,6 @@ pub mod opus;
 pub mod probe;
 pub mod snapshot;
 pub mod timeline;
+pub mod transcode;
 
 pub use frame::{Codec, CodecParams, Frame, MediaKind, SenderClock};

@@ -1,6 +1,6 @@
 //! Pictures of a video stream: encoded frames → one decoded picture → a
 //! scaled JPEG, in process, through FFmpeg's decoders, swscale and its
-//! `mjpeg` encoder (raw `ffmpeg_sys_next`, as `restream/video.rs`).
+//! `mjpeg` encoder (raw `ffmpeg_sys_next`, as `media/transcode/video.rs`).
 //!
 //! * [`decode_last`] decodes a keyframe and the frames after it (each one
 //!   encoded unit exactly as it flows through castgate: an H.264 Annex-B

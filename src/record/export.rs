@@ -397,7 +397,13 @@ impl Exports {
             &job.cancel,
         )
         .map_err(|e| e.to_string())
-        .and_then(|_| derived::commit(&tmp, &target).map_err(|e| e.to_string()));
+        .and_then(|_| {
+            // Deleted meanwhile (by hand or by retention): keep nothing.
+            if self.recorder.get(&job.meta.id).is_none() {
+                return Err("the recording was deleted".to_string());
+            }
+            derived::commit(&tmp, &target).map_err(|e| e.to_string())
+        });
         if let Some(f) = fetched {
             let _ = std::fs::remove_file(f);
         }

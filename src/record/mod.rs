@@ -163,6 +163,7 @@ impl Recorder {
         if config.enabled {
             std::fs::create_dir_all(&config.dir)?;
         }
+        let index: Arc<Index> = Arc::default();
         Ok(Recorder {
             dir: config.dir.clone(),
             config: parking_lot::RwLock::new(Arc::new(config)),
@@ -171,10 +172,10 @@ impl Recorder {
             next_key: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             retention: Mutex::new(()),
-            index: Arc::default(),
+            index: index.clone(),
             storage: OnceLock::new(),
             flights: Arc::default(),
-            painter: Arc::new(pictures::Painter::start()),
+            painter: Arc::new(pictures::Painter::start(index.clone())),
         })
     }
 

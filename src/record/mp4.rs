@@ -18,9 +18,9 @@ use ffmpeg_next as ff;
 use ffmpeg_sys_next as sys;
 
 use super::muxer::MuxError;
+use crate::media::transcode::audio::{AacPacket, Transcoder};
+use crate::media::transcode::video::{H264Out, VideoSettings, VideoTranscoder};
 use crate::media::{Codec, probe};
-use crate::restream::audio::{AacPacket, Transcoder};
-use crate::restream::video::{H264Out, VideoSettings, VideoTranscoder};
 
 /// What happens to a recording's Opus track in the MP4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,13 +12,14 @@
 //! [`super::derived::picture`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use parking_lot::Mutex;
 
 use ffmpeg_next as ff;
 
 use super::derived::{self, Kind};
+use super::index::Index;
 use crate::media::snapshot::{self, Decoded, Picture, Strip};
 use crate::media::{Codec, h264};
 
@@ -203,6 +204,23 @@ pub fn make(recording: &Path, kind: Kind) -> Result<PathBuf, PictureError> {
     Ok(target)
 }
 
+/// Whether the recording file `path` (`DIR/STREAM/STEM.ext`) is still in
+/// the catalog (here or in the bucket).
+fn listed(index: &Index, path: &Path) -> bool {
+    let stream = path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(super::catalog::recording_stem);
+    match (stream, stem) {
+        (Some(stream), Some(stem)) => index.get(&format!("{stream}~{stem}")).is_some(),
+        _ => false,
+    }
+}
+
 /// One low-priority thread making the pictures of recordings as they
 /// finish, fed through a bounded queue (a full queue skips a file: its
 /// pictures are made when first asked for). [`Painter::close`] ends it.
@@ -213,8 +231,8 @@ pub struct Painter {
 }
 
 impl Painter {
-    /// Starts the thread.
-    pub fn start() -> Painter {
+    /// Starts the thread; `index` says which recordings still exist.
+    pub fn start(index: Arc<Index>) -> Painter {
         let (tx, rx) = mpsc::sync_channel::<PathBuf>(64);
         let thread = std::thread::Builder::new()
             .name("castgate-pictures".into())
@@ -222,8 +240,15 @@ impl Painter {
                 super::export::lower_priority();
                 for path in rx {
                     for kind in [Kind::Poster, Kind::Strip] {
-                        if let Err(e) = make(&path, kind) {
-                            tracing::debug!(file = %path.display(), error = %e, "no picture of a recording");
+                        match make(&path, kind) {
+                            // Deleted while it was being made: keep nothing of it.
+                            Ok(made) if !listed(&index, &path) => {
+                                let _ = std::fs::remove_file(made);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::debug!(file = %path.display(), error = %e, "no picture of a recording")
+                            }
                         }
                     }
                 }

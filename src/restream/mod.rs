@@ -8,13 +8,11 @@
 //! slow or failing target affects nothing else. Nothing here knows about
 //! WebRTC or HTTP.
 
-pub mod audio;
 pub mod hls;
 pub mod output;
 pub mod pipeline;
 pub mod target;
 pub mod url;
-pub mod video;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -25,6 +23,7 @@ use std::time::Duration;
 
 use crate::config::RestreamConfig;
 use crate::media::MediaKind;
+use crate::media::transcode::video::{self, VideoSettings};
 use crate::names::any_matches;
 use crate::outbound::{OutboundError, OutboundPolicy};
 use crate::stream::{Doorbell, LiveStream, SinkKind, SinkQueue, StreamObserver};
@@ -34,7 +33,6 @@ use pipeline::PipelineShared;
 pub use target::{Source, State, TargetInfo};
 use target::{Target, TargetQueue, TargetSettings};
 pub use url::{TargetUrl, UrlError};
-use video::VideoSettings;
 
 /// Frames the pipeline's own subscription may queue.
 const SUB_QUEUE_FRAMES: usize = 2048;
@@ -82,6 +80,17 @@ pub enum RestreamError {
     /// name did not resolve.
     #[error(transparent)]
     Outbound(#[from] OutboundError),
+}
+
+impl From<crate::media::transcode::TranscodeError> for RestreamError {
+    fn from(e: crate::media::transcode::TranscodeError) -> RestreamError {
+        use crate::media::transcode::TranscodeError as T;
+        match e {
+            T::Ffmpeg { what, source } => RestreamError::Ffmpeg { what, source },
+            T::Codec(m) => RestreamError::Codec(m),
+            T::Unsupported(m) => RestreamError::Unsupported(m),
+        }
+    }
 }
 
 impl RestreamError {

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::audio::{RATE, Transcoder};
 use super::output::{AudioSetup, VideoSetup};
 use super::target::{OutPacket, TargetQueue};
-use super::video::{H264Out, VideoSettings, VideoTranscoder};
 use crate::media::timeline::{Interleaver, Placed, Timeline};
+use crate::media::transcode::audio::{RATE, Transcoder};
+use crate::media::transcode::video::{H264Out, VideoSettings, VideoTranscoder};
 use crate::media::{Codec, Frame, MediaKind, h264, probe};
 use crate::stream::{Doorbell, LiveStream, SinkQueue};
 
@@ -171,7 +171,7 @@ struct State {
     video: Option<Arc<VideoSetup>>,
     transcoder: Option<Transcoder>,
     out: Vec<Placed>,
-    aac: Vec<super::audio::AacPacket>,
+    aac: Vec<crate::media::transcode::audio::AacPacket>,
     video_codec: Option<Codec>,
 }
 

@@ -19,7 +19,7 @@ use std::ffi::CString;
 
 use ffmpeg_sys_next as sys;
 
-use super::RestreamError;
+use super::TranscodeError;
 use crate::media::Codec;
 
 /// One encoded H.264 access unit.
@@ -51,8 +51,8 @@ pub struct VideoSettings {
     pub file_crf: Option<u8>,
 }
 
-fn err(what: &'static str, code: i32) -> RestreamError {
-    RestreamError::Ffmpeg {
+fn err(what: &'static str, code: i32) -> TranscodeError {
+    TranscodeError::Ffmpeg {
         what,
         source: ffmpeg_next::Error::from(code),
     }
@@ -138,21 +138,21 @@ fn set(dict: &mut *mut sys::AVDictionary, k: &str, v: &str) {
 impl VideoTranscoder {
     /// A decoder for `codec` and the configured encoder, opened now at the
     /// configured output size.
-    pub fn new(codec: Codec, settings: VideoSettings) -> Result<VideoTranscoder, RestreamError> {
+    pub fn new(codec: Codec, settings: VideoSettings) -> Result<VideoTranscoder, TranscodeError> {
         let _ = ffmpeg_next::init();
         let id = match codec {
             Codec::Vp8 => sys::AVCodecID::AV_CODEC_ID_VP8,
             Codec::Vp9 => sys::AVCodecID::AV_CODEC_ID_VP9,
             Codec::Av1 => sys::AVCodecID::AV_CODEC_ID_AV1,
             Codec::H264 | Codec::Opus => {
-                return Err(RestreamError::Codec(format!(
+                return Err(TranscodeError::Codec(format!(
                     "no video transcode needed for {}",
                     codec.name()
                 )));
             }
         };
         let name = CString::new(settings.encoder.as_str())
-            .map_err(|_| RestreamError::Codec("the encoder name contains a NUL byte".into()))?;
+            .map_err(|_| TranscodeError::Codec("the encoder name contains a NUL byte".into()))?;
         let mut t = VideoTranscoder {
             dec: std::ptr::null_mut(),
             enc: std::ptr::null_mut(),
@@ -173,14 +173,14 @@ impl VideoTranscoder {
         unsafe {
             t.encoder = sys::avcodec_find_encoder_by_name(name.as_ptr());
             if t.encoder.is_null() || (*t.encoder).id != sys::AVCodecID::AV_CODEC_ID_H264 {
-                return Err(RestreamError::Codec(format!(
+                return Err(TranscodeError::Codec(format!(
                     "FFmpeg has no H.264 encoder named {:?} (restream.video_encoder)",
                     t.settings.encoder
                 )));
             }
             let dcodec = sys::avcodec_find_decoder(id);
             if dcodec.is_null() {
-                return Err(RestreamError::Codec(format!(
+                return Err(TranscodeError::Codec(format!(
                     "FFmpeg has no {} decoder",
                     codec.name()
                 )));
@@ -189,7 +189,7 @@ impl VideoTranscoder {
             t.frame = sys::av_frame_alloc();
             t.pkt = sys::av_packet_alloc();
             if t.dec.is_null() || t.frame.is_null() || t.pkt.is_null() {
-                return Err(RestreamError::Codec("out of memory".into()));
+                return Err(TranscodeError::Codec("out of memory".into()));
             }
             (*t.dec).time_base = sys::AVRational {
                 num: 1,
@@ -226,7 +226,7 @@ impl VideoTranscoder {
         self.settings.size
     }
 
-    fn open_encoder(&mut self) -> Result<(), RestreamError> {
+    fn open_encoder(&mut self) -> Result<(), TranscodeError> {
         let (w, h) = self.settings.size;
         let bitrate = self.settings.bitrate;
         let x264 = self.settings.encoder == "libx264";
@@ -236,7 +236,7 @@ impl VideoTranscoder {
             sys::avcodec_free_context(&mut self.enc);
             self.enc = sys::avcodec_alloc_context3(self.encoder);
             if self.enc.is_null() {
-                return Err(RestreamError::Codec("out of memory".into()));
+                return Err(TranscodeError::Codec("out of memory".into()));
             }
             let e = &mut *self.enc;
             e.width = w;
@@ -286,14 +286,14 @@ impl VideoTranscoder {
         us: i64,
         data: &[u8],
         out: &mut Vec<H264Out>,
-    ) -> Result<(), RestreamError> {
+    ) -> Result<(), TranscodeError> {
         if data.is_empty() {
             return Ok(());
         }
         // SAFETY: pkt/frame are ours; av_new_packet gives len + padding bytes.
         unsafe {
             if sys::av_new_packet(self.pkt, data.len() as i32) < 0 {
-                return Err(RestreamError::Codec("out of memory".into()));
+                return Err(TranscodeError::Codec("out of memory".into()));
             }
             std::ptr::copy_nonoverlapping(data.as_ptr(), (*self.pkt).data, data.len());
             (*self.pkt).pts = us;
@@ -323,7 +323,7 @@ impl VideoTranscoder {
         &mut self,
         us: i64,
         out: &mut Vec<H264Out>,
-    ) -> Result<(), RestreamError> {
+    ) -> Result<(), TranscodeError> {
         // SAFETY: per the contract; encoder pointers are checked/opened here.
         unsafe {
             let f = self.frame;
@@ -368,7 +368,7 @@ impl VideoTranscoder {
     ///
     /// # Safety
     /// `self.frame` holds a decoded picture.
-    unsafe fn scale(&mut self, size: (i32, i32)) -> Result<*mut sys::AVFrame, RestreamError> {
+    unsafe fn scale(&mut self, size: (i32, i32)) -> Result<*mut sys::AVFrame, TranscodeError> {
         // SAFETY: per the contract; `scaled` is allocated here at `size` and
         // made writable before it is drawn on (the encoder may hold a reference).
         unsafe {
@@ -376,7 +376,7 @@ impl VideoTranscoder {
             if self.scaled.is_null() {
                 self.scaled = sys::av_frame_alloc();
                 if self.scaled.is_null() {
-                    return Err(RestreamError::Codec("out of memory".into()));
+                    return Err(TranscodeError::Codec("out of memory".into()));
                 }
                 (*self.scaled).format = sys::AVPixelFormat::AV_PIX_FMT_YUV420P as i32;
                 (*self.scaled).width = size.0;
@@ -408,7 +408,7 @@ impl VideoTranscoder {
                 self.placed = Some((x, y, pw, ph));
             }
             if !(0..sys::AVPixelFormat::AV_PIX_FMT_NB as i32).contains(&(*f).format) {
-                return Err(RestreamError::Unsupported(format!(
+                return Err(TranscodeError::Unsupported(format!(
                     "the decoder gave pixel format {}, which has no name",
                     (*f).format
                 )));
@@ -429,7 +429,7 @@ impl VideoTranscoder {
                 std::ptr::null(),
             );
             if self.sws.is_null() {
-                return Err(RestreamError::Unsupported(format!(
+                return Err(TranscodeError::Unsupported(format!(
                     "cannot convert {}x{} pictures of pixel format {} to H.264's 4:2:0",
                     (*f).width,
                     (*f).height,
@@ -453,7 +453,7 @@ impl VideoTranscoder {
                 dst_stride.as_ptr(),
             );
             if rc <= 0 {
-                return Err(RestreamError::Codec("scaling a picture failed".into()));
+                return Err(TranscodeError::Codec("scaling a picture failed".into()));
             }
             self.frames_scaled += 1;
             Ok(self.scaled)
@@ -461,7 +461,7 @@ impl VideoTranscoder {
     }
 
     /// Receives packets; `None` first flushes the encoder (end of stream).
-    fn drain(&mut self, more: Option<()>, out: &mut Vec<H264Out>) -> Result<(), RestreamError> {
+    fn drain(&mut self, more: Option<()>, out: &mut Vec<H264Out>) -> Result<(), TranscodeError> {
         // SAFETY: encoder open; pkt ours; data valid for size until unref.
         unsafe {
             if more.is_none() {
@@ -482,7 +482,7 @@ impl VideoTranscoder {
     }
 
     /// Encodes what the encoder still holds (end of the stream).
-    pub fn finish(&mut self, out: &mut Vec<H264Out>) -> Result<(), RestreamError> {
+    pub fn finish(&mut self, out: &mut Vec<H264Out>) -> Result<(), TranscodeError> {
         if self.enc.is_null() {
             return Ok(());
         }

@@ -10,7 +10,7 @@
 
 use ffmpeg_sys_next as sys;
 
-use super::RestreamError;
+use super::TranscodeError;
 use crate::media::{extradata, opus};
 
 /// Sample rate in and out.
@@ -32,8 +32,8 @@ pub struct AacPacket {
     pub data: Vec<u8>,
 }
 
-fn err(what: &'static str, code: i32) -> RestreamError {
-    RestreamError::Ffmpeg {
+fn err(what: &'static str, code: i32) -> TranscodeError {
+    TranscodeError::Ffmpeg {
         what,
         source: ffmpeg_next::Error::from(code),
     }
@@ -78,7 +78,7 @@ impl Drop for Transcoder {
 
 impl Transcoder {
     /// Opens the Opus decoder and an AAC-LC encoder (48 kHz stereo, `bitrate` bits/s).
-    pub fn new(bitrate: u32) -> Result<Transcoder, RestreamError> {
+    pub fn new(bitrate: u32) -> Result<Transcoder, TranscodeError> {
         let _ = ffmpeg_next::init();
         let mut t = Transcoder {
             dec: std::ptr::null_mut(),
@@ -97,17 +97,17 @@ impl Transcoder {
         unsafe {
             let dcodec = sys::avcodec_find_decoder(sys::AVCodecID::AV_CODEC_ID_OPUS);
             if dcodec.is_null() {
-                return Err(RestreamError::Codec("FFmpeg has no Opus decoder".into()));
+                return Err(TranscodeError::Codec("FFmpeg has no Opus decoder".into()));
             }
             t.dec = sys::avcodec_alloc_context3(dcodec);
             if t.dec.is_null() {
-                return Err(RestreamError::Codec("out of memory".into()));
+                return Err(TranscodeError::Codec("out of memory".into()));
             }
             (*t.dec).sample_rate = RATE as i32;
             sys::av_channel_layout_default(&mut (*t.dec).ch_layout, 2);
             // Stereo, no pre-skip: the decoder's output starts at the first sample.
             if let Some((buf, len)) = extradata::copy(&opus::head(2, 0))
-                .map_err(|e| RestreamError::Codec(e.to_string()))?
+                .map_err(|e| TranscodeError::Codec(e.to_string()))?
             {
                 (*t.dec).extradata = buf;
                 (*t.dec).extradata_size = len;
@@ -119,11 +119,11 @@ impl Transcoder {
 
             let ecodec = sys::avcodec_find_encoder_by_name(c"aac".as_ptr());
             if ecodec.is_null() {
-                return Err(RestreamError::Codec("FFmpeg has no aac encoder".into()));
+                return Err(TranscodeError::Codec("FFmpeg has no aac encoder".into()));
             }
             t.enc = sys::avcodec_alloc_context3(ecodec);
             if t.enc.is_null() {
-                return Err(RestreamError::Codec("out of memory".into()));
+                return Err(TranscodeError::Codec("out of memory".into()));
             }
             (*t.enc).sample_rate = RATE as i32;
             sys::av_channel_layout_default(&mut (*t.enc).ch_layout, 2);
@@ -141,7 +141,7 @@ impl Transcoder {
             t.frame = sys::av_frame_alloc();
             t.pkt = sys::av_packet_alloc();
             if t.frame.is_null() || t.pkt.is_null() {
-                return Err(RestreamError::Codec("out of memory".into()));
+                return Err(TranscodeError::Codec("out of memory".into()));
             }
         }
         Ok(t)
@@ -172,7 +172,7 @@ impl Transcoder {
         pos: i64,
         opus: &[u8],
         out: &mut Vec<AacPacket>,
-    ) -> Result<(), RestreamError> {
+    ) -> Result<(), TranscodeError> {
         let end = *self.end.get_or_insert_with(|| {
             self.start = pos;
             pos
@@ -200,7 +200,7 @@ impl Transcoder {
 
     /// Encodes what is buffered (padded with silence to a whole frame) and
     /// everything the encoder still holds; call once at the end.
-    pub fn finish(&mut self, out: &mut Vec<AacPacket>) -> Result<(), RestreamError> {
+    pub fn finish(&mut self, out: &mut Vec<AacPacket>) -> Result<(), TranscodeError> {
         if self.end.is_none() {
             return Ok(());
         }
@@ -287,7 +287,7 @@ impl Transcoder {
         total
     }
 
-    fn encode_ready(&mut self, out: &mut Vec<AacPacket>) -> Result<(), RestreamError> {
+    fn encode_ready(&mut self, out: &mut Vec<AacPacket>) -> Result<(), TranscodeError> {
         while self.left.len() >= AAC_FRAME {
             // SAFETY: the frame gets fresh buffers for 1024 FLTP stereo samples,
             // which we fill within bounds before handing it to the encoder.
