@@ -1050,6 +1050,15 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// `n`, or with 0 ("auto") half the cores, at least one: how many
+/// CPU-heavy jobs (exports, picture decodes) may run at once.
+pub fn or_half_the_cores(n: usize) -> usize {
+    if n > 0 {
+        return n;
+    }
+    (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
+}
+
 impl Config {
     /// Number of media worker shards to run.
     pub fn worker_count(&self) -> usize {

@@ -109,24 +109,7 @@ async fn an_h264_recording_downloads_as_faststart_mp4_with_opus_or_aac() {
 
     // Ten downloads at once: one copy made, ten identical bodies.
     let before = value(&scrape(&server).await, "castgate_recording_mp4_made_total").unwrap_or(0.0);
-    let mut downloads = Vec::new();
-    for _ in 0..10 {
-        let (client, u) = (client.clone(), mp4_url.clone());
-        downloads.push(tokio::spawn(async move {
-            let r = client.get(&u).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            assert_eq!(r.headers()["content-type"], "video/mp4");
-            let disposition = r.headers()["content-disposition"]
-                .to_str()
-                .unwrap()
-                .to_string();
-            (disposition, r.bytes().await.unwrap())
-        }));
-    }
-    let mut bodies = Vec::new();
-    for d in downloads {
-        bodies.push(d.await.unwrap());
-    }
+    let bodies = gateway::get_at_once(&mp4_url, 10, "video/mp4", "content-disposition").await;
     let after = value(&scrape(&server).await, "castgate_recording_mp4_made_total").unwrap_or(0.0);
     assert_eq!(after - before, 1.0, "one MP4 made for ten downloads");
     let stem = id.split_once('~').unwrap().1;

@@ -86,21 +86,7 @@ async fn a_live_streams_snapshot_is_its_latest_picture_decoded_once_for_many() {
 
     // Fifty at once: one decode, fifty identical pictures.
     let before = value(&scrape(&server).await, "castgate_snapshot_decodes_total").unwrap_or(0.0);
-    let mut asks = Vec::new();
-    for _ in 0..50 {
-        let (client, snap) = (client.clone(), snap.clone());
-        asks.push(tokio::spawn(async move {
-            let r = client.get(&snap).send().await.unwrap();
-            assert_eq!(r.status(), 200);
-            assert_eq!(r.headers()["content-type"], "image/jpeg");
-            let etag = r.headers()["etag"].to_str().unwrap().to_string();
-            (etag, r.bytes().await.unwrap())
-        }));
-    }
-    let mut got = Vec::new();
-    for a in asks {
-        got.push(a.await.unwrap());
-    }
+    let got = gateway::get_at_once(&snap, 50, "image/jpeg", "etag").await;
     let after = value(&scrape(&server).await, "castgate_snapshot_decodes_total").unwrap_or(0.0);
     assert_eq!(after - before, 1.0, "one decode for fifty requests");
     assert!(got.iter().all(|g| g == &got[0]));

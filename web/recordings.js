@@ -5,6 +5,7 @@
 import {
   $, h, icon, renderIcons, markNav, show, formatDuration, formatBytes, formatDateTime,
   recordingMedia, codecName, RECORDING_STATES, STORAGE_STATES, RecordingClock,
+  viewToken as appViewToken,
 } from './app.js';
 
 const FAST_MS = 2000; // refresh while a recording on the page is in progress
@@ -39,16 +40,7 @@ readUrl();
 // A viewing token, from ?token= in this page's address or the one the watch
 // page kept for this tab: sent as Authorization on API calls, and as ?token=
 // on download and play links (a <video> or a link cannot send headers).
-const VIEW_TOKEN_KEY = 'castgate.viewToken';
-const viewToken = (() => {
-  const fromUrl = new URLSearchParams(location.search).get('token');
-  try {
-    if (fromUrl) sessionStorage.setItem(VIEW_TOKEN_KEY, fromUrl);
-    return fromUrl || sessionStorage.getItem(VIEW_TOKEN_KEY) || '';
-  } catch {
-    return fromUrl || '';
-  }
-})();
+const viewToken = appViewToken();
 const addQuery = (url, key, value) => `${url}${url.includes('?') ? '&' : '?'}${key}=${encodeURIComponent(value)}`;
 const withToken = (url) => (viewToken ? addQuery(url, 'token', viewToken) : url);
 const downloadUrl = (id) => withToken(`/recordings/${encodeURIComponent(id)}/download`);

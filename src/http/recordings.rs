@@ -130,11 +130,8 @@ async fn find(state: &AppState, id: String) -> Result<(Meta, Location), ApiError
     if catalog::parse_id(&id).is_none() {
         return Err(ApiError::not_found("no such recording"));
     }
-    let recorder = state.recorder.clone();
-    tokio::task::spawn_blocking(move || recorder.get(&id))
+    derived::lookup(&state.recorder, &id)
         .await
-        .ok()
-        .flatten()
         .ok_or_else(|| ApiError::not_found("no such recording"))
 }
 
@@ -219,7 +216,7 @@ pub async fn download(
             let own =
                 meta.file.ends_with(".mp4") && (audio == Mp4Audio::Opus || meta.audio.is_none());
             if !own {
-                return download_mp4(&state, &id, audio, req).await;
+                return download_mp4(&state, &id, meta, location, audio, req).await;
             }
             return original(&state, meta, location, req).await;
         }
@@ -264,27 +261,20 @@ async fn original(
 async fn download_mp4(
     state: &AppState,
     id: &str,
+    meta: Meta,
+    location: Location,
     audio: Mp4Audio,
     req: Request,
 ) -> Result<Response, ApiError> {
-    if catalog::parse_id(id).is_none() {
-        return Err(ApiError::not_found("no such recording"));
-    }
-    let (path, meta) = derived::mp4(&state.recorder, id, audio)
+    let path = derived::mp4(&state.recorder, &meta, location, audio)
         .await
         .map_err(|e| match e {
-            DerivedError::NotFound => ApiError::not_found("no such recording"),
-            DerivedError::InProgress | DerivedError::NeedsExport(_) => {
+            DerivedError::NeedsExport(_) => {
                 ApiError::new(StatusCode::CONFLICT, e.to_string().replace("{id}", id))
             }
-            DerivedError::Storage(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
             _ => derived_error(e),
         })?;
-    let mime = if meta.video.is_some() {
-        "video/mp4"
-    } else {
-        "audio/mp4"
-    };
+    let mime = meta.mp4_type();
     let mut resp = ServeFile::new_with_mime(
         &path,
         &mime

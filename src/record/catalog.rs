@@ -112,15 +112,20 @@ impl Meta {
         if self.file.ends_with(".mkv") {
             "video/x-matroska"
         } else if self.file.ends_with(".mp4") {
-            if self.video.is_some() {
-                "video/mp4"
-            } else {
-                "audio/mp4"
-            }
+            self.mp4_type()
         } else if self.video.is_some() {
             "video/webm"
         } else {
             "audio/webm"
+        }
+    }
+
+    /// The MIME type of an MP4 of this recording (its own, or one made from it).
+    pub fn mp4_type(&self) -> &'static str {
+        if self.video.is_some() {
+            "video/mp4"
+        } else {
+            "audio/mp4"
         }
     }
 

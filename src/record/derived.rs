@@ -23,7 +23,7 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::Recorder;
-use super::catalog::{self, Meta, State};
+use super::catalog::{self, Meta};
 use super::index::Location;
 use super::mp4::{self, Mp4Audio};
 
@@ -41,6 +41,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind (for retention, deletes and start-up cleaning).
+    const ALL: [Kind; 6] = [
+        Kind::Mp4(Mp4Audio::Opus),
+        Kind::Mp4(Mp4Audio::Aac),
+        Kind::Export(Mp4Audio::Opus),
+        Kind::Export(Mp4Audio::Aac),
+        Kind::Poster,
+        Kind::Strip,
+    ];
+
     /// The file-name suffix after the recording's stem.
     fn suffix(self) -> &'static str {
         match self {
@@ -54,28 +64,9 @@ impl Kind {
     }
 }
 
-/// Every suffix a derived file can have (for retention and deletes).
-const SUFFIXES: &[&str] = &[
-    ".remux.mp4",
-    ".remux-aac.mp4",
-    ".export.mp4",
-    ".export-aac.mp4",
-    ".poster.jpg",
-    ".strip.jpg",
-];
-
-/// The stem of a recording's file name (`2026-…Z` of `2026-…Z.webm`).
-fn stem_of(meta: &Meta) -> Option<&str> {
-    catalog::recording_stem(&meta.file)
-}
-
 /// Where a derived file of `meta` lives: beside the recording, in `dir/STREAM/`.
 pub fn path_of(dir: &Path, meta: &Meta, kind: Kind) -> Option<PathBuf> {
-    let stem = stem_of(meta)?;
-    Some(
-        dir.join(&meta.stream)
-            .join(format!("{stem}{}", kind.suffix())),
-    )
+    beside(&dir.join(&meta.stream).join(&meta.file), kind)
 }
 
 /// Where a derived file of the recording file `recording` (final or
@@ -90,19 +81,9 @@ pub fn beside(recording: &Path, kind: Kind) -> Option<PathBuf> {
 /// The derived files of the recording file `recording` that exist now, with
 /// their sizes.
 pub fn existing(recording: &Path) -> Vec<(PathBuf, u64)> {
-    let Some(folder) = recording.parent() else {
-        return Vec::new();
-    };
-    let Some(name) = recording.file_name().and_then(|n| n.to_str()) else {
-        return Vec::new();
-    };
-    let base = name.strip_suffix(".part").unwrap_or(name);
-    let Some(stem) = catalog::recording_stem(base) else {
-        return Vec::new();
-    };
-    SUFFIXES
+    Kind::ALL
         .iter()
-        .map(|s| folder.join(format!("{stem}{s}")))
+        .filter_map(|kind| beside(recording, *kind))
         .filter_map(|p| {
             let md = std::fs::symlink_metadata(&p).ok()?;
             md.file_type().is_file().then_some((p, md.len()))
@@ -144,7 +125,8 @@ pub fn clean_temporaries(dir: &Path) -> usize {
             let Some(base) = name.strip_suffix(".tmp") else {
                 continue;
             };
-            let derived = SUFFIXES.iter().any(|s| base.ends_with(s)) || base.ends_with(".source");
+            let derived =
+                Kind::ALL.iter().any(|k| base.ends_with(k.suffix())) || base.ends_with(".source");
             let stem = base.split('.').next().unwrap_or("");
             if derived && catalog::valid_stem(stem) && std::fs::remove_file(f.path()).is_ok() {
                 n += 1;
@@ -250,40 +232,43 @@ fn fresh(path: &Path, source: Option<&Path>) -> bool {
     }
 }
 
-/// The MP4 of recording `id` (made now if it is not cached yet): its path,
-/// and the recording. Waits for anyone else making the same file. A
-/// recording only in the bucket is read from there first. For VP8/VP9
-/// video, the finished export (made by [`super::export`]), if there is one.
+/// Recording `id` and where its file is ([`Recorder::get`], which checks
+/// the disk), off the async runtime.
+pub async fn lookup(recorder: &Arc<Recorder>, id: &str) -> Option<(Meta, Location)> {
+    let (r, id) = (recorder.clone(), id.to_string());
+    tokio::task::spawn_blocking(move || r.get(&id))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The MP4 of the recording `meta` at `location` (made now if it is not
+/// cached yet). Waits for anyone else making the same file. A recording
+/// only in the bucket is read from there first. For VP8/VP9 video, the
+/// finished export (made by [`super::export`]), if there is one.
 pub async fn mp4(
     recorder: &Arc<Recorder>,
-    id: &str,
+    meta: &Meta,
+    location: Location,
     audio: Mp4Audio,
-) -> Result<(PathBuf, Meta), DerivedError> {
-    let (meta, location) = {
-        let (r, id) = (recorder.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || r.get(&id))
-            .await
-            .ok()
-            .flatten()
-            .ok_or(DerivedError::NotFound)?
-    };
-    if meta.state == State::Recording || recorder.is_active(id) {
+) -> Result<PathBuf, DerivedError> {
+    if recorder.is_being_written(meta) {
         return Err(DerivedError::InProgress);
     }
     let codec = meta.video.as_ref().map(|v| v.codec);
     if !mp4::remuxable(codec) {
-        let export = path_of(recorder.dir(), &meta, Kind::Export(audio));
+        let export = path_of(recorder.dir(), meta, Kind::Export(audio));
         return match export {
-            Some(p) if fresh(&p, None) => Ok((p, meta)),
+            Some(p) if fresh(&p, None) => Ok(p),
             _ => Err(DerivedError::NeedsExport(
                 codec.map_or("this", |c| c.name()),
             )),
         };
     }
-    let target = path_of(recorder.dir(), &meta, Kind::Mp4(audio)).ok_or(DerivedError::NotFound)?;
+    let target = path_of(recorder.dir(), meta, Kind::Mp4(audio)).ok_or(DerivedError::NotFound)?;
     let flight = recorder.flights().enter(&target).await;
-    let source = match &location {
-        Location::Local(p) => Some(p.clone()),
+    let source = match location {
+        Location::Local(p) => Some(p),
         Location::Stored => None,
     };
     let (t, s) = (target.clone(), source.clone());
@@ -291,7 +276,7 @@ pub async fn mp4(
         .await
         .unwrap_or(false);
     if cached {
-        return Ok((target, meta));
+        return Ok(target);
     }
     let folder = target
         .parent()
@@ -300,17 +285,11 @@ pub async fn mp4(
     tokio::fs::create_dir_all(&folder)
         .await
         .map_err(|e| DerivedError::Failed(e.to_string()))?;
-    // A stored recording is read to a temporary file first: FFmpeg seeks.
     let mut download = None;
     let source = match source {
         Some(s) => s,
         None => {
-            let tmp = target.with_extension("source.tmp");
-            let got = fetch(recorder, &meta, &tmp).await;
-            if let Err(e) = got {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(e);
-            }
+            let tmp = fetch(recorder, meta, &target).await?;
             download = Some(tmp.clone());
             tmp
         }
@@ -360,7 +339,7 @@ pub async fn mp4(
     })
     .await
     .map_err(|_| DerivedError::Failed("the job stopped".into()))?;
-    made.map(|()| (target, meta))
+    made.map(|()| target)
 }
 
 /// The poster or strip ([`Kind::Poster`], [`Kind::Strip`]) of recording
@@ -374,14 +353,7 @@ pub async fn picture(
     kind: Kind,
     places: &Arc<tokio::sync::Semaphore>,
 ) -> Result<PathBuf, DerivedError> {
-    let (meta, location) = {
-        let (r, id) = (recorder.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || r.get(&id))
-            .await
-            .ok()
-            .flatten()
-            .ok_or(DerivedError::NotFound)?
-    };
+    let (meta, location) = lookup(recorder, id).await.ok_or(DerivedError::NotFound)?;
     if meta.video.is_none() {
         return Err(DerivedError::NoPicture("the recording has no video"));
     }
@@ -395,7 +367,7 @@ pub async fn picture(
         return Ok(target);
     }
     let source = match location {
-        Location::Local(p) if meta.state != State::Recording && !recorder.is_active(id) => p,
+        Location::Local(p) if !recorder.is_being_written(&meta) => p,
         Location::Local(_) => {
             return Err(DerivedError::NoPicture(
                 "the recording is still being written; its pictures are made when it ends",
@@ -424,12 +396,23 @@ pub async fn picture(
     .map_err(|e| DerivedError::Failed(e.to_string()))
 }
 
-/// Reads a stored recording whole into `tmp`.
+/// Reads the stored recording `meta` whole into a temporary file beside
+/// `target` (FFmpeg seeks, so it cannot read the bucket as a stream) and
+/// returns its path; nothing is left on an error.
 pub(crate) async fn fetch(
     recorder: &Recorder,
     meta: &Meta,
-    tmp: &Path,
-) -> Result<(), DerivedError> {
+    target: &Path,
+) -> Result<PathBuf, DerivedError> {
+    let tmp = target.with_extension("source.tmp");
+    let fetched = fetch_into(recorder, meta, &tmp).await;
+    if fetched.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    fetched.map(|()| tmp)
+}
+
+async fn fetch_into(recorder: &Recorder, meta: &Meta, tmp: &Path) -> Result<(), DerivedError> {
     let storage = recorder.storage().ok_or(DerivedError::NotFound)?;
     let read = storage
         .read(meta, None)

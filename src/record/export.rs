@@ -19,7 +19,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::Recorder;
-use super::catalog::{Meta, State};
+use super::catalog::Meta;
 use super::derived::{self, Kind};
 use super::index::Location;
 use super::mp4::{self, Mp4Audio, Mp4Video, Progress};
@@ -152,11 +152,7 @@ impl Exports {
     /// half the cores, at least one), telling `events` when each ends.
     /// Call it within the runtime (a stored recording is read through it).
     pub fn new(recorder: Arc<Recorder>, events: Events, max_running: usize) -> Arc<Exports> {
-        let max_running = if max_running == 0 {
-            (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
-        } else {
-            max_running
-        };
+        let max_running = crate::config::or_half_the_cores(max_running);
         Arc::new(Exports {
             recorder,
             events,
@@ -180,7 +176,7 @@ impl Exports {
         audio: Mp4Audio,
     ) -> Result<(ExportStatus, bool), ExportError> {
         let (meta, _) = self.recorder.get(id).ok_or(ExportError::NotFound)?;
-        if meta.state == State::Recording || self.recorder.is_active(id) {
+        if self.recorder.is_being_written(&meta) {
             return Err(ExportError::InProgress);
         }
         match meta.video.as_ref().map(|v| v.codec) {
@@ -375,15 +371,11 @@ impl Exports {
         let source = match location {
             Location::Local(p) => p,
             Location::Stored => {
-                let tmp = target.with_extension("source.tmp");
-                let got = self
+                let tmp = self
                     .runtime
-                    .block_on(derived::fetch(&self.recorder, &job.meta, &tmp));
+                    .block_on(derived::fetch(&self.recorder, &job.meta, &target))
+                    .map_err(|e| e.to_string())?;
                 fetched = Some(tmp.clone());
-                if let Err(e) = got {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(e.to_string());
-                }
                 tmp
             }
         };

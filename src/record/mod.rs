@@ -522,6 +522,12 @@ impl Recorder {
         }
     }
 
+    /// Whether the recording `meta` describes is still being written (so
+    /// nothing can be made from it yet).
+    pub fn is_being_written(&self, meta: &Meta) -> bool {
+        meta.state == State::Recording || self.is_active(&meta.id)
+    }
+
     /// Whether the recording is being written now.
     pub fn is_active(&self, id: &str) -> bool {
         let mut active = self.active();

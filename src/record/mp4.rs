@@ -20,7 +20,7 @@ use ffmpeg_sys_next as sys;
 use super::muxer::MuxError;
 use crate::media::transcode::audio::{AacPacket, Transcoder};
 use crate::media::transcode::video::{H264Out, VideoSettings, VideoTranscoder};
-use crate::media::{Codec, probe};
+use crate::media::{Codec, MediaKind, probe};
 
 /// What happens to a recording's Opus track in the MP4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -385,13 +385,10 @@ fn largest_picture(input: &Path, cancel: &AtomicBool) -> Result<(Codec, (i32, i3
         .best(ff::media::Type::Video)
         .ok_or_else(|| unsupported("the recording has no video to encode"))?;
     let index = stream.index();
-    let codec = match stream.parameters().id() {
-        ff::codec::Id::VP8 => Codec::Vp8,
-        ff::codec::Id::VP9 => Codec::Vp9,
-        ff::codec::Id::AV1 => Codec::Av1,
-        ff::codec::Id::H264 => Codec::H264,
-        other => return Err(unsupported(format!("cannot decode {other:?} video"))),
-    };
+    let id = stream.parameters().id();
+    let codec = super::muxer::codec_of(id)
+        .filter(|c| c.kind() == MediaKind::Video)
+        .ok_or_else(|| unsupported(format!("cannot decode {id:?} video")))?;
     let (mut w, mut h) = (0u32, 0u32);
     for (s, packet) in ictx.packets() {
         if cancel.load(Ordering::Relaxed) {

@@ -128,6 +128,18 @@ fn codec_id(c: Codec) -> sys::AVCodecID {
     }
 }
 
+/// castgate's codec for one FFmpeg names in a file (`None`: not one of castgate's).
+pub(crate) fn codec_of(id: ff::codec::Id) -> Option<Codec> {
+    Some(match id {
+        ff::codec::Id::VP8 => Codec::Vp8,
+        ff::codec::Id::VP9 => Codec::Vp9,
+        ff::codec::Id::AV1 => Codec::Av1,
+        ff::codec::Id::H264 => Codec::H264,
+        ff::codec::Id::OPUS => Codec::Opus,
+        _ => return None,
+    })
+}
+
 impl Muxer {
     /// Creates the file and writes its header.
     pub fn create(
@@ -336,14 +348,7 @@ pub fn remux(input: &Path, output: &Path, opts: MuxOptions) -> Result<u64, MuxEr
         .streams()
         .find(|s| s.parameters().medium() == ff::media::Type::Video)
         .map(|s| s.parameters().id());
-    let (format, _) = container_for(
-        match video {
-            Some(ff::codec::Id::H264) => Some(Codec::H264),
-            Some(_) => Some(Codec::Vp8),
-            None => None,
-        },
-        false,
-    );
+    let (format, _) = container_for(video.and_then(codec_of), false);
     let mut octx =
         ff::format::output_as(output, format).map_err(ff_err("creating the repaired file"))?;
     let mut map = Vec::new();

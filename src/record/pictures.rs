@@ -21,7 +21,7 @@ use ffmpeg_next as ff;
 use super::derived::{self, Kind};
 use super::index::Index;
 use crate::media::snapshot::{self, Decoded, Picture, Strip};
-use crate::media::{Codec, h264};
+use crate::media::{Codec, MediaKind, h264};
 
 /// The poster's largest size.
 pub const POSTER_MAX: (u32, u32) = (640, 360);
@@ -70,13 +70,9 @@ impl Keyframes {
             .best(ff::media::Type::Video)
             .ok_or(PictureError::NoVideo)?;
         let par = stream.parameters();
-        let codec = match par.id() {
-            ff::codec::Id::VP8 => Codec::Vp8,
-            ff::codec::Id::VP9 => Codec::Vp9,
-            ff::codec::Id::AV1 => Codec::Av1,
-            ff::codec::Id::H264 => Codec::H264,
-            _ => return Err(PictureError::NoVideo),
-        };
+        let codec = super::muxer::codec_of(par.id())
+            .filter(|c| c.kind() == MediaKind::Video)
+            .ok_or(PictureError::NoVideo)?;
         // SAFETY: plain reads of the stream's codec parameters.
         let extradata = unsafe {
             let p = par.as_ptr();

@@ -33,6 +33,14 @@ const WAIT_FOR_PLACE: Duration = Duration::from_secs(2);
 /// A keyframe older than this is refreshed (asked for) by the next request.
 const STALE_KEYFRAME: Duration = Duration::from_secs(10);
 
+/// Asks the publisher for a keyframe of the top layer, so the next
+/// picture decodes from a fresh one.
+fn ask_for_keyframe(stream: &LiveStream) {
+    if let Some(layer) = stream.resolve_layer(super::Want::Top) {
+        stream.request_keyframe(layer);
+    }
+}
+
 /// A JPEG of a stream's latest picture.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -100,11 +108,7 @@ pub struct Snapshots {
 impl Snapshots {
     /// Pictures made as `config` says.
     pub fn new(config: SnapshotConfig) -> Snapshots {
-        let places = if config.max_concurrent == 0 {
-            (std::thread::available_parallelism().map_or(1, |n| n.get()) / 2).max(1)
-        } else {
-            config.max_concurrent
-        };
+        let places = crate::config::or_half_the_cores(config.max_concurrent);
         Snapshots {
             config,
             places: Arc::new(tokio::sync::Semaphore::new(places)),
@@ -145,9 +149,7 @@ impl Snapshots {
         let slot = self.slot(stream.id());
         let mut cached = slot.lock().await;
         let Some((keyframe_at, frames)) = stream.latest_pictures(MAX_FRAMES + 1) else {
-            if let Some(layer) = stream.resolve_layer(super::Want::Top) {
-                stream.request_keyframe(layer);
-            }
+            ask_for_keyframe(stream);
             return match cached.as_ref() {
                 Some(c) => Ok(c.snapshot.clone()),
                 None => Err(SnapshotError::NotYet),
@@ -166,9 +168,7 @@ impl Snapshots {
         if frames.len() > MAX_FRAMES || keyframe_at.elapsed() > STALE_KEYFRAME {
             // Decoding from an old keyframe gets dearer with every frame:
             // ask for a new one, for the next picture.
-            if let Some(layer) = stream.resolve_layer(super::Want::Top) {
-                stream.request_keyframe(layer);
-            }
+            ask_for_keyframe(stream);
         }
         let permit = tokio::time::timeout(WAIT_FOR_PLACE, self.places.clone().acquire_owned())
             .await

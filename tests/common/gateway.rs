@@ -125,3 +125,29 @@ pub async fn recordings_idle(server: &Server) {
         .await
         .unwrap();
 }
+
+/// `n` GETs of `url` at once, each required to answer 200 with
+/// `content_type`: their `header` values and bodies, in the order sent.
+pub async fn get_at_once(
+    url: &str,
+    n: usize,
+    content_type: &str,
+    header: &str,
+) -> Vec<(String, bytes::Bytes)> {
+    let client = reqwest::Client::new();
+    let asks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move { client.get(&url).send().await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for a in asks {
+        let r = a.await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        assert_eq!(r.headers()["content-type"], content_type, "{url}");
+        let value = r.headers()[header].to_str().unwrap().to_string();
+        out.push((value, r.bytes().await.unwrap()));
+    }
+    out
+}
